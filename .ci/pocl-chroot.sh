@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs a command inside a Debian trixie chroot that has PoCL 6 (OpenCL on the CPU), with the
+# repository bind-mounted at the same path, so ILGPU's OpenCL backend runs on a real OpenCL
+# runtime. Debian 12's own PoCL 3.1 lacks the generic address space ILGPU needs
+# (see README "OpenCL devices"). Needs root (debootstrap, mount, chroot).
+#
+#   .ci/pocl-chroot.sh setup            build the chroot once (about 1-3 minutes)
+#   .ci/pocl-chroot.sh run CMD ARGS...  run CMD in the repository root inside the chroot
+#
+# The Debian mirror is read from this machine's own apt configuration; none is written here.
+set -euo pipefail
+ROOT=${POCL_ROOT:-$HOME/.cache/ilgpusae-trixie}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+mirror() {
+  local m
+  m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$m" ] || m=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$m" ] || { echo "pocl-chroot: no Debian mirror found in apt configuration" >&2; exit 1; }
+  echo "$m"
+}
+
+setup() {
+  if [ -x "$ROOT/usr/bin/clinfo" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/libopenblas.so.0" ]; then
+    return 0
+  fi
+  command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap; }
+  if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
+    rm -rf "$ROOT.partial"
+    debootstrap --variant=minbase trixie "$ROOT.partial" "$(mirror)" >/tmp/ilgpusae-debootstrap.log 2>&1 \
+      || { tail -30 /tmp/ilgpusae-debootstrap.log; exit 1; }
+    mv "$ROOT.partial" "$ROOT"
+  fi
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  chroot "$ROOT" apt-get update -qq
+  chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      pocl-opencl-icd ocl-icd-opencl-dev clinfo libopenblas0-pthread libicu76 >/dev/null
+}
+
+run() {
+  setup
+  local mounts=()
+  mnt() { mkdir -p "$ROOT$2"; mount "${@:3}" "$1" "$ROOT$2"; mounts=("$ROOT$2" "${mounts[@]}"); }
+  cleanup() { for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
+  trap cleanup EXIT
+  mkdir -p "$ROOT/proc"; mount -t proc proc "$ROOT/proc"; mounts=("$ROOT/proc")
+  mnt /dev /dev --rbind; mount --make-rslave "$ROOT/dev"
+  mnt /sys /sys --rbind; mount --make-rslave "$ROOT/sys"     # PoCL's hwloc needs /sys
+  local dotnet_root; dotnet_root=$(dirname "$(readlink -f "$(command -v dotnet)")")
+  mnt "$dotnet_root" "$dotnet_root" --bind
+  mkdir -p "$HOME/.nuget"; mnt "$HOME/.nuget" "$HOME/.nuget" --bind
+  [ -d /opt/nuget ] && mnt /opt/nuget /opt/nuget --bind
+  mnt "$REPO" "$REPO" --bind
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  chroot "$ROOT" env -i PATH="$dotnet_root:/usr/bin:/bin" HOME="$HOME" CI="${CI:-}" \
+      DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_CLI_USE_MSBUILD_SERVER=0 \
+      NUGET_CERT_REVOCATION_MODE=offline POCL_MAX_WORK_GROUP_SIZE="${POCL_MAX_WORK_GROUP_SIZE:-256}" \
+      ILGPUSAE_BACKEND="${ILGPUSAE_BACKEND:-}" ILGPUSAE_EXPECT_OPENCL=1 \
+      bash -c 'cd "$0" && "$@"' "$REPO" "$@"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 setup | run CMD [ARGS...]" >&2; exit 2 ;;
+esac

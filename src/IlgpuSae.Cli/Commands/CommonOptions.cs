@@ -1,0 +1,80 @@
+using System.CommandLine;
+using IlgpuSae.Backends;
+using Spectre.Console;
+
+namespace IlgpuSae.Cli.Commands;
+
+/// <summary>Options every command takes, and shared helpers.</summary>
+internal static class CommonOptions
+{
+    /// <summary><c>--backend auto|cpu|opencl|cuda</c>; falls back to <c>ILGPUSAE_BACKEND</c>, then auto.</summary>
+    public static Option<string?> Backend { get; } = CreateBackend();
+
+    /// <summary><c>--device N</c>: which device of the backend (of the full list with auto).</summary>
+    public static Option<int?> Device { get; } = new("--device")
+    {
+        Description = "Device number within the backend (within the full list for --backend auto); see 'devices'.",
+        Recursive = true,
+    };
+
+    private static Option<string?> CreateBackend()
+    {
+        var option = new Option<string?>("--backend")
+        {
+            Description = $"Compute backend: auto, cpu, opencl or cuda (default: ${BackendKinds.EnvironmentVariable}, else auto).",
+            Recursive = true,
+            HelpName = "auto|cpu|opencl|cuda",
+        };
+        option.Validators.Add(result =>
+        {
+            var value = result.GetValueOrDefault<string?>();
+            if (value is not null && !BackendKinds.Names.Contains(value.ToLowerInvariant()))
+            {
+                result.AddError($"Unknown backend '{value}'. Expected one of: {string.Join(", ", BackendKinds.Names)}.");
+            }
+        });
+        return option;
+    }
+
+    /// <summary>Opens the device the options (or the environment) ask for.</summary>
+    public static SaeDevice OpenDevice(ParseResult parse, SaeDeviceOptions? options = null) =>
+        SaeDevice.Create(BackendKinds.Resolve(parse.GetValue(Backend)), parse.GetValue(Device), options);
+
+    /// <summary>Runs a command body, turning expected failures into a message and exit code 2.</summary>
+    public static int Guard(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (BackendUnavailableException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+
+    /// <summary>A console that does not wrap tables at 80 columns when output is redirected.</summary>
+    public static IAnsiConsole Console2 { get; } = AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(Console.Out),
+    });
+
+    static CommonOptions()
+    {
+        if (Console.IsOutputRedirected)
+        {
+            Console2.Profile.Width = 200;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+using ILGPU.Algorithms;
+
+namespace IlgpuSae.Kernels;
+
+// Operator structs drive the generic element-wise and reduction kernels: each kernel is specialised per
+// operator type at compile time, so no delegate or virtual call reaches device code. Operators may carry
+// parameters as fields (e.g. Scale.Factor); they are passed to the kernel by value.
+
+/// <summary>An element-wise function <c>y = f(x)</c>.</summary>
+public interface IUnaryOp
+{
+    /// <summary>Applies the function.</summary>
+    float Apply(float x);
+}
+
+/// <summary>An element-wise function <c>y = f(a, b)</c>.</summary>
+public interface IBinaryOp
+{
+    /// <summary>Applies the function.</summary>
+    float Apply(float a, float b);
+}
+
+/// <summary>
+/// A reduction: the result is <c>Combine(…Combine(Identity, Map(x0)), …, Map(xn))</c>. <c>Combine</c> must
+/// be associative and commutative (kernels reduce in any order).
+/// </summary>
+public interface IReduceOp
+{
+    /// <summary>The neutral element of <see cref="Combine"/>.</summary>
+    float Identity { get; }
+
+    /// <summary>Transforms one input before combining.</summary>
+    float Map(float x);
+
+    /// <summary>Combines two partial results.</summary>
+    float Combine(float a, float b);
+}
+
+/// <summary>Copies: <c>y = x</c>.</summary>
+public readonly struct Identity : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => x;
+}
+
+/// <summary>Constant fill: <c>y = Value</c> (the input is ignored).</summary>
+/// <param name="value">The value written.</param>
+public readonly struct Constant(float value) : IUnaryOp
+{
+    /// <summary>The value written.</summary>
+    public float Value { get; } = value;
+
+    /// <inheritdoc/>
+    public float Apply(float x) => Value;
+}
+
+/// <summary><c>y = max(x, 0)</c>.</summary>
+public readonly struct Relu : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => x > 0f ? x : 0f;
+}
+
+/// <summary>Heaviside step: <c>y = 1</c> if <c>x &gt; 0</c>, else 0 (the Gated SAE gate; H(0) = 0).</summary>
+public readonly struct Heaviside : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => x > 0f ? 1f : 0f;
+}
+
+/// <summary><c>y = eˣ</c> (CUDA uses the fast approximate exponential).</summary>
+public readonly struct Exp : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Exp(x);
+}
+
+/// <summary><c>y = √x</c>.</summary>
+public readonly struct Sqrt : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Sqrt(x);
+}
+
+/// <summary><c>y = |x|</c>.</summary>
+public readonly struct Abs : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Abs(x);
+}
+
+/// <summary><c>y = x²</c>.</summary>
+public readonly struct Square : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => x * x;
+}
+
+/// <summary><c>y = Factor · x</c>.</summary>
+/// <param name="factor">The multiplier.</param>
+public readonly struct Scale(float factor) : IUnaryOp
+{
+    /// <summary>The multiplier.</summary>
+    public float Factor { get; } = factor;
+
+    /// <inheritdoc/>
+    public float Apply(float x) => Factor * x;
+}
+
+/// <summary><c>y = a + b</c>.</summary>
+public readonly struct Add : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a + b;
+}
+
+/// <summary><c>y = a − b</c>.</summary>
+public readonly struct Subtract : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a - b;
+}
+
+/// <summary><c>y = a · b</c>.</summary>
+public readonly struct Multiply : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a * b;
+}
+
+/// <summary><c>y = a / b</c>.</summary>
+public readonly struct Divide : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a / b;
+}
+
+/// <summary><c>y = max(a, b)</c>.</summary>
+public readonly struct Maximum : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => XMath.Max(a, b);
+}
+
+/// <summary><c>y = Alpha·a + Beta·b</c>.</summary>
+/// <param name="alpha">Weight of <c>a</c>.</param>
+/// <param name="beta">Weight of <c>b</c>.</param>
+public readonly struct Axpby(float alpha, float beta) : IBinaryOp
+{
+    /// <summary>Weight of <c>a</c>.</summary>
+    public float Alpha { get; } = alpha;
+
+    /// <summary>Weight of <c>b</c>.</summary>
+    public float Beta { get; } = beta;
+
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => Alpha * a + Beta * b;
+}
+
+/// <summary>Sum of the values.</summary>
+public readonly struct Sum : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => 0f;
+
+    /// <inheritdoc/>
+    public float Map(float x) => x;
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => a + b;
+}
+
+/// <summary>Sum of squares (the squared L2 norm).</summary>
+public readonly struct SumOfSquares : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => 0f;
+
+    /// <inheritdoc/>
+    public float Map(float x) => x * x;
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => a + b;
+}
+
+/// <summary>Sum of absolute values (the L1 norm).</summary>
+public readonly struct SumOfAbs : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => 0f;
+
+    /// <inheritdoc/>
+    public float Map(float x) => XMath.Abs(x);
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => a + b;
+}
+
+/// <summary>Maximum value (−∞ for an empty set).</summary>
+public readonly struct Max : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => float.NegativeInfinity;
+
+    /// <inheritdoc/>
+    public float Map(float x) => x;
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => XMath.Max(a, b);
+}
+
+/// <summary>Number of non-zero values (the L0 "norm"), exact up to 2²⁴.</summary>
+public readonly struct CountNonZero : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => 0f;
+
+    /// <inheritdoc/>
+    public float Map(float x) => x != 0f ? 1f : 0f;
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => a + b;
+}
