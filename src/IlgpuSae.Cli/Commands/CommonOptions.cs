@@ -64,17 +64,15 @@ internal static class CommonOptions
         }
     }
 
-    /// <summary>A console that does not wrap tables at 80 columns when output is redirected.</summary>
-    public static IAnsiConsole Console2 { get; } = AnsiConsole.Create(new AnsiConsoleSettings
+    /// <summary>A console on the current standard output that does not wrap tables at 80 columns when redirected.</summary>
+    public static IAnsiConsole CreateConsole()
     {
-        Out = new AnsiConsoleOutput(Console.Out),
-    });
-
-    static CommonOptions()
-    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
         if (Console.IsOutputRedirected)
         {
-            Console2.Profile.Width = 200;
+            console.Profile.Width = 200;
         }
+
+        return console;
     }
 }

@@ -55,10 +55,11 @@ internal static class DevicesCommand
                     d.IsAutoChoice ? "[green]<- auto[/]" : "");
             }
 
-            CommonOptions.Console2.Write(table);
+            var console = CommonOptions.CreateConsole();
+            console.Write(table);
             foreach (var d in devices.Where(d => !d.IsSupported))
             {
-                CommonOptions.Console2.MarkupLine($"[yellow]{d.Label}[/]: {Markup.Escape(d.UnsupportedReason!)}");
+                console.MarkupLine($"[yellow]{d.Label}[/]: {Markup.Escape(d.UnsupportedReason!)}");
             }
 
             return 0;

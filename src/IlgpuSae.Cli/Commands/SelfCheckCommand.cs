@@ -38,7 +38,7 @@ internal static class SelfCheckCommand
             };
             var text = parse.GetValue(filter);
             var checks = KernelChecks.All.Where(c => text is null || c.Name.Contains(text, StringComparison.OrdinalIgnoreCase)).ToArray();
-            var console = CommonOptions.Console2;
+            var console = CommonOptions.CreateConsole();
             int failures = 0;
             foreach (var v in variants)
             {

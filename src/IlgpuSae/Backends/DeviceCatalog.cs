@@ -108,7 +108,7 @@ public static class DeviceCatalog
     }
 
     /// <summary>CUDA, then an OpenCL GPU, then an OpenCL CPU device ILGPU accepts, then the CPU accelerator.</summary>
-    private static DeviceDescription? PickAuto(IReadOnlyList<DeviceDescription> devices)
+    internal static DeviceDescription? PickAuto(IReadOnlyList<DeviceDescription> devices)
     {
         static int Rank(DeviceDescription d) => d switch
         {

@@ -101,7 +101,7 @@ public sealed class ParameterBuffer : IDisposable
         Device = device;
         Layout = layout;
         _buffer = device.Accelerator.Allocate1D<float>(4 * layout.Length);
-        _buffer.MemSetToZero(device.Stream);
+        device.Ops.Fill(_buffer.View, 0f);
         device.Synchronize();
     }
 
@@ -143,8 +143,9 @@ public sealed class ParameterBuffer : IDisposable
     /// <summary>The named parameter's gradient.</summary>
     public MatrixView Gradient(string name) => Get(name, ParameterSection.Gradients);
 
-    /// <summary>Zeroes every gradient (one memset).</summary>
-    public void ZeroGradients() => _buffer.View.SubView(Layout.Length, Layout.Length).MemSetToZero(Device.Stream);
+    /// <summary>Zeroes every gradient (one kernel launch).</summary>
+    /// <remarks>A fill kernel, not ILGPU's memset: PoCL 6 rejects ILGPU's memset of a sub-view (CLException).</remarks>
+    public void ZeroGradients() => Device.Ops.Fill(Gradients, 0f);
 
     /// <summary>Copies one section to the host (padding included).</summary>
     public float[] Download(ParameterSection section = ParameterSection.Values)
