@@ -34,7 +34,7 @@ public sealed record AdamSettings
 /// Kernels are compiled on first use and cached per accelerator. Results may differ in the last bits
 /// between CUDA, OpenCL and the CPU (different summation orders and fast-math functions on GPUs).
 /// </summary>
-public sealed class DeviceOps
+public sealed partial class DeviceOps
 {
     private readonly SaeDevice _device;
     private readonly ConcurrentDictionary<(string Kernel, Type? Arg), Delegate> _cache = new();
@@ -165,6 +165,23 @@ public sealed class DeviceOps
             Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, TOp>(
                 ElementwiseKernels.MapBroadcastKernel<TOp>));
         kernel(Stream, ToIndex(x.Length), x.Data, v, y.Data, divisor, modulus, op);
+    }
+
+    /// <summary><c>y = xᵀ</c>: <paramref name="y"/> must be [x.Cols, x.Rows] and must not overlap <paramref name="x"/>.</summary>
+    public void Transpose(MatrixView x, MatrixView y)
+    {
+        string Shapes() => $"Transpose: x{Dims(x)} y{Dims(y)}";
+        RequireValid(x, "x", Shapes);
+        RequireValid(y, "y", Shapes);
+        if (y.Rows != x.Cols || y.Cols != x.Rows)
+        {
+            throw new ArgumentException($"{Shapes()}: y must be [{x.Cols}, {x.Rows}].");
+        }
+
+        RequireNoOverlap(y.Data, x.Data, () => $"{Shapes()}: y overlaps x.");
+        var kernel = Kernel("Transpose", null, () =>
+            Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
+        kernel(Stream, ToIndex(x.Length), x.Data, y.Data, x.Rows, x.Cols);
     }
 
     /// <summary>Sets every element of <paramref name="y"/> to <paramref name="value"/>.</summary>

@@ -32,4 +32,13 @@ internal static class ElementwiseKernels
     {
         y[i] = op.Apply(x[i], v[i / divisor % modulus]);
     }
+
+    /// <summary><c>dst[c, r] = src[r, c]</c> for a row-major src [rows, cols]; one work item per element of dst.</summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void TransposeKernel(Index1D e, ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
+    {
+        int c = e / rows;
+        int r = e - c * rows;
+        dst[e] = src[r * cols + c];
+    }
 }

@@ -36,6 +36,9 @@ public sealed class DeviceTensor : IDisposable
     /// <summary>Number of columns.</summary>
     public int Cols => View.Cols;
 
+    /// <summary>Views the given range of rows.</summary>
+    public MatrixView SliceRows(int start, int count) => View.SliceRows(start, count);
+
     /// <summary>Copies row-major host values into the tensor.</summary>
     /// <exception cref="ArgumentException">The array length is not Rows × Cols.</exception>
     public void CopyFrom(float[] values)

@@ -115,6 +115,30 @@ public static class CpuReference
         return y;
     }
 
+    /// <summary>Tangent projection in double: <c>g_i − (g_i·w_i/‖w_i‖²)·w_i</c> per row.</summary>
+    public static double[] ProjectRows(float[] g, float[] w, int rows, int cols)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        ArgumentNullException.ThrowIfNull(w);
+        var y = new double[(long)rows * cols];
+        for (int r = 0; r < rows; r++)
+        {
+            double dot = 0, nn = 0;
+            for (int c = 0; c < cols; c++)
+            {
+                dot += (double)g[r * cols + c] * w[r * cols + c];
+                nn += (double)w[r * cols + c] * w[r * cols + c];
+            }
+
+            for (int c = 0; c < cols; c++)
+            {
+                y[r * cols + c] = g[r * cols + c] - (nn > 0 ? dot / nn : 0) * w[r * cols + c];
+            }
+        }
+
+        return y;
+    }
+
     /// <summary>
     /// One Adam/AdamW step in double, as <c>torch.optim.Adam</c>/<c>AdamW</c> compute it. Returns the new
     /// parameters and moments.

@@ -96,6 +96,8 @@ public static class KernelChecks
             checks.Add(Reduce<CountNonZero>($"ReduceRows CountNonZero {shape}", rows, cols, true, false, v => v != 0 ? 1 : 0, (a, b) => a + b, 0));
             checks.Add(Reduce<CountNonZero>($"ReduceColumns CountNonZero {shape}", rows, cols, false, false, v => v != 0 ? 1 : 0, (a, b) => a + b, 0));
             checks.Add(new($"RowL2Norms {shape}", "Norms", (d, s) => RowNorms(d, s, rows, cols)));
+            checks.Add(new($"Transpose {shape}", "Transpose", (d, s) => Transpose(d, s, rows, cols)));
+            checks.Add(new($"ProjectRows {shape}", "Norms", (d, s) => ProjectRows(d, s, rows, cols)));
             checks.Add(new($"NormalizeRows {shape}", "Norms", (d, s) => NormalizeRows(d, s, rows, cols)));
         }
 
@@ -338,6 +340,36 @@ public static class KernelChecks
         var reference = CpuReference.RowL2Norms(x, rows, cols);
         return Compare($"RowL2Norms {rows}x{cols}", "Norms", tn.ToArray(), reference,
             i => Tolerance.Accumulation(cols + 1, reference[i]));
+    }
+
+    private static CheckResult Transpose(SaeDevice d, int seed, int rows, int cols)
+    {
+        var x = RandomData(new Random(seed), (long)rows * cols);
+        using var tx = d.Upload(x, rows, cols);
+        using var ty = Poisoned(d, cols, rows);
+        d.Ops.Transpose(tx, ty);
+        var reference = new double[x.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < cols; c++)
+            {
+                reference[(long)c * rows + r] = x[(long)r * cols + c];
+            }
+        }
+
+        return Compare($"Transpose {rows}x{cols}", "Transpose", ty.ToArray(), reference, Tolerance.Exact);
+    }
+
+    private static CheckResult ProjectRows(SaeDevice d, int seed, int rows, int cols)
+    {
+        var random = new Random(seed);
+        var g = RandomData(random, (long)rows * cols);
+        var w = RandomData(random, (long)rows * cols, withZeros: false);
+        using var tg = d.Upload(g, rows, cols);
+        using var tw = d.Upload(w, rows, cols);
+        d.Ops.ProjectRows(tg, tw);
+        var reference = CpuReference.ProjectRows(g, w, rows, cols);
+        return Compare($"ProjectRows {rows}x{cols}", "Norms", tg.ToArray(), reference, _ => Tolerance.Accumulation(2 * cols + 2, 4));
     }
 
     private static CheckResult NormalizeRows(SaeDevice d, int seed, int rows, int cols)

@@ -1,0 +1,66 @@
+namespace IlgpuSae.Sae;
+
+/// <summary>SAE architectures (SAELens <c>architecture</c> names: standard, gated, jumprelu).</summary>
+public enum SaeArchitecture
+{
+    /// <summary>ReLU + L1 baseline: <c>f = ReLU((x − b_dec)·W_enc + b_enc)</c>.</summary>
+    Standard,
+
+    /// <summary>Gated SAE (Rajamanoharan et al. 2024): <c>f = 1[π_gate &gt; 0] ⊙ ReLU(π_mag)</c>.</summary>
+    Gated,
+
+    /// <summary>JumpReLU (inference): <c>f = ReLU(z)·1[z &gt; θ]</c>, <c>z = (x − b_dec·apply)·W_enc + b_enc</c>.</summary>
+    JumpRelu,
+}
+
+/// <summary>The shape and inference semantics of an SAE (what <c>cfg.json</c> records).</summary>
+public sealed record SaeConfig
+{
+    /// <summary>The architecture.</summary>
+    public required SaeArchitecture Architecture { get; init; }
+
+    /// <summary>Input width d.</summary>
+    public required int DIn { get; init; }
+
+    /// <summary>Dictionary size M.</summary>
+    public required int DSae { get; init; }
+
+    /// <summary>Whether <c>b_dec</c> is subtracted from the input before encoding (SAELens <c>apply_b_dec_to_input</c>).</summary>
+    public bool ApplyBDecToInput { get; init; } = true;
+
+    /// <summary>Gated only: whether <c>r_mag</c> rescales the magnitude path (false = the "no r_mag" ablation, <c>W_mag = W_gate</c>).</summary>
+    public bool UseRMag { get; init; } = true;
+
+    /// <summary>
+    /// Gated only: independent magnitude weights <c>W_mag</c> (the "untied" ablation; not a SAELens architecture).
+    /// An untied SAE has no <c>r_mag</c> (its own <c>W_mag</c> subsumes the rescaling).
+    /// </summary>
+    public bool Untied { get; init; }
+
+    /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings …).</summary>
+    public IReadOnlyDictionary<string, object?> Metadata { get; init; } = new Dictionary<string, object?>();
+
+    /// <summary>Whether the magnitude path is rescaled by <c>exp(r_mag)</c> (gated, tied, r_mag not ablated).</summary>
+    public bool HasRMag => Architecture == SaeArchitecture.Gated && UseRMag && !Untied;
+
+    /// <summary>Checks the configuration.</summary>
+    /// <exception cref="ArgumentException">A dimension is not positive or an option does not apply.</exception>
+    public void Validate()
+    {
+        if (DIn <= 0 || DSae <= 0)
+        {
+            throw new ArgumentException($"d_in and d_sae must be positive, got d_in={DIn}, d_sae={DSae}.");
+        }
+
+        if ((long)DIn * DSae > int.MaxValue)
+        {
+            throw new ArgumentException($"d_in × d_sae = {(long)DIn * DSae} exceeds the 2^31 elements a weight matrix may hold.");
+        }
+
+        if (Architecture != SaeArchitecture.Gated && (Untied || !UseRMag))
+        {
+            throw new ArgumentException("The untied and no-r_mag options apply to gated SAEs only.");
+        }
+
+    }
+}
