@@ -16,6 +16,11 @@ public static class Program
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(SelfCheckCommand.Create());
         root.Subcommands.Add(KernelsCommand.Create());
+        root.Subcommands.Add(SaeCommands.Train());
+        root.Subcommands.Add(SaeCommands.Eval());
+        root.Subcommands.Add(SaeCommands.Export());
+        root.Subcommands.Add(SaeCommands.Encode());
+        root.Subcommands.Add(SaeCommands.Synth());
         return root.Parse(args).Invoke();
     }
 }

@@ -29,8 +29,10 @@ internal static class AdamKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void AdamKernel(
-        Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+        Index1D gridIndex, int count, int stride, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        for (int i = gridIndex; i < count; i += stride)
+        {
         float p = param[i];
         float g = grad[i] * a.GradScale;
         if (a.Decoupled == 0)
@@ -50,5 +52,6 @@ internal static class AdamKernels
         float mHat = mi / a.BiasCorrection1;
         float vHat = vi / a.BiasCorrection2;
         param[i] = p - a.LearningRate * mHat / (XMath.Sqrt(vHat) + a.Epsilon);
+            }
     }
 }

@@ -11,30 +11,30 @@ public sealed partial class DeviceOps
     internal void GatedEncode(ArrayView<float> u, ArrayView<float> um, ArrayView<float> bGate, ArrayView<float> bMag,
         ArrayView<float> rMag, ArrayView<float> fa, GatedArgs p)
     {
-        var k = Kernel("GatedEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("GatedEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GatedArgs>(SaeKernels.GatedEncodeKernel));
-        k(Stream, p.Rows * p.M, u, um, bGate, bMag, rMag, fa, p);
+        k(Stream, Items(p.Rows * p.M), p.Rows * p.M, Items(p.Rows * p.M), u, um, bGate, bMag, rMag, fa, p);
     }
 
     internal void ReluEncode(ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> f, int m)
     {
-        var k = Kernel("ReluEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("ReluEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, int>(SaeKernels.ReluEncodeKernel));
-        k(Stream, (int)u.Length, u, bEnc, f, m);
+        k(Stream, Items((int)u.Length), (int)u.Length, Items((int)u.Length), u, bEnc, f, m);
     }
 
     internal void JumpReluEncode(ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> threshold, ArrayView<float> f, int m)
     {
-        var k = Kernel("JumpReluEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("JumpReluEncode", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, int>(SaeKernels.JumpReluEncodeKernel));
-        k(Stream, (int)u.Length, u, bEnc, threshold, f, m);
+        k(Stream, Items((int)u.Length), (int)u.Length, Items((int)u.Length), u, bEnc, threshold, f, m);
     }
 
     internal void Residual(ArrayView<float> xhat, ArrayView<float> x, ArrayView<float> bDec, ArrayView<float> delta, int d, int batch, float scale)
     {
-        var k = Kernel("Residual", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("Residual", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, int, int, float>(SaeKernels.ResidualKernel));
-        k(Stream, (int)xhat.Length, xhat, x, bDec, delta, d, batch, scale);
+        k(Stream, Items((int)xhat.Length), (int)xhat.Length, Items((int)xhat.Length), xhat, x, bDec, delta, d, batch, scale);
     }
 
     internal void GatedBackward(ArrayView<float> u, ArrayView<float> um, ArrayView<float> phiPsi, ArrayView<float> bGate,
@@ -44,22 +44,23 @@ public sealed partial class DeviceOps
         var k = Kernel("GatedBackward", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GatedArgs>(SaeKernels.GatedBackwardKernel));
-        k(Stream, p.M, u, um, phiPsi, bGate, bMag, rMag, norms, du, dum, gBGate, gBMag, gRMag, sums, p);
+        p.Stride = Items(p.M);
+        k(Stream, p.Stride, u, um, phiPsi, bGate, bMag, rMag, norms, du, dum, gBGate, gBMag, gRMag, sums, p);
     }
 
     internal void StandardBackward(ArrayView<float> f, ArrayView<float> phi, ArrayView<float> norms, ArrayView<float> du,
         ArrayView<float> gBEnc, ArrayView<float> sums, StandardArgs p)
     {
-        var k = Kernel("StandardBackward", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("StandardBackward", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, StandardArgs>(SaeKernels.StandardBackwardKernel));
-        k(Stream, p.M, f, phi, norms, du, gBEnc, sums, p);
+        k(Stream, Items(p.M), p.M, Items(p.M), f, phi, norms, du, gBEnc, sums, p);
     }
 
     internal void DecoderNormPenaltyGrad(MatrixView wDec, ArrayView<float> colA, ArrayView<float> norms, MatrixView gWDec, float lambdaOverB)
     {
-        var k = Kernel("DecoderNormPenaltyGrad", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>,
+        var k = Kernel("DecoderNormPenaltyGrad", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, int, float>(SaeKernels.DecoderNormPenaltyGradKernel));
-        k(Stream, (int)wDec.Length, wDec.Data, colA, norms, gWDec.Data, wDec.Cols, lambdaOverB);
+        k(Stream, Items((int)wDec.Length), (int)wDec.Length, Items((int)wDec.Length), wDec.Data, colA, norms, gWDec.Data, wDec.Cols, lambdaOverB);
     }
 
     /// <summary>
@@ -83,8 +84,8 @@ public sealed partial class DeviceOps
         }
         else
         {
-            var k = Kernel("ProjectRows", null, () => Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(SaeKernels.ProjectRowsKernel));
-            k(Stream, gradient.Rows, gradient.Data, weights.Data, gradient.Cols);
+            var k = Kernel("ProjectRows", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int>(SaeKernels.ProjectRowsKernel));
+            k(Stream, Items(gradient.Rows), gradient.Rows, Items(gradient.Rows), gradient.Data, weights.Data, gradient.Cols);
         }
     }
 }

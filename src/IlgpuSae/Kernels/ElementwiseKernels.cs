@@ -7,18 +7,24 @@ internal static class ElementwiseKernels
 {
     /// <summary><c>y[i] = op(x[i])</c>.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void MapKernel<TOp>(Index1D i, ArrayView<float> x, ArrayView<float> y, TOp op)
+    public static void MapKernel<TOp>(Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> y, TOp op)
         where TOp : struct, IUnaryOp
     {
+        for (int i = gridIndex; i < count; i += stride)
+        {
         y[i] = op.Apply(x[i]);
+            }
     }
 
     /// <summary><c>y[i] = op(a[i], b[i])</c>.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void Map2Kernel<TOp>(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, TOp op)
+    public static void Map2Kernel<TOp>(Index1D gridIndex, int count, int stride, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, TOp op)
         where TOp : struct, IBinaryOp
     {
+        for (int i = gridIndex; i < count; i += stride)
+        {
         y[i] = op.Apply(a[i], b[i]);
+            }
     }
 
     /// <summary>
@@ -27,18 +33,24 @@ internal static class ElementwiseKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void MapBroadcastKernel<TOp>(
-        Index1D i, ArrayView<float> x, ArrayView<float> v, ArrayView<float> y, int divisor, int modulus, TOp op)
+        Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> v, ArrayView<float> y, int divisor, int modulus, TOp op)
         where TOp : struct, IBinaryOp
     {
+        for (int i = gridIndex; i < count; i += stride)
+        {
         y[i] = op.Apply(x[i], v[i / divisor % modulus]);
+            }
     }
 
     /// <summary><c>dst[c, r] = src[r, c]</c> for a row-major src [rows, cols]; one work item per element of dst.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void TransposeKernel(Index1D e, ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
+    public static void TransposeKernel(Index1D gridIndex, int count, int stride, ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         int c = e / rows;
         int r = e - c * rows;
         dst[e] = src[r * cols + c];
+            }
     }
 }

@@ -135,9 +135,11 @@ internal static class GemmKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GemmBlockedKernel<TLayout>(
-        Index1D block, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+        Index1D gridIndex, int count, int stride, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
         where TLayout : struct, IGemmLayout
     {
+        for (int block = gridIndex; block < count; block += stride)
+        {
         var layout = default(TLayout);
         int colBlocks = (p.N + Block - 1) / Block;
         int i0 = block / colBlocks * Block;
@@ -169,6 +171,7 @@ internal static class GemmKernels
         StoreRow(c, p, i0 + 1, j0, c10, c11, c12, c13);
         StoreRow(c, p, i0 + 2, j0, c20, c21, c22, c23);
         StoreRow(c, p, i0 + 3, j0, c30, c31, c32, c33);
+            }
     }
 
     private static void StoreRow(ArrayView<float> c, GemmArgs p, int i, int j, float v0, float v1, float v2, float v3)

@@ -11,8 +11,10 @@ internal static class NormKernels
 {
     /// <summary>CPU-shaped: one work item per row.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void NormalizeRowsKernel(Index1D row, ArrayView<float> x, ArrayView<float> norms, int cols, float eps, int writeNorms)
+    public static void NormalizeRowsKernel(Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> norms, int cols, float eps, int writeNorms)
     {
+        for (int row = gridIndex; row < count; row += stride)
+        {
         int start = row * cols;
         float s0 = 0f, s1 = 0f;
         int j = 0;
@@ -41,6 +43,7 @@ internal static class NormKernels
         {
             norms[row] = norm;
         }
+            }
     }
 
     /// <summary>GPU-shaped: one 256-thread group per row.</summary>

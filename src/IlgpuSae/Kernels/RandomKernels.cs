@@ -130,10 +130,12 @@ internal static class RandomKernels
 {
     /// <summary>Work item <c>b</c> writes elements 4b … 4b+3 (those below the length).</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void RandomFillKernel<TDist>(Index1D block, ArrayView<float> y, RandomArgs a, TDist dist)
+    public static void RandomFillKernel<TDist>(Index1D gridIndex, int count, int stride, ArrayView<float> y, RandomArgs a, TDist dist)
         where TDist : struct, IRandomDistribution
     {
-        var (r0, r1, r2, r3) = Philox.Block((uint)block.X, 0u, a.StreamLo, a.StreamHi, a.SeedLo, a.SeedHi);
+        for (int block = gridIndex; block < count; block += stride)
+        {
+        var (r0, r1, r2, r3) = Philox.Block((uint)block, 0u, a.StreamLo, a.StreamHi, a.SeedLo, a.SeedHi);
         var f = dist.Transform(r0, r1, r2, r3);
         int e = block * 4;
         y[e] = f.X;
@@ -151,5 +153,6 @@ internal static class RandomKernels
         {
             y[e + 3] = f.W;
         }
+            }
     }
 }

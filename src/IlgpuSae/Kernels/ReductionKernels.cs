@@ -11,9 +11,11 @@ internal static class ReductionKernels
 {
     /// <summary>CPU-shaped row reduction: one work item per row, four interleaved partial results.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void ReduceRowsKernel<TOp>(Index1D row, ArrayView<float> x, ArrayView<float> y, int cols, int accumulate)
+    public static void ReduceRowsKernel<TOp>(Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> y, int cols, int accumulate)
         where TOp : struct, IReduceOp
     {
+        for (int row = gridIndex; row < count; row += stride)
+        {
         var op = default(TOp);
         int start = row * cols;
         float s0 = op.Identity, s1 = op.Identity, s2 = op.Identity, s3 = op.Identity;
@@ -33,6 +35,7 @@ internal static class ReductionKernels
 
         float result = op.Combine(op.Combine(s0, s1), op.Combine(s2, s3));
         y[row] = accumulate != 0 ? op.Combine(y[row], result) : result;
+            }
     }
 
     /// <summary>GPU-shaped row reduction: one 256-thread group per row, strided loads, shared-memory tree.</summary>
@@ -62,9 +65,11 @@ internal static class ReductionKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void ReduceColumnsKernel<TOp>(
-        Index1D col, ArrayView<float> x, ArrayView<float> y, int rows, int cols, int accumulate)
+        Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> y, int rows, int cols, int accumulate)
         where TOp : struct, IReduceOp
     {
+        for (int col = gridIndex; col < count; col += stride)
+        {
         var op = default(TOp);
         float s0 = op.Identity, s1 = op.Identity;
         int i = 0;
@@ -81,5 +86,6 @@ internal static class ReductionKernels
 
         float result = op.Combine(s0, s1);
         y[col] = accumulate != 0 ? op.Combine(y[col], result) : result;
+            }
     }
 }

@@ -16,6 +16,7 @@ internal struct GatedArgs
     public int UseRMag;
     public int Untied;
     public int WeightedL1;
+    public int Stride;
 }
 
 /// <summary>Scalar arguments of the standard (ReLU) backward kernel.</summary>
@@ -37,33 +38,42 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedEncodeKernel(
-        Index1D e, ArrayView<float> u, ArrayView<float> um, ArrayView<float> bGate, ArrayView<float> bMag,
+        Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> um, ArrayView<float> bGate, ArrayView<float> bMag,
         ArrayView<float> rMag, ArrayView<float> fa, GatedArgs p)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         int i = e % p.M;
         float pg = u[e] + bGate[i];
         float scale = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
         float pm = scale * um[e] + bMag[i];
         fa[e] = pg > 0f && pm > 0f ? pm : 0f;
         fa[p.Rows * p.M + e] = pg > 0f ? pg : 0f;
+            }
     }
 
     /// <summary>Standard encoder: <c>F = ReLU(U + b_enc)</c>.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void ReluEncodeKernel(Index1D e, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> f, int m)
+    public static void ReluEncodeKernel(Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> f, int m)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         float z = u[e] + bEnc[e % m];
         f[e] = z > 0f ? z : 0f;
+            }
     }
 
     /// <summary>JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·1[z &gt; θ]</c> (SAELens semantics).</summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluEncodeKernel(
-        Index1D e, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> threshold, ArrayView<float> f, int m)
+        Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> threshold, ArrayView<float> f, int m)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         int i = e % m;
         float z = u[e] + bEnc[i];
         f[e] = z > 0f && z > threshold[i] ? z : 0f;
+            }
     }
 
     /// <summary>
@@ -72,14 +82,17 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void ResidualKernel(
-        Index1D e, ArrayView<float> xhat, ArrayView<float> x, ArrayView<float> bDec, ArrayView<float> delta,
+        Index1D gridIndex, int count, int stride, ArrayView<float> xhat, ArrayView<float> x, ArrayView<float> bDec, ArrayView<float> delta,
         int d, int batch, float scale)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         int row = e / d;
         int j = e - row * d;
         float v = xhat[e] + bDec[j];
         xhat[e] = v;
         delta[e] = scale * (v - x[(row % batch) * d + j]);
+            }
     }
 
     /// <summary>
@@ -91,10 +104,12 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedBackwardKernel(
-        Index1D i, ArrayView<float> u, ArrayView<float> um, ArrayView<float> phiPsi, ArrayView<float> bGate,
+        Index1D gridIndex, ArrayView<float> u, ArrayView<float> um, ArrayView<float> phiPsi, ArrayView<float> bGate,
         ArrayView<float> bMag, ArrayView<float> rMag, ArrayView<float> norms, ArrayView<float> du, ArrayView<float> dum,
         ArrayView<float> gBGate, ArrayView<float> gBMag, ArrayView<float> gRMag, ArrayView<float> sums, GatedArgs p)
     {
+        for (int i = gridIndex; i < p.M; i += p.Stride)
+        {
         float bg = bGate[i];
         float bm = bMag[i];
         float s = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
@@ -141,6 +156,7 @@ internal static class SaeKernels
         sums[i] = sumDu;
         sums[p.M + i] = sumDum;
         sums[2 * p.M + i] = sumA;
+            }
     }
 
     /// <summary>
@@ -149,9 +165,11 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void StandardBackwardKernel(
-        Index1D i, ArrayView<float> f, ArrayView<float> phi, ArrayView<float> norms, ArrayView<float> du,
+        Index1D gridIndex, int count, int stride, ArrayView<float> f, ArrayView<float> phi, ArrayView<float> norms, ArrayView<float> du,
         ArrayView<float> gBEnc, ArrayView<float> sums, StandardArgs p)
     {
+        for (int i = gridIndex; i < count; i += stride)
+        {
         float sparsity = p.LambdaOverB * (p.WeightedL1 != 0 ? norms[i] : 1f);
         float sumDu = 0f, sumF = 0f;
         for (int b = 0; b < p.Rows; b++)
@@ -167,6 +185,7 @@ internal static class SaeKernels
         gBEnc[i] += sumDu;
         sums[i] = sumDu;
         sums[2 * p.M + i] = sumF;
+            }
     }
 
     /// <summary>
@@ -175,15 +194,18 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void DecoderNormPenaltyGradKernel(
-        Index1D e, ArrayView<float> wDec, ArrayView<float> colA, ArrayView<float> norms, ArrayView<float> gWDec,
+        Index1D gridIndex, int count, int stride, ArrayView<float> wDec, ArrayView<float> colA, ArrayView<float> norms, ArrayView<float> gWDec,
         int d, float lambdaOverB)
     {
+        for (int e = gridIndex; e < count; e += stride)
+        {
         int row = e / d;
         float n = norms[row];
         if (n > 0f)
         {
             gWDec[e] += lambdaOverB * colA[row] * wDec[e] / n;
         }
+            }
     }
 
     /// <summary>
@@ -191,8 +213,10 @@ internal static class SaeKernels
     /// unit-norm decoder rows): <c>g_i ← g_i − (g_i·w_i / ‖w_i‖²)·w_i</c>. One work item per row.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void ProjectRowsKernel(Index1D row, ArrayView<float> g, ArrayView<float> w, int d)
+    public static void ProjectRowsKernel(Index1D gridIndex, int count, int stride, ArrayView<float> g, ArrayView<float> w, int d)
     {
+        for (int row = gridIndex; row < count; row += stride)
+        {
         int start = row * d;
         float dot = 0f, nn = 0f;
         for (int j = 0; j < d; j++)
@@ -210,6 +234,7 @@ internal static class SaeKernels
                 g[start + j] -= c * w[start + j];
             }
         }
+            }
     }
 
     /// <summary>GPU-shaped <see cref="ProjectRowsKernel"/>: one 256-thread group per row.</summary>

@@ -225,29 +225,22 @@ public sealed class SparseAutoencoder : IDisposable
         return (ws.F, xhat);
     }
 
-    /// <summary>Host convenience: encodes row-major <paramref name="x"/> [rows, d]; returns [rows, M].</summary>
-    public float[] Encode(float[] x, int rows)
+    /// <summary>Host convenience: features [rows, M] and reconstructions [rows, d] of row-major <paramref name="x"/> [rows, d].</summary>
+    public (float[] Features, float[] Reconstruction) ForwardHost(float[] x, int rows)
     {
         using var tx = Device.Upload(x, rows, DIn, "x");
-        var (f, _) = Forward(tx);
+        var (f, xhat) = Forward(tx);
         Device.Synchronize();
-        var result = new float[(long)rows * DSae];
-        f.Data.CopyToCPU(Device.Stream, result);
+        var features = new float[(long)rows * DSae];
+        var reconstruction = new float[(long)rows * DIn];
+        f.Data.CopyToCPU(Device.Stream, features);
+        xhat.Data.CopyToCPU(Device.Stream, reconstruction);
         Device.Synchronize();
-        return result;
+        return (features, reconstruction);
     }
 
-    /// <summary>Host convenience: reconstructs row-major <paramref name="x"/> [rows, d].</summary>
-    public float[] Reconstruct(float[] x, int rows)
-    {
-        using var tx = Device.Upload(x, rows, DIn, "x");
-        var (_, xhat) = Forward(tx);
-        Device.Synchronize();
-        var result = new float[(long)rows * DIn];
-        xhat.Data.CopyToCPU(Device.Stream, result);
-        Device.Synchronize();
-        return result;
-    }
+    /// <summary>The features [B, M] of the last forward pass with batch size <paramref name="batch"/> (workspace view).</summary>
+    internal MatrixView LastFeatures(int batch) => _workspaces[batch].F;
 
     private Workspace Prepare(MatrixView x)
     {
