@@ -37,32 +37,20 @@ public static class SaeFiles
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    /// <summary>Writes <paramref name="sae"/> to <paramref name="folder"/>; an existing folder is replaced only once the new one is complete.</summary>
+    /// <summary>
+    /// Writes <paramref name="sae"/> into <paramref name="folder"/> (created if needed; other files there are kept).
+    /// Each file is written atomically, weights first, so a crash never leaves a truncated file.
+    /// </summary>
     public static void Save(SparseAutoencoder sae, string folder)
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
-        var full = Path.GetFullPath(folder);
-        var temp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
-        Directory.CreateDirectory(temp);
-        try
-        {
-            var values = sae.Parameters.Download();
-            var tensors = sae.Parameters.Layout.Entries.Select(e => new TensorToWrite(
-                e.Name, e.Rows == 1 ? [e.Cols] : [e.Rows, e.Cols], values.AsSpan((int)e.Offset, (int)e.Length).ToArray()));
-            SafetensorsWriter.Write(Path.Combine(temp, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-            AtomicFile.WriteAllText(Path.Combine(temp, ConfigFile), ConfigJson(sae.Config).ToJsonString(Indented));
-            Replace(temp, full);
-        }
-        catch
-        {
-            if (Directory.Exists(temp))
-            {
-                Directory.Delete(temp, recursive: true);
-            }
-
-            throw;
-        }
+        Directory.CreateDirectory(folder);
+        var values = sae.Parameters.Download();
+        var tensors = sae.Parameters.Layout.Entries.Select(e => new TensorToWrite(
+            e.Name, e.Rows == 1 ? [e.Cols] : [e.Rows, e.Cols], values.AsSpan((int)e.Offset, (int)e.Length).ToArray()));
+        SafetensorsWriter.Write(Path.Combine(folder, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), ConfigJson(sae.Config).ToJsonString(Indented));
     }
 
     /// <summary>Moves a finished folder over <paramref name="target"/>, keeping the old one until the move succeeded.</summary>
