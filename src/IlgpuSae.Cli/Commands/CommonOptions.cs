@@ -57,7 +57,7 @@ internal static class CommonOptions
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or KeyNotFoundException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;

@@ -72,6 +72,22 @@ internal static class SaeCommands
         };
         command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
         {
+            // A run that fails before its first checkpoint leaves nothing behind in a folder it created.
+            var outDir = parse.GetValue(output)!;
+            bool created = !Directory.Exists(outDir);
+            try
+            {
+                return TrainCore(parse, cancel);
+            }
+            catch when (created && Directory.Exists(outDir) && SaeTrainer.LatestCheckpoint(outDir) is null)
+            {
+                Directory.Delete(outDir, recursive: true);
+                throw;
+            }
+        })));
+
+        int TrainCore(ParseResult parse, CancellationToken cancel)
+        {
             string archName = parse.GetValue(arch)!, modeName = parse.GetValue(mode)!, ablationName = parse.GetValue(ablation)!;
             bool gated = archName == "gated";
             if ((modeName == "saelens" && !gated) || (modeName == "april-update" && gated))
@@ -156,7 +172,8 @@ internal static class SaeCommands
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."));
             return 0;
-        })));
+        }
+
         return command;
     }
 

@@ -1,0 +1,118 @@
+using System.Text.Json;
+using FluentAssertions;
+using IlgpuSae.IO;
+using IlgpuSae.Tests.Backends;
+using Xunit;
+
+namespace IlgpuSae.Tests.Cli;
+
+/// <summary>train / eval / export / encode end to end, and their handling of bad input.</summary>
+[Collection(EnvironmentCollection.Name)]
+public sealed class SaeCliTests : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-cli-");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private string P(string name) => Path.Combine(_dir.FullName, name);
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        try
+        {
+            return (IlgpuSae.Cli.Program.Main(args), stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+        }
+    }
+
+    [Fact]
+    public void Train_eval_export_and_encode_work_end_to_end()
+    {
+        Run("synth", "--rows", "4096", "--d", "8", "--features", "16", "--l0", "2", "--out", P("toy.npy")).Code.Should().Be(0);
+        var train = Run("--backend", "cpu", "train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--l1", "1",
+            "--lr", "3e-3", "--batch-size", "256", "--tokens", "10240", "--lr-warmup", "5", "--log-every", "10",
+            "--checkpoint-every", "20", "--out", P("gated"));
+        train.Code.Should().Be(0, train.Err);
+        train.Out.Should().Contain("step 40/40").And.Contain("SAE written to");
+        File.Exists(P("gated/cfg.json")).Should().BeTrue();
+        File.ReadAllLines(P("gated/metrics.jsonl")).Should().HaveCount(4);
+        Directory.GetDirectories(P("gated/checkpoints")).Should().ContainSingle(d => d.EndsWith("step-00000020", StringComparison.Ordinal));
+
+        var again = Run("train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--tokens", "10240", "--batch-size", "256", "--out", P("gated"));
+        again.Code.Should().Be(2);
+        again.Err.Should().Contain("--resume");
+
+        var eval = Run("eval", "--sae", P("gated"), "--acts", P("toy.npy"), "--json");
+        eval.Code.Should().Be(0, eval.Err);
+        using (var doc = JsonDocument.Parse(eval.Out))
+        {
+            foreach (var key in new[] { "l0", "l1", "mse", "explained_variance", "explained_variance_legacy", "cossim", "l2_ratio", "relative_reconstruction_bias", "frac_alive" })
+            {
+                doc.RootElement.TryGetProperty(key, out _).Should().BeTrue(key);
+            }
+
+            doc.RootElement.GetProperty("tokens").GetInt64().Should().Be(4096);
+        }
+
+        var export = Run("export", "--sae", P("gated"), "--to", "jumprelu", "--out", P("jump"));
+        export.Code.Should().Be(0, export.Err);
+        var evalJump = Run("eval", "--sae", P("jump"), "--acts", P("toy.npy"), "--json");
+        using (var a = JsonDocument.Parse(eval.Out))
+        using (var b = JsonDocument.Parse(evalJump.Out))
+        {
+            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), 1e-3);
+            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), 1e-5);
+        }
+
+        var encode = Run("encode", "--sae", P("gated"), "--acts", P("toy.npy"), "--tokens", "100", "--out", P("features.safetensors"));
+        encode.Code.Should().Be(0, encode.Err);
+        using var f = new SafetensorsFile(P("features.safetensors"));
+        var indptr = f.ReadInt64("indptr");
+        indptr.Should().HaveCount(101).And.BeInAscendingOrder();
+        f.ReadInt64("indices").Should().HaveCount((int)indptr[^1]).And.OnlyContain(i => i >= 0 && i < 24);
+        f.ReadFloats("values").Should().OnlyContain(v => v > 0);
+    }
+
+    [Fact]
+    public void Bad_input_gives_a_clear_error_and_leaves_no_output()
+    {
+        var rows = new float[2048 * 4];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            rows[i] = (i % 7) - 3;
+        }
+
+        rows[1777 * 4 + 1] = float.PositiveInfinity;
+        Npy.WriteFloats(P("inf.npy"), rows, 2048, 4);
+        var inf = Run("train", "--arch", "standard", "--acts", P("inf.npy"), "--d-sae", "8", "--batch-size", "2048", "--tokens", "2048", "--out", P("out-inf"));
+        inf.Code.Should().Be(2);
+        inf.Err.Should().Contain("row 1777").And.Contain("column 1");
+        Directory.Exists(P("out-inf")).Should().BeFalse("a failed run leaves nothing behind");
+
+        Run("synth", "--rows", "2048", "--d", "6", "--out", P("d6.npy")).Code.Should().Be(0);
+        Run("synth", "--rows", "2048", "--d", "4", "--out", P("d4.npy")).Code.Should().Be(0);
+        Run("train", "--arch", "standard", "--acts", P("d4.npy"), "--d-sae", "8", "--batch-size", "1024", "--tokens", "1024", "--out", P("std4")).Code.Should().Be(0);
+        var wrongD = Run("eval", "--sae", P("std4"), "--acts", P("d6.npy"));
+        wrongD.Code.Should().Be(2);
+        wrongD.Err.Should().Contain("d = 6").And.Contain("d_in = 4");
+        var init = Run("train", "--arch", "standard", "--acts", P("d6.npy"), "--d-sae", "8", "--init", P("std4"), "--batch-size", "1024", "--tokens", "1024", "--out", P("init"));
+        init.Code.Should().Be(2);
+        init.Err.Should().Contain("--init").And.Contain("4×8");
+        Directory.Exists(P("init")).Should().BeFalse();
+        var mode = Run("train", "--arch", "standard", "--mode", "saelens", "--acts", P("d4.npy"), "--d-sae", "8", "--tokens", "1024", "--out", P("m"));
+        mode.Code.Should().Be(2);
+        mode.Err.Should().Contain("--mode saelens");
+        var missing = Run("eval", "--sae", P("nothing"), "--acts", P("d4.npy"));
+        missing.Code.Should().Be(2);
+        missing.Err.Should().Contain("No SAE folder");
+    }
+}
