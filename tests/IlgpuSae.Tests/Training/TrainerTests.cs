@@ -217,6 +217,29 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
     }
 
     [Fact]
+    public void Activation_normalisation_is_folded_into_the_saved_weights()
+    {
+        var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
+        var truth = SyntheticData.Generate(4096, 16, 32, 3, seed: 5);
+        var scaled = truth.Rows.Select(v => v * 40f).ToArray(); // activations far from unit scale
+        Npy.WriteFloats(P("big.npy"), scaled, truth.N, truth.D);
+        using var data = ActivationSources.Open(P("big.npy"));
+        using var sae = SparseAutoencoder.Create(device, new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 32 }, seed: 2);
+        using var trainer = new SaeTrainer(sae, data, Small(20) with { NormalizeActivations = true }, P("norm"));
+        trainer.Train();
+        trainer.NormalizationScale.Should().BeInRange(0.02f, 0.2f, "E‖x‖ ≈ 40·√3·1.7 is scaled to √16");
+
+        // The saved SAE takes raw activations: its features equal the training SAE's on scaled inputs, and its
+        // reconstruction is the training reconstruction divided by the scale.
+        using var saved = SaeFiles.Load(device, P("norm"));
+        var x = scaled.AsSpan(0, 8 * 16).ToArray();
+        var (fSaved, rSaved) = saved.ForwardHost(x, 8);
+        var (fTrain, rTrain) = sae.ForwardHost(x.Select(v => v * trainer.NormalizationScale).ToArray(), 8);
+        fSaved.Zip(fTrain).Should().OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-4 + 1e-4 * Math.Abs(t.Second));
+        rSaved.Zip(rTrain).Should().OnlyContain(t => Math.Abs(t.First - t.Second / trainer.NormalizationScale) <= 1e-3 + 1e-4 * Math.Abs(t.First));
+    }
+
+    [Fact]
     public void Evaluator_metrics_follow_their_formulas()
     {
         var acc = new SaeEvaluator.Accumulator(2, 3);
