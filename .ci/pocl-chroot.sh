@@ -6,6 +6,7 @@
 #
 #   .ci/pocl-chroot.sh setup            build the chroot once (about 1-3 minutes)
 #   .ci/pocl-chroot.sh run CMD ARGS...  run CMD in the repository root inside the chroot
+#   .ci/pocl-chroot.sh unmount          remove every mount below the chroot (after a killed run)
 #
 # The Debian mirror is read from this machine's own apt configuration; none is written here.
 set -euo pipefail
@@ -37,19 +38,30 @@ setup() {
       pocl-opencl-icd ocl-icd-opencl-dev clinfo libopenblas0-pthread libicu76 >/dev/null
 }
 
+unmount_all() {
+  # Everything mounted below the chroot, deepest first (also mounts a killed earlier run left behind).
+  local m
+  for m in $(awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
+mnt() {   # mnt SOURCE TARGET-INSIDE-CHROOT [mount options...]
+  mkdir -p "$ROOT$2"
+  mount "${@:3}" "$1" "$ROOT$2"
+}
+
 run() {
   setup
-  local mounts=()
-  mnt() { mkdir -p "$ROOT$2"; mount "${@:3}" "$1" "$ROOT$2"; mounts=("$ROOT$2" "${mounts[@]}"); }
-  cleanup() { for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
-  trap cleanup EXIT
-  mkdir -p "$ROOT/proc"; mount -t proc proc "$ROOT/proc"; mounts=("$ROOT/proc")
+  unmount_all
+  trap unmount_all EXIT
+  mkdir -p "$ROOT/proc"; mount -t proc proc "$ROOT/proc"
   mnt /dev /dev --rbind; mount --make-rslave "$ROOT/dev"
   mnt /sys /sys --rbind; mount --make-rslave "$ROOT/sys"     # PoCL's hwloc needs /sys
   local dotnet_root; dotnet_root=$(dirname "$(readlink -f "$(command -v dotnet)")")
   mnt "$dotnet_root" "$dotnet_root" --bind
   mkdir -p "$HOME/.nuget"; mnt "$HOME/.nuget" "$HOME/.nuget" --bind
-  [ -d /opt/nuget ] && mnt /opt/nuget /opt/nuget --bind
+  if [ -d /opt/nuget ]; then mnt /opt/nuget /opt/nuget --bind; fi
   mnt "$REPO" "$REPO" --bind
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
   chroot "$ROOT" env -i PATH="$dotnet_root:/usr/bin:/bin" HOME="$HOME" CI="${CI:-}" \
@@ -61,6 +73,7 @@ run() {
 
 case "${1:-}" in
   setup) setup ;;
+  unmount) unmount_all ;;
   run) shift; run "$@" ;;
   *) echo "usage: $0 setup | run CMD [ARGS...]" >&2; exit 2 ;;
 esac
