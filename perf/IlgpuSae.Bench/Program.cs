@@ -20,10 +20,16 @@ public static class Program
     /// <summary>Runs the benchmark named by the first argument.</summary>
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "sae")
+        {
+            return SaeStep.Run(args);
+        }
+
         if (args.Length == 0 || args[0] != "gemm")
         {
             Console.Error.WriteLine("usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] " +
-                                    "[--variants cpu,gpu] [--reps N] [--out FILE.md]");
+                                    "[--variants cpu,gpu] [--reps N] [--out FILE.md]\n" +
+                                    "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--steps N] [--out FILE.md]");
             return 2;
         }
 
@@ -170,7 +176,7 @@ public static class Program
         return sb.ToString();
     }
 
-    private static string Git(string arguments)
+    internal static string Git(string arguments)
     {
         try
         {
@@ -196,7 +202,7 @@ public static class Program
         };
     }
 
-    private static Dictionary<string, string> ParseOptions(string[] args)
+    internal static Dictionary<string, string> ParseOptions(string[] args)
     {
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < args.Length; i++)

@@ -21,6 +21,7 @@ public static class Program
         root.Subcommands.Add(SaeCommands.Export());
         root.Subcommands.Add(SaeCommands.Encode());
         root.Subcommands.Add(SaeCommands.Synth());
+        root.Subcommands.Add(BenchCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

@@ -139,6 +139,19 @@ internal static class SaeCommands
 
             using var device = CommonOptions.OpenDevice(parse);
             var outDir = parse.GetValue(output)!;
+            if (parse.GetValue(init) is null && parse.GetValue(rescaleOf) is null)
+            {
+                var planned = new SaeConfig
+                {
+                    Architecture = gated ? SaeArchitecture.Gated : SaeArchitecture.Standard,
+                    DIn = data.Dim,
+                    DSae = parse.GetValue(dSae) ?? throw new ArgumentException("--d-sae is required for a new SAE."),
+                    Untied = ablationName == "untied",
+                };
+                var plan = MemoryPlan.EnsureFits(planned, batchSize, device.Description.MemoryBytes, device.Description.Label);
+                Console.WriteLine($"Device memory plan: {plan}; {device.Description.Label} has {device.Description.MemoryBytes / (double)(1L << 30):0.##} GiB.");
+            }
+
             var metadata = new Dictionary<string, object?>
             {
                 ["training"] = new Dictionary<string, object?>

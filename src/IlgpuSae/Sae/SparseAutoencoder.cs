@@ -94,7 +94,7 @@ public sealed class SparseAutoencoder : IDisposable
         return LayoutFor(config).Entries.Select(e => e.Name).ToArray();
     }
 
-    private static ParameterLayout LayoutFor(SaeConfig c)
+    internal static ParameterLayout LayoutFor(SaeConfig c)
     {
         var layout = new ParameterLayout().Add("W_enc", c.DIn, c.DSae);
         switch (c.Architecture)

@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using IlgpuSae.Backends;
+using IlgpuSae.Kernels;
+using IlgpuSae.Sae;
+using IlgpuSae.Training;
+
+namespace IlgpuSae.Bench;
+
+/// <summary>
+/// Training-step benchmark against the OpenBLAS roofline: for each (d, M, B) and architecture, the step's
+/// tokens/s and effective GFLOP/s, and the tokens/s that the same dense FLOPs would give at the
+/// <c>cblas_sgemm</c> rate measured in the same run (B×M×d, the encoder product).
+/// </summary>
+internal static class SaeStep
+{
+    public static int Run(string[] args)
+    {
+        var options = Program.ParseOptions(args.Skip(1).ToArray());
+        var backend = BackendKinds.Resolve(options.GetValueOrDefault("backend"));
+        var sizes = options.GetValueOrDefault("sizes", "256x2048x1024,512x4096x4096").Split(',');
+        int steps = int.Parse(options.GetValueOrDefault("steps", "3"), CultureInfo.InvariantCulture);
+        string? outPath = options.GetValueOrDefault("out");
+        var blas = OpenBlas.TryDescribe();
+        using var device = SaeDevice.Create(backend);
+        var rows = new List<string>();
+        foreach (var shape in sizes)
+        {
+            var p = shape.Split('x').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+            var (d, m, b) = (p[0], p[1], p[2]);
+            double blasGflops = blas is null ? double.NaN : BlasRate(b, m, d);
+            foreach (var arch in new[] { SaeArchitecture.Standard, SaeArchitecture.Gated })
+            {
+                var t = StepBenchmark.Measure(device, new SaeConfig { Architecture = arch, DIn = d, DSae = m }, b, steps);
+                double rooflineTokens = b / (t.FlopsPerStep / (blasGflops * 1e9));
+                var row = string.Create(CultureInfo.InvariantCulture,
+                    $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | " +
+                    $"{blasGflops:0.0} | {rooflineTokens:0} | {t.TokensPerSecond / rooflineTokens * 100:0.00} % | {t.Plan.ToString().Split(" = ")[0]} |");
+                Console.WriteLine(row);
+                rows.Add(row);
+            }
+        }
+
+        var sb = new StringBuilder();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"# SAE training-step benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+        sb.AppendLine();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Program.Git("rev-parse --short HEAD")}");
+        if (Environment.GetEnvironmentVariable("ILGPUSAE_BENCH_NOTE") is { Length: > 0 } note)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- note: {note}");
+        }
+
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- device: {device}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run): {blas ?? "not available"}");
+        sb.AppendLine("- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up");
+        sb.AppendLine("- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M; roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)");
+        sb.AppendLine();
+        sb.AppendLine("| arch | d | M | B | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | memory |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        rows.ForEach(r => sb.AppendLine(r));
+        if (outPath is not null)
+        {
+            File.WriteAllText(outPath + ".tmp", sb.ToString());
+            File.Move(outPath + ".tmp", outPath, overwrite: true);
+            Console.WriteLine($"Wrote {outPath}");
+        }
+
+        return 0;
+    }
+
+    private static double BlasRate(int m, int n, int k)
+    {
+        var random = new Random(1);
+        var a = Enumerable.Range(0, m * k).Select(_ => (float)random.NextDouble()).ToArray();
+        var b = Enumerable.Range(0, k * n).Select(_ => (float)random.NextDouble()).ToArray();
+        var c = new float[(long)m * n];
+        OpenBlas.MatMul(a, b, c, GemmLayout.NN, m, n, k);
+        var times = new List<double>();
+        for (int r = 0; r < 5; r++)
+        {
+            var w = Stopwatch.StartNew();
+            OpenBlas.MatMul(a, b, c, GemmLayout.NN, m, n, k);
+            times.Add(w.Elapsed.TotalSeconds);
+        }
+
+        times.Sort();
+        return 2.0 * m * n * k / times[2] / 1e9;
+    }
+}

@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using IlgpuSae.Backends;
+using IlgpuSae.Kernels;
+using IlgpuSae.Sae;
+
+namespace IlgpuSae.Training;
+
+/// <summary>The measured speed of one training step.</summary>
+/// <param name="Config">The SAE shape.</param>
+/// <param name="Batch">Rows per step.</param>
+/// <param name="SecondsPerStep">Median wall time of a step (forward, backward, decoder projection, Adam, renormalisation).</param>
+/// <param name="FlopsPerStep">The dense step's matrix-product FLOPs (see <see cref="StepBenchmark.DenseStepFlops"/>).</param>
+/// <param name="Plan">The device memory plan.</param>
+/// <param name="Device">The device, described.</param>
+public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerStep, double FlopsPerStep, MemoryPlan Plan, string Device)
+{
+    /// <summary>Rows (tokens) per second.</summary>
+    public double TokensPerSecond => Batch / SecondsPerStep;
+
+    /// <summary>Effective GFLOP/s of the dense step's matrix products.</summary>
+    public double Gflops => FlopsPerStep / SecondsPerStep / 1e9;
+}
+
+/// <summary>Times full training steps of an SAE on random data (the same work as <see cref="SaeTrainer"/> per step).</summary>
+public static class StepBenchmark
+{
+    /// <summary>
+    /// Matrix-product FLOPs of one dense step, 2·B·d·M per product: standard 5 (encoder, decoder, Φ, dW_enc, dW_dec);
+    /// gated 7 (the decoder and Φ/Ψ products run on the stacked 2B rows).
+    /// </summary>
+    public static double DenseStepFlops(SaeConfig config, int batch)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        double unit = 2.0 * batch * config.DIn * config.DSae;
+        return config.Architecture == SaeArchitecture.Gated ? 7 * unit : 5 * unit;
+    }
+
+    /// <summary>Runs <paramref name="warmup"/> + <paramref name="steps"/> steps and returns the median timing.</summary>
+    public static StepTiming Measure(SaeDevice device, SaeConfig config, int batch, int steps = 3, int warmup = 1, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(config);
+        var plan = MemoryPlan.EnsureFits(config, batch, device.Description.MemoryBytes, device.Description.Label);
+        using var sae = SparseAutoencoder.Create(device, config, seed: 1);
+        using var x = device.Allocate(batch, config.DIn, "x");
+        device.Ops.FillNormal(x.Data, 0f, 1f, seed: 2);
+        var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
+        var adam = new AdamSettings { LearningRate = 1e-4f, Beta1 = 0f };
+        var p = sae.Parameters;
+        var times = new List<double>();
+        for (int s = 0; s < warmup + steps; s++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var watch = Stopwatch.StartNew();
+            sae.ComputeGradients(x, loss);
+            device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
+            device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, s + 1);
+            device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+            device.Synchronize();
+            if (s >= warmup)
+            {
+                times.Add(watch.Elapsed.TotalSeconds);
+            }
+        }
+
+        times.Sort();
+        return new StepTiming(config, batch, times[times.Count / 2], DenseStepFlops(config, batch), plan, device.ToString());
+    }
+}
