@@ -1,0 +1,40 @@
+using FluentAssertions;
+using IlgpuSae.Sae;
+using IlgpuSae.Training;
+using Xunit;
+
+namespace IlgpuSae.Tests.Training;
+
+/// <summary>The device-memory plan printed before training and enforced against the device.</summary>
+public sealed class MemoryPlanTests
+{
+    private static readonly SaeConfig Gated = new() { Architecture = SaeArchitecture.Gated, DIn = 512, DSae = 4096 };
+
+    [Fact]
+    public void The_plan_counts_parameters_grads_moments_and_the_batch_workspace()
+    {
+        var plan = MemoryPlan.For(Gated, 4096);
+        // 4 copies (values, grads, two moments) of W_enc, W_dec and five vectors, each padded to 64 floats.
+        long paramsFloats = 2L * 512 * 4096 + 4 * 4096 + 512;
+        plan.ParameterBytes.Should().BeInRange(4 * paramsFloats * 4, 4 * (paramsFloats + 6 * 64) * 4);
+        // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d.
+        plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512));
+        MemoryPlan.For(Gated, 2048).ActivationBytes.Should().BeLessThan(plan.ActivationBytes);
+        plan.ToString().Should().Contain("GiB").And.Contain("batch 4096");
+    }
+
+    [Fact]
+    public void A_run_that_does_not_fit_is_refused_with_a_batch_size_that_does()
+    {
+        long device = 1L << 30;
+        int fits = MemoryPlan.LargestBatchFitting(Gated, device);
+        fits.Should().BeGreaterThan(0);
+        fits.Should().Be(fits / 256 * 256);
+        MemoryPlan.For(Gated, fits).TotalBytes.Should().BeLessThanOrEqualTo(device);
+        MemoryPlan.For(Gated, fits + 256).TotalBytes.Should().BeGreaterThan(device);
+        FluentActions.Invoking(() => MemoryPlan.EnsureFits(Gated, 65536, device, "gpu:0"))
+            .Should().Throw<ArgumentException>().WithMessage($"*gpu:0 has 1.00 GiB*--batch-size {fits}*");
+        FluentActions.Invoking(() => MemoryPlan.EnsureFits(Gated with { DSae = 1 << 20 }, 1, 1L << 20, "tiny"))
+            .Should().Throw<ArgumentException>().WithMessage("*Even a batch of 1 does not fit*");
+    }
+}
