@@ -14,8 +14,8 @@ public sealed class MemoryPlanTests
     public void The_plan_counts_parameters_grads_moments_and_the_batch_workspace()
     {
         var plan = MemoryPlan.For(Gated, 4096);
-        // 4 copies (values, grads, two moments) of W_enc, W_dec and five vectors, each padded to 64 floats.
-        long paramsFloats = 2L * 512 * 4096 + 4 * 4096 + 512;
+        // 4 copies (values, grads, two moments), each tensor padded to 64 floats.
+        long paramsFloats = 2L * 512 * 4096 + 3 * 4096 + 512; // W_enc, W_dec, b_gate/b_mag/r_mag, b_dec
         plan.ParameterBytes.Should().BeInRange(4 * paramsFloats * 4, 4 * (paramsFloats + 6 * 64) * 4);
         // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d.
         plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512));
