@@ -20,7 +20,7 @@ public sealed class MemoryPlanTests
         // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d.
         plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512));
         MemoryPlan.For(Gated, 2048).ActivationBytes.Should().BeLessThan(plan.ActivationBytes);
-        plan.ToString().Should().Contain("GiB").And.Contain("batch 4096");
+        plan.ToString().Should().Contain("MiB").And.Contain("batch 4096");
     }
 
     [Fact]
