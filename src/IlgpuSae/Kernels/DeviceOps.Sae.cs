@@ -56,6 +56,49 @@ public sealed partial class DeviceOps
         k(Stream, Items(p.M), p.M, Items(p.M), f, phi, norms, du, gBEnc, sums, p);
     }
 
+    internal void CompactRows(ArrayView<float> active, ArrayView<int> rowIdx, ArrayView<int> rowCount, int rows, int m)
+    {
+        var k = Kernel("CompactRows", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<int>,
+            ArrayView<int>, int>(SparseKernels.CompactRowsKernel));
+        k(Stream, Items(rows), rows, Items(rows), active, rowIdx, rowCount, m);
+    }
+
+    internal void CompactColumns(ArrayView<float> active, ArrayView<int> colIdx, ArrayView<int> colCount, int rows, int m)
+    {
+        var k = Kernel("CompactColumns", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<int>,
+            ArrayView<int>, int, int>(SparseKernels.CompactColumnsKernel));
+        k(Stream, Items(m), m, Items(m), active, colIdx, colCount, rows, m);
+    }
+
+    internal void SparseDecode(ArrayView<float> fa, ArrayView<float> wDec, ArrayView<float> bDec, ArrayView<float> x,
+        ArrayView<int> rowIdx, ArrayView<int> rowCount, ArrayView<float> xhat, ArrayView<float> delta, SparseArgs p)
+    {
+        var k = Kernel("SparseDecode", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SparseArgs>(
+            SparseKernels.SparseDecodeKernel));
+        int n = p.Rows * p.D;
+        k(Stream, Items(n), n, Items(n), fa, wDec, bDec, x, rowIdx, rowCount, xhat, delta, p);
+    }
+
+    internal void SparsePhiPsi(ArrayView<float> delta, ArrayView<float> wDec, ArrayView<int> rowIdx, ArrayView<int> rowCount,
+        ArrayView<float> phiPsi, SparseArgs p)
+    {
+        var k = Kernel("SparsePhiPsi", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
+            ArrayView<int>, ArrayView<int>, ArrayView<float>, SparseArgs>(SparseKernels.SparsePhiPsiKernel));
+        k(Stream, Items(p.Rows), p.Rows, Items(p.Rows), delta, wDec, rowIdx, rowCount, phiPsi, p);
+    }
+
+    internal void SparseWeightGrad(ArrayView<float> xc, ArrayView<float> du, ArrayView<float> dum, ArrayView<float> fa,
+        ArrayView<float> delta, ArrayView<int> colIdx, ArrayView<int> colCount, ArrayView<float> gWEnc, ArrayView<float> gWMag,
+        ArrayView<float> gWDec, SparseArgs p)
+    {
+        var k = Kernel("SparseWeightGrad", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, SparseArgs>(SparseKernels.SparseWeightGradKernel));
+        int n = p.M * p.D;
+        k(Stream, Items(n), n, Items(n), xc, du, dum, fa, delta, colIdx, colCount, gWEnc, gWMag, gWDec, p);
+    }
+
     internal void DecoderNormPenaltyGrad(MatrixView wDec, ArrayView<float> colA, ArrayView<float> norms, MatrixView gWDec, float lambdaOverB)
     {
         var k = Kernel("DecoderNormPenaltyGrad", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,

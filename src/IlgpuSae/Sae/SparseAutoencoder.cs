@@ -38,6 +38,19 @@ public sealed record SaeLossOptions
     public ReconstructionScale Scale { get; init; } = ReconstructionScale.Sum;
 }
 
+/// <summary>How a training step runs after the dense encoder product.</summary>
+public enum TrainingPath
+{
+    /// <summary>Sparse when the fraction of active (row, feature) pairs is at most <see cref="SparseAutoencoder.SparseDensityThreshold"/>, else dense.</summary>
+    Auto,
+
+    /// <summary>Dense matrix products for the decoder, [Φ; Ψ] and the weight gradients.</summary>
+    Dense,
+
+    /// <summary>Index lists of the active features; decoder, [Φ; Ψ] and weight gradients cost O(B·L0·d).</summary>
+    Sparse,
+}
+
 /// <summary>Loss terms of one batch (batch means).</summary>
 /// <param name="Mse">Reconstruction term <c>c·Σ_j (x − x̂)²</c> averaged over the batch.</param>
 /// <param name="Sparsity">Sparsity term <c>λ·Σ_i w_i·a_i</c> (a = ReLU(π_gate) for gated, f for standard).</param>
@@ -81,6 +94,22 @@ public sealed class SparseAutoencoder : IDisposable
 
     /// <summary>Input width d.</summary>
     public int DIn => Config.DIn;
+
+    /// <summary>How training steps run after the encoder (default <see cref="TrainingPath.Auto"/>).</summary>
+    public TrainingPath Path { get; set; } = TrainingPath.Auto;
+
+    /// <summary>
+    /// With <see cref="TrainingPath.Auto"/>, the largest fraction of active (row, feature) pairs (gate open for gated,
+    /// f &gt; 0 for standard) for which the sparse path is used. Early in training most gates are open and the dense
+    /// products win.
+    /// </summary>
+    public double SparseDensityThreshold { get; set; } = 0.05;
+
+    /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
+    public bool LastStepWasSparse { get; private set; }
+
+    /// <summary>Fraction of active (row, feature) pairs in the latest sparse-capable step (NaN when not measured).</summary>
+    public double LastDensity { get; private set; } = double.NaN;
 
     /// <summary>Dictionary size M.</summary>
     public int DSae => Config.DSae;
@@ -335,12 +364,30 @@ public sealed class SparseAutoencoder : IDisposable
         var fa = ws.FA.SliceRows(0, rows);
         var xhat = ws.Xhat.SliceRows(0, rows);
         var delta = ws.Delta.SliceRows(0, rows);
-        ops.MatMul(fa, p["W_dec"], xhat, GemmLayout.NN);
-        ops.Residual(xhat.Data, x.Data, p["b_dec"].Data, delta.Data, d, b, c * 2f / b);
-
-        // Backward: [Φ; Ψ] = [Δ; Δa]·W_decᵀ in one GEMM.
         var phiPsi = ws.PhiPsi.SliceRows(0, rows);
-        ops.MatMul(delta, p["W_dec"], phiPsi, GemmLayout.NT);
+        bool auxIntoDecoder = IsGated && !options.FreezeAuxDecoder;
+        bool sparse = ChooseSparse(ws);
+        var sparseArgs = new SparseArgs
+        {
+            Rows = b, M = m, D = d, Scale = c * 2f / b, Gated = IsGated ? 1 : 0, Untied = Config.Untied ? 1 : 0,
+            AuxIntoDecoder = auxIntoDecoder ? 1 : 0,
+        };
+        if (sparse)
+        {
+            ops.SparseDecode(ws.FA.Data, p["W_dec"].Data, p["b_dec"].Data, x.Data, ws.RowIdx.View, ws.RowCount.View,
+                ws.Xhat.Data, ws.Delta.Data, sparseArgs);
+            ops.Fill(phiPsi.Data, 0f);
+            ops.SparsePhiPsi(ws.Delta.Data, p["W_dec"].Data, ws.RowIdx.View, ws.RowCount.View, phiPsi.Data, sparseArgs);
+        }
+        else
+        {
+            ops.MatMul(fa, p["W_dec"], xhat, GemmLayout.NN);
+            ops.Residual(xhat.Data, x.Data, p["b_dec"].Data, delta.Data, d, b, c * 2f / b);
+
+            // Backward: [Φ; Ψ] = [Δ; Δa]·W_decᵀ in one GEMM.
+            ops.MatMul(delta, p["W_dec"], phiPsi, GemmLayout.NT);
+        }
+
         if (options.DecoderNormWeightedL1)
         {
             ops.RowL2Norms(p["W_dec"], ws.Norms.Data);
@@ -361,17 +408,27 @@ public sealed class SparseAutoencoder : IDisposable
                 new StandardArgs { Rows = b, M = m, LambdaOverB = lambdaOverB, WeightedL1 = options.DecoderNormWeightedL1 ? 1 : 0 });
         }
 
-        // Encoder weights: dW_enc = X̃ᵀ·dU (and dW_mag = X̃ᵀ·dUm when untied).
-        ops.MatMul(xc, ws.DU, p.Gradient("W_enc"), GemmLayout.TN, 1f, 1f);
-        if (Config.Untied)
+        int decoderRows = auxIntoDecoder ? 2 * b : b;
+        if (sparse)
         {
-            ops.MatMul(xc, ws.DUm, p.Gradient("W_mag"), GemmLayout.TN, 1f, 1f);
+            // dW_enc, dW_mag and dW_dec over each feature's active rows only.
+            ops.SparseWeightGrad(xc.Data, ws.DU.Data, ws.DUm.Data, ws.FA.Data, ws.Delta.Data, ws.ColIdx.View, ws.ColCount.View,
+                p.Gradient("W_enc").Data, Config.Untied ? p.Gradient("W_mag").Data : p.Gradient("W_enc").Data,
+                p.Gradient("W_dec").Data, sparseArgs);
+        }
+        else
+        {
+            // Encoder weights: dW_enc = X̃ᵀ·dU (and dW_mag = X̃ᵀ·dUm when untied).
+            ops.MatMul(xc, ws.DU, p.Gradient("W_enc"), GemmLayout.TN, 1f, 1f);
+            if (Config.Untied)
+            {
+                ops.MatMul(xc, ws.DUm, p.Gradient("W_mag"), GemmLayout.TN, 1f, 1f);
+            }
+
+            // Decoder: dW_dec = Fᵀ·Δ (+ Aᵀ·Δa when the aux decoder is not frozen: one GEMM over the stack).
+            ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), p.Gradient("W_dec"), GemmLayout.TN, 1f, 1f);
         }
 
-        // Decoder: dW_dec = Fᵀ·Δ (+ Aᵀ·Δa when the aux decoder is not frozen: one GEMM over the stack).
-        bool auxIntoDecoder = IsGated && !options.FreezeAuxDecoder;
-        int decoderRows = auxIntoDecoder ? 2 * b : b;
-        ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), p.Gradient("W_dec"), GemmLayout.TN, 1f, 1f);
         if (options.DecoderNormWeightedL1)
         {
             ops.DecoderNormPenaltyGrad(p["W_dec"], sums.SubView(2L * m, m), ws.Norms.Data, p.Gradient("W_dec"), lambdaOverB);
@@ -390,6 +447,37 @@ public sealed class SparseAutoencoder : IDisposable
         }
 
         return computeLoss ? LossTerms(ws, options, c) : null;
+    }
+
+    /// <summary>Compacts the active features and decides between the sparse and the dense path.</summary>
+    private bool ChooseSparse(Workspace ws)
+    {
+        LastStepWasSparse = false;
+        LastDensity = double.NaN;
+        if (Path == TrainingPath.Dense)
+        {
+            return false;
+        }
+
+        int b = ws.Batch, m = DSae;
+        var active = IsGated ? ws.FA.SliceRows(b, b) : ws.F;
+        ws.EnsureSparseBuffers();
+        var ops = Device.Ops;
+        ops.CompactRows(active.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
+        if (Path == TrainingPath.Auto)
+        {
+            Device.Synchronize();
+            var counts = ws.RowCount.GetAsArray1D(Device.Stream);
+            LastDensity = counts.Sum(v => (double)v) / ((double)b * m);
+            if (LastDensity > SparseDensityThreshold)
+            {
+                return false;
+            }
+        }
+
+        ops.CompactColumns(active.Data, ws.ColIdx.View, ws.ColCount.View, b, m);
+        LastStepWasSparse = true;
+        return true;
     }
 
     private LossBreakdown LossTerms(Workspace ws, SaeLossOptions options, float c)
@@ -450,9 +538,14 @@ public sealed class SparseAutoencoder : IDisposable
     {
         private readonly List<DeviceTensor> _owned = [];
 
+        private readonly SaeDevice _device;
+        private readonly int _m;
+
         public Workspace(SparseAutoencoder sae, int batch)
         {
             Batch = batch;
+            _device = sae.Device;
+            _m = sae.DSae;
             int d = sae.DIn, m = sae.DSae;
             bool gated = sae.IsGated;
             int stacked = gated ? 2 * batch : batch;
@@ -507,6 +600,36 @@ public sealed class SparseAutoencoder : IDisposable
 
         public DeviceTensor RowTmp { get; }
 
-        public void Dispose() => _owned.ForEach(t => t.Dispose());
+        public MemoryBuffer1D<int, Stride1D.Dense> RowIdx { get; private set; } = null!;
+
+        public MemoryBuffer1D<int, Stride1D.Dense> RowCount { get; private set; } = null!;
+
+        public MemoryBuffer1D<int, Stride1D.Dense> ColIdx { get; private set; } = null!;
+
+        public MemoryBuffer1D<int, Stride1D.Dense> ColCount { get; private set; } = null!;
+
+        /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow possible).</summary>
+        public void EnsureSparseBuffers()
+        {
+            if (RowIdx is not null)
+            {
+                return;
+            }
+
+            var acc = _device.Accelerator;
+            RowIdx = acc.Allocate1D<int>((long)Batch * _m);
+            RowCount = acc.Allocate1D<int>(Batch);
+            ColIdx = acc.Allocate1D<int>((long)Batch * _m);
+            ColCount = acc.Allocate1D<int>(_m);
+        }
+
+        public void Dispose()
+        {
+            _owned.ForEach(t => t.Dispose());
+            RowIdx?.Dispose();
+            RowCount?.Dispose();
+            ColIdx?.Dispose();
+            ColCount?.Dispose();
+        }
     }
 }

@@ -1,4 +1,5 @@
 using FluentAssertions;
+using IlgpuSae.Backends;
 using IlgpuSae.Sae;
 using IlgpuSae.Tensors;
 using IlgpuSae.Tests.Infrastructure;
@@ -26,14 +27,15 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         return data;
     }
 
-    public static TheoryData<Target, string> DeviceCases()
+    public static TheoryData<Target, string, TrainingPath> DeviceCases()
     {
-        var data = new TheoryData<Target, string>();
+        var data = new TheoryData<Target, string, TrainingPath>();
         foreach (var t in Targets.All())
         {
             foreach (var v in SaeTestData.Variants(3, 5))
             {
-                data.Add(t, v.Name);
+                data.Add(t, v.Name, TrainingPath.Dense);
+                data.Add(t, v.Name, TrainingPath.Sparse);
             }
         }
 
@@ -76,17 +78,19 @@ public sealed class SaeGradientTests(DeviceFixture devices)
 
     [SkippableTheory]
     [MemberData(nameof(DeviceCases))]
-    public void Device_gradients_and_loss_match_the_reference(Target target, string variantName)
+    public void Device_gradients_and_loss_match_the_reference(Target target, string variantName, TrainingPath path)
     {
         var device = devices.Get(target);
         var v = Find(variantName, d: 20, m: 70);
         const int batch = 33;
         var (p, x) = SaeTestData.Generate(v.Config, batch, seed: 5, margin: 1e-4);
         using var sae = SparseAutoencoder.CreateEmpty(device, v.Config);
+        sae.Path = path;
         SaeTestData.Load(sae, p);
         using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, v.Config.DIn, "x");
         device.Ops.Fill(sae.Parameters.Gradients, float.NaN); // must be zeroed and fully rewritten
         var loss = sae.ComputeGradients(tx, v.Options, computeLoss: true)!;
+        sae.LastStepWasSparse.Should().Be(path == TrainingPath.Sparse);
 
         var expectedLoss = SaeReference.Loss(v.Config, p, x, batch, v.Options);
         loss.Total.Should().BeApproximately(expectedLoss, 1e-4 * Math.Abs(expectedLoss) + 1e-6, "loss");
@@ -98,8 +102,33 @@ public sealed class SaeGradientTests(DeviceFixture devices)
             var tol = new Tolerance($"gradient {name}", 2e-5 * Math.Max(scale, 1e-3), 1e-4);
             var result = KernelChecks.Compare($"{variantName} d{name}", "SaeBackward",
                 actual.Select(e => (float)e).ToArray(), reference, tol);
-            result.Failure.Should().BeNull($"∂L/∂{name} of {variantName} on {target}");
+            result.Failure.Should().BeNull($"∂L/∂{name} of {variantName} on {target}, {path} path");
         }
+    }
+
+    [Fact]
+    public void Auto_path_takes_the_sparse_step_only_when_few_features_are_active_and_both_agree()
+    {
+        var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
+        var config = new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 64 };
+        const int batch = 40;
+        var (p, x) = SaeTestData.Generate(config, batch, seed: 21, margin: 1e-4);
+        using var sae = SparseAutoencoder.CreateEmpty(device, config);
+        SaeTestData.Load(sae, p);
+        using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, 16);
+        var options = new SaeLossOptions { L1Coefficient = 0.2f };
+        sae.Path = TrainingPath.Auto;
+        sae.SparseDensityThreshold = 0;
+        sae.ComputeGradients(tx, options);
+        sae.LastStepWasSparse.Should().BeFalse();
+        sae.LastDensity.Should().BeInRange(0.05, 0.95);
+        var dense = sae.Parameters.Download(ParameterSection.Gradients);
+        sae.SparseDensityThreshold = 1;
+        sae.ComputeGradients(tx, options);
+        sae.LastStepWasSparse.Should().BeTrue();
+        var sparse = sae.Parameters.Download(ParameterSection.Gradients);
+        double scale = dense.Max(Math.Abs);
+        dense.Zip(sparse).Should().OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-5 * scale + 1e-5 * Math.Abs(t.First));
     }
 
     [SkippableTheory]
