@@ -4,6 +4,7 @@ using System.Text;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
 using IlgpuSae.Sae;
+using IlgpuSae.Tensors;
 using IlgpuSae.Training;
 
 namespace IlgpuSae.Bench;
@@ -30,15 +31,29 @@ internal static class SaeStep
             var p = shape.Split('x').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
             var (d, m, b) = (p[0], p[1], p[2]);
             double blasGflops = blas is null ? double.NaN : BlasRate(b, m, d);
+            double fraction = double.Parse(options.GetValueOrDefault("active", "0.02"), CultureInfo.InvariantCulture);
             foreach (var arch in new[] { SaeArchitecture.Standard, SaeArchitecture.Gated })
             {
-                var t = StepBenchmark.Measure(device, new SaeConfig { Architecture = arch, DIn = d, DSae = m }, b, steps);
-                double rooflineTokens = b / (t.FlopsPerStep / (blasGflops * 1e9));
-                var row = string.Create(CultureInfo.InvariantCulture,
-                    $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | " +
-                    $"{blasGflops:0.0} | {rooflineTokens:0} | {t.TokensPerSecond / rooflineTokens * 100:0.00} % | {t.Plan.ToString().Split(" = ")[0]} |");
-                Console.WriteLine(row);
-                rows.Add(row);
+                var config = new SaeConfig { Architecture = arch, DIn = d, DSae = m };
+                double denseSeconds = double.NaN;
+                foreach (var (path, active) in new (TrainingPath, double?)[] { (TrainingPath.Dense, null), (TrainingPath.Dense, fraction), (TrainingPath.Sparse, fraction) })
+                {
+                    var t = StepBenchmark.Measure(device, config, b, steps, path: path, activeFraction: active);
+                    if (active is not null && path == TrainingPath.Dense)
+                    {
+                        denseSeconds = t.SecondsPerStep;
+                    }
+
+                    double rooflineTokens = b / (t.FlopsPerStep / (blasGflops * 1e9));
+                    var row = string.Create(CultureInfo.InvariantCulture,
+                        $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {(t.Sparse ? "sparse" : "dense")} | " +
+                        $"{(double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | " +
+                        $"{t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | {blasGflops:0.0} | {rooflineTokens:0} | " +
+                        $"{t.TokensPerSecond / rooflineTokens * 100:0.00} % | " +
+                        $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |");
+                    Console.WriteLine(row);
+                    rows.Add(row);
+                }
             }
         }
 
@@ -55,10 +70,11 @@ internal static class SaeStep
         sb.AppendLine(CultureInfo.InvariantCulture, $"- device: {device}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run): {blas ?? "not available"}");
         sb.AppendLine("- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up");
-        sb.AppendLine("- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M; roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)");
+        sb.AppendLine("- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)");
+        sb.AppendLine("- active: fraction of (row, feature) pairs with an open gate (f > 0 for standard); \"init\" is random initialisation, the others place each feature's bias at the quantile that leaves that fraction active; speed-up = dense step time / sparse step time at the same state");
         sb.AppendLine();
-        sb.AppendLine("| arch | d | M | B | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | memory |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        sb.AppendLine("| arch | d | M | B | path | active | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | sparse speed-up | memory |");
+        sb.AppendLine("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         rows.ForEach(r => sb.AppendLine(r));
         if (outPath is not null)
         {

@@ -19,13 +19,29 @@ internal static class BenchCommand
             DefaultValueFactory = _ => "256x2048x1024,512x4096x4096,768x16384x4096",
         };
         var steps = new Option<int>("--steps") { Description = "Timed steps per shape (median reported).", DefaultValueFactory = _ => 3 };
-        var command = new Command("bench", "Time full SAE training steps (dense path) on the chosen backend: tokens/s, GFLOP/s, memory.") { arch, sizes, steps };
+        var path = new Option<string>("--path") { Description = "dense, sparse or both.", DefaultValueFactory = _ => "both" };
+        path.AcceptOnlyFromAmong("dense", "sparse", "both");
+        var active = new Option<double>("--active-fraction")
+        {
+            Description = "Fraction of features active per row (a trained SAE's L0 / M), set through the biases.",
+            DefaultValueFactory = _ => 0.02,
+        };
+        var command = new Command("bench", "Time full SAE training steps on the chosen backend: tokens/s, GFLOP/s, memory, dense vs sparse.")
+        {
+            arch, sizes, steps, path, active,
+        };
         command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
         {
             using var device = CommonOptions.OpenDevice(parse);
             var console = CommonOptions.CreateConsole();
             console.MarkupLine($"[bold]Training-step benchmark on {Markup.Escape(device.ToString())}[/]");
-            var table = new Table().AddColumns("arch", "d", "M", "B", "ms/step", "tokens/s", "GFLOP/s", "memory");
+            var table = new Table().AddColumns("arch", "d", "M", "B", "path", "active", "ms/step", "tokens/s", "GFLOP/s (dense-equivalent)", "memory");
+            var paths = parse.GetValue(path) switch
+            {
+                "dense" => new[] { TrainingPath.Dense },
+                "sparse" => [TrainingPath.Sparse],
+                _ => [TrainingPath.Dense, TrainingPath.Sparse],
+            };
             var archs = parse.GetValue(arch) switch
             {
                 "standard" => new[] { SaeArchitecture.Standard },
@@ -44,11 +60,17 @@ internal static class BenchCommand
                 foreach (var a in archs)
                 {
                     var config = new SaeConfig { Architecture = a, DIn = d, DSae = m };
-                    var t = StepBenchmark.Measure(device, config, b, parse.GetValue(steps), cancellationToken: cancel);
+                    foreach (var pathKind in paths)
+                    {
+                    var t = StepBenchmark.Measure(device, config, b, parse.GetValue(steps), path: pathKind,
+                        activeFraction: parse.GetValue(active), cancellationToken: cancel);
                     table.AddRow(SaeFiles.ArchitectureName(a), d.ToString(CultureInfo.InvariantCulture), m.ToString(CultureInfo.InvariantCulture),
-                        b.ToString(CultureInfo.InvariantCulture), (t.SecondsPerStep * 1e3).ToString("0.0", CultureInfo.InvariantCulture),
+                        b.ToString(CultureInfo.InvariantCulture), t.Sparse ? "sparse" : "dense",
+                        (parse.GetValue(active) * 100).ToString("0.#", CultureInfo.InvariantCulture) + " %",
+                        (t.SecondsPerStep * 1e3).ToString("0.0", CultureInfo.InvariantCulture),
                         t.TokensPerSecond.ToString("0", CultureInfo.InvariantCulture), t.Gflops.ToString("0.00", CultureInfo.InvariantCulture),
                         Markup.Escape(t.Plan.ToString().Split(" = ")[0]));
+                    }
                 }
             }
 

@@ -34,7 +34,8 @@ public sealed record MemoryPlan(long ParameterBytes, long ActivationBytes, long 
                       + 2 * stacked * d             // X̂ and Δ stacks
                       + stacked * m                 // [Φ; Ψ]
                       + b * m * (config.Untied ? 2 : 1) // dU (and dU_mag)
-                      + 3 * m + m + 4 * b;          // column sums, decoder norms, row scratch
+                      + 3 * m + m + 4 * b           // column sums, decoder norms, row scratch
+                      + 2 * b * m + b + m;          // sparse path: row and column index lists (int32)
         long trainer = (b * d + 2 * m + layout.Length / ParameterLayout.Alignment) * sizeof(float);
         return new MemoryPlan(parameters, floats * sizeof(float), trainer, batchSize);
     }

@@ -14,6 +14,12 @@ namespace IlgpuSae.Training;
 /// <param name="Device">The device, described.</param>
 public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerStep, double FlopsPerStep, MemoryPlan Plan, string Device)
 {
+    /// <summary>Whether the timed steps took the sparse path.</summary>
+    public bool Sparse { get; init; }
+
+    /// <summary>Fraction of active (row, feature) pairs, when measured.</summary>
+    public double Density { get; init; } = double.NaN;
+
     /// <summary>Rows (tokens) per second.</summary>
     public double TokensPerSecond => Batch / SecondsPerStep;
 
@@ -35,8 +41,15 @@ public static class StepBenchmark
         return config.Architecture == SaeArchitecture.Gated ? 7 * unit : 5 * unit;
     }
 
-    /// <summary>Runs <paramref name="warmup"/> + <paramref name="steps"/> steps and returns the median timing.</summary>
-    public static StepTiming Measure(SaeDevice device, SaeConfig config, int batch, int steps = 3, int warmup = 1, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Runs <paramref name="warmup"/> + <paramref name="steps"/> steps on the given <paramref name="path"/> and returns the
+    /// median timing. With <paramref name="activeFraction"/> set, each feature's gate (or encoder) bias is placed at
+    /// the quantile of its pre-activations on the batch that leaves that fraction of rows active, the state of a
+    /// trained SAE at L0 ≈ fraction·M (random initialisation opens about half of all gates).
+    /// </summary>
+    public static StepTiming Measure(
+        SaeDevice device, SaeConfig config, int batch, int steps = 3, int warmup = 1, TrainingPath path = TrainingPath.Dense,
+        double? activeFraction = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(config);
@@ -44,6 +57,12 @@ public static class StepBenchmark
         using var sae = SparseAutoencoder.Create(device, config, seed: 1);
         using var x = device.Allocate(batch, config.DIn, "x");
         device.Ops.FillNormal(x.Data, 0f, 1f, seed: 2);
+        sae.Path = path;
+        if (activeFraction is double fraction)
+        {
+            SetActiveFraction(sae, x, fraction);
+        }
+
         var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
         var adam = new AdamSettings { LearningRate = 1e-4f, Beta1 = 0f };
         var p = sae.Parameters;
@@ -64,6 +83,37 @@ public static class StepBenchmark
         }
 
         times.Sort();
-        return new StepTiming(config, batch, times[times.Count / 2], DenseStepFlops(config, batch), plan, device.ToString());
+        return new StepTiming(config, batch, times[times.Count / 2], DenseStepFlops(config, batch), plan, device.ToString())
+        {
+            Sparse = sae.LastStepWasSparse,
+            Density = sae.LastDensity,
+        };
+    }
+
+    private static void SetActiveFraction(SparseAutoencoder sae, Tensors.DeviceTensor x, double fraction)
+    {
+        var device = sae.Device;
+        int b = x.Rows, m = sae.DSae;
+        using var u = device.Allocate(b, m, "U");
+        device.Ops.MatMul(x, sae.Parameters["W_enc"], u, GemmLayout.NN);
+        var values = u.ToArray();
+        var bias = new float[m];
+        var column = new float[b];
+        int keep = Math.Clamp((int)Math.Round(fraction * b), 1, b);
+        for (int i = 0; i < m; i++)
+        {
+            for (int r = 0; r < b; r++)
+            {
+                column[r] = values[(long)r * m + i];
+            }
+
+            Array.Sort(column);
+            bias[i] = -column[b - keep] + 1e-6f;   // exactly `keep` rows have U + bias > 0
+        }
+
+        var name = sae.Config.Architecture == SaeArchitecture.Gated ? "b_gate" : "b_enc";
+        using var t = device.Upload(bias, 1, m);
+        device.Ops.Copy(t.Data, sae.Parameters[name].Data);
+        device.Synchronize();
     }
 }
