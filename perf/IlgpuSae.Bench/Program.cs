@@ -154,12 +154,7 @@ public static class Program
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"# GEMM benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
         sb.AppendLine();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Git("rev-parse --short HEAD")}");
-        if (Environment.GetEnvironmentVariable("ILGPUSAE_BENCH_NOTE") is { Length: > 0 } note)
-        {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"- note: {note}");
-        }
+        AppendProvenance(sb, args);
 
         sb.AppendLine(CultureInfo.InvariantCulture, $"- machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}");
         foreach (var d in devices)
@@ -174,6 +169,17 @@ public static class Program
         sb.AppendLine("|---|---|---|---|---:|---:|---:|---:|---|");
         rows.ForEach(r => sb.AppendLine(r));
         return sb.ToString();
+    }
+
+    /// <summary>Writes the command, commit and note lines every results file starts with.</summary>
+    internal static void AppendProvenance(StringBuilder sb, string[] args)
+    {
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Git("rev-parse --short HEAD")}");
+        if (Environment.GetEnvironmentVariable("ILGPUSAE_BENCH_NOTE") is { Length: > 0 } note)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"- note: {note}");
+        }
     }
 
     internal static string Git(string arguments)

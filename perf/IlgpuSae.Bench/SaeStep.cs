@@ -60,12 +60,7 @@ internal static class SaeStep
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"# SAE training-step benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
         sb.AppendLine();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Program.Git("rev-parse --short HEAD")}");
-        if (Environment.GetEnvironmentVariable("ILGPUSAE_BENCH_NOTE") is { Length: > 0 } note)
-        {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"- note: {note}");
-        }
+        Program.AppendProvenance(sb, args);
 
         sb.AppendLine(CultureInfo.InvariantCulture, $"- device: {device}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run): {blas ?? "not available"}");

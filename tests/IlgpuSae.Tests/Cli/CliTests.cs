@@ -3,6 +3,7 @@ using FluentAssertions;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
 using IlgpuSae.Tests.Backends;
+using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
 namespace IlgpuSae.Tests.Cli;
@@ -11,24 +12,7 @@ namespace IlgpuSae.Tests.Cli;
 [Collection(EnvironmentCollection.Name)]
 public sealed class CliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = IlgpuSae.Cli.Program.Main(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     [Fact]
     public void Devices_json_lists_every_device_and_the_auto_choice()

@@ -2,6 +2,7 @@ using System.Text.Json;
 using FluentAssertions;
 using IlgpuSae.IO;
 using IlgpuSae.Tests.Backends;
+using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
 namespace IlgpuSae.Tests.Cli;
@@ -16,23 +17,7 @@ public sealed class SaeCliTests : IDisposable
 
     private string P(string name) => Path.Combine(_dir.FullName, name);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            return (IlgpuSae.Cli.Program.Main(args), stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     [Fact]
     public void Train_eval_export_and_encode_work_end_to_end()
