@@ -112,6 +112,19 @@ public static class SaeFiles
     /// <exception cref="InvalidDataException">The file is malformed, has unknown keys, or describes an unsupported SAE.</exception>
     public static SaeConfig ReadConfig(string configPath)
     {
+        try
+        {
+            return ReadConfigCore(configPath);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            // A key of the wrong JSON type (e.g. "apply_b_dec_to_input": "yes").
+            throw new InvalidDataException($"{configPath}: a value has the wrong type ({e.Message}).", e);
+        }
+    }
+
+    private static SaeConfig ReadConfigCore(string configPath)
+    {
         ArgumentException.ThrowIfNullOrWhiteSpace(configPath);
         if (!File.Exists(configPath))
         {

@@ -71,6 +71,11 @@ public sealed class SaeTrainer : IDisposable
             }
         }
 
+        if (options.TrainableParameters is not null && options.ResampleEvery > 0)
+        {
+            throw new ArgumentException("Resampling rewrites encoder and decoder rows; it cannot be combined with a restricted set of trainable parameters.");
+        }
+
         _sae = sae;
         _data = data;
         _options = options;

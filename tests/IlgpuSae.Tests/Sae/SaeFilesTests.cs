@@ -73,6 +73,8 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
 
         Variant("unknown-key", d => File.WriteAllText(Path.Combine(d, "cfg.json"), File.ReadAllText(Path.Combine(d, "cfg.json")).Replace("\"d_in\"", "\"d_inn\": 1, \"d_in\"")));
         FluentActions.Invoking(() => SaeFiles.Load(Cpu, P("unknown-key"))).Should().Throw<InvalidDataException>().WithMessage("*unknown key(s) 'd_inn'*");
+        Variant("wrong-type", d => File.WriteAllText(Path.Combine(d, "cfg.json"), File.ReadAllText(Path.Combine(d, "cfg.json")).Replace("\"apply_b_dec_to_input\": true", "\"apply_b_dec_to_input\": \"yes\"")));
+        FluentActions.Invoking(() => SaeFiles.Load(Cpu, P("wrong-type"))).Should().Throw<InvalidDataException>().WithMessage("*wrong type*");
         Variant("topk", d => File.WriteAllText(Path.Combine(d, "cfg.json"), File.ReadAllText(Path.Combine(d, "cfg.json")).Replace("\"gated\"", "\"topk\"")));
         FluentActions.Invoking(() => SaeFiles.Load(Cpu, P("topk"))).Should().Throw<InvalidDataException>().WithMessage("*architecture 'topk' is not supported*");
         Variant("shape", d => File.WriteAllText(Path.Combine(d, "cfg.json"), File.ReadAllText(Path.Combine(d, "cfg.json")).Replace("\"d_sae\": 8", "\"d_sae\": 9")));
