@@ -189,7 +189,9 @@ public static class SaeEvaluator
         {
             double n = Math.Max(_tokens, 1);
             var densities = _fired.Where(c => c > 0).Select(c => Math.Log10(c / n)).ToArray();
-            var edges = Enumerable.Range(0, 25).Select(k => -Math.Max(6.0, Math.Ceiling(Math.Log10(n))) + k * (Math.Max(6.0, Math.Ceiling(Math.Log10(n))) / 24)).ToArray();
+            // 24 bins from 10^-decades (the rarest density n tokens can show, at least 10^-6) up to 1.
+            double decades = Math.Max(6.0, Math.Ceiling(Math.Log10(n)));
+            var edges = Enumerable.Range(0, 25).Select(k => -decades + k * decades / 24).ToArray();
             var counts = new int[edges.Length - 1];
             foreach (var v in densities)
             {

@@ -152,11 +152,8 @@ public static class KernelChecks
             }
 
             double bound = tol.Atol + tol.Rtol * Math.Abs(r);
-            double ratio = ok ? (bound > 0 ? err / bound : 0) : double.PositiveInfinity;
-            if (!ok && double.IsFinite(err) && bound > 0)
-            {
-                ratio = err / bound;
-            }
+            // err/bound where both are finite and positive; an exact-tolerance miss or a NaN counts as infinitely bad.
+            double ratio = bound > 0 && double.IsFinite(err) ? err / bound : ok ? 0 : double.PositiveInfinity;
 
             worst = Math.Max(worst, double.IsNaN(ratio) ? 0 : ratio);
             if (worst > worstSeen)

@@ -157,8 +157,8 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         unfrozen["r_mag"].Should().Equal(low["r_mag"], "the aux term does not reach r_mag");
         high["b_gate"].Should().NotEqual(low["b_gate"], "λ does reach the gate");
 
-        // Frozen aux: W_dec's gradient is exactly Fᵀ·Δ (reconstruction only), so it does not depend on λ
-        // even though λ changes nothing in the reconstruction path either; compare with the reference instead.
+        // Frozen aux: the device's dW_dec is the reference's frozen-aux gradient (reconstruction only), which
+        // differs from the unfrozen one by Aᵀ·Δa — so the aux term demonstrably sends nothing into W_dec.
         var reference = SaeReference.Gradients(config, p, x, batch, new SaeLossOptions { L1Coefficient = 0.01f });
         var referenceUnfrozen = SaeReference.Gradients(config, p, x, batch, new SaeLossOptions { L1Coefficient = 0.01f, FreezeAuxDecoder = false });
         reference["W_dec"].Zip(referenceUnfrozen["W_dec"]).Should().Contain(t => Math.Abs(t.First - t.Second) > 1e-3,
