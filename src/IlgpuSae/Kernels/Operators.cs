@@ -221,3 +221,33 @@ public readonly struct CountNonZero : IReduceOp
     /// <inheritdoc/>
     public float Combine(float a, float b) => a + b;
 }
+
+/// <summary>
+/// GELU, tanh form (<c>gelu_new</c>, <c>gelu_fast</c>, <c>gelu_pytorch_tanh</c> in Hugging Face):
+/// <c>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))</c>.
+/// </summary>
+public readonly struct GeluTanh : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => 0.5f * x * (1f + XMath.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+/// <summary>
+/// GELU, exact form (<c>gelu</c> in Hugging Face, used by Pythia): <c>0.5·x·(1 + erf(x/√2))</c>, with erf
+/// from Abramowitz &amp; Stegun 7.1.26 (absolute error ≤ 1.5·10⁻⁷, below float32 resolution of the result).
+/// </summary>
+public readonly struct GeluErf : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => 0.5f * x * (1f + Erf(x * 0.70710678118654752f));
+
+    /// <summary>The error function (A&amp;S 7.1.26).</summary>
+    public static float Erf(float x)
+    {
+        float sign = x < 0f ? -1f : 1f;
+        float a = XMath.Abs(x);
+        float t = 1f / (1f + 0.3275911f * a);
+        float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+        return sign * (1f - poly * XMath.Exp(-a * a));
+    }
+}
