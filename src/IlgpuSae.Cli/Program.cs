@@ -16,6 +16,7 @@ public static class Program
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(SelfCheckCommand.Create());
         root.Subcommands.Add(KernelsCommand.Create());
+        root.Subcommands.Add(LmCommands.Activations());
         root.Subcommands.Add(SaeCommands.Train());
         root.Subcommands.Add(SaeCommands.Eval());
         root.Subcommands.Add(SaeCommands.Export());

@@ -57,7 +57,7 @@ internal static class CommonOptions
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or KeyNotFoundException)
+        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or KeyNotFoundException or InvalidOperationException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;

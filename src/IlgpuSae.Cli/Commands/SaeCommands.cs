@@ -4,6 +4,7 @@ using System.Text.Json;
 using IlgpuSae.Backends;
 using IlgpuSae.Data;
 using IlgpuSae.IO;
+using IlgpuSae.Lm;
 using IlgpuSae.Sae;
 using IlgpuSae.Training;
 using Spectre.Console;
@@ -15,11 +16,13 @@ internal static class SaeCommands
 {
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    private static Option<string> Acts() => new("--acts")
+    private static Option<string?> Acts() => new("--acts")
     {
         Description = "Activations: a .npy [N, d] file, a .safetensors file (see --tensor) or a cache folder with manifest.json.",
-        Required = true,
     };
+
+    private static string RequireActs(ParseResult parse, Option<string?> acts) =>
+        parse.GetValue(acts) ?? throw new ArgumentException("Give the activations: --acts FILE|FOLDER, or --model DIR --site NAME --corpus FILE.");
 
     private static Option<string?> Tensor() => new("--tensor") { Description = "Tensor name inside a .safetensors activation file." };
 
@@ -65,11 +68,17 @@ internal static class SaeCommands
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint period in steps (0 = none).", DefaultValueFactory = _ => 0 };
         var resume = new Option<bool>("--resume") { Description = "Continue from the newest checkpoint in --out." };
         var output = new Option<string>("--out") { Description = "Output folder: the SAE (cfg.json, sae_weights.safetensors), metrics.jsonl, checkpoints/.", Required = true };
-        var command = new Command("train", "Train a standard or gated SAE on activations.")
+        var lm = new LmCommands.ModelOptions();
+        var cacheActs = new Option<string?>("--cache-activations") { Description = "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming." };
+        var command = new Command("train", "Train a standard or gated SAE on activations (from files, or streamed from a language model).")
         {
             arch, mode, ablation, acts, tensor, dSae, l1, lr, batch, tokens, lrWarmup, lrDecay, l1Warmup, seed, beta1, beta2, eps,
-            clip, resample, normalize, scale, init, rescaleOf, logEvery, ckptEvery, resume, output,
+            clip, resample, normalize, scale, init, rescaleOf, logEvery, ckptEvery, resume, output, cacheActs,
         };
+        foreach (var o in lm.All)
+        {
+            command.Options.Add(o);
+        }
         command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
         {
             // A run that fails before its first checkpoint leaves nothing behind in a folder it created.
@@ -100,9 +109,11 @@ internal static class SaeCommands
                 throw new ArgumentException("--ablation applies to gated SAEs only.");
             }
 
-            using var data = ActivationSources.Open(parse.GetValue(acts)!, parse.GetValue(tensor));
             int batchSize = parse.GetValue(batch);
             long steps = parse.GetValue(tokens) / batchSize;
+            using var device = CommonOptions.OpenDevice(parse);
+            var sourceMetadata = new Dictionary<string, object?>();
+            using var data = OpenTrainingData(parse, device, acts, tensor, lm, cacheActs, parse.GetValue(tokens), sourceMetadata, cancel);
             if (steps < 1)
             {
                 throw new ArgumentException($"--tokens {parse.GetValue(tokens)} is less than one batch of {batchSize}.");
@@ -137,7 +148,6 @@ internal static class SaeCommands
                 options = options with { Loss = options.Loss with { FreezeAuxDecoder = false } };
             }
 
-            using var device = CommonOptions.OpenDevice(parse);
             var outDir = parse.GetValue(output)!;
             if (parse.GetValue(init) is null && parse.GetValue(rescaleOf) is null)
             {
@@ -161,6 +171,11 @@ internal static class SaeCommands
                     ["activations"] = data.Description, ["backend"] = device.Description.Label,
                 },
             };
+            foreach (var (k, v) in sourceMetadata)
+            {
+                metadata[k] = v;
+            }
+
             using var sae = BuildSae(device, parse.GetValue(init), parse.GetValue(rescaleOf), gated, modeName, ablationName,
                 parse.GetValue(dSae), data.Dim, options, metadata, out var trainable);
             if (trainable is not null)
@@ -188,6 +203,91 @@ internal static class SaeCommands
         }
 
         return command;
+    }
+
+    /// <summary>
+    /// The training activations: a file or cache (--acts), or a language model's site over a corpus, streamed or
+    /// first written to a cache (--cache-activations). Fills <paramref name="metadata"/> with SAELens' provenance keys.
+    /// </summary>
+    private static IActivationSource OpenTrainingData(
+        ParseResult parse, SaeDevice device, Option<string?> acts, Option<string?> tensor, LmCommands.ModelOptions lm, Option<string?> cacheActs,
+        long tokens, Dictionary<string, object?> metadata, CancellationToken cancel)
+    {
+        if (!lm.Given(parse))
+        {
+            var source = ActivationSources.Open(RequireActs(parse, acts), parse.GetValue(tensor));
+            if (source is ActivationCache cache)
+            {
+                foreach (var key in new[] { "model_name", "hook_name", "context_size", "prepend_bos", "exclude_special_tokens" })
+                {
+                    string from = key == "model_name" ? "model" : key;
+                    if (cache.Manifest.Source.TryGetValue(from, out var value))
+                    {
+                        metadata[key] = value;
+                    }
+                }
+            }
+
+            return source;
+        }
+
+        if (parse.GetValue(acts) is not null)
+        {
+            throw new ArgumentException("Give either --acts or --model, not both.");
+        }
+
+        var (model, tokenizer, site, corpus) = lm.Open(parse, device);
+        try
+        {
+            var plan = ActivationPlan.Create(model, tokenizer, new ActivationRequest
+            {
+                Site = site, Corpus = corpus, Tokens = tokens, ContextSize = parse.GetValue(lm.Context), Batch = parse.GetValue(lm.LmBatch),
+                AllowFewerTokens = true,
+            }, cancel);
+            metadata["model_name"] = model.Name;
+            metadata["hook_name"] = site;
+            metadata["context_size"] = plan.ContextSize;
+            metadata["prepend_bos"] = true;
+            metadata["exclude_special_tokens"] = true;
+            metadata["dataset_path"] = Path.GetFullPath(corpus);
+            if (plan.Rows < tokens)
+            {
+                Console.WriteLine($"{corpus} gives {plan.Rows} activation rows at {site}; training passes over them {tokens / (double)plan.Rows:0.##} times.");
+            }
+
+            if (parse.GetValue(cacheActs) is { } cacheDir)
+            {
+                LmCommands.WithProgress("activations", plan.Rows, report => ActivationCacheBuilder.Build(
+                    plan, cacheDir, progress: new LmCommands.ActionProgress<ActivationProgress>(p => report(p.Rows)), cancellationToken: cancel));
+                model.Dispose();
+                return ActivationCache.Open(cacheDir);
+            }
+
+            return new ModelOwningSource(new StreamingModelActivations(plan), model);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A streamed source that also disposes its model.</summary>
+    private sealed class ModelOwningSource(IActivationSource inner, IDisposable model) : IActivationSource
+    {
+        public int Dim => inner.Dim;
+
+        public long Rows => inner.Rows;
+
+        public string Description => inner.Description;
+
+        public void ReadRows(long firstRow, Span<float> destination) => inner.ReadRows(firstRow, destination);
+
+        public void Dispose()
+        {
+            inner.Dispose();
+            model.Dispose();
+        }
     }
 
     private static SparseAutoencoder BuildSae(
@@ -276,39 +376,119 @@ internal static class SaeCommands
         var sae = new Option<string>("--sae") { Description = "SAE folder (cfg.json + sae_weights.safetensors) or Gemma Scope params.npz.", Required = true };
         var acts = Acts();
         var tensor = Tensor();
-        var tokens = new Option<long>("--tokens") { Description = "Evaluate at most this many rows (from the start).", DefaultValueFactory = _ => long.MaxValue };
+        var tokens = new Option<long?>("--tokens") { Description = "Rows to evaluate (default: all of --acts; 16384 corpus tokens with --model)." };
         var batch = new Option<int>("--batch-size") { Description = "Rows per forward pass.", DefaultValueFactory = _ => 1024 };
         var json = new Option<bool>("--json") { Description = "Print JSON (SAELens metric names)." };
-        var command = new Command("eval", "Reconstruction and sparsity metrics of an SAE on activations.") { sae, acts, tensor, tokens, batch, json };
-        command.SetAction(parse => CommonOptions.Guard(() =>
+        var lm = new LmCommands.ModelOptions();
+        lm.Site.Description += " Default with --model: the SAE's metadata hook_name.";
+        var spliceSpecial = new Option<bool>("--splice-special-tokens") { Description = "Also replace the site at BOS/EOS/PAD positions (default: they keep clean activations, as SAEBench)." };
+        var skipSpecialLoss = new Option<bool>("--exclude-special-from-loss") { Description = "Do not count predictions made at BOS/EOS/PAD positions (default: every next-token prediction counts)." };
+        var command = new Command("eval", "Reconstruction and sparsity metrics of an SAE on activations; with --model also loss recovered (ce_loss_score) and the KL score.")
+        {
+            sae, acts, tensor, tokens, batch, json, spliceSpecial, skipSpecialLoss,
+        };
+        foreach (var o in lm.All)
+        {
+            command.Options.Add(o);
+        }
+
+        command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
         {
             using var device = CommonOptions.OpenDevice(parse);
             using var model = SaeFiles.Load(device, parse.GetValue(sae)!);
-            using var data = ActivationSources.Open(parse.GetValue(acts)!, parse.GetValue(tensor));
-            var metrics = SaeEvaluator.Evaluate(model, data, parse.GetValue(batch), parse.GetValue(tokens));
+            SaeMetrics metrics;
+            DownstreamMetrics? downstream = null;
+            if (lm.Given(parse))
+            {
+                if (parse.GetValue(acts) is not null)
+                {
+                    throw new ArgumentException("Give either --acts or --model, not both.");
+                }
+
+                downstream = EvaluateWithModel(parse, device, model, lm, parse.GetValue(tokens) ?? 16384,
+                    new SpliceOptions { SpliceSpecialTokens = parse.GetValue(spliceSpecial), CountSpecialPositions = !parse.GetValue(skipSpecialLoss), Batch = parse.GetValue(lm.LmBatch) },
+                    cancel);
+                metrics = downstream.Reconstruction!;
+            }
+            else
+            {
+                using var data = ActivationSources.Open(RequireActs(parse, acts), parse.GetValue(tensor));
+                metrics = SaeEvaluator.Evaluate(model, data, parse.GetValue(batch), parse.GetValue(tokens) ?? long.MaxValue, cancellationToken: cancel);
+            }
+
             if (parse.GetValue(json))
             {
-                Console.WriteLine(JsonSerializer.Serialize(metrics, Indented));
+                Console.WriteLine(downstream is null ? JsonSerializer.Serialize(metrics, Indented) : JsonSerializer.Serialize(downstream, Indented));
                 return 0;
             }
 
             var table = new Table().AddColumns("metric", "value");
-            foreach (var (name, value) in new (string, double)[]
+            var rows = new List<(string, double)>
             {
                 ("tokens", metrics.Tokens), ("l0", metrics.L0), ("l1", metrics.L1), ("mse", metrics.Mse),
                 ("explained_variance", metrics.ExplainedVariance), ("explained_variance_legacy", metrics.ExplainedVarianceLegacy),
                 ("cossim", metrics.CosSim), ("l2_ratio", metrics.L2Ratio),
                 ("relative_reconstruction_bias (γ)", metrics.RelativeReconstructionBias), ("frac_alive", metrics.FractionAlive),
                 ("dead_features", metrics.DeadFeatures),
-            })
+            };
+            if (downstream is not null)
+            {
+                rows.AddRange([
+                    ("ce_loss_without_sae", downstream.CeLossWithoutSae), ("ce_loss_with_sae", downstream.CeLossWithSae),
+                    ("ce_loss_with_ablation", downstream.CeLossWithAblation), ("ce_loss_score (loss recovered)", downstream.CeLossScore),
+                    ("kl_div_with_sae", downstream.KlDivWithSae), ("kl_div_with_ablation", downstream.KlDivWithAblation),
+                    ("kl_div_score", downstream.KlDivScore), ("ce_tokens", downstream.CountedTokens),
+                ]);
+            }
+
+            foreach (var (name, value) in rows)
             {
                 table.AddRow(name, value.ToString("G6", CultureInfo.InvariantCulture));
             }
 
             CommonOptions.CreateConsole().Write(table);
+            if (downstream is not null)
+            {
+                Console.WriteLine($"Counted: {downstream.TokensCounted}; {downstream.Contexts} contexts of {downstream.ContextSize} tokens.");
+            }
+
             return 0;
-        }));
+        })));
         return command;
+    }
+
+    private static DownstreamMetrics EvaluateWithModel(
+        ParseResult parse, SaeDevice device, SparseAutoencoder sae, LmCommands.ModelOptions lm, long tokens, SpliceOptions options, CancellationToken cancel)
+    {
+        var folder = parse.GetValue(lm.Model)!;
+        var site = parse.GetValue(lm.Site)
+            ?? (sae.Config.Metadata.TryGetValue("hook_name", out var hook) && hook?.ToString() is { Length: > 0 } h ? h
+                : throw new ArgumentException("--site is required: the SAE's metadata has no hook_name."));
+        var corpus = parse.GetValue(lm.Corpus) ?? throw new ArgumentException("--corpus is required with --model.");
+        using var model = LanguageModel.Load(device, folder);
+        var tokenizer = LmTokenizer.Load(folder, model.Config);
+        int context = parse.GetValue(lm.Context) == 0 ? model.Config.ContextLength : parse.GetValue(lm.Context);
+        if (context < 2 || context > model.Config.ContextLength)
+        {
+            throw new ArgumentException($"--context {context} must be between 2 and the model's context of {model.Config.ContextLength}.");
+        }
+
+        if (tokens <= 0)
+        {
+            throw new ArgumentException($"--tokens must be positive (got {tokens}).");
+        }
+
+        var text = TokenCorpus.Load(corpus, tokenizer, model.Config.BosTokenId, tokens + 2L * context, cancel);
+        int count = (int)Math.Min(text.ContextCount(context), Math.Max(1, tokens / (context - 1)));
+        if (count == 0)
+        {
+            throw new ArgumentException($"{corpus} holds fewer than {context} tokens: not one context.");
+        }
+
+        var contexts = text.Contexts(0, count, context);
+        Console.WriteLine($"Evaluating {sae.Config.Architecture} SAE {sae.DIn}×{sae.DSae} at {site} of {model.Name} on {device}: {count} contexts of {context} tokens from {corpus}.");
+        return LmCommands.WithProgress("eval", count, report => DownstreamEvaluator.Evaluate(
+            model, site, sae, contexts, context, options, new LmCommands.ActionProgress<int>(done => report(done)), cancel));
     }
 
     public static Command Export()
@@ -351,7 +531,7 @@ internal static class SaeCommands
         {
             using var device = CommonOptions.OpenDevice(parse);
             using var model = SaeFiles.Load(device, parse.GetValue(sae)!);
-            using var data = ActivationSources.Open(parse.GetValue(acts)!, parse.GetValue(tensor));
+            using var data = ActivationSources.Open(RequireActs(parse, acts), parse.GetValue(tensor));
             var (indptr, indices, values) = SparseEncoder.Encode(model, data, parse.GetValue(batch), parse.GetValue(tokens));
             SafetensorsWriter.Write(parse.GetValue(output)!,
             [

@@ -146,14 +146,21 @@ public static class DownstreamEvaluator
         using var diff = device.Allocate(rows, hookSite.Width, "diff");
         double sumClean = 0, sumSae = 0, sumZero = 0, klSae = 0, klZero = 0;
         long counted = 0;
-        for (int first = 0; first + batch <= count; first += batch)
+        for (int first = 0; first < count; first += batch)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var tokens = contexts.AsSpan(first * contextLength, rows).ToArray();
-            var hostTargets = new int[rows];
-            var keep = new bool[rows];
-            var hostMask = new float[rows];
-            for (int n = 0; n < rows; n++)
+            int b = Math.Min(batch, count - first);
+            int n0 = b * contextLength;
+            var tokens = contexts.AsSpan(first * contextLength, n0).ToArray();
+            var tgt = targets.View.SubView(0, n0);
+            var lossView = loss.Data.SubView(0, n0);
+            var klView = kl.Data.SubView(0, n0);
+            var maskView = mask.Data.SubView(0, n0);
+            var inverseView = inverse.Data.SubView(0, n0);
+            var hostTargets = new int[n0];
+            var keep = new bool[n0];
+            var hostMask = new float[n0];
+            for (int n = 0; n < n0; n++)
             {
                 bool isSpecial = special.Contains(tokens[n]);
                 keep[n] = options.SpliceSpecialTokens || !isSpecial;
@@ -163,25 +170,26 @@ public static class DownstreamEvaluator
             }
 
             counted += hostTargets.Count(t => t >= 0);
-            targets.View.CopyFromCPU(device.Stream, hostTargets);
-            mask.CopyFrom(hostMask);
-            inverse.CopyFrom([.. hostMask.Select(v => 1f - v)]);
+            tgt.CopyFromCPU(device.Stream, hostTargets);
+            maskView.CopyFromCPU(device.Stream, hostMask);
+            inverseView.CopyFromCPU(device.Stream, [.. hostMask.Select(v => 1f - v)]);
+            var cleanView = clean.Data.SubView(0, (long)n0 * vocab);
 
-            var logits = model.Run(tokens, batch);
-            device.Ops.Copy(logits.Data, clean.Data);
-            model.CrossEntropy(logits, targets.View, loss.Data);
-            sumClean += Sum(model, loss);
+            var logits = model.Run(tokens, b);
+            device.Ops.Copy(logits.Data, cleanView);
+            model.CrossEntropy(logits, tgt, lossView);
+            sumClean += Sum(model, lossView);
 
             void Splice(MatrixView acts, MatrixView replacement)
             {
                 // acts += mask ⊙ (replacement − acts): only the kept rows change.
                 var d = diff.SliceRows(0, acts.Rows);
                 device.Ops.Map<Subtract>(replacement.Data, acts.Data, d.Data);
-                device.Ops.MapBroadcastColumns<Multiply>(d, mask.Data, d);
+                device.Ops.MapBroadcastColumns<Multiply>(d, maskView, d);
                 device.Ops.Map<Add>(acts.Data, d.Data, acts.Data);
             }
 
-            logits = model.Run(tokens, batch, new Dictionary<string, SiteHook>
+            logits = model.Run(tokens, b, new Dictionary<string, SiteHook>
             {
                 [site] = acts =>
                 {
@@ -197,24 +205,24 @@ public static class DownstreamEvaluator
                     }
                 },
             });
-            model.CrossEntropy(logits, targets.View, loss.Data);
-            sumSae += Sum(model, loss);
-            device.Ops.KlDivergence(clean.Data, logits.Data, kl.Data, vocab);
-            klSae += MaskedSum(model, kl, hostTargets);
+            model.CrossEntropy(logits, tgt, lossView);
+            sumSae += Sum(model, lossView);
+            device.Ops.KlDivergence(cleanView, logits.Data, klView, vocab);
+            klSae += MaskedSum(model, klView, hostTargets);
 
-            logits = model.Run(tokens, batch, new Dictionary<string, SiteHook>
+            logits = model.Run(tokens, b, new Dictionary<string, SiteHook>
             {
                 [site] = acts =>
                 {
                     // acts ← (1 − mask) ⊙ acts: zero the kept rows.
-                    device.Ops.MapBroadcastColumns<Multiply>(acts, inverse.Data, acts);
+                    device.Ops.MapBroadcastColumns<Multiply>(acts, inverseView, acts);
                 },
             });
-            model.CrossEntropy(logits, targets.View, loss.Data);
-            sumZero += Sum(model, loss);
-            device.Ops.KlDivergence(clean.Data, logits.Data, kl.Data, vocab);
-            klZero += MaskedSum(model, kl, hostTargets);
-            progress?.Report(first + batch);
+            model.CrossEntropy(logits, tgt, lossView);
+            sumZero += Sum(model, lossView);
+            device.Ops.KlDivergence(cleanView, logits.Data, klView, vocab);
+            klZero += MaskedSum(model, klView, hostTargets);
+            progress?.Report(first + b);
         }
 
         if (counted == 0)
@@ -234,7 +242,7 @@ public static class DownstreamEvaluator
             KlDivWithAblation = kZ,
             KlDivScore = (kZ - kS) / kZ,
             CountedTokens = counted,
-            Contexts = count / batch * batch,
+            Contexts = count,
             ContextSize = contextLength,
             TokensCounted = options.Describe(),
         };
@@ -280,9 +288,17 @@ public static class DownstreamEvaluator
         return host;
     }
 
-    private static double Sum(LanguageModel model, DeviceTensor t) => ToHost(model, t).Sum(v => (double)v);
+    private static float[] ToHost(LanguageModel model, ArrayView<float> v)
+    {
+        var host = new float[v.Length];
+        v.CopyToCPU(model.Device.Stream, host);
+        model.Device.Synchronize();
+        return host;
+    }
 
-    private static double MaskedSum(LanguageModel model, DeviceTensor t, int[] targets)
+    private static double Sum(LanguageModel model, ArrayView<float> t) => ToHost(model, t).Sum(v => (double)v);
+
+    private static double MaskedSum(LanguageModel model, ArrayView<float> t, int[] targets)
     {
         var host = ToHost(model, t);
         double s = 0;

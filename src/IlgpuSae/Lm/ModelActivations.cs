@@ -1,0 +1,436 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using IlgpuSae.Data;
+using IlgpuSae.IO;
+
+namespace IlgpuSae.Lm;
+
+/// <summary>Which activations to take from a model: site, corpus, context, how many.</summary>
+public sealed record ActivationRequest
+{
+    /// <summary>The hook site, e.g. <c>blocks.0.mlp.hook_post</c>.</summary>
+    public required string Site { get; init; }
+
+    /// <summary>The corpus file (.txt or .txt.gz; documents separated by blank lines).</summary>
+    public required string Corpus { get; init; }
+
+    /// <summary>Activation rows (tokens) wanted; 0 = every token of the corpus.</summary>
+    public long Tokens { get; init; }
+
+    /// <summary>Context length L (BOS included); 0 = the model's context.</summary>
+    public int ContextSize { get; init; }
+
+    /// <summary>Contexts per forward pass.</summary>
+    public int Batch { get; init; } = 16;
+
+    /// <summary>Whether rows at special-token positions (BOS/EOS/PAD) are dropped (default, as SAELens does).</summary>
+    public bool ExcludeSpecialTokens { get; init; } = true;
+
+    /// <summary>Whether a corpus with fewer rows than <see cref="Tokens"/> is used whole instead of being an error.</summary>
+    public bool AllowFewerTokens { get; init; }
+}
+
+/// <summary>
+/// The activation rows a model produces at one site over a corpus, in corpus order: contexts are cut by
+/// <see cref="TokenCorpus"/>, special-token positions dropped. Rows are addressed by index without being
+/// computed: per-context row counts come from the tokens alone.
+/// </summary>
+public sealed class ActivationPlan
+{
+    private readonly long[] _starts;
+
+    private ActivationPlan(LanguageModel model, ActivationRequest request, TokenCorpus corpus, int contextSize, int contexts, long[] starts, long rows)
+    {
+        Model = model;
+        Request = request;
+        Corpus = corpus;
+        ContextSize = contextSize;
+        Contexts = contexts;
+        _starts = starts;
+        Rows = rows;
+        Width = model.Site(request.Site).Width;
+    }
+
+    /// <summary>The model.</summary>
+    public LanguageModel Model { get; }
+
+    /// <summary>The request.</summary>
+    public ActivationRequest Request { get; }
+
+    /// <summary>The tokenized corpus.</summary>
+    public TokenCorpus Corpus { get; }
+
+    /// <summary>Context length used.</summary>
+    public int ContextSize { get; }
+
+    /// <summary>Contexts the rows come from.</summary>
+    public int Contexts { get; }
+
+    /// <summary>Activation rows (≤ the rows of <see cref="Contexts"/> contexts when the last one is cut short).</summary>
+    public long Rows { get; }
+
+    /// <summary>Activation width at the site.</summary>
+    public int Width { get; }
+
+    /// <summary>Plans a request.</summary>
+    /// <exception cref="ArgumentException">Bad site or context size, or the corpus is too small for the tokens asked for.</exception>
+    public static ActivationPlan Create(LanguageModel model, LmTokenizer tokenizer, ActivationRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(request);
+        model.Site(request.Site);
+        int context = request.ContextSize == 0 ? model.Config.ContextLength : request.ContextSize;
+        if (context < 2 || context > model.Config.ContextLength)
+        {
+            throw new ArgumentException($"Context size {context} must be between 2 and the model's context of {model.Config.ContextLength}.");
+        }
+
+        if (request.Tokens < 0 || request.Batch <= 0)
+        {
+            throw new ArgumentException($"Tokens must be ≥ 0 and batch positive (got {request.Tokens}, {request.Batch}).");
+        }
+
+        // Read a little more text than needed (special positions are dropped), or everything for Tokens = 0.
+        long wanted = request.Tokens == 0 ? long.MaxValue : request.Tokens + request.Tokens / 4 + 4L * context;
+        var corpus = TokenCorpus.Load(request.Corpus, tokenizer, model.Config.BosTokenId, wanted, cancellationToken);
+        int available = corpus.ContextCount(context);
+        var special = model.Config.SpecialTokens;
+        var starts = new List<long> { 0 };
+        long rows = 0;
+        for (int c = 0; c < available && (request.Tokens == 0 || rows < request.Tokens); c++)
+        {
+            var tokens = corpus.Contexts(c, 1, context);
+            rows += request.ExcludeSpecialTokens ? tokens.Count(t => !special.Contains(t)) : tokens.Length;
+            starts.Add(rows);
+        }
+
+        if (rows == 0 || (request.Tokens > 0 && rows < request.Tokens && !request.AllowFewerTokens))
+        {
+            throw new ArgumentException(
+                $"{request.Corpus} yields {rows} activation rows at context {context}, fewer than the {request.Tokens} asked for; ask for fewer tokens or use a larger corpus.");
+        }
+
+        long total = request.Tokens == 0 ? rows : Math.Min(rows, request.Tokens);
+        return new ActivationPlan(model, request, corpus, context, starts.Count - 1, [.. starts], total);
+    }
+
+    /// <summary>First row of context <paramref name="c"/> (c = <see cref="Contexts"/> gives the end).</summary>
+    public long ContextStart(int c) => Math.Min(_starts[c], Rows);
+
+    /// <summary>The context holding row <paramref name="row"/>.</summary>
+    public int ContextOf(long row)
+    {
+        int i = Array.BinarySearch(_starts, row);
+        i = i >= 0 ? i : ~i - 1;
+        while (i + 1 < _starts.Length && _starts[i + 1] <= row)
+        {
+            i++;
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// Runs the model on contexts [<paramref name="first"/>, <paramref name="first"/> + <paramref name="count"/>)
+    /// and returns their kept rows [k, width] (cut at <see cref="Rows"/>).
+    /// </summary>
+    public float[] Compute(int first, int count)
+    {
+        var tokens = Corpus.Contexts(first, count, ContextSize);
+        var acts = Model.Capture(tokens, count, Request.Site);
+        long begin = ContextStart(first);
+        long end = ContextStart(first + count);
+        var result = new float[(end - begin) * Width];
+        var special = Model.Config.SpecialTokens;
+        long kept = 0;
+        for (int n = 0; n < tokens.Length && begin + kept < end; n++)
+        {
+            if (Request.ExcludeSpecialTokens && special.Contains(tokens[n]))
+            {
+                continue;
+            }
+
+            Array.Copy(acts, (long)n * Width, result, kept * Width, Width);
+            kept++;
+        }
+
+        return result;
+    }
+
+    /// <summary>What the rows are, for manifests.</summary>
+    public Dictionary<string, object?> Describe() => new()
+    {
+        ["model"] = Model.Name,
+        ["architecture"] = Model.Config.Architecture.ToString(),
+        ["hook_name"] = Request.Site,
+        ["d_in"] = Width,
+        ["context_size"] = ContextSize,
+        ["prepend_bos"] = true,
+        ["exclude_special_tokens"] = Request.ExcludeSpecialTokens,
+        ["corpus"] = Path.GetFullPath(Request.Corpus),
+        ["corpus_sha256"] = ActivationCache.Sha256Of(Request.Corpus),
+        ["contexts"] = Contexts,
+        ["tokens"] = Rows,
+    };
+}
+
+/// <summary>
+/// An <see cref="IActivationSource"/> that computes rows from the model on demand (no cache on disk): the
+/// trainer's shuffling loader reads 1024-row blocks in random order, and each read runs the model on just
+/// the contexts that hold those rows (the last two batches are kept).
+/// </summary>
+public sealed class StreamingModelActivations(ActivationPlan plan) : IActivationSource
+{
+    private (long Start, float[] Rows)? _last;
+    private (long Start, float[] Rows)? _previous;
+
+    /// <inheritdoc/>
+    public int Dim => plan.Width;
+
+    /// <inheritdoc/>
+    public long Rows => plan.Rows;
+
+    /// <inheritdoc/>
+    public string Description => $"{plan.Model.Name}:{plan.Request.Site} on {plan.Request.Corpus} (streamed)";
+
+    /// <summary>Contexts computed so far (for tests and progress).</summary>
+    public long ContextsComputed { get; private set; }
+
+    /// <inheritdoc/>
+    public void ReadRows(long firstRow, Span<float> destination)
+    {
+        long rows = destination.Length / Dim;
+        if (destination.Length % Dim != 0 || firstRow < 0 || firstRow + rows > Rows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows [{firstRow}, {firstRow + rows}) are outside {Description} ({Rows} rows).");
+        }
+
+        long row = firstRow;
+        int offset = 0;
+        while (row < firstRow + rows)
+        {
+            var chunk = Chunk(row);
+            long inChunk = row - chunk.Start;
+            long take = Math.Min(firstRow + rows - row, chunk.Rows.Length / Dim - inChunk);
+            chunk.Rows.AsSpan((int)(inChunk * Dim), (int)(take * Dim)).CopyTo(destination[offset..]);
+            offset += (int)(take * Dim);
+            row += take;
+        }
+    }
+
+    private (long Start, float[] Rows) Chunk(long row)
+    {
+        foreach (var c in new[] { _last, _previous })
+        {
+            if (c is { } hit && row >= hit.Start && row < hit.Start + hit.Rows.Length / Dim)
+            {
+                return hit;
+            }
+        }
+
+        int batch = plan.Request.Batch;
+        int first = plan.ContextOf(row) / batch * batch;
+        int count = Math.Min(batch, plan.Contexts - first);
+        var chunk = (plan.ContextStart(first), plan.Compute(first, count));
+        ContextsComputed += count;
+        _previous = _last;
+        _last = chunk;
+        return chunk;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+    }
+}
+
+/// <summary>Progress of <see cref="ActivationCacheBuilder"/>.</summary>
+/// <param name="Rows">Rows computed so far.</param>
+/// <param name="Total">Rows wanted.</param>
+public readonly record struct ActivationProgress(long Rows, long Total);
+
+/// <summary>
+/// Writes an activation cache (<see cref="ActivationCache"/> format) from a model: rows pass through a
+/// shuffle buffer of two shards (when full it is shuffled and one shard is written), so the shards are
+/// shuffled across contexts. After every shard, the unwritten half and a progress record are saved
+/// atomically, so an interrupted run resumes where it stopped and produces the same cache.
+/// </summary>
+public static class ActivationCacheBuilder
+{
+    private const string ProgressFile = "progress.json";
+
+    /// <summary>Builds (or resumes, or confirms a finished) cache in <paramref name="folder"/>.</summary>
+    /// <exception cref="InvalidOperationException">The folder holds a cache or a partial run of a different request.</exception>
+    public static ActivationManifest Build(
+        ActivationPlan plan, string folder, int shardRows = 1 << 16, ulong seed = 0, IProgress<ActivationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(shardRows);
+        Directory.CreateDirectory(folder);
+        var source = plan.Describe();
+        source["shuffle_seed"] = seed;
+        source["shard_rows"] = shardRows;
+        string fingerprint = JsonSerializer.Serialize(source);
+        var manifestPath = Path.Combine(folder, "manifest.json");
+        if (File.Exists(manifestPath))
+        {
+            using var existing = ActivationCache.Open(folder);
+            if (JsonSerializer.Serialize(existing.Manifest.Source.Where(kv => source.ContainsKey(kv.Key)).ToDictionary()) != JsonSerializer.Serialize(source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value))))
+            {
+                throw new InvalidOperationException($"{folder} already holds an activation cache of a different request; choose another --out folder.");
+            }
+
+            progress?.Report(new ActivationProgress(existing.Rows, existing.Rows));
+            return existing.Manifest;
+        }
+
+        int width = plan.Width;
+        var shards = new List<ActivationShard>();
+        var buffer = new List<float>(2 * shardRows * width);
+        int nextContext = 0;
+        long produced = 0;
+        var stats = new double[2]; // Σ‖x‖, Σ‖x‖²
+        var progressPath = Path.Combine(folder, ProgressFile);
+        if (File.Exists(progressPath))
+        {
+            var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
+            if (state["fingerprint"]!.GetValue<string>() != fingerprint)
+            {
+                throw new InvalidOperationException($"{folder} holds a partial run of a different request ({ProgressFile}); choose another --out folder or delete it.");
+            }
+
+            nextContext = state["next_context"]!.GetValue<int>();
+            produced = state["produced"]!.GetValue<long>();
+            stats[0] = state["sum_norm"]!.GetValue<double>();
+            stats[1] = state["sum_sq_norm"]!.GetValue<double>();
+            shards = JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!;
+            foreach (var shard in shards)
+            {
+                var path = Path.Combine(folder, shard.File);
+                if (!File.Exists(path) || ActivationCache.Sha256Of(path) != shard.Sha256)
+                {
+                    throw new InvalidDataException($"{folder}: shard {shard.File} is missing or changed since the interrupted run; delete the folder and start again.");
+                }
+            }
+
+            var pending = state["pending"]?.GetValue<string>();
+            if (pending is not null)
+            {
+                using var stream = File.OpenRead(Path.Combine(folder, pending));
+                buffer.AddRange(Npy.ReadFloats(stream, pending).Data);
+            }
+        }
+
+        progress?.Report(new ActivationProgress(produced, plan.Rows));
+        int batch = plan.Request.Batch;
+        while (nextContext < plan.Contexts)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int count = Math.Min(batch, plan.Contexts - nextContext);
+            var rows = plan.Compute(nextContext, count);
+            nextContext += count;
+            produced += rows.Length / width;
+            for (int r = 0; r < rows.Length / width; r++)
+            {
+                double sq = 0;
+                for (int j = 0; j < width; j++)
+                {
+                    sq += (double)rows[r * width + j] * rows[r * width + j];
+                }
+
+                stats[0] += Math.Sqrt(sq);
+                stats[1] += sq;
+            }
+
+            buffer.AddRange(rows);
+            if (buffer.Count >= 2 * shardRows * width)
+            {
+                var all = buffer.ToArray();
+                Shuffle(all, width, SplitMix64.Mix(seed, (ulong)shards.Count));
+                var shard = all.AsSpan(0, shardRows * width).ToArray();
+                shards.Add(WriteShard(folder, shards.Count, shard, width));
+                buffer.Clear();
+                buffer.AddRange(all.AsSpan(shardRows * width).ToArray());
+                SaveProgress(folder, fingerprint, nextContext, produced, stats, shards, buffer, width);
+            }
+
+            progress?.Report(new ActivationProgress(produced, plan.Rows));
+        }
+
+        var rest = buffer.ToArray();
+        Shuffle(rest, width, SplitMix64.Mix(seed, (ulong)shards.Count));
+        for (int at = 0; at < rest.Length; at += shardRows * width)
+        {
+            var part = rest.AsSpan(at, Math.Min(shardRows * width, rest.Length - at)).ToArray();
+            shards.Add(WriteShard(folder, shards.Count, part, width));
+        }
+
+        long total = shards.Sum(s => s.Rows);
+        source["normalization"] = new Dictionary<string, double>
+        {
+            ["mean_norm"] = stats[0] / total,
+            ["mean_squared_norm"] = stats[1] / total,
+            ["norm_scaling_factor"] = Math.Sqrt(width) / (stats[0] / total),
+        };
+        source["created_by"] = "ilgpu-sae activations";
+        source["created"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture);
+        var manifest = new ActivationManifest
+        {
+            DIn = width, TotalRows = total, Shards = shards,
+            Source = source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value)),
+        };
+        AtomicFile.WriteAllText(manifestPath, JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }));
+        foreach (var f in Directory.GetFiles(folder, "pending-*.npy").Append(progressPath))
+        {
+            File.Delete(f);
+        }
+
+        return manifest;
+    }
+
+    private static ActivationShard WriteShard(string folder, int index, float[] rows, int width)
+    {
+        var name = $"shard-{index:D5}.npy";
+        var path = Path.Combine(folder, name);
+        Npy.WriteFloats(path, rows, rows.Length / width, width);
+        return new ActivationShard(name, rows.Length / width, ActivationCache.Sha256Of(path));
+    }
+
+    private static void SaveProgress(string folder, string fingerprint, int nextContext, long produced, double[] stats, List<ActivationShard> shards, List<float> buffer, int width)
+    {
+        string pending = $"pending-{shards.Count:D5}.npy";
+        Npy.WriteFloats(Path.Combine(folder, pending), [.. buffer], buffer.Count / width, width);
+        var state = new JsonObject
+        {
+            ["fingerprint"] = fingerprint, ["next_context"] = nextContext, ["produced"] = produced, ["sum_norm"] = stats[0], ["sum_sq_norm"] = stats[1],
+            ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(shards)), ["pending"] = pending,
+        };
+        AtomicFile.WriteAllText(Path.Combine(folder, ProgressFile), state.ToJsonString(new() { WriteIndented = true }));
+        foreach (var old in Directory.GetFiles(folder, "pending-*.npy").Where(f => Path.GetFileName(f) != pending))
+        {
+            File.Delete(old);
+        }
+    }
+
+    /// <summary>Fisher–Yates shuffle of the rows of a row-major [n, width] array.</summary>
+    private static void Shuffle(float[] rows, int width, ulong seed)
+    {
+        var rng = new SplitMix64(seed);
+        int n = rows.Length / width;
+        var tmp = new float[width];
+        for (int i = n - 1; i > 0; i--)
+        {
+            int j = rng.NextInt(i + 1);
+            if (j == i)
+            {
+                continue;
+            }
+
+            rows.AsSpan(i * width, width).CopyTo(tmp);
+            rows.AsSpan(j * width, width).CopyTo(rows.AsSpan(i * width, width));
+            tmp.CopyTo(rows.AsSpan(j * width, width));
+        }
+    }
+}
