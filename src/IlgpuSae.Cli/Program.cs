@@ -22,6 +22,8 @@ public static class Program
         root.Subcommands.Add(SaeCommands.Export());
         root.Subcommands.Add(SaeCommands.Encode());
         root.Subcommands.Add(SaeCommands.Synth());
+        root.Subcommands.Add(StudyCommands.Sweep());
+        root.Subcommands.Add(StudyCommands.Reproduce());
         root.Subcommands.Add(BenchCommand.Create());
         return root.Parse(args).Invoke();
     }

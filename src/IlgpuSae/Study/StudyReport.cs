@@ -1,0 +1,316 @@
+using System.Globalization;
+using System.Text;
+using IlgpuSae.IO;
+using ScottPlot;
+
+namespace IlgpuSae.Study;
+
+/// <summary>A claim of the paper checked against a study's numbers.</summary>
+/// <param name="Site">Hook site.</param>
+/// <param name="Claim">The claim.</param>
+/// <param name="Verdict"><c>holds</c>, <c>partly</c>, <c>does not hold</c> or <c>not measured</c>.</param>
+/// <param name="Evidence">The numbers behind the verdict.</param>
+public sealed record ClaimCheck(string Site, string Claim, string Verdict, string Evidence);
+
+/// <summary>Writes a study's results.csv, results.json, plots (PNG, ScottPlot) and report.md.</summary>
+public static class StudyReport
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    /// <summary>Plot colours per arm (colour-blind-safe Okabe–Ito palette).</summary>
+    private static readonly Dictionary<string, string> Colors = new()
+    {
+        [StudyArms.Gated] = "#0072B2", [StudyArms.Standard] = "#D55E00", [StudyArms.UnfrozenAux] = "#009E73", [StudyArms.NoRMag] = "#CC79A7",
+        [StudyArms.Untied] = "#56B4E9", [StudyArms.RescaleShift] = "#E69F00", ["ito:" + StudyArms.Gated] = "#0072B2", ["ito:" + StudyArms.Standard] = "#D55E00",
+    };
+
+    /// <summary>Writes every file of the report into <paramref name="folder"/>; returns the report path.</summary>
+    public static string Write(string folder, StudyConfig config, IReadOnlyList<RunResult> results, string device)
+    {
+        AtomicFile.WriteAllText(Path.Combine(folder, "results.csv"), StudyResults.ToCsv(results));
+        AtomicFile.WriteAllText(Path.Combine(folder, "results.json"), StudyResults.ToJson(results));
+        var plots = new List<(string Site, string File, string Caption)>();
+        foreach (var site in config.Sites)
+        {
+            var here = results.Where(r => r.Site == site).ToList();
+            if (here.Count == 0)
+            {
+                continue;
+            }
+
+            string slug = site.Replace('.', '-');
+            var main = here.Where(r => r.Arm is StudyArms.Gated or StudyArms.Standard).ToList();
+            plots.Add((site, $"loss-recovered-{slug}.png", "Loss recovered vs L0, gated vs baseline, with Pareto frontiers (Fig. 1)"));
+            PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: loss recovered vs L0", main, "loss recovered (ce_loss_score)", r => r.LossRecovered);
+            plots.Add((site, $"gamma-{slug}.png", "Relative reconstruction bias γ vs L0 (Fig. 4)"));
+            PlotPoints(Path.Combine(folder, plots[^1].File), $"{site}: shrinkage", here.Where(r => !r.IsIto).ToList(), "γ (1 = no shrinkage)", r => r.Gamma);
+            var ablations = here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard).ToList();
+            if (ablations.Select(r => r.Arm).Distinct().Count() > 1)
+            {
+                plots.Add((site, $"ablations-{slug}.png", "Ablations and baseline + rescale & shift against the gated frontier (Figs. 8–9)"));
+                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ablations", here.Where(r => !r.IsIto).ToList(), "loss recovered", r => r.LossRecovered);
+            }
+
+            if (here.Any(r => r.IsIto))
+            {
+                plots.Add((site, $"ito-{slug}.png", "Inference-time optimisation (gradient pursuit) vs the encoders (Fig. 10)"));
+                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ITO vs encoders", here.Where(r => r.IsIto || r.Arm is StudyArms.Gated or StudyArms.Standard).ToList(),
+                    "loss recovered", r => r.LossRecovered);
+            }
+        }
+
+        var claims = CheckClaims(config, results);
+        var path = Path.Combine(folder, "report.md");
+        AtomicFile.WriteAllText(path, Markdown(config, results, claims, plots, device));
+        return path;
+    }
+
+    /// <summary>Checks the paper's claims site by site.</summary>
+    public static IReadOnlyList<ClaimCheck> CheckClaims(StudyConfig config, IReadOnlyList<RunResult> results)
+    {
+        var checks = new List<ClaimCheck>();
+        foreach (var site in config.Sites)
+        {
+            var gated = results.Where(r => r.Site == site && r.Arm == StudyArms.Gated).ToList();
+            var baseline = results.Where(r => r.Site == site && r.Arm == StudyArms.Standard).ToList();
+            if (gated.Count == 0 || baseline.Count == 0)
+            {
+                continue;
+            }
+
+            var gammas = gated.Select(r => r.Gamma).ToList();
+            bool near1 = gammas.All(g => Math.Abs(g - 1) <= 0.05);
+            checks.Add(new(site, "Gated SAEs do not shrink: γ ≈ 1", near1 ? "holds" : gammas.Any(g => Math.Abs(g - 1) <= 0.05) ? "partly" : "does not hold",
+                "gated γ " + string.Join(", ", gated.OrderBy(r => r.L1).Select(r => r.Gamma.ToString("F3", Inv)))));
+            var bg = baseline.OrderBy(r => r.L1).ToList();
+            bool shrinks = bg.All(r => r.Gamma < 1);
+            bool worseWithLambda = bg.Zip(bg.Skip(1)).All(p => p.Second.Gamma <= p.First.Gamma + 0.01);
+            checks.Add(new(site, "Baseline SAEs shrink: γ < 1, lower as λ grows", shrinks && worseWithLambda ? "holds" : shrinks ? "partly" : "does not hold",
+                "baseline γ " + string.Join(", ", bg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)})"))));
+
+            var gf = StudyResults.Frontier(gated.Select(r => (r.L0, r.LossRecovered)));
+            var bf = StudyResults.Frontier(baseline.Select(r => (r.L0, r.LossRecovered)));
+            int compared = 0, above = 0;
+            var ratios = new List<double>();
+            foreach (var b in baseline)
+            {
+                if (StudyResults.ScoreAt(gf, b.L0) is { } g)
+                {
+                    compared++;
+                    above += g >= b.LossRecovered ? 1 : 0;
+                }
+
+                if (StudyResults.L0For(gf, b.LossRecovered) is { } l0)
+                {
+                    ratios.Add(l0 / b.L0);
+                }
+            }
+
+            string ratioText = ratios.Count == 0 ? "no baseline point lies within the gated frontier's range"
+                : $"at equal loss recovered the gated L0 is {ratios.Min():F2}–{ratios.Max():F2}× the baseline's (median {Median(ratios):F2})";
+            checks.Add(new(site, "Gated Pareto-dominates the baseline (loss recovered vs L0, baseline 1.5× wider)",
+                compared == 0 ? "not measured" : above == compared ? "holds" : above > 0 ? "partly" : "does not hold",
+                $"gated frontier ≥ baseline at {above} of {compared} baseline points in its L0 range; {ratioText}"));
+
+            foreach (var arm in new[] { StudyArms.UnfrozenAux, StudyArms.NoRMag, StudyArms.Untied })
+            {
+                var runs = results.Where(r => r.Site == site && r.Arm == arm).ToList();
+                if (runs.Count == 0)
+                {
+                    continue;
+                }
+
+                var gaps = runs.Select(r => StudyResults.ScoreAt(gf, r.L0) is { } g ? r.LossRecovered - g : (double?)null).Where(v => v is not null).Select(v => v!.Value).ToList();
+                checks.Add(new(site, $"Ablation {arm} is slightly worse than gated",
+                    gaps.Count == 0 ? "not measured" : gaps.All(g => g <= 0.002) ? "holds" : gaps.Any(g => g <= 0.002) ? "partly" : "does not hold",
+                    gaps.Count == 0 ? "no point in the gated frontier's L0 range"
+                        : $"loss recovered minus the gated frontier at the same L0: {string.Join(", ", gaps.Select(g => g.ToString("+0.0000;-0.0000", Inv)))}"));
+            }
+
+            var rescaled = results.Where(r => r.Site == site && r.Arm == StudyArms.RescaleShift).ToList();
+            if (rescaled.Count > 0)
+            {
+                var closed = new List<string>();
+                bool fixesShrinkage = rescaled.All(r => Math.Abs(r.Gamma - 1) <= 0.05);
+                int partial = 0;
+                foreach (var r in rescaled)
+                {
+                    var b = baseline.FirstOrDefault(x => x.L1 == r.L1);
+                    if (b is null || StudyResults.ScoreAt(gf, r.L0) is not { } g || StudyResults.ScoreAt(bf, r.L0) is not { } bs || g <= bs)
+                    {
+                        continue;
+                    }
+
+                    double fraction = (r.LossRecovered - bs) / (g - bs);
+                    partial += fraction < 0.9 ? 1 : 0;
+                    closed.Add(fraction.ToString("P0", Inv));
+                }
+
+                checks.Add(new(site, "Baseline + rescale & shift fixes shrinkage but closes only part of the gap",
+                    !fixesShrinkage ? "does not hold" : closed.Count == 0 ? "partly" : partial == closed.Count ? "holds" : "partly",
+                    $"γ {string.Join(", ", rescaled.Select(r => r.Gamma.ToString("F3", Inv)))}; gap to the gated frontier closed: {(closed.Count == 0 ? "not measurable (outside both frontiers)" : string.Join(", ", closed))}"));
+            }
+
+            var ito = results.Where(r => r.Site == site && r.IsIto).ToList();
+            foreach (var group in ito.GroupBy(r => (r.Arm, r.L1)))
+            {
+                var source = results.FirstOrDefault(r => r.Site == site && r.Arm == group.Key.Arm[4..] && r.L1 == group.Key.L1);
+                var enc = group.Key.Arm[4..] == StudyArms.Gated ? gf : bf;
+                var points = group.OrderBy(r => r.ItoK).Select(r => $"k {r.ItoK}: L0 {r.L0:F1}, {r.LossRecovered.ToString("P2", Inv)}").ToList();
+                int better = group.Count(r => StudyResults.ScoreAt(enc, r.L0) is { } e && r.LossRecovered >= e);
+                checks.Add(new(site, $"ITO with the {group.Key.Arm[4..]} decoder (λ {group.Key.L1.ToString(Inv)}) traces its own frontier",
+                    "measured", $"{string.Join("; ", points)}; at or above the {group.Key.Arm[4..]} encoders' frontier at {better} of {group.Count()} points" +
+                    (source is null ? "" : $"; the encoder itself: L0 {source.L0:F1}, {source.LossRecovered.ToString("P2", Inv)}")));
+            }
+        }
+
+        return checks;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var s = values.Order().ToList();
+        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
+    }
+
+    private static string Markdown(StudyConfig config, IReadOnlyList<RunResult> results, IReadOnlyList<ClaimCheck> claims,
+        List<(string Site, string File, string Caption)> plots, string device)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("# Gated vs baseline SAEs: reproduction report").AppendLine();
+        sb.AppendLine(string.Create(Inv, $"Generated {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC by `ilgpu-sae` on {device}."));
+        sb.AppendLine(string.Create(Inv, $"Model `{config.Model}`; training text `{config.TrainCorpus}`, evaluation text `{config.EvalCorpus}` ({config.EvalTokens} tokens, contexts of {config.Context})."));
+        sb.AppendLine(string.Create(Inv, $"Each SAE: {config.TrainTokens} training tokens, batch {config.BatchSize}, lr {config.LearningRate}, paper recipe (unit-norm decoder, Adam β1 = 0, frozen aux decoder), activations normalised to E‖x‖ = √d (folded into the saved weights). Gated width {config.Expansion}× the site, baseline {config.BaselineWidthFactor}× wider (equal compute)."));
+        sb.AppendLine("Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean) over every next-token prediction; BOS positions keep their clean activations.").AppendLine();
+        sb.AppendLine("## The paper's claims against these numbers").AppendLine();
+        sb.AppendLine("| site | claim | verdict | evidence |").AppendLine("|---|---|---|---|");
+        foreach (var c in claims)
+        {
+            sb.AppendLine($"| `{c.Site}` | {c.Claim} | **{c.Verdict}** | {c.Evidence} |");
+        }
+
+        sb.AppendLine();
+        foreach (var site in config.Sites)
+        {
+            var here = results.Where(r => r.Site == site).OrderBy(r => r.IsIto).ThenBy(r => StudyArms.All.ToList().IndexOf(r.Arm.Replace("ito:", "", StringComparison.Ordinal))).ThenBy(r => r.L1).ThenBy(r => r.ItoK).ToList();
+            if (here.Count == 0)
+            {
+                continue;
+            }
+
+            sb.AppendLine($"## `{site}`").AppendLine();
+            var first = here[0];
+            sb.AppendLine(string.Create(Inv, $"Clean CE {first.CeClean:F4} nats, zero-ablated {first.CeWithAblation:F4}.")).AppendLine();
+            sb.AppendLine("| arm | λ | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var r in here)
+            {
+                string F(double v, string f) => double.IsNaN(v) ? "–" : v.ToString(f, Inv);
+                sb.AppendLine($"| {r.Arm} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |");
+            }
+
+            sb.AppendLine();
+            foreach (var (_, file, caption) in plots.Where(p => p.Site == site))
+            {
+                sb.AppendLine($"![{caption}]({file})").AppendLine().AppendLine($"*{caption}.*").AppendLine();
+            }
+        }
+
+        sb.AppendLine("## Files and how to re-run").AppendLine();
+        sb.AppendLine("`results.csv` / `results.json` hold every run; `runs/<site>/<arm>/l1-<λ>/` each SAE (SAELens layout) with `metrics.jsonl` and `result.json`; `ito/` the ITO points; `acts/` the activation caches; `study.json` the settings. Re-running the same command skips finished runs.").AppendLine();
+        sb.AppendLine("```bash");
+        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce            # the reduced default study (this report, when it is the default)");
+        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce --full     # the full study on the bundled model: 4 sites, every arm, 5 λ, ITO");
+        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- sweep --config study.json --out DIR   # any model, sites, arms, λ");
+        sb.AppendLine("```");
+        return sb.ToString();
+    }
+
+    private static void PlotFrontiers(string path, string title, IReadOnlyList<RunResult> runs, string yLabel, Func<RunResult, double> y)
+    {
+        var plot = NewPlot(title, yLabel);
+        foreach (var group in runs.GroupBy(r => r.Arm).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            var points = group.Select(r => (r.L0, Score: y(r))).Where(p => p.L0 > 0 && double.IsFinite(p.Score)).ToList();
+            if (points.Count == 0)
+            {
+                continue;
+            }
+
+            var color = Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000"));
+            var scatter = plot.Add.ScatterPoints(points.Select(p => Math.Log10(p.L0)).ToArray(), points.Select(p => p.Score).ToArray(), color);
+            scatter.MarkerSize = 8;
+            scatter.MarkerShape = group.Key.StartsWith("ito:", StringComparison.Ordinal) ? MarkerShape.OpenTriangleUp : MarkerShape.FilledCircle;
+            scatter.LegendText = group.Key;
+            var frontier = StudyResults.Frontier(points);
+            if (frontier.Count > 1)
+            {
+                var line = plot.Add.ScatterLine(frontier.Select(p => Math.Log10(p.L0)).ToArray(), frontier.Select(p => p.Score).ToArray(), color);
+                line.LineWidth = 2;
+                line.LinePattern = group.Key.StartsWith("ito:", StringComparison.Ordinal) ? LinePattern.Dashed : LinePattern.Solid;
+            }
+        }
+
+        Save(plot, path, runs.Select(r => r.L0));
+    }
+
+    private static void PlotPoints(string path, string title, IReadOnlyList<RunResult> runs, string yLabel, Func<RunResult, double> y)
+    {
+        var plot = NewPlot(title, yLabel);
+        foreach (var group in runs.GroupBy(r => r.Arm).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            var points = group.Where(r => r.L0 > 0 && double.IsFinite(y(r))).OrderBy(r => r.L0).ToList();
+            if (points.Count == 0)
+            {
+                continue;
+            }
+
+            var s = plot.Add.Scatter(points.Select(r => Math.Log10(r.L0)).ToArray(), points.Select(y).ToArray(), Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000")));
+            s.MarkerSize = 8;
+            s.LegendText = group.Key;
+        }
+
+        var one = plot.Add.HorizontalLine(1);
+        one.LineColor = Colors2.Gray;
+        one.LinePattern = LinePattern.Dotted;
+        Save(plot, path, runs.Select(r => r.L0));
+    }
+
+    private static Plot NewPlot(string title, string yLabel)
+    {
+        var plot = new Plot();
+        plot.Title(title);
+        plot.YLabel(yLabel);
+        plot.XLabel("L0 (log scale)");
+        plot.ShowLegend(Alignment.LowerRight);
+        return plot;
+    }
+
+    private static void Save(Plot plot, string path, IEnumerable<double> l0s)
+    {
+        // Log-scaled x axis: values are plotted as log10(L0) and labelled at 1-2-5 steps.
+        var values = l0s.Where(v => v > 0).ToList();
+        if (values.Count > 0)
+        {
+            var ticks = new ScottPlot.TickGenerators.NumericManual();
+            int lo = (int)Math.Floor(Math.Log10(values.Min())), hi = (int)Math.Ceiling(Math.Log10(values.Max()));
+            for (int e = lo; e <= hi; e++)
+            {
+                foreach (var m in new[] { 1, 2, 5 })
+                {
+                    double v = m * Math.Pow(10, e);
+                    ticks.AddMajor(Math.Log10(v), v.ToString("G4", Inv));
+                }
+            }
+
+            plot.Axes.Bottom.TickGenerator = ticks;
+        }
+
+        plot.SavePng(path, 800, 520);
+    }
+
+    private static class Colors2
+    {
+        public static Color Gray => Color.FromHex("#808080");
+    }
+}

@@ -1,0 +1,255 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using IlgpuSae.Backends;
+using IlgpuSae.Data;
+using IlgpuSae.IO;
+using IlgpuSae.Lm;
+using IlgpuSae.Sae;
+using IlgpuSae.Training;
+
+namespace IlgpuSae.Study;
+
+/// <summary>What the runner is doing, for progress displays.</summary>
+/// <param name="Done">Units finished (trainings, evaluations and ITO points).</param>
+/// <param name="Total">Units in the study.</param>
+/// <param name="Current">What runs now.</param>
+public readonly record struct StudyProgress(int Done, int Total, string Current);
+
+/// <summary>
+/// Runs a <see cref="StudyConfig"/>: per site an activation cache (shared by all runs), then every arm × λ
+/// trained and evaluated on held-out text (loss recovered, KL score, L0, γ, fraction alive, explained
+/// variance), then ITO points. Each finished run leaves <c>result.json</c> in its folder, so a re-run (or
+/// a run after an interruption) skips it; unfinished trainings resume from their checkpoints.
+/// </summary>
+public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice device)
+{
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>The study folder.</summary>
+    public string Folder { get; } = folder;
+
+    /// <summary>Runs (or finishes) the study and writes results.csv, results.json, report.md and the plots.</summary>
+    /// <exception cref="InvalidOperationException">The folder holds a study with different settings.</exception>
+    public IReadOnlyList<RunResult> Run(IProgress<StudyProgress>? progress = null, Action<string>? log = null, CancellationToken cancellationToken = default)
+    {
+        config.Validate();
+        Directory.CreateDirectory(Folder);
+        var studyFile = Path.Combine(Folder, "study.json");
+        var settings = config.ToJson();
+        if (File.Exists(studyFile) && File.ReadAllText(studyFile) != settings)
+        {
+            throw new InvalidOperationException($"{Folder} holds a study with different settings (study.json); choose another output folder.");
+        }
+
+        AtomicFile.WriteAllText(studyFile, settings);
+        log ??= _ => { };
+        using var model = LanguageModel.Load(device, config.Model);
+        var tokenizer = LmTokenizer.Load(config.Model, model.Config);
+        int context = Math.Min(config.Context, model.Config.ContextLength);
+        var evalText = TokenCorpus.Load(config.EvalCorpus, tokenizer, model.Config.BosTokenId, config.EvalTokens + 4L * context, cancellationToken);
+        int evalCount = Math.Min(evalText.ContextCount(context), Math.Max(1, config.EvalTokens / (context - 1)));
+        if (evalCount == 0)
+        {
+            throw new ArgumentException($"{config.EvalCorpus} holds fewer than {context} tokens.");
+        }
+
+        var evalContexts = evalText.Contexts(0, evalCount, context);
+        var splice = new SpliceOptions { Batch = config.LmBatch };
+        var results = new List<RunResult>();
+        int total = config.Sites.Sum(site => config.ArmsAt(site).Sum(a => StudyArms.IsGated(a) ? config.L1Gated.Count : config.L1Standard.Count))
+                    + (config.ItoSite is null ? 0 : ItoSources().Count() * config.ItoL0.Count);
+        int done = 0;
+        void Step(string what)
+        {
+            log(what);
+            progress?.Report(new StudyProgress(done, total, what));
+        }
+
+        foreach (var site in config.Sites)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var plan = ActivationPlan.Create(model, tokenizer, new ActivationRequest
+            {
+                Site = site, Corpus = config.TrainCorpus, Tokens = config.TrainTokens, ContextSize = context, Batch = config.LmBatch, AllowFewerTokens = true,
+            }, cancellationToken);
+            var cacheDir = Path.Combine(Folder, "acts", site);
+            Step($"{site}: activation cache ({plan.Rows} rows)");
+            ActivationCacheBuilder.Build(plan, cacheDir, shardRows: 1 << 15, seed: config.Seed, cancellationToken: cancellationToken);
+            using var cache = ActivationCache.Open(cacheDir);
+            int dGated = config.Expansion * plan.Width;
+            int dStandard = (int)Math.Round(dGated * config.BaselineWidthFactor);
+            foreach (var arm in config.ArmsAt(site).OrderBy(a => a == StudyArms.RescaleShift ? 1 : 0))
+            {
+                var lambdas = StudyArms.IsGated(arm) ? config.L1Gated : config.L1Standard;
+                foreach (var l1 in lambdas)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var runDir = RunFolder(site, arm, l1);
+                    var resultFile = Path.Combine(Folder, runDir, "result.json");
+                    if (File.Exists(resultFile))
+                    {
+                        results.Add(JsonSerializer.Deserialize<RunResult>(File.ReadAllText(resultFile), Json)!);
+                        done++;
+                        continue;
+                    }
+
+                    Step($"{site}: {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} ({(StudyArms.IsGated(arm) ? dGated : dStandard)} features)");
+                    var watch = Stopwatch.StartNew();
+                    Train(site, arm, l1, StudyArms.IsGated(arm) ? dGated : dStandard, cache, Path.Combine(Folder, runDir), cancellationToken);
+                    double trainSeconds = watch.Elapsed.TotalSeconds;
+                    watch.Restart();
+                    using var sae = SaeFiles.Load(device, Path.Combine(Folder, runDir));
+                    var m = DownstreamEvaluator.Evaluate(model, site, sae, evalContexts, context, splice, cancellationToken: cancellationToken);
+                    var result = new RunResult
+                    {
+                        Site = site, Arm = arm, L1 = l1, DSae = sae.DSae, L0 = m.Reconstruction!.L0, LossRecovered = m.CeLossScore, KlScore = m.KlDivScore,
+                        CeClean = m.CeLossWithoutSae, CeWithSae = m.CeLossWithSae, CeWithAblation = m.CeLossWithAblation,
+                        Gamma = m.Reconstruction.RelativeReconstructionBias, FracAlive = m.Reconstruction.FractionAlive,
+                        ExplainedVariance = m.Reconstruction.ExplainedVariance, TrainTokens = config.TrainTokens / config.BatchSize * config.BatchSize,
+                        TrainSeconds = trainSeconds, EvalSeconds = watch.Elapsed.TotalSeconds, Folder = runDir,
+                    };
+                    AtomicFile.WriteAllText(resultFile, JsonSerializer.Serialize(result, Json));
+                    log(string.Create(CultureInfo.InvariantCulture,
+                        $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2}, γ {result.Gamma:F3}, alive {result.FracAlive:P0} ({trainSeconds:F0} s + {result.EvalSeconds:F0} s)"));
+                    results.Add(result);
+                    done++;
+                }
+            }
+
+            if (site == config.ItoSite)
+            {
+                foreach (var (arm, l1) in ItoSources())
+                {
+                    using var sae = SaeFiles.Load(device, Path.Combine(Folder, RunFolder(site, arm, l1)));
+                    using var pursuit = new GradientPursuit(sae);
+                    foreach (int k in config.ItoL0.Where(k => k <= sae.DSae))
+                    {
+                        cancellationToken.ThrowIfCancellationRequested();
+                        var file = Path.Combine(Folder, "ito", site, $"{arm}-l1-{Name(l1)}", $"k-{k}.json");
+                        if (File.Exists(file))
+                        {
+                            results.Add(JsonSerializer.Deserialize<RunResult>(File.ReadAllText(file), Json)!);
+                            done++;
+                            continue;
+                        }
+
+                        Step($"{site}: ITO with the {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} decoder, k = {k}");
+                        var watch = Stopwatch.StartNew();
+                        double l0Sum = 0;
+                        long rows = 0;
+                        var m = DownstreamEvaluator.Evaluate(model, site, (acts, keep) =>
+                        {
+                            var xhat = pursuit.Reconstruct(acts, k);
+                            l0Sum += pursuit.LastL0 * acts.Rows;
+                            rows += acts.Rows;
+                            return xhat;
+                        }, evalContexts, context, splice, cancellationToken: cancellationToken);
+                        var result = new RunResult
+                        {
+                            Site = site, Arm = "ito:" + arm, L1 = l1, DSae = sae.DSae, ItoK = k, L0 = l0Sum / rows, LossRecovered = m.CeLossScore,
+                            KlScore = m.KlDivScore, CeClean = m.CeLossWithoutSae, CeWithSae = m.CeLossWithSae, CeWithAblation = m.CeLossWithAblation,
+                            EvalSeconds = watch.Elapsed.TotalSeconds, Folder = RunFolder(site, arm, l1),
+                        };
+                        Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+                        AtomicFile.WriteAllText(file, JsonSerializer.Serialize(result, Json));
+                        log(string.Create(CultureInfo.InvariantCulture, $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2} ({result.EvalSeconds:F0} s)"));
+                        results.Add(result);
+                        done++;
+                    }
+                }
+            }
+        }
+
+        progress?.Report(new StudyProgress(total, total, "report"));
+        StudyReport.Write(Folder, config, results, device.ToString());
+        return results;
+    }
+
+    /// <summary>The (arm, λ) runs whose decoders ITO uses: gated and baseline at the configured λ indices (default: the middle one).</summary>
+    private IEnumerable<(string Arm, double L1)> ItoSources()
+    {
+        foreach (var arm in new[] { StudyArms.Gated, StudyArms.Standard }.Where(config.Arms.Contains))
+        {
+            var lambdas = arm == StudyArms.Gated ? config.L1Gated : config.L1Standard;
+            foreach (int i in (config.ItoRuns ?? [lambdas.Count / 2]).Where(i => i >= 0 && i < lambdas.Count).Distinct())
+            {
+                yield return (arm, lambdas[i]);
+            }
+        }
+    }
+
+    private static string Name(double l1) => l1.ToString("R", CultureInfo.InvariantCulture);
+
+    private static string RunFolder(string site, string arm, double l1) => Path.Combine("runs", site, arm, $"l1-{Name(l1)}");
+
+    private void Train(string site, string arm, double l1, int dSae, IActivationSource data, string runDir, CancellationToken cancellationToken)
+    {
+        long steps = config.TrainTokens / config.BatchSize;
+        var options = new TrainerOptions
+        {
+            Steps = steps,
+            BatchSize = config.BatchSize,
+            LearningRate = (float)config.LearningRate,
+            LrWarmupSteps = config.LrWarmup,
+            L1WarmupSteps = config.L1Warmup,
+            NormalizeActivations = true,
+            Seed = config.Seed,
+            LogEvery = (int)Math.Max(1, steps / 20),
+            CheckpointEvery = (int)Math.Max(1, steps / 4),
+            ShuffleBufferRows = (int)Math.Min(1 << 16, data.Rows),
+            Loss = new SaeLossOptions { L1Coefficient = (float)l1 },
+        }.WithRecipe(TrainingRecipe.Paper);
+        if (arm == StudyArms.UnfrozenAux)
+        {
+            options = options with { Loss = options.Loss with { FreezeAuxDecoder = false } };
+        }
+
+        var metadata = new Dictionary<string, object?>
+        {
+            ["model_name"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(config.Model))), ["hook_name"] = site,
+            ["context_size"] = config.Context, ["prepend_bos"] = true, ["exclude_special_tokens"] = true,
+            ["training"] = new Dictionary<string, object?> { ["arm"] = arm, ["l1_coefficient"] = l1, ["steps"] = steps, ["batch_size"] = config.BatchSize },
+        };
+        SparseAutoencoder sae;
+        if (arm == StudyArms.RescaleShift)
+        {
+            // The frozen baseline is saved with its normalisation folded in, so the wrapper trains on raw activations.
+            using var baseline = SaeFiles.Load(device, Path.Combine(Folder, RunFolder(site, StudyArms.Standard, l1)));
+            sae = RescaleShift.Wrap(baseline, metadata);
+            options = options with
+            {
+                TrainableParameters = ["r_mag", "b_mag"], Loss = options.Loss with { L1Coefficient = 0f }, ConstrainDecoderNorm = false,
+                NormalizeActivations = false, L1WarmupSteps = 0,
+            };
+        }
+        else
+        {
+            sae = SparseAutoencoder.Create(device, new SaeConfig
+            {
+                Architecture = StudyArms.IsGated(arm) ? SaeArchitecture.Gated : SaeArchitecture.Standard,
+                DIn = data.Dim,
+                DSae = dSae,
+                UseRMag = arm != StudyArms.NoRMag,
+                Untied = arm == StudyArms.Untied,
+                Metadata = metadata,
+            }, config.Seed, options.DecoderInitNorm);
+        }
+
+        if (SaeTrainer.LatestCheckpoint(runDir) is null && Directory.Exists(runDir))
+        {
+            Directory.Delete(runDir, recursive: true); // interrupted before its first checkpoint: start over
+        }
+
+        using (sae)
+        using (var trainer = new SaeTrainer(sae, data, options, runDir))
+        {
+            if (SaeTrainer.LatestCheckpoint(runDir) is { } checkpoint)
+            {
+                trainer.Resume(checkpoint);
+            }
+
+            trainer.Train(cancellationToken: cancellationToken);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+using System.Text.Json.Nodes;
+using FluentAssertions;
+using IlgpuSae.Study;
+using IlgpuSae.Tests.Backends;
+using IlgpuSae.Tests.Infrastructure;
+using IlgpuSae.Tests.Lm;
+using Xunit;
+
+namespace IlgpuSae.Tests.Study;
+
+/// <summary>Pareto frontiers and claim checks on hand-made results; a tiny end-to-end sweep through the CLI.</summary>
+[Collection(EnvironmentCollection.Name)]
+public sealed class StudyTests : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-study-");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private string P(string name) => Path.Combine(_dir.FullName, name);
+
+    [Fact]
+    public void Frontier_keeps_exactly_the_undominated_points_and_interpolates_in_log_L0()
+    {
+        var points = new[] { (10.0, 0.80), (20.0, 0.78), (5.0, 0.60), (40.0, 0.95), (20.0, 0.90), (80.0, 0.94), (double.NaN, 1.0) };
+        StudyResults.Frontier(points).Should().Equal((5.0, 0.60), (10.0, 0.80), (20.0, 0.90), (40.0, 0.95));
+
+        var frontier = StudyResults.Frontier(points);
+        StudyResults.ScoreAt(frontier, 10).Should().Be(0.80);
+        StudyResults.ScoreAt(frontier, Math.Sqrt(200)).Should().BeApproximately(0.85, 1e-12, "half-way in log L0 between 10 and 20");
+        StudyResults.ScoreAt(frontier, 4).Should().BeNull();
+        StudyResults.ScoreAt(frontier, 41).Should().BeNull();
+        StudyResults.L0For(frontier, 0.85).Should().BeApproximately(Math.Sqrt(200), 1e-9);
+        StudyResults.L0For(frontier, 0.5).Should().Be(5);
+        StudyResults.L0For(frontier, 0.96).Should().BeNull();
+    }
+
+    private static RunResult R(string arm, double l1, double l0, double lr, double gamma) => new()
+    {
+        Site = "s", Arm = arm, L1 = l1, L0 = l0, LossRecovered = lr, Gamma = gamma, DSae = 8, FracAlive = 1, ExplainedVariance = 0.9, Folder = "f",
+    };
+
+    [Fact]
+    public void Claim_checks_follow_the_numbers()
+    {
+        var config = StudyConfig.Reduced("data") with { Sites = ["s"], Arms = [StudyArms.Gated, StudyArms.Standard, StudyArms.RescaleShift, StudyArms.NoRMag] };
+        var results = new List<RunResult>
+        {
+            R(StudyArms.Gated, 1, 40, 0.97, 1.01), R(StudyArms.Gated, 2, 20, 0.95, 0.99), R(StudyArms.Gated, 4, 10, 0.90, 1.00),
+            R(StudyArms.Standard, 1, 38, 0.93, 0.95), R(StudyArms.Standard, 2, 19, 0.88, 0.90), R(StudyArms.Standard, 4, 11, 0.80, 0.82),
+            R(StudyArms.RescaleShift, 2, 19, 0.90, 1.00),
+            R(StudyArms.NoRMag, 2, 20, 0.94, 1.0),
+        };
+        var byText = StudyReport.CheckClaims(config, results);
+        byText.Single(c => c.Claim.StartsWith("Gated SAEs do not shrink", StringComparison.Ordinal)).Verdict.Should().Be("holds");
+        byText.Single(c => c.Claim.StartsWith("Baseline SAEs shrink", StringComparison.Ordinal)).Verdict.Should().Be("holds");
+        var pareto = byText.Single(c => c.Claim.StartsWith("Gated Pareto", StringComparison.Ordinal));
+        pareto.Verdict.Should().Be("holds");
+        pareto.Evidence.Should().Contain("3 of 3");
+        byText.Single(c => c.Claim.Contains("gated-no-rmag", StringComparison.Ordinal)).Verdict.Should().Be("holds");
+        var rs = byText.Single(c => c.Claim.StartsWith("Baseline + rescale", StringComparison.Ordinal));
+        rs.Verdict.Should().Be("holds");
+        rs.Evidence.Should().Contain("30 %", "at L0 19 the gated frontier is 0.90 + 0.05·ln(1.9)/ln(2) = 0.9463, so (0.90 − 0.88) / (0.9463 − 0.88) = 30 % of the gap is closed");
+
+        // Flip the result: a baseline that beats gated and a shrinking gated SAE are reported as such.
+        var flipped = results.Select(r => r.Arm == StudyArms.Standard ? r with { LossRecovered = r.LossRecovered + 0.2 } : r)
+            .Select(r => r.Arm == StudyArms.Gated && r.L1 == 4 ? r with { Gamma = 0.7 } : r).ToList();
+        var checks = StudyReport.CheckClaims(config, flipped);
+        checks.Single(c => c.Claim.StartsWith("Gated Pareto", StringComparison.Ordinal)).Verdict.Should().Be("does not hold");
+        checks.Single(c => c.Claim.StartsWith("Gated SAEs do not shrink", StringComparison.Ordinal)).Verdict.Should().Be("partly");
+    }
+
+    [Fact]
+    public void Results_round_trip_through_csv()
+    {
+        var results = new List<RunResult>
+        {
+            R(StudyArms.Gated, 0.5, 12.25, 0.9, 1.0) with { Folder = "runs/a,b" },
+            new() { Site = "s", Arm = "ito:gated", L1 = 0.5, ItoK = 4, L0 = 3.9, LossRecovered = 0.5, DSae = 8 },
+        };
+        var back = StudyResults.FromCsv(StudyResults.ToCsv(results));
+        back.Should().HaveCount(2);
+        back[0].Should().BeEquivalentTo(results[0]);
+        back[1].Gamma.Should().Be(double.NaN);
+        back[1].ItoK.Should().Be(4);
+        FluentActions.Invoking(() => StudyResults.FromCsv("a,b\n1,2")).Should().Throw<InvalidDataException>();
+    }
+
+    [Fact]
+    public void A_tiny_sweep_writes_results_plots_and_report_and_a_rerun_skips_finished_runs()
+    {
+        string[] args =
+        [
+            "--backend", "cpu", "sweep", "--model", LmTestData.BundledModel, "--corpus", LmTestData.HeldOut, "--eval-corpus", LmTestData.HeldOut,
+            "--sites", "blocks.0.hook_mlp_out", "--arms", "gated", "standard", "standard-rescale-shift", "gated-no-rmag",
+            "--l1-gated", "4", "--l1-standard", "4", "--tokens", "2048", "--expansion", "2", "--eval-tokens", "254",
+            "--ito-site", "blocks.0.hook_mlp_out", "--ito-l0", "2", "8", "--out", P("study"),
+        ];
+        var run = CliRunner.Run(args);
+        run.Code.Should().Be(0, run.Err + run.Out);
+        run.Out.Should().Contain("Report: ");
+
+        var results = StudyResults.FromCsv(File.ReadAllText(P("study/results.csv")));
+        results.Should().HaveCount(4 + 2 * 2, "four arms and two decoders × two ITO targets");
+        results.Where(r => !r.IsIto).Should().OnlyContain(r => r.L0 > 0 && double.IsFinite(r.LossRecovered) && double.IsFinite(r.Gamma));
+        results.Single(r => r.Arm == "gated").DSae.Should().Be(256);
+        results.Single(r => r.Arm == "standard").DSae.Should().Be(384, "the baseline is 1.5× wider");
+        results.Where(r => r.IsIto).Should().OnlyContain(r => r.L0 <= r.ItoK && r.L0 > 0);
+        JsonNode.Parse(File.ReadAllText(P("study/results.json")))!.AsArray().Should().HaveCount(8);
+        var report = File.ReadAllText(P("study/report.md"));
+        report.Should().Contain("## The paper's claims against these numbers").And.Contain("Gated Pareto-dominates").And.Contain("| ito:gated |");
+        foreach (var png in Directory.GetFiles(P("study"), "*.png"))
+        {
+            var bytes = File.ReadAllBytes(png);
+            bytes.AsSpan(0, 8).ToArray().Should().Equal([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], png);
+            int width = (bytes[16] << 24) | (bytes[17] << 16) | (bytes[18] << 8) | bytes[19];
+            width.Should().Be(800);
+            report.Should().Contain(Path.GetFileName(png), "every plot is linked from the report");
+        }
+
+        Directory.GetFiles(P("study"), "*.png").Select(Path.GetFileName).Should().Contain(["loss-recovered-blocks-0-hook_mlp_out.png", "gamma-blocks-0-hook_mlp_out.png",
+            "ablations-blocks-0-hook_mlp_out.png", "ito-blocks-0-hook_mlp_out.png"]);
+
+        var stamp = File.GetLastWriteTimeUtc(P("study/runs/blocks.0.hook_mlp_out/gated/l1-4/result.json"));
+        var again = CliRunner.Run(args);
+        again.Code.Should().Be(0, again.Err);
+        again.Out.Should().NotContain("gated λ=4", "finished runs are skipped");
+        File.GetLastWriteTimeUtc(P("study/runs/blocks.0.hook_mlp_out/gated/l1-4/result.json")).Should().Be(stamp);
+
+        var changed = CliRunner.Run([.. args.Select(a => a == "2048" ? "4096" : a)]);
+        changed.Code.Should().Be(2);
+        changed.Err.Should().Contain("different settings");
+        var badArm = CliRunner.Run([.. args.Select(a => a == "gated-no-rmag" ? "gated-nonsense" : a)]);
+        badArm.Code.Should().Be(2);
+        badArm.Err.Should().Contain("Unknown arm");
+    }
+}
