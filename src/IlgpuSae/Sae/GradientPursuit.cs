@@ -64,6 +64,9 @@ public sealed class GradientPursuit : IDisposable
     /// <summary>Mean number of non-zero coefficients per row of the last <see cref="Reconstruct"/>.</summary>
     public double LastL0 { get; private set; } = double.NaN;
 
+    /// <summary>Non-zero coefficients of each row of the last <see cref="Reconstruct"/>.</summary>
+    public IReadOnlyList<int> LastRowL0 { get; private set; } = [];
+
     /// <summary>
     /// Runs <paramref name="k"/> iterations on <paramref name="x"/> [B, d] and returns the reconstruction
     /// <c>αD̂ + b_dec</c> [B, d] (a view valid until the next call). At most k coefficients per row are non-zero,
@@ -78,16 +81,17 @@ public sealed class GradientPursuit : IDisposable
         var count = new int[x.Rows];
         ws.Count.View.SubView(0, x.Rows).CopyToCPU(Device.Stream, count);
         Device.Synchronize();
-        long nonZero = 0;
+        var rowL0 = new int[x.Rows];
         for (int b = 0; b < x.Rows; b++)
         {
             for (int t = 0; t < count[b]; t++)
             {
-                nonZero += coef[b * k + t] > 0f ? 1 : 0;
+                rowL0[b] += coef[b * k + t] > 0f ? 1 : 0;
             }
         }
 
-        LastL0 = nonZero / (double)x.Rows;
+        LastRowL0 = rowL0;
+        LastL0 = rowL0.Average();
         return xhat;
     }
 

@@ -140,9 +140,17 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                         long rows = 0;
                         var m = DownstreamEvaluator.Evaluate(model, site, (acts, keep) =>
                         {
+                            // L0 over the replaced (non-special) positions, as for the encoders.
                             var xhat = pursuit.Reconstruct(acts, k);
-                            l0Sum += pursuit.LastL0 * acts.Rows;
-                            rows += acts.Rows;
+                            for (int n = 0; n < keep.Length; n++)
+                            {
+                                if (keep[n])
+                                {
+                                    l0Sum += pursuit.LastRowL0[n];
+                                    rows++;
+                                }
+                            }
+
                             return xhat;
                         }, evalContexts, context, splice, cancellationToken: cancellationToken);
                         var result = new RunResult
