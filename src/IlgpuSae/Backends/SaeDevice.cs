@@ -130,6 +130,7 @@ public sealed class SaeDevice : IDisposable
         }
 
         _disposed = true;
+        Ops.DisposeScratch();
         Accelerator.Dispose();
         _context.Dispose();
     }

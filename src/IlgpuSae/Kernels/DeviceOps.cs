@@ -38,6 +38,7 @@ public sealed partial class DeviceOps
 {
     private readonly SaeDevice _device;
     private readonly ConcurrentDictionary<(string Kernel, Type? Arg), Delegate> _cache = new();
+    private MemoryBuffer1D<float, Stride1D.Dense>? _gemmScratch;
 
     internal DeviceOps(SaeDevice device) => _device = device;
 
@@ -102,14 +103,58 @@ public sealed partial class DeviceOps
             var grid = new Index2D(Ceil(p.N, GemmKernels.Tile), Ceil(p.M, GemmKernels.Tile));
             kernel(Stream, new KernelConfig(grid, new Index2D(16, 16)), a, b, c, p);
         }
+        else if (typeof(TLayout) == typeof(LayoutNT))
+        {
+            // The strip kernel reads rows of B; B[N, K] is transposed into scratch [K, N] first (O(N·K), against
+            // the product's O(M·N·K)).
+            var bt = GemmScratch((long)p.N * p.K);
+            var transpose = Kernel("Transpose", null, () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
+            int length = p.N * p.K;
+            transpose(Stream, Items(length), length, Items(length), b, bt, p.N, p.K);
+            Strip<LayoutNN>(a, bt, c, p);
+        }
+        else if (typeof(TLayout) == typeof(LayoutTN))
+        {
+            Strip<LayoutTN>(a, b, c, p);
+        }
         else
         {
-            var kernel = Kernel("GemmBlocked", typeof(TLayout), () =>
-                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
-                    GemmKernels.GemmBlockedKernel<TLayout>));
-            int blocks = Ceil(p.M, GemmKernels.Block) * Ceil(p.N, GemmKernels.Block);
-            kernel(Stream, Items(blocks), blocks, Items(blocks), a, b, c, p);
+            Strip<LayoutNN>(a, b, c, p);
         }
+    }
+
+    private void Strip<TLayout>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+        where TLayout : struct, IGemmLayoutRowMajorB
+    {
+        var kernel = Kernel("GemmStrip", typeof(TLayout), () =>
+            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
+                GemmKernels.GemmStripKernel<TLayout>));
+        int strips = Ceil(p.M, GemmKernels.StripRows) * Ceil(p.N, GemmKernels.StripCols);
+        kernel(Stream, Items(strips), strips, Items(strips), a, b, c, p);
+    }
+
+    /// <summary>
+    /// The CPU-shaped NT product's scratch for the transposed B, grown on demand and kept for the device's lifetime
+    /// (its largest NT operand; <see cref="Training.MemoryPlan"/> counts it).
+    /// </summary>
+    private ArrayView<float> GemmScratch(long length)
+    {
+        if (_gemmScratch is null || _gemmScratch.Length < length)
+        {
+            Stream.Synchronize(); // a queued product may still read the old buffer
+            _gemmScratch?.Dispose();
+            _gemmScratch = Acc.Allocate1D<float>(length);
+        }
+
+        return _gemmScratch.View.SubView(0, length);
+    }
+
+    /// <summary>Frees the device's scratch buffers.</summary>
+    internal void DisposeScratch()
+    {
+        _gemmScratch?.Dispose();
+        _gemmScratch = null;
     }
 
     // ------------------------------------------------------------------ element-wise

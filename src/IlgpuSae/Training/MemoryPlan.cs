@@ -10,7 +10,7 @@ namespace IlgpuSae.Training;
 /// backward pass, and the trainer's own buffers.
 /// </summary>
 /// <param name="ParameterBytes">Parameters, gradients and both Adam moments.</param>
-/// <param name="ActivationBytes">Per-batch workspace (pre-activations, features, reconstructions, residuals, [Φ; Ψ], dU).</param>
+/// <param name="ActivationBytes">Per-batch workspace (pre-activations, features, reconstructions, residuals, [Φ; Ψ], dU) and the matrix-product scratch.</param>
 /// <param name="TrainerBytes">The trainer's batch, dead-feature counters and gradient-norm partials.</param>
 /// <param name="BatchSize">The batch size planned for.</param>
 public sealed record MemoryPlan(long ParameterBytes, long ActivationBytes, long TrainerBytes, int BatchSize)
@@ -35,7 +35,8 @@ public sealed record MemoryPlan(long ParameterBytes, long ActivationBytes, long 
                       + stacked * m                 // [Φ; Ψ]
                       + b * m * (config.Untied ? 2 : 1) // dU (and dU_mag)
                       + 3 * m + m + 4 * b           // column sums, decoder norms, row scratch
-                      + 2 * b * m + b + m;          // sparse path: row and column index lists (int32)
+                      + 2 * b * m + b + m           // sparse path: row and column index lists (int32)
+                      + m * d;                      // CPU-shaped kernels: W_dec transposed for the NT product δ·W_decᵀ
         long trainer = (b * d + 2 * m + layout.Length / ParameterLayout.Alignment) * sizeof(float);
         return new MemoryPlan(parameters, floats * sizeof(float), trainer, batchSize);
     }
