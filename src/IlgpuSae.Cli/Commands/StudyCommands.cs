@@ -10,7 +10,7 @@ internal static class StudyCommands
 {
     public static Command Reproduce()
     {
-        var full = new Option<bool>("--full") { Description = "Run the full-size study (4 sites, every arm, 5 λ, ITO; hours on a CPU) instead of the reduced default (about 10 minutes on 2 cores)." };
+        var full = new Option<bool>("--full") { Description = "Run the full-size study (4 sites, every arm, 5 λ, ITO; about an hour on 2 cores with PoCL) instead of the reduced default (about 10 minutes on 2 cores)." };
         var data = new Option<string?>("--data") { Description = "The bundled data folder (default: the data/ folder of this repository, found upwards from the current directory)." };
         var output = new Option<string?>("--out") { Description = "Output folder (default: runs/reproduction, or runs/reproduction-full)." };
         var command = new Command("reproduce", "Reproduce the Gated SAE paper on the bundled model: train gated and baseline SAEs over λ at several sites, evaluate loss recovered, γ and ITO, and write a report with plots.")

@@ -39,22 +39,23 @@ public static class StudyReport
             }
 
             string slug = site.Replace('.', '-');
-            var main = here.Where(r => r.Arm is StudyArms.Gated or StudyArms.Standard).ToList();
+            // Which plots exist depends on the arms run; collapsed runs are left out of the points.
+            var shown = here.Where(r => !r.IsDegenerate).ToList();
+            var main = shown.Where(r => r.Arm is StudyArms.Gated or StudyArms.Standard).ToList();
             plots.Add((site, $"loss-recovered-{slug}.png", "Loss recovered vs L0, gated vs baseline, with Pareto frontiers (Fig. 1)"));
             PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: loss recovered vs L0", main, "loss recovered (ce_loss_score)", r => r.LossRecovered);
             plots.Add((site, $"gamma-{slug}.png", "Relative reconstruction bias γ vs L0 (Fig. 4)"));
-            PlotPoints(Path.Combine(folder, plots[^1].File), $"{site}: shrinkage", here.Where(r => !r.IsIto).ToList(), "γ (1 = no shrinkage)", r => r.Gamma);
-            var ablations = here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard).ToList();
-            if (ablations.Select(r => r.Arm).Distinct().Count() > 1)
+            PlotPoints(Path.Combine(folder, plots[^1].File), $"{site}: shrinkage", shown.Where(r => !r.IsIto).ToList(), "γ (1 = no shrinkage)", r => r.Gamma);
+            if (here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard).Select(r => r.Arm).Distinct().Count() > 1)
             {
                 plots.Add((site, $"ablations-{slug}.png", "Ablations and baseline + rescale & shift against the gated frontier (Figs. 8–9)"));
-                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ablations", here.Where(r => !r.IsIto).ToList(), "loss recovered", r => r.LossRecovered);
+                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ablations", shown.Where(r => !r.IsIto).ToList(), "loss recovered", r => r.LossRecovered);
             }
 
             if (here.Any(r => r.IsIto))
             {
                 plots.Add((site, $"ito-{slug}.png", "Inference-time optimisation (gradient pursuit) vs the encoders (Fig. 10)"));
-                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ITO vs encoders", here.Where(r => r.IsIto || r.Arm is StudyArms.Gated or StudyArms.Standard).ToList(),
+                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ITO vs encoders", shown.Where(r => r.IsIto || r.Arm is StudyArms.Gated or StudyArms.Standard).ToList(),
                     "loss recovered", r => r.LossRecovered);
             }
         }
@@ -78,15 +79,17 @@ public static class StudyReport
                 continue;
             }
 
-            var gammas = gated.Select(r => r.Gamma).ToList();
-            bool near1 = gammas.All(g => Math.Abs(g - 1) <= 0.05);
-            checks.Add(new(site, "Gated SAEs do not shrink: γ ≈ 1", near1 ? "holds" : gammas.Any(g => Math.Abs(g - 1) <= 0.05) ? "partly" : "does not hold",
-                "gated γ " + string.Join(", ", gated.OrderBy(r => r.L1).Select(r => r.Gamma.ToString("F3", Inv)))));
-            var bg = baseline.OrderBy(r => r.L1).ToList();
-            bool shrinks = bg.All(r => r.Gamma < 1);
+            var gg = gated.Where(r => !r.IsDegenerate).OrderBy(r => r.L1).ToList();
+            bool near1 = gg.Count > 0 && gg.All(r => Math.Abs(r.Gamma - 1) <= 0.05);
+            checks.Add(new(site, "Gated SAEs do not shrink: γ ≈ 1",
+                gg.Count == 0 ? "not measured" : near1 ? "holds" : gg.Any(r => Math.Abs(r.Gamma - 1) <= 0.05) ? "partly" : "does not hold",
+                "gated γ " + string.Join(", ", gg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(gated)));
+            var bg = baseline.Where(r => !r.IsDegenerate).OrderBy(r => r.L1).ToList();
+            bool shrinks = bg.Count > 0 && bg.All(r => r.Gamma < 1);
             bool worseWithLambda = bg.Zip(bg.Skip(1)).All(p => p.Second.Gamma <= p.First.Gamma + 0.01);
-            checks.Add(new(site, "Baseline SAEs shrink: γ < 1, lower as λ grows", shrinks && worseWithLambda ? "holds" : shrinks ? "partly" : "does not hold",
-                "baseline γ " + string.Join(", ", bg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)})"))));
+            checks.Add(new(site, "Baseline SAEs shrink: γ < 1, lower as λ grows",
+                bg.Count == 0 ? "not measured" : shrinks && worseWithLambda ? "holds" : shrinks ? "partly" : "does not hold",
+                "baseline γ " + string.Join(", ", bg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(baseline)));
 
             var gf = StudyResults.Frontier(gated.Select(r => (r.L0, r.LossRecovered)));
             var bf = StudyResults.Frontier(baseline.Select(r => (r.L0, r.LossRecovered)));
@@ -167,6 +170,14 @@ public static class StudyReport
         return checks;
     }
 
+    /// <summary>The evidence suffix naming collapsed runs left out of a γ claim, with the numbers that show it.</summary>
+    private static string Excluded(IEnumerable<RunResult> runs)
+    {
+        var bad = runs.Where(r => r.IsDegenerate).OrderBy(r => r.L1).ToList();
+        return bad.Count == 0 ? "" : "; left out as collapsed (explained variance ≤ 0): " +
+            string.Join(", ", bad.Select(r => string.Create(Inv, $"λ {r.L1} (L0 {r.L0:F1}, explained variance {r.ExplainedVariance:F3}, γ {r.Gamma:F3})")));
+    }
+
     private static double Median(List<double> values)
     {
         var s = values.Order().ToList();
@@ -206,10 +217,17 @@ public static class StudyReport
             foreach (var r in here)
             {
                 string F(double v, string f) => double.IsNaN(v) ? "–" : v.ToString(f, Inv);
-                sb.AppendLine($"| {r.Arm} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |");
+                sb.AppendLine($"| {r.Arm}{(r.IsDegenerate ? " †" : "")} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |");
             }
 
             sb.AppendLine();
+            if (here.Any(r => r.IsDegenerate))
+            {
+                sb.AppendLine("† Collapsed: the reconstruction explains no variance (worse than predicting the batch mean) — λ is too large for this site, " +
+                              "nearly every feature is dead and the L1 gradient has pulled b_dec off the data, so γ is meaningless. " +
+                              "Listed here, left out of the plots and the γ claims.").AppendLine();
+            }
+
             foreach (var (_, file, caption) in plots.Where(p => p.Site == site))
             {
                 sb.AppendLine($"![{caption}]({file})").AppendLine().AppendLine($"*{caption}.*").AppendLine();

@@ -64,6 +64,14 @@ public sealed record RunResult
 
     /// <summary>Whether this is an ITO point.</summary>
     [JsonIgnore] public bool IsIto => ItoK > 0;
+
+    /// <summary>
+    /// Whether the SAE collapsed: its reconstruction explains no variance (explained variance ≤ 0, worse than
+    /// predicting the batch mean), as a too-large λ does when nearly every feature dies and the L1 gradient
+    /// drags b_dec away from the data. γ = E‖x̂‖² / E[x·x̂] says nothing about shrinkage then (E[x·x̂] can be
+    /// near zero or negative), so the report lists such runs but leaves them out of the γ claims and plots.
+    /// </summary>
+    [JsonIgnore] public bool IsDegenerate => !IsIto && ExplainedVariance <= 0;
 }
 
 /// <summary>Pareto frontiers, interpolation and the CSV/JSON files of a study.</summary>

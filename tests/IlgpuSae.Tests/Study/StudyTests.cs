@@ -61,6 +61,14 @@ public sealed class StudyTests : IDisposable
         rs.Verdict.Should().Be("holds");
         rs.Evidence.Should().Contain("30 %", "at L0 19 the gated frontier is 0.90 + 0.05·ln(1.9)/ln(2) = 0.9463, so (0.90 − 0.88) / (0.9463 − 0.88) = 30 % of the gap is closed");
 
+        // A collapsed baseline (too large a λ: explained variance ≤ 0, γ meaningless) is named but not judged.
+        var collapsed = R(StudyArms.Standard, 9, 1.9, -5.8, 3.7) with { ExplainedVariance = -0.13 };
+        collapsed.IsDegenerate.Should().BeTrue();
+        var withCollapsed = StudyReport.CheckClaims(config, [.. results, collapsed]);
+        var shrink = withCollapsed.Single(c => c.Claim.StartsWith("Baseline SAEs shrink", StringComparison.Ordinal));
+        shrink.Verdict.Should().Be("holds");
+        shrink.Evidence.Should().Contain("left out as collapsed").And.Contain("λ 9 (L0 1.9, explained variance -0.130, γ 3.700)");
+
         // Flip the result: a baseline that beats gated and a shrinking gated SAE are reported as such.
         var flipped = results.Select(r => r.Arm == StudyArms.Standard ? r with { LossRecovered = r.LossRecovered + 0.2 } : r)
             .Select(r => r.Arm == StudyArms.Gated && r.L1 == 4 ? r with { Gamma = 0.7 } : r).ToList();
