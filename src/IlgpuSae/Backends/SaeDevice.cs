@@ -10,6 +10,13 @@ public sealed record SaeDeviceOptions
 {
     /// <summary>The kernel shape for heavy operations; <see cref="KernelVariant.Auto"/> picks by device type.</summary>
     public KernelVariant Variant { get; init; } = KernelVariant.Auto;
+
+    /// <summary>
+    /// Run matrix products on TF32 tensor cores (<c>mma.sync</c> m16n8k8, CUDA sm_80 and newer): about 10-bit
+    /// mantissa inputs, float32 accumulation. Off by default until a GPU has verified it; on ILGPU's CPU
+    /// accelerator the same kernel runs with the instruction emulated (for tests); OpenCL refuses it.
+    /// </summary>
+    public bool TensorCores { get; init; }
 }
 
 /// <summary>
@@ -25,8 +32,9 @@ public sealed class SaeDevice : IDisposable
     private readonly Context _context;
     private bool _disposed;
 
-    private SaeDevice(Context context, Accelerator accelerator, DeviceDescription description, KernelVariant variant)
+    private SaeDevice(Context context, Accelerator accelerator, DeviceDescription description, KernelVariant variant, bool tensorCores)
     {
+        TensorCores = tensorCores;
         _context = context;
         Accelerator = accelerator;
         Description = description;
@@ -43,6 +51,9 @@ public sealed class SaeDevice : IDisposable
 
     /// <summary>The kernel shape used for heavy operations (never <see cref="KernelVariant.Auto"/>).</summary>
     public KernelVariant Variant { get; }
+
+    /// <summary>Whether matrix products run on TF32 tensor cores (<see cref="SaeDeviceOptions.TensorCores"/>).</summary>
+    public bool TensorCores { get; }
 
     /// <summary>The ILGPU accelerator.</summary>
     public Accelerator Accelerator { get; }
@@ -80,7 +91,23 @@ public sealed class SaeDevice : IDisposable
                     $"{description.Label} allows {accelerator.MaxNumThreadsPerGroup}.", nameof(options));
             }
 
-            return new SaeDevice(context, accelerator, description, variant);
+            if (options.TensorCores)
+            {
+                string? why = accelerator switch
+                {
+                    ILGPU.Runtime.Cuda.CudaAccelerator cuda when cuda.Architecture is { } arch && arch < ILGPU.Runtime.Cuda.CudaArchitecture.SM_80 =>
+                        $"{description.Label} is {arch}; TF32 mma needs sm_80 or newer",
+                    ILGPU.Runtime.OpenCL.CLAccelerator => "OpenCL has no tensor-core instructions",
+                    _ => null,
+                };
+                if (why is not null)
+                {
+                    accelerator.Dispose();
+                    throw new ArgumentException($"Tensor cores are not available: {why}.", nameof(options));
+                }
+            }
+
+            return new SaeDevice(context, accelerator, description, variant, options.TensorCores);
         }
         catch
         {
@@ -119,7 +146,7 @@ public sealed class SaeDevice : IDisposable
     public void Synchronize() => Stream.Synchronize();
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Description.Label} {Description.Type} '{Description.Name}' ({Variant} kernels)";
+    public override string ToString() => $"{Description.Label} {Description.Type} '{Description.Name}' ({Variant} kernels{(TensorCores ? ", TF32 tensor cores" : "")})";
 
     /// <inheritdoc/>
     public void Dispose()

@@ -95,7 +95,15 @@ public sealed partial class DeviceOps
     private void Gemm<TLayout>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
         where TLayout : struct, IGemmLayout
     {
-        if (Gpu)
+        if (_device.TensorCores)
+        {
+            var kernel = Kernel("GemmMmaTf32", typeof(TLayout), () =>
+                Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
+                    TensorCoreKernels.GemmMmaTf32Kernel<TLayout>));
+            var grid = new Index2D(Ceil(p.N, TensorCoreKernels.Tile), Ceil(p.M, TensorCoreKernels.Tile));
+            kernel(Stream, new KernelConfig(grid, new Index2D(TensorCoreKernels.Threads, 1)), a, b, c, p);
+        }
+        else if (Gpu)
         {
             var kernel = Kernel("GemmTiled", typeof(TLayout), () =>
                 Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(

@@ -47,4 +47,11 @@ public sealed record Tolerance(string Name, double Atol, double Rtol)
     /// </summary>
     public static Tolerance Accumulation(int terms, double scale) =>
         new($"sum of {terms} terms", 4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7 * Math.Max(scale, 1e-30) + 1e-30, 1e-6);
+
+    /// <summary>
+    /// A TF32 tensor-core sum: both factors of each product are rounded to TF32 (10 explicit mantissa bits, relative
+    /// error ≤ 2⁻¹¹ each, so ≤ 2⁻¹⁰ per product) before a float32 accumulation as in <see cref="Accumulation"/>.
+    /// </summary>
+    public static Tolerance Tf32Accumulation(int terms, double scale) =>
+        new($"TF32 sum of {terms} terms", (Math.Pow(2, -10) + 4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7) * Math.Max(scale, 1e-30) + 1e-30, 1e-6);
 }
