@@ -13,6 +13,7 @@ public static class Program
             "ilgpu-sae: train and evaluate sparse autoencoders (Gated, standard) with ILGPU kernels on CUDA, OpenCL or the CPU.");
         root.Options.Add(CommonOptions.Backend);
         root.Options.Add(CommonOptions.Device);
+        root.Options.Add(CommonOptions.TensorCores);
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(SelfCheckCommand.Create());
         root.Subcommands.Add(KernelsCommand.Create());

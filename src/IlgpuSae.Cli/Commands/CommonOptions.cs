@@ -17,6 +17,14 @@ internal static class CommonOptions
         Recursive = true,
     };
 
+    /// <summary><c>--tensor-cores</c>: TF32 tensor-core matrix products (CUDA sm_80+; emulated on the CPU accelerator).</summary>
+    public static Option<bool> TensorCores { get; } = new("--tensor-cores")
+    {
+        Description = "Run matrix products on TF32 tensor cores (CUDA sm_80+, ~10-bit mantissa inputs; not yet verified on a GPU). " +
+                      "On the CPU accelerator the instruction is emulated (slow, for testing); OpenCL refuses it.",
+        Recursive = true,
+    };
+
     private static Option<string?> CreateBackend()
     {
         var option = new Option<string?>("--backend")
@@ -37,8 +45,16 @@ internal static class CommonOptions
     }
 
     /// <summary>Opens the device the options (or the environment) ask for.</summary>
-    public static SaeDevice OpenDevice(ParseResult parse, SaeDeviceOptions? options = null) =>
-        SaeDevice.Create(BackendKinds.Resolve(parse.GetValue(Backend)), parse.GetValue(Device), options);
+    public static SaeDevice OpenDevice(ParseResult parse, SaeDeviceOptions? options = null)
+    {
+        options ??= new SaeDeviceOptions();
+        if (parse.GetValue(TensorCores))
+        {
+            options = options with { TensorCores = true, Variant = options.Variant == KernelVariant.Auto ? KernelVariant.GpuShaped : options.Variant };
+        }
+
+        return SaeDevice.Create(BackendKinds.Resolve(parse.GetValue(Backend)), parse.GetValue(Device), options);
+    }
 
     /// <summary>Runs a command body, turning expected failures into a message and exit code 2.</summary>
     public static int Guard(Func<int> body)

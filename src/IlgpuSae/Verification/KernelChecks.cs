@@ -225,7 +225,7 @@ public static class KernelChecks
         d.Ops.MatMul(ta, tb, tc, layout, alpha, beta);
         var (values, magnitudes) = CpuReference.MatMul(a, b, c0, layout, m, n, k, alpha, beta);
         return Compare($"MatMul {layout} {m}x{n}x{k} a={alpha} b={beta}", "MatMul", tc.ToArray(), values,
-            i => Tolerance.Accumulation(k + 1, magnitudes[i]));
+            i => d.TensorCores ? Tolerance.Tf32Accumulation(k + 1, magnitudes[i]) : Tolerance.Accumulation(k + 1, magnitudes[i]));
     }
 
     private static KernelCheck Unary<TOp>(string name, int rows, int cols, Func<double, double> f, Tolerance tol)
