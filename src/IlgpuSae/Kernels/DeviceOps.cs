@@ -118,8 +118,8 @@ public sealed partial class DeviceOps
             var bt = GemmScratch((long)p.N * p.K);
             var transpose = Kernel("Transpose", null, () =>
                 Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
-            int length = p.N * p.K;
-            transpose(Stream, Items(length), length, Items(length), b, bt, p.N, p.K);
+            int blocks = Ceil(p.N, ElementwiseKernels.TransposeBlock) * Ceil(p.K, ElementwiseKernels.TransposeBlock);
+            transpose(Stream, Items(blocks), blocks, Items(blocks), b, bt, p.N, p.K);
             Strip<LayoutNN>(a, bt, c, p);
         }
         else if (typeof(TLayout) == typeof(LayoutTN))
@@ -235,7 +235,8 @@ public sealed partial class DeviceOps
         RequireNoOverlap(y.Data, x.Data, () => $"{Shapes()}: y overlaps x.");
         var kernel = Kernel("Transpose", null, () =>
             Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
-        kernel(Stream, Items(ToIndex(x.Length)), ToIndex(x.Length), Items(ToIndex(x.Length)), x.Data, y.Data, x.Rows, x.Cols);
+        int blocks = Ceil(x.Rows, ElementwiseKernels.TransposeBlock) * Ceil(x.Cols, ElementwiseKernels.TransposeBlock);
+        kernel(Stream, Items(blocks), blocks, Items(blocks), x.Data, y.Data, x.Rows, x.Cols);
     }
 
     /// <summary>Sets every element of <paramref name="y"/> to <paramref name="value"/>.</summary>

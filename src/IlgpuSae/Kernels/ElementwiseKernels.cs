@@ -42,15 +42,31 @@ internal static class ElementwiseKernels
             }
     }
 
-    /// <summary><c>dst[c, r] = src[r, c]</c> for a row-major src [rows, cols]; one work item per element of dst.</summary>
+    /// <summary>Edge of the square block one work item of <see cref="TransposeKernel"/> moves.</summary>
+    public const int TransposeBlock = 16;
+
+    /// <summary>
+    /// <c>dst[c, r] = src[r, c]</c> for a row-major src [rows, cols]; one work item per 16×16 block, so that the 16 source
+    /// and 16 destination lines it touches stay in cache (a CPU reads and writes whole lines; a GPU would stage the
+    /// block in shared memory, which this library does not need: its transposes are O(N·K) next to O(M·N·K) products).
+    /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void TransposeKernel(Index1D gridIndex, int count, int stride, ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
     {
-        for (int e = gridIndex; e < count; e += stride)
+        for (int block = gridIndex; block < count; block += stride)
         {
-        int c = e / rows;
-        int r = e - c * rows;
-        dst[e] = src[r * cols + c];
+            int colBlocks = (cols + TransposeBlock - 1) / TransposeBlock;
+            int r0 = block / colBlocks * TransposeBlock;
+            int c0 = block % colBlocks * TransposeBlock;
+            int r1 = Math.Min(r0 + TransposeBlock, rows);
+            int c1 = Math.Min(c0 + TransposeBlock, cols);
+            for (int c = c0; c < c1; c++)
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
             }
+        }
     }
 }
