@@ -11,7 +11,7 @@ namespace IlgpuSae.Bench;
 /// against OpenBLAS and then timed next to OpenBLAS in the same run. Prints and writes a Markdown table.
 /// <code>
 /// dotnet run --project perf/IlgpuSae.Bench -c Release -- gemm [--backend cpu|opencl|cuda|all]
-///     [--sizes 256,512,1024x4096x512] [--variants cpu,gpu] [--reps 5] [--out perf/results/FILE.md]
+///     [--sizes 256,512,1024x4096x512] [--variants cpu,gpu,tf32] [--reps 5] [--out perf/results/FILE.md]
 /// </code>
 /// A size is N (square) or MxNxK.
 /// </summary>
@@ -28,16 +28,16 @@ public static class Program
         if (args.Length == 0 || args[0] != "gemm")
         {
             Console.Error.WriteLine("usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] " +
-                                    "[--variants cpu,gpu] [--reps N] [--out FILE.md]\n" +
-                                    "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--steps N] [--out FILE.md]");
+                                    "[--variants cpu,gpu,tf32] [--reps N] [--out FILE.md]\n" +
+                                    "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]");
             return 2;
         }
 
         var options = ParseOptions(args.Skip(1).ToArray());
         string backendArg = options.GetValueOrDefault("backend", "all");
         var sizes = options.GetValueOrDefault("sizes", "256,512,1024,1024x4096x512").Split(',').Select(ParseSize).ToArray();
-        var variants = options.GetValueOrDefault("variants", "cpu,gpu").Split(',')
-            .Select(v => v == "gpu" ? KernelVariant.GpuShaped : KernelVariant.CpuShaped).Distinct().ToArray();
+        // cpu, gpu: the two kernel shapes; tf32: GPU-shaped with TF32 tensor cores (CUDA only).
+        var variants = options.GetValueOrDefault("variants", "cpu,gpu,tf32").Split(',').Distinct().ToArray();
         int reps = int.Parse(options.GetValueOrDefault("reps", "5"), CultureInfo.InvariantCulture);
         string? outPath = options.GetValueOrDefault("out");
 
@@ -52,9 +52,16 @@ public static class Program
         var deviceNames = new List<string>();
         foreach (var backend in backends)
         {
-            foreach (var variant in variants)
+            foreach (var name in variants)
             {
-                using var device = SaeDevice.Create(backend, null, new SaeDeviceOptions { Variant = variant });
+                bool tf32 = name == "tf32";
+                if (tf32 && backend != BackendKind.Cuda)
+                {
+                    continue; // tensor cores exist on CUDA only (the CPU accelerator's emulation is for tests, not speed)
+                }
+
+                var variant = name == "cpu" ? KernelVariant.CpuShaped : KernelVariant.GpuShaped;
+                using var device = SaeDevice.Create(backend, null, new SaeDeviceOptions { Variant = variant, TensorCores = tf32 });
                 deviceNames.Add(device.ToString());
                 foreach (var (m, n, k) in sizes)
                 {
@@ -117,7 +124,8 @@ public static class Program
             }
 
             double worst = maxErr / Math.Max(maxRef, 1e-30);
-            check = worst < 1e-5 ? $"ok ({worst:0.0e0})" : $"MISMATCH {worst:0.0e0}";
+            double limit = device.TensorCores ? 2e-3 : 1e-5; // TF32 inputs carry 10 mantissa bits
+            check = worst < limit ? $"ok ({worst:0.0e0})" : $"MISMATCH {worst:0.0e0}";
             blasGflops = flops / Median(reps, () => OpenBlas.MatMul(a, b, expected, layout, m, n, k)) / 1e9;
         }
 
@@ -127,7 +135,7 @@ public static class Program
             device.Synchronize();
         });
         double gflops = flops / seconds / 1e9;
-        string variant = device.Variant == KernelVariant.GpuShaped ? "gpu-shaped" : "cpu-shaped";
+        string variant = device.TensorCores ? "tf32-mma" : device.Variant == KernelVariant.GpuShaped ? "gpu-shaped" : "cpu-shaped";
         return string.Create(CultureInfo.InvariantCulture,
             $"| {device.Backend.ToName()} | {variant} | {layout} | {m}x{n}x{k} | {seconds * 1e3:0.00} | {gflops:0.00} | " +
             $"{blasGflops:0.0} | {(haveBlas ? (gflops / blasGflops * 100).ToString("0.00", CultureInfo.InvariantCulture) + " %" : "-")} | {check} |");

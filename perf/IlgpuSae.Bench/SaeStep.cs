@@ -20,7 +20,7 @@ internal static class SaeStep
     {
         var options = Program.ParseOptions(args.Skip(1).ToArray());
         var backend = BackendKinds.Resolve(options.GetValueOrDefault("backend"));
-        var sizes = options.GetValueOrDefault("sizes", "256x2048x1024,512x4096x4096").Split(',');
+        var sizes = options.GetValueOrDefault("sizes", "256x2048x1024,512x4096x4096,768x16384x4096").Split(',');
         int steps = int.Parse(options.GetValueOrDefault("steps", "3"), CultureInfo.InvariantCulture);
         string? outPath = options.GetValueOrDefault("out");
         var blas = OpenBlas.TryDescribe();
@@ -31,12 +31,15 @@ internal static class SaeStep
             var p = shape.Split('x').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
             var (d, m, b) = (p[0], p[1], p[2]);
             double blasGflops = blas is null ? double.NaN : BlasRate(b, m, d);
-            double fraction = double.Parse(options.GetValueOrDefault("active", "0.02"), CultureInfo.InvariantCulture);
+            var fractions = options.GetValueOrDefault("active", "0.02").Split(',')
+                .Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
             foreach (var arch in new[] { SaeArchitecture.Standard, SaeArchitecture.Gated })
             {
                 var config = new SaeConfig { Architecture = arch, DIn = d, DSae = m };
                 double denseSeconds = double.NaN;
-                foreach (var (path, active) in new (TrainingPath, double?)[] { (TrainingPath.Dense, null), (TrainingPath.Dense, fraction), (TrainingPath.Sparse, fraction) })
+                var runs = new List<(TrainingPath, double?)> { (TrainingPath.Dense, null) };
+                runs.AddRange(fractions.SelectMany(f => new (TrainingPath, double?)[] { (TrainingPath.Dense, f), (TrainingPath.Sparse, f) }));
+                foreach (var (path, active) in runs)
                 {
                     var t = StepBenchmark.Measure(device, config, b, steps, path: path, activeFraction: active);
                     if (active is not null && path == TrainingPath.Dense)
