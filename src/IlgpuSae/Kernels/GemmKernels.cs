@@ -384,7 +384,8 @@ internal static class GemmKernels
         }
     }
 
-    private static void Store(ArrayView<float> c, GemmArgs p, int i, int j, float acc)
+    /// <summary>Writes <c>C[i, j] = α·acc + β·C[i, j]</c> (C unread when β = 0) when (i, j) lies inside C.</summary>
+    internal static void Store(ArrayView<float> c, GemmArgs p, int i, int j, float acc)
     {
         if (i < p.M && j < p.N)
         {

@@ -133,19 +133,10 @@ internal static class TensorCoreKernels
     /// <summary>Stores one lane's accumulators: (i, j), (i, j + 1), (i + 8, j), (i + 8, j + 1).</summary>
     private static void StoreTile(ArrayView<float> c, GemmArgs p, int i, int j, MmaAccumulator v)
     {
-        Store(c, p, i, j, v.C0);
-        Store(c, p, i, j + 1, v.C1);
-        Store(c, p, i + 8, j, v.C2);
-        Store(c, p, i + 8, j + 1, v.C3);
-    }
-
-    private static void Store(ArrayView<float> c, GemmArgs p, int i, int j, float acc)
-    {
-        if (i < p.M && j < p.N)
-        {
-            int index = i * p.N + j;
-            c[index] = p.Beta == 0f ? p.Alpha * acc : p.Alpha * acc + p.Beta * c[index];
-        }
+        GemmKernels.Store(c, p, i, j, v.C0);
+        GemmKernels.Store(c, p, i, j + 1, v.C1);
+        GemmKernels.Store(c, p, i + 8, j, v.C2);
+        GemmKernels.Store(c, p, i + 8, j + 1, v.C3);
     }
 
     /// <summary>
