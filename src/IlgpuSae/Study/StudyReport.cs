@@ -297,6 +297,7 @@ public static class StudyReport
     private static Plot NewPlot(string title, string yLabel)
     {
         var plot = new Plot();
+        PlotFonts.Apply(plot);
         plot.Title(title);
         plot.YLabel(yLabel);
         plot.XLabel("L0 (log scale)");

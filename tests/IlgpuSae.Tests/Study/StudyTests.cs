@@ -77,6 +77,35 @@ public sealed class StudyTests : IDisposable
         checks.Single(c => c.Claim.StartsWith("Gated SAEs do not shrink", StringComparison.Ordinal)).Verdict.Should().Be("partly");
     }
 
+    /// <summary>Pixels darker than mid-grey in the top 24 rows of a plot, where only the title is drawn.</summary>
+    private static int DarkPixelsInTitleStrip(string png)
+    {
+        using var bitmap = SkiaSharp.SKBitmap.Decode(png);
+        int dark = 0;
+        for (int y = 0; y < 24; y++)
+        {
+            for (int x = 0; x < bitmap.Width; x++)
+            {
+                var c = bitmap.GetPixel(x, y);
+                dark += c.Red + c.Green + c.Blue < 3 * 110 ? 1 : 0;
+            }
+        }
+
+        return dark;
+    }
+
+    [Fact]
+    public void The_embedded_plot_font_is_DejaVu_Sans_and_draws_text()
+    {
+        using var typeface = PlotFonts.CreateTypeface();
+        typeface.FamilyName.Should().Be("DejaVu Sans");
+        var plot = new ScottPlot.Plot();
+        PlotFonts.Apply(plot);
+        plot.Title("Loss recovered vs L0");
+        plot.SavePng(P("title.png"), 400, 300);
+        DarkPixelsInTitleStrip(P("title.png")).Should().BeGreaterThan(100);
+    }
+
     [Fact]
     public void Results_round_trip_through_csv()
     {
@@ -123,6 +152,7 @@ public sealed class StudyTests : IDisposable
             int width = (bytes[16] << 24) | (bytes[17] << 16) | (bytes[18] << 8) | bytes[19];
             width.Should().Be(800);
             report.Should().Contain(Path.GetFileName(png), "every plot is linked from the report");
+            DarkPixelsInTitleStrip(png).Should().BeGreaterThan(100, $"{Path.GetFileName(png)} has a visible title (text renders even without installed fonts)");
         }
 
         Directory.GetFiles(P("study"), "*.png").Select(Path.GetFileName).Should().Contain(["loss-recovered-blocks-0-hook_mlp_out.png", "gamma-blocks-0-hook_mlp_out.png",
