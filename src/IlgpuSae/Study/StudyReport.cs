@@ -85,10 +85,12 @@ public static class StudyReport
                 gg.Count == 0 ? "not measured" : near1 ? "holds" : gg.Any(r => Math.Abs(r.Gamma - 1) <= 0.05) ? "partly" : "does not hold",
                 "gated γ " + string.Join(", ", gg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(gated)));
             var bg = baseline.Where(r => !r.IsDegenerate).OrderBy(r => r.L1).ToList();
-            bool shrinks = bg.Count > 0 && bg.All(r => r.Gamma < 1);
+            // Holds: every baseline shrinks, more so as λ grows. Partly: most shrink (a barely penalised baseline at the
+            // smallest λ may not), or the trend is not monotone. Does not hold: most do not shrink.
+            int shrinking = bg.Count(r => r.Gamma < 1);
             bool worseWithLambda = bg.Zip(bg.Skip(1)).All(p => p.Second.Gamma <= p.First.Gamma + 0.01);
             checks.Add(new(site, "Baseline SAEs shrink: γ < 1, lower as λ grows",
-                bg.Count == 0 ? "not measured" : shrinks && worseWithLambda ? "holds" : shrinks ? "partly" : "does not hold",
+                bg.Count == 0 ? "not measured" : shrinking == bg.Count && worseWithLambda ? "holds" : 2 * shrinking >= bg.Count ? "partly" : "does not hold",
                 "baseline γ " + string.Join(", ", bg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(baseline)));
 
             var gf = StudyResults.Frontier(gated.Select(r => (r.L0, r.LossRecovered)));

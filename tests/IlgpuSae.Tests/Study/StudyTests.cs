@@ -61,6 +61,12 @@ public sealed class StudyTests : IDisposable
         rs.Verdict.Should().Be("holds");
         rs.Evidence.Should().Contain("30 %", "at L0 19 the gated frontier is 0.90 + 0.05·ln(1.9)/ln(2) = 0.9463, so (0.90 − 0.88) / (0.9463 − 0.88) = 30 % of the gap is closed");
 
+        // A baseline that does not shrink at its smallest λ, or shrinks non-monotonically, only partly supports the claim.
+        var unpenalised = StudyReport.CheckClaims(config, [.. results.Select(r => r.Arm == StudyArms.Standard && r.L1 == 1 ? r with { Gamma = 1.04 } : r)]);
+        unpenalised.Single(c => c.Claim.StartsWith("Baseline SAEs shrink", StringComparison.Ordinal)).Verdict.Should().Be("partly");
+        var none = StudyReport.CheckClaims(config, [.. results.Select(r => r.Arm == StudyArms.Standard ? r with { Gamma = 1.02 } : r)]);
+        none.Single(c => c.Claim.StartsWith("Baseline SAEs shrink", StringComparison.Ordinal)).Verdict.Should().Be("does not hold");
+
         // A collapsed baseline (too large a λ: explained variance ≤ 0, γ meaningless) is named but not judged.
         var collapsed = R(StudyArms.Standard, 9, 1.9, -5.8, 3.7) with { ExplainedVariance = -0.13 };
         collapsed.IsDegenerate.Should().BeTrue();
