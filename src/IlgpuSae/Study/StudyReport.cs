@@ -167,6 +167,36 @@ public static class StudyReport
                     "measured", $"{string.Join("; ", points)}; at or above the {group.Key.Arm[4..]} encoders' frontier at {better} of {group.Count()} points" +
                     (source is null ? "" : $"; the encoder itself: L0 {source.L0:F1}, {source.LossRecovered.ToString("P2", Inv)}")));
             }
+
+            var itoGated = ito.Where(r => r.Arm == "ito:" + StudyArms.Gated).ToList();
+            var itoBaseline = ito.Where(r => r.Arm == "ito:" + StudyArms.Standard).ToList();
+            if (itoGated.Count > 0 && itoBaseline.Count > 0)
+            {
+                // Best dictionary of each kind at each target L0 (the paper compares dictionaries at equal k).
+                var ks = itoGated.Select(r => r.ItoK).Intersect(itoBaseline.Select(r => r.ItoK)).Order().ToList();
+                var pairs = ks.Select(k => (K: k, G: itoGated.Where(r => r.ItoK == k).Max(r => r.LossRecovered), B: itoBaseline.Where(r => r.ItoK == k).Max(r => r.LossRecovered))).ToList();
+                int gatedAhead = pairs.Count(p => p.G >= p.B);
+                checks.Add(new(site, "Under ITO, gated decoders are (slightly) better dictionaries than baseline decoders",
+                    pairs.Count == 0 ? "not measured" : gatedAhead == pairs.Count ? "holds" : gatedAhead > 0 ? "partly" : "does not hold",
+                    "best loss recovered at each k, gated vs baseline decoder: " +
+                    string.Join("; ", pairs.Select(p => $"k {p.K}: {p.G.ToString("P2", Inv)} vs {p.B.ToString("P2", Inv)}"))));
+
+                // How far each encoder falls below what ITO gets from the same kind of dictionary at the same L0.
+                double? Gap(List<RunResult> itoRuns, List<RunResult> encoders)
+                {
+                    var frontier = StudyResults.Frontier(itoRuns.Select(r => (r.L0, r.LossRecovered)));
+                    var gaps = encoders.Where(r => !r.IsDegenerate).Select(r => StudyResults.ScoreAt(frontier, r.L0) is { } f ? f - r.LossRecovered : (double?)null)
+                        .Where(v => v is not null).Select(v => v!.Value).ToList();
+                    return gaps.Count == 0 ? null : Median(gaps);
+                }
+
+                var gatedGap = Gap(itoGated, gated);
+                var baselineGap = Gap(itoBaseline, baseline);
+                checks.Add(new(site, "The encoder-vs-ITO gap is smaller for gated than for the baseline",
+                    gatedGap is null || baselineGap is null ? "not measured" : gatedGap < baselineGap ? "holds" : "does not hold",
+                    gatedGap is null || baselineGap is null ? "no encoder point lies within the ITO frontiers' L0 range"
+                        : $"median (ITO frontier − encoder) loss recovered at the encoders' L0: gated {gatedGap.Value.ToString("+0.0000;-0.0000", Inv)}, baseline {baselineGap.Value.ToString("+0.0000;-0.0000", Inv)}"));
+            }
         }
 
         return checks;
