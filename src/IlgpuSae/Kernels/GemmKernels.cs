@@ -277,10 +277,10 @@ internal struct Row16
 internal static class GemmKernels
 {
     /// <summary>Rows of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/>.</summary>
-    public const int StripRows = 8;
+    public const int StripRows = 6;
 
-    /// <summary>Columns of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/> (one <see cref="Row16"/>).</summary>
-    public const int StripCols = Row16.Width;
+    /// <summary>Columns of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/> (two <see cref="Row16"/>).</summary>
+    public const int StripCols = 2 * Row16.Width;
 
     /// <summary>Edge of the C tile computed by one group of <see cref="GemmTiledKernel{TLayout}"/>.</summary>
     public const int Tile = 64;
@@ -289,14 +289,15 @@ internal static class GemmKernels
     public const int TileK = 16;
 
     /// <summary>
-    /// CPU-shaped: each work item computes an 8×16 strip of C — eight rows of op(A) times sixteen adjacent
-    /// columns of B — with 128 accumulators and no barrier. Per k it reads 16 contiguous floats of B's row k
-    /// and one value of each of the eight A rows, so a CPU compiler turns the sixteen columns into SIMD lanes:
-    /// PoCL's LLVM vectorises the <see cref="Row16"/> arithmetic into AVX-512/AVX2 multiply-adds, and ILGPU's
-    /// CPU accelerator gets a long register-blocked inner loop. Only for layouts whose B is stored [K, N]
-    /// (NN and TN); NT products transpose B first (<see cref="DeviceOps.MatMul"/>). A strip that reaches past
-    /// the last column takes a guarded scalar path; rows past the last are clamped for loading and skipped for
-    /// storing.
+    /// CPU-shaped: each work item computes a 6×32 strip of C — six rows of op(A) times 32 adjacent columns of B —
+    /// with 192 accumulators and no barrier. Per k it reads 32 contiguous floats of B's row k and one value of each
+    /// of the six A rows, so a CPU compiler turns the columns into SIMD lanes: PoCL's LLVM vectorises the
+    /// <see cref="Row16"/> arithmetic into twelve independent AVX-512 multiply-add chains, and ILGPU's CPU
+    /// accelerator gets a long register-blocked inner loop. Strips are numbered down the columns (row blocks
+    /// fastest), so consecutive work items reuse one K×32 panel of B from cache while streaming rows of A.
+    /// Only for layouts whose B is stored [K, N] (NN and TN); NT products transpose B first
+    /// (<see cref="DeviceOps.MatMul"/>). A strip that reaches past the last column takes a guarded scalar path;
+    /// rows past the last are clamped for loading and skipped for storing.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GemmStripKernel<TLayout>(
@@ -306,9 +307,9 @@ internal static class GemmKernels
         for (int strip = gridIndex; strip < count; strip += stride)
         {
             var layout = default(TLayout);
-            int colStrips = (p.N + StripCols - 1) / StripCols;
-            int i0 = strip / colStrips * StripRows;
-            int j0 = strip % colStrips * StripCols;
+            int rowBlocks = (p.M + StripRows - 1) / StripRows;
+            int i0 = strip % rowBlocks * StripRows;
+            int j0 = strip / rowBlocks * StripCols;
             int sa = layout.AStride(p.M, p.K);
             int a0 = layout.AOffset(i0, p.M, p.K);
             int a1 = layout.AOffset(Math.Min(i0 + 1, p.M - 1), p.M, p.K);
@@ -316,33 +317,42 @@ internal static class GemmKernels
             int a3 = layout.AOffset(Math.Min(i0 + 3, p.M - 1), p.M, p.K);
             int a4 = layout.AOffset(Math.Min(i0 + 4, p.M - 1), p.M, p.K);
             int a5 = layout.AOffset(Math.Min(i0 + 5, p.M - 1), p.M, p.K);
-            int a6 = layout.AOffset(Math.Min(i0 + 6, p.M - 1), p.M, p.K);
-            int a7 = layout.AOffset(Math.Min(i0 + 7, p.M - 1), p.M, p.K);
             if (j0 + StripCols <= p.N)
             {
-                Row16 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+                Row16 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+                Row16 d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
                 for (int k = 0; k < p.K; k++)
                 {
-                    var y = Row16.Load(b, k * p.N + j0);
+                    int bk = k * p.N + j0;
+                    var y = Row16.Load(b, bk);
+                    var z = Row16.Load(b, bk + Row16.Width);
                     int ak = k * sa;
-                    Row16.MultiplyAdd(ref c0, a[a0 + ak], y);
-                    Row16.MultiplyAdd(ref c1, a[a1 + ak], y);
-                    Row16.MultiplyAdd(ref c2, a[a2 + ak], y);
-                    Row16.MultiplyAdd(ref c3, a[a3 + ak], y);
-                    Row16.MultiplyAdd(ref c4, a[a4 + ak], y);
-                    Row16.MultiplyAdd(ref c5, a[a5 + ak], y);
-                    Row16.MultiplyAdd(ref c6, a[a6 + ak], y);
-                    Row16.MultiplyAdd(ref c7, a[a7 + ak], y);
+                    float x = a[a0 + ak];
+                    Row16.MultiplyAdd(ref c0, x, y);
+                    Row16.MultiplyAdd(ref d0, x, z);
+                    x = a[a1 + ak];
+                    Row16.MultiplyAdd(ref c1, x, y);
+                    Row16.MultiplyAdd(ref d1, x, z);
+                    x = a[a2 + ak];
+                    Row16.MultiplyAdd(ref c2, x, y);
+                    Row16.MultiplyAdd(ref d2, x, z);
+                    x = a[a3 + ak];
+                    Row16.MultiplyAdd(ref c3, x, y);
+                    Row16.MultiplyAdd(ref d3, x, z);
+                    x = a[a4 + ak];
+                    Row16.MultiplyAdd(ref c4, x, y);
+                    Row16.MultiplyAdd(ref d4, x, z);
+                    x = a[a5 + ak];
+                    Row16.MultiplyAdd(ref c5, x, y);
+                    Row16.MultiplyAdd(ref d5, x, z);
                 }
 
-                StoreStrip(c, p, i0, j0, c0);
-                StoreStrip(c, p, i0 + 1, j0, c1);
-                StoreStrip(c, p, i0 + 2, j0, c2);
-                StoreStrip(c, p, i0 + 3, j0, c3);
-                StoreStrip(c, p, i0 + 4, j0, c4);
-                StoreStrip(c, p, i0 + 5, j0, c5);
-                StoreStrip(c, p, i0 + 6, j0, c6);
-                StoreStrip(c, p, i0 + 7, j0, c7);
+                StoreStrip(c, p, i0, j0, c0, d0);
+                StoreStrip(c, p, i0 + 1, j0, c1, d1);
+                StoreStrip(c, p, i0 + 2, j0, c2, d2);
+                StoreStrip(c, p, i0 + 3, j0, c3, d3);
+                StoreStrip(c, p, i0 + 4, j0, c4, d4);
+                StoreStrip(c, p, i0 + 5, j0, c5, d5);
             }
             else
             {
@@ -365,7 +375,7 @@ internal static class GemmKernels
         }
     }
 
-    private static void StoreStrip(ArrayView<float> c, GemmArgs p, int i, int j, Row16 v)
+    private static void StoreStrip(ArrayView<float> c, GemmArgs p, int i, int j, Row16 left, Row16 right)
     {
         if (i >= p.M)
         {
@@ -375,12 +385,13 @@ internal static class GemmKernels
         int o = i * p.N + j;
         if (p.Beta == 0f)
         {
-            Row16.Store(c, o, Row16.Scale(v, p.Alpha));
+            Row16.Store(c, o, Row16.Scale(left, p.Alpha));
+            Row16.Store(c, o + Row16.Width, Row16.Scale(right, p.Alpha));
         }
         else
         {
-            var old = Row16.Load(c, o);
-            Row16.Store(c, o, Row16.Combine(v, p.Alpha, old, p.Beta));
+            Row16.Store(c, o, Row16.Combine(left, p.Alpha, Row16.Load(c, o), p.Beta));
+            Row16.Store(c, o + Row16.Width, Row16.Combine(right, p.Alpha, Row16.Load(c, o + Row16.Width), p.Beta));
         }
     }
 
