@@ -26,6 +26,7 @@ internal static class SaeStep
         var blas = OpenBlas.TryDescribe();
         using var device = SaeDevice.Create(backend);
         var rows = new List<string>();
+        var profiles = new List<string>();
         foreach (var shape in sizes)
         {
             var p = shape.Split('x').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
@@ -56,6 +57,10 @@ internal static class SaeStep
                         $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |");
                     Console.WriteLine(row);
                     rows.Add(row);
+                    string what = string.Create(CultureInfo.InvariantCulture,
+                        $"{SaeFiles.ArchitectureName(arch)} {d}×{m}×{b}, {(t.Sparse ? "sparse" : "dense")}, {(active is null ? "init" : $"{active * 100:0.#} % active")}");
+                    profiles.Add($"| {what} | {t.Profile} |");
+                    Console.WriteLine($"  {what}: {t.Profile}");
                 }
             }
         }
@@ -74,6 +79,14 @@ internal static class SaeStep
         sb.AppendLine("| arch | d | M | B | path | active | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | sparse speed-up | memory |");
         sb.AppendLine("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         rows.ForEach(r => sb.AppendLine(r));
+        sb.AppendLine();
+        sb.AppendLine("## Where the time goes");
+        sb.AppendLine();
+        sb.AppendLine("Share of one extra step per phase, the device synchronised after each (`SparseAutoencoder.Profile`).");
+        sb.AppendLine();
+        sb.AppendLine("| step | phases |");
+        sb.AppendLine("|---|---|");
+        profiles.ForEach(r => sb.AppendLine(r));
         if (outPath is not null)
         {
             File.WriteAllText(outPath + ".tmp", sb.ToString());

@@ -67,7 +67,8 @@ public sealed partial class DeviceOps
     {
         var k = Kernel("CompactColumns", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<int>,
             ArrayView<int>, int, int>(SparseKernels.CompactColumnsKernel));
-        k(Stream, Items(m), m, Items(m), active, colIdx, colCount, rows, m);
+        int blocks = (m + SparseKernels.Strip - 1) / SparseKernels.Strip;
+        k(Stream, Items(blocks), blocks, Items(blocks), active, colIdx, colCount, rows, m);
     }
 
     internal void SparseDecode(ArrayView<float> fa, ArrayView<float> wDec, ArrayView<float> bDec, ArrayView<float> x,
@@ -76,7 +77,7 @@ public sealed partial class DeviceOps
         var k = Kernel("SparseDecode", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SparseArgs>(
             SparseKernels.SparseDecodeKernel));
-        int n = p.Rows * p.D;
+        int n = p.Rows * ((p.D + SparseKernels.Strip - 1) / SparseKernels.Strip);
         k(Stream, Items(n), n, Items(n), fa, wDec, bDec, x, rowIdx, rowCount, xhat, delta, p);
     }
 
@@ -95,7 +96,7 @@ public sealed partial class DeviceOps
         var k = Kernel("SparseWeightGrad", null, () => Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, SparseArgs>(SparseKernels.SparseWeightGradKernel));
-        int n = p.M * p.D;
+        int n = p.M * ((p.D + SparseKernels.Strip - 1) / SparseKernels.Strip);
         k(Stream, Items(n), n, Items(n), xc, du, dum, fa, delta, colIdx, colCount, gWEnc, gWMag, gWDec, p);
     }
 

@@ -228,6 +228,53 @@ internal struct Row16
         acc.V15 += x * y.V15;
     }
 
+    /// <summary><c>acc += x ⊙ y</c> element-wise.</summary>
+    public static void MultiplyAdd(ref Row16 acc, Row16 x, Row16 y)
+    {
+        acc.V0 += x.V0 * y.V0;
+        acc.V1 += x.V1 * y.V1;
+        acc.V2 += x.V2 * y.V2;
+        acc.V3 += x.V3 * y.V3;
+        acc.V4 += x.V4 * y.V4;
+        acc.V5 += x.V5 * y.V5;
+        acc.V6 += x.V6 * y.V6;
+        acc.V7 += x.V7 * y.V7;
+        acc.V8 += x.V8 * y.V8;
+        acc.V9 += x.V9 * y.V9;
+        acc.V10 += x.V10 * y.V10;
+        acc.V11 += x.V11 * y.V11;
+        acc.V12 += x.V12 * y.V12;
+        acc.V13 += x.V13 * y.V13;
+        acc.V14 += x.V14 * y.V14;
+        acc.V15 += x.V15 * y.V15;
+    }
+
+    /// <summary>The sum of the sixteen elements (pairwise).</summary>
+    public static float Sum(Row16 v) =>
+        (((v.V0 + v.V1) + (v.V2 + v.V3)) + ((v.V4 + v.V5) + (v.V6 + v.V7))) +
+        (((v.V8 + v.V9) + (v.V10 + v.V11)) + ((v.V12 + v.V13) + (v.V14 + v.V15)));
+
+    /// <summary><c>v[o + k·stride] += r[k]</c> for k = 0 … 15 (a column of a row-major matrix).</summary>
+    public static void AddStrided(ArrayView<float> v, int o, int stride, Row16 r)
+    {
+        v[o + 0 * stride] += r.V0;
+        v[o + 1 * stride] += r.V1;
+        v[o + 2 * stride] += r.V2;
+        v[o + 3 * stride] += r.V3;
+        v[o + 4 * stride] += r.V4;
+        v[o + 5 * stride] += r.V5;
+        v[o + 6 * stride] += r.V6;
+        v[o + 7 * stride] += r.V7;
+        v[o + 8 * stride] += r.V8;
+        v[o + 9 * stride] += r.V9;
+        v[o + 10 * stride] += r.V10;
+        v[o + 11 * stride] += r.V11;
+        v[o + 12 * stride] += r.V12;
+        v[o + 13 * stride] += r.V13;
+        v[o + 14 * stride] += r.V14;
+        v[o + 15 * stride] += r.V15;
+    }
+
     /// <summary><c>alpha · v</c>.</summary>
     public static Row16 Scale(Row16 v, float alpha)
     {

@@ -3,6 +3,7 @@ using ILGPU.Runtime;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
 using IlgpuSae.Tensors;
+using IlgpuSae.Training;
 
 namespace IlgpuSae.Sae;
 
@@ -94,6 +95,12 @@ public sealed class SparseAutoencoder : IDisposable
 
     /// <summary>Input width d.</summary>
     public int DIn => Config.DIn;
+
+    /// <summary>
+    /// When set, <see cref="ComputeGradients"/> synchronises the device after each phase and adds the phase's wall time
+    /// here (for benchmarks: the synchronisations themselves cost a little). Null (the default) adds no synchronisation.
+    /// </summary>
+    public StepProfile? Profile { get; set; }
 
     /// <summary>How training steps run after the encoder (default <see cref="TrainingPath.Auto"/>).</summary>
     public TrainingPath Path { get; set; } = TrainingPath.Auto;
@@ -357,16 +364,19 @@ public sealed class SparseAutoencoder : IDisposable
         float c = options.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
         float lambdaOverB = options.L1Coefficient / b;
         int rows = IsGated ? 2 * b : b;
+        Profile?.Start(Device);
         p.ZeroGradients();
 
         // Forward: U, F (and A), stacked reconstructions and residuals Δ = c·(2/B)(X̂ − X).
         EncodeCore(ws, x);
+        Profile?.Mark(Device, "encoder (dense GEMM + gate)");
         var fa = ws.FA.SliceRows(0, rows);
         var xhat = ws.Xhat.SliceRows(0, rows);
         var delta = ws.Delta.SliceRows(0, rows);
         var phiPsi = ws.PhiPsi.SliceRows(0, rows);
         bool auxIntoDecoder = IsGated && !options.FreezeAuxDecoder;
         bool sparse = ChooseSparse(ws);
+        Profile?.Mark(Device, "compaction");
         var sparseArgs = new SparseArgs
         {
             Rows = b, M = m, D = d, Scale = c * 2f / b, Gated = IsGated ? 1 : 0, Untied = Config.Untied ? 1 : 0,
@@ -376,6 +386,7 @@ public sealed class SparseAutoencoder : IDisposable
         {
             ops.SparseDecode(ws.FA.Data, p["W_dec"].Data, p["b_dec"].Data, x.Data, ws.RowIdx.View, ws.RowCount.View,
                 ws.Xhat.Data, ws.Delta.Data, sparseArgs);
+            Profile?.Mark(Device, "decoder");
             ops.Fill(phiPsi.Data, 0f);
             ops.SparsePhiPsi(ws.Delta.Data, p["W_dec"].Data, ws.RowIdx.View, ws.RowCount.View, phiPsi.Data, sparseArgs);
         }
@@ -383,10 +394,13 @@ public sealed class SparseAutoencoder : IDisposable
         {
             ops.MatMul(fa, p["W_dec"], xhat, GemmLayout.NN);
             ops.Residual(xhat.Data, x.Data, p["b_dec"].Data, delta.Data, d, b, c * 2f / b);
+            Profile?.Mark(Device, "decoder");
 
             // Backward: [Φ; Ψ] = [Δ; Δa]·W_decᵀ in one GEMM.
             ops.MatMul(delta, p["W_dec"], phiPsi, GemmLayout.NT);
         }
+
+        Profile?.Mark(Device, "[Φ; Ψ]");
 
         if (options.DecoderNormWeightedL1)
         {
@@ -408,6 +422,7 @@ public sealed class SparseAutoencoder : IDisposable
                 new StandardArgs { Rows = b, M = m, LambdaOverB = lambdaOverB, WeightedL1 = options.DecoderNormWeightedL1 ? 1 : 0 });
         }
 
+        Profile?.Mark(Device, "element-wise backward");
         int decoderRows = auxIntoDecoder ? 2 * b : b;
         if (sparse)
         {
@@ -429,6 +444,7 @@ public sealed class SparseAutoencoder : IDisposable
             ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), p.Gradient("W_dec"), GemmLayout.TN, 1f, 1f);
         }
 
+        Profile?.Mark(Device, "weight gradients");
         if (options.DecoderNormWeightedL1)
         {
             ops.DecoderNormPenaltyGrad(p["W_dec"], sums.SubView(2L * m, m), ws.Norms.Data, p.Gradient("W_dec"), lambdaOverB);
@@ -446,6 +462,7 @@ public sealed class SparseAutoencoder : IDisposable
             }
         }
 
+        Profile?.Mark(Device, "bias gradients");
         return computeLoss ? LossTerms(ws, options, c) : null;
     }
 

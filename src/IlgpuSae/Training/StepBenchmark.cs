@@ -17,6 +17,9 @@ public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerSt
     /// <summary>Whether the timed steps took the sparse path.</summary>
     public bool Sparse { get; init; }
 
+    /// <summary>Per-phase times of one extra, synchronised step.</summary>
+    public StepProfile? Profile { get; init; }
+
     /// <summary>Fraction of active (row, feature) pairs, when measured.</summary>
     public double Density { get; init; } = double.NaN;
 
@@ -82,11 +85,22 @@ public static class StepBenchmark
             }
         }
 
+        // One more step with a per-phase profile (its synchronisations are kept out of the timings above).
+        var profile = new StepProfile();
+        sae.Profile = profile;
+        sae.ComputeGradients(x, loss);
+        device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
+        device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, warmup + steps + 1);
+        device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+        profile.Mark(device, "optimizer (projection, Adam, renormalisation)");
+        sae.Profile = null;
+
         times.Sort();
         return new StepTiming(config, batch, times[times.Count / 2], DenseStepFlops(config, batch), plan, device.ToString())
         {
             Sparse = sae.LastStepWasSparse,
             Density = sae.LastDensity,
+            Profile = profile,
         };
     }
 

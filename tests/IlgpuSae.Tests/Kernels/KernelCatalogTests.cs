@@ -29,10 +29,11 @@ public sealed class KernelCatalogTests
     {
         var names = KernelCatalog.All.Select(k => k.Name).ToArray();
         names.Should().Contain(["GemmTiledKernel_LayoutNN", "GemmTiledKernel_LayoutNT", "GemmTiledKernel_LayoutTN",
-            "GemmBlockedKernel_LayoutTN", "MapKernel_Relu", "MapKernel_Heaviside", "MapKernel_Exp", "Map2Kernel_Axpby",
+            "GemmStripKernel_LayoutNN", "GemmStripKernel_LayoutTN", "GemmMmaTf32Kernel_LayoutNT", "MapKernel_Relu", "MapKernel_Heaviside", "MapKernel_Exp", "Map2Kernel_Axpby",
             "ReduceRowsTiledKernel_CountNonZero", "ReduceColumnsKernel_Max", "RandomFillKernel_NormalDistribution",
             "AdamKernel", "NormalizeRowsTiledKernel"]);
         names.Should().OnlyHaveUniqueItems();
+        names.Should().NotContain("GemmStripKernel_LayoutNT", "the strip kernel reads rows of B; NT products transpose B first");
         KernelCatalog.All.Where(k => k.Name.Contains("Tiled", StringComparison.Ordinal)).Should().OnlyContain(k => k.ExplicitlyGrouped);
     }
 }
