@@ -82,6 +82,7 @@ public sealed class SparseAutoencoder : IDisposable
         Device = device;
         Config = config;
         Parameters = new ParameterBuffer(device, LayoutFor(config));
+        SparseDensityThreshold = DefaultSparseDensityThreshold(device);
     }
 
     /// <summary>The device holding the parameters.</summary>
@@ -108,9 +109,21 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>
     /// With <see cref="TrainingPath.Auto"/>, the largest fraction of active (row, feature) pairs (gate open for gated,
     /// f &gt; 0 for standard) for which the sparse path is used. Early in training most gates are open and the dense
-    /// products win.
+    /// products win. Defaults to <see cref="DefaultSparseDensityThreshold"/> for the device.
     /// </summary>
-    public double SparseDensityThreshold { get; set; } = 0.05;
+    public double SparseDensityThreshold { get; set; }
+
+    /// <summary>
+    /// Where the sparse step stops paying off, as measured by <c>perf/run-sae.sh</c> (perf/results/sae-step-2026-12-01-*):
+    /// on ILGPU's CPU accelerator, whose matrix products run at ~7 GFLOP/s, the sparse step is still 2–3× faster at
+    /// 5 % density, so 0.10; on PoCL the dense products run at 25–40 % of OpenBLAS and the sparse path's margin is
+    /// 1.0–1.2× at 5 %, so 0.05 for OpenCL and CUDA (not yet measured on a GPU).
+    /// </summary>
+    public static double DefaultSparseDensityThreshold(SaeDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return device.Backend == BackendKind.Cpu ? 0.10 : 0.05;
+    }
 
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
