@@ -116,13 +116,14 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>
     /// Where the sparse step stops paying off, as measured by <c>perf/run-sae.sh</c> (perf/results/sae-step-2026-12-01-*):
     /// on ILGPU's CPU accelerator, whose matrix products run at ~7 GFLOP/s, the sparse step is still 2–3× faster at
-    /// 5 % density, so 0.10; on PoCL the dense products run at 25–40 % of OpenBLAS and the sparse path's margin is
-    /// 1.0–1.2× at 5 %, so 0.05 for OpenCL and CUDA (not yet measured on a GPU).
+    /// 5 % density, so 0.10; on PoCL the dense products run at 25–40 % of OpenBLAS and the sparse gated step is
+    /// 1.8–2.1× faster at 1–2 % but 1.2× (512×4096) or 0.7× (768×16384) at 5 %, so 0.03 for OpenCL and CUDA (not yet
+    /// measured on a GPU).
     /// </summary>
     public static double DefaultSparseDensityThreshold(SaeDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return device.Backend == BackendKind.Cpu ? 0.10 : 0.05;
+        return device.Backend == BackendKind.Cpu ? 0.10 : 0.03;
     }
 
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
