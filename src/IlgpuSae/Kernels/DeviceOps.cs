@@ -116,10 +116,7 @@ public sealed partial class DeviceOps
             // The strip kernel reads rows of B; B[N, K] is transposed into scratch [K, N] first (O(N·K), against
             // the product's O(M·N·K)).
             var bt = GemmScratch((long)p.N * p.K);
-            var transpose = Kernel("Transpose", null, () =>
-                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
-            int blocks = Ceil(p.N, ElementwiseKernels.TransposeBlock) * Ceil(p.K, ElementwiseKernels.TransposeBlock);
-            transpose(Stream, Items(blocks), blocks, Items(blocks), b, bt, p.N, p.K);
+            LaunchTranspose(b, bt, p.N, p.K);
             Strip<LayoutNN>(a, bt, c, p);
         }
         else if (typeof(TLayout) == typeof(LayoutTN))
@@ -233,10 +230,16 @@ public sealed partial class DeviceOps
         }
 
         RequireNoOverlap(y.Data, x.Data, () => $"{Shapes()}: y overlaps x.");
+        LaunchTranspose(x.Data, y.Data, x.Rows, x.Cols);
+    }
+
+    /// <summary>Queues <c>dst[c, r] = src[r, c]</c> for src [rows, cols], one work item per 16×16 block (no checks).</summary>
+    private void LaunchTranspose(ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
+    {
         var kernel = Kernel("Transpose", null, () =>
             Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
-        int blocks = Ceil(x.Rows, ElementwiseKernels.TransposeBlock) * Ceil(x.Cols, ElementwiseKernels.TransposeBlock);
-        kernel(Stream, Items(blocks), blocks, Items(blocks), x.Data, y.Data, x.Rows, x.Cols);
+        int blocks = Ceil(rows, ElementwiseKernels.TransposeBlock) * Ceil(cols, ElementwiseKernels.TransposeBlock);
+        kernel(Stream, Items(blocks), blocks, Items(blocks), src, dst, rows, cols);
     }
 
     /// <summary>Sets every element of <paramref name="y"/> to <paramref name="value"/>.</summary>

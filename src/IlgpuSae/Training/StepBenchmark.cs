@@ -69,15 +69,20 @@ public static class StepBenchmark
         var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
         var adam = new AdamSettings { LearningRate = 1e-4f, Beta1 = 0f };
         var p = sae.Parameters;
+        void Step(int t)
+        {
+            sae.ComputeGradients(x, loss);
+            device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
+            device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, t);
+            device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+        }
+
         var times = new List<double>();
         for (int s = 0; s < warmup + steps; s++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var watch = Stopwatch.StartNew();
-            sae.ComputeGradients(x, loss);
-            device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
-            device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, s + 1);
-            device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+            Step(s + 1);
             device.Synchronize();
             if (s >= warmup)
             {
@@ -88,10 +93,7 @@ public static class StepBenchmark
         // One more step with a per-phase profile (its synchronisations are kept out of the timings above).
         var profile = new StepProfile();
         sae.Profile = profile;
-        sae.ComputeGradients(x, loss);
-        device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
-        device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, warmup + steps + 1);
-        device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+        Step(warmup + steps + 1);
         profile.Mark(device, "optimizer (projection, Adam, renormalisation)");
         sae.Profile = null;
 

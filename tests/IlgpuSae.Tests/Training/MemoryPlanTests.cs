@@ -17,9 +17,11 @@ public sealed class MemoryPlanTests
         // 4 copies (values, grads, two moments), each tensor padded to 64 floats.
         long paramsFloats = 2L * 512 * 4096 + 3 * 4096 + 512; // W_enc, W_dec, b_gate/b_mag/r_mag, b_dec
         plan.ParameterBytes.Should().BeInRange(4 * paramsFloats * 4, 4 * (paramsFloats + 6 * 64) * 4);
-        // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d; plus the
-        // matrix-product scratch (W_dec transposed, M·d) that CPU-shaped kernels use for δ·W_decᵀ.
-        plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512 + 4096L * 512));
+        // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d.
+        plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512));
+        // The matrix-product scratch (W_dec transposed, M·d floats, for δ·W_decᵀ on CPU-shaped kernels) does not
+        // shrink with the batch: at B = 1 it dominates the workspace.
+        MemoryPlan.For(Gated, 1).ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * 4096 * 512);
         MemoryPlan.For(Gated, 2048).ActivationBytes.Should().BeLessThan(plan.ActivationBytes);
         plan.ToString().Should().Contain("MiB").And.Contain("batch 4096");
     }
