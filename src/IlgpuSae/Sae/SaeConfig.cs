@@ -1,18 +1,5 @@
 namespace IlgpuSae.Sae;
 
-/// <summary>SAE architectures (SAELens <c>architecture</c> names: standard, gated, jumprelu).</summary>
-public enum SaeArchitecture
-{
-    /// <summary>ReLU + L1 baseline: <c>f = ReLU((x − b_dec)·W_enc + b_enc)</c>.</summary>
-    Standard,
-
-    /// <summary>Gated SAE (Rajamanoharan et al. 2024): <c>f = 1[π_gate &gt; 0] ⊙ ReLU(π_mag)</c>.</summary>
-    Gated,
-
-    /// <summary>JumpReLU (inference): <c>f = ReLU(z)·1[z &gt; θ]</c>, <c>z = (x − b_dec·apply)·W_enc + b_enc</c>.</summary>
-    JumpRelu,
-}
-
 /// <summary>The shape and inference semantics of an SAE (what <c>cfg.json</c> records).</summary>
 public sealed record SaeConfig
 {
@@ -57,10 +44,11 @@ public sealed record SaeConfig
             throw new ArgumentException($"d_in × d_sae = {(long)DIn * DSae} exceeds the 2^31 elements a weight matrix may hold.");
         }
 
-        if (Architecture != SaeArchitecture.Gated && (Untied || !UseRMag))
+        if (Architecture is null)
         {
-            throw new ArgumentException("The untied and no-r_mag options apply to gated SAEs only.");
+            throw new ArgumentException("The architecture is not set.");
         }
 
+        Architecture.Validate(this);
     }
 }

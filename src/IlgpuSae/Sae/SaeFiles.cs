@@ -88,7 +88,7 @@ public static class SaeFiles
         };
         return new JsonObject
         {
-            ["architecture"] = ArchitectureName(config.Architecture),
+            ["architecture"] = config.Architecture.Name,
             ["d_in"] = config.DIn,
             ["d_sae"] = config.DSae,
             ["dtype"] = "float32",
@@ -101,12 +101,11 @@ public static class SaeFiles
     }
 
     /// <summary>The SAELens architecture name.</summary>
-    public static string ArchitectureName(SaeArchitecture architecture) => architecture switch
+    public static string ArchitectureName(SaeArchitecture architecture)
     {
-        SaeArchitecture.Standard => "standard",
-        SaeArchitecture.Gated => "gated",
-        _ => "jumprelu",
-    };
+        ArgumentNullException.ThrowIfNull(architecture);
+        return architecture.Name;
+    }
 
     /// <summary>Reads and validates a <c>cfg.json</c>.</summary>
     /// <exception cref="InvalidDataException">The file is malformed, has unknown keys, or describes an unsupported SAE.</exception>
@@ -148,13 +147,8 @@ public static class SaeFiles
         }
 
         string architectureName = root["architecture"]?.GetValue<string>() ?? "standard";
-        var architecture = architectureName switch
-        {
-            "standard" => SaeArchitecture.Standard,
-            "gated" => SaeArchitecture.Gated,
-            "jumprelu" => SaeArchitecture.JumpRelu,
-            _ => throw new InvalidDataException($"{configPath}: architecture '{architectureName}' is not supported (supported: standard, gated, jumprelu)."),
-        };
+        var architecture = SaeArchitectures.Find(architectureName)
+            ?? throw new InvalidDataException($"{configPath}: architecture '{architectureName}' is not supported (supported: {string.Join(", ", SaeArchitectures.All.Select(a => a.Name))}).");
         int Int(string key) => root[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0
             ? i
             : throw new InvalidDataException($"{configPath}: '{key}' must be a positive integer.");
@@ -289,18 +283,11 @@ public static class SaeFiles
 
     private static void CheckShape(string path, SaeConfig config, string name, long[] shape)
     {
-        var expected = name switch
-        {
-            "W_enc" or "W_mag" => new long[] { config.DIn, config.DSae },
-            "W_dec" => [config.DSae, config.DIn],
-            "b_dec" => [config.DIn],
-            _ => [config.DSae],
-        };
-        if (!SparseAutoencoder.TensorNames(config).Contains(name))
-        {
-            throw new InvalidDataException(
-                $"{path}: unexpected tensor '{name}' for a {ArchitectureName(config.Architecture)} SAE (expected {string.Join(", ", SparseAutoencoder.TensorNames(config))}).");
-        }
+        var layout = SparseAutoencoder.LayoutFor(config);
+        var entry = layout.Entries.FirstOrDefault(e => e.Name == name)
+            ?? throw new InvalidDataException(
+                $"{path}: unexpected tensor '{name}' for a {config.Architecture.Name} SAE (expected {string.Join(", ", layout.Entries.Select(e => e.Name))}).");
+        long[] expected = entry.Rows == 1 ? [entry.Cols] : [entry.Rows, entry.Cols];
 
         if (!shape.SequenceEqual(expected))
         {
@@ -313,7 +300,7 @@ public static class SaeFiles
         var missing = SparseAutoencoder.TensorNames(config).Where(n => !tensors.ContainsKey(n)).ToArray();
         if (missing.Length > 0)
         {
-            throw new InvalidDataException($"{source}: missing tensor(s) {string.Join(", ", missing)} for a {ArchitectureName(config.Architecture)} SAE.");
+            throw new InvalidDataException($"{source}: missing tensor(s) {string.Join(", ", missing)} for a {config.Architecture.Name} SAE.");
         }
 
         foreach (var (name, values) in tensors)
@@ -345,7 +332,7 @@ public static class SaeFiles
     }
 
     /// <summary>
-    /// The exact JumpReLU equivalent of a tied gated SAE (spec §3.1): <c>W_enc' = W_enc·diag(e^{r_mag})</c>,
+    /// The exact JumpReLU equivalent of a tied gated SAE (paper §3.1): <c>W_enc' = W_enc·diag(e^{r_mag})</c>,
     /// <c>b_enc' = b_mag</c>, <c>θ = max(b_mag − e^{r_mag} ⊙ b_gate, 0)</c>, decoder unchanged. Exact for
     /// SAELens's JumpReLU, which applies ReLU before the threshold.
     /// </summary>

@@ -3,78 +3,30 @@ using ILGPU.Runtime;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
 using IlgpuSae.Tensors;
-using IlgpuSae.Training;
 
 namespace IlgpuSae.Sae;
 
-/// <summary>How the squared reconstruction error is normalised (spec §2.2, §10.3).</summary>
-public enum ReconstructionScale
-{
-    /// <summary><c>Σ_j (x − x̂)_j²</c>, mean over the batch: dictionary_learning and SAELens (default).</summary>
-    Sum,
-
-    /// <summary><c>Σ_j (x − x̂)_j² / d</c>: the paper's own infrastructure (its λ values assume this).</summary>
-    MeanOverDim,
-}
-
-/// <summary>The training objective's settings.</summary>
-public sealed record SaeLossOptions
-{
-    /// <summary>Sparsity coefficient λ (may be warmed up by the trainer).</summary>
-    public float L1Coefficient { get; init; }
-
-    /// <summary>
-    /// Weight each feature's sparsity penalty by its decoder row norm ‖W_dec[i]‖ (Anthropic April update,
-    /// SAELens). The paper keeps decoder rows at unit norm instead, so weights are 1 (default: false).
-    /// </summary>
-    public bool DecoderNormWeightedL1 { get; init; }
-
-    /// <summary>
-    /// Gated only: stop gradients into W_dec and b_dec through the auxiliary reconstruction (the paper's
-    /// <c>sg(W_dec)</c>, default true). False is SAELens's behaviour and the paper's first ablation.
-    /// </summary>
-    public bool FreezeAuxDecoder { get; init; } = true;
-
-    /// <summary>Normalisation of the squared error.</summary>
-    public ReconstructionScale Scale { get; init; } = ReconstructionScale.Sum;
-}
-
-/// <summary>How a training step runs after the dense encoder product.</summary>
-public enum TrainingPath
-{
-    /// <summary>Sparse when the fraction of active (row, feature) pairs is at most <see cref="SparseAutoencoder.SparseDensityThreshold"/>, else dense.</summary>
-    Auto,
-
-    /// <summary>Dense matrix products for the decoder, [Φ; Ψ] and the weight gradients.</summary>
-    Dense,
-
-    /// <summary>Index lists of the active features; decoder, [Φ; Ψ] and weight gradients cost O(B·L0·d).</summary>
-    Sparse,
-}
-
-/// <summary>Loss terms of one batch (batch means).</summary>
-/// <param name="Mse">Reconstruction term <c>c·Σ_j (x − x̂)²</c> averaged over the batch.</param>
-/// <param name="Sparsity">Sparsity term <c>λ·Σ_i w_i·a_i</c> (a = ReLU(π_gate) for gated, f for standard).</param>
-/// <param name="Aux">Gated auxiliary reconstruction term (0 for standard).</param>
-/// <param name="L0">Mean number of active features per row.</param>
-public sealed record LossBreakdown(double Mse, double Sparsity, double Aux, double L0)
-{
-    /// <summary>The total loss.</summary>
-    public double Total => Mse + Sparsity + Aux;
-}
-
 /// <summary>
-/// A sparse autoencoder on a device: standard, gated or JumpReLU, with parameters, gradients and Adam
-/// moments in one <see cref="ParameterBuffer"/> (tensor names and shapes as SAELens stores them:
-/// <c>W_enc [d_in, d_sae]</c>, <c>W_dec [d_sae, d_in]</c>, <c>b_dec [d_in]</c>, and <c>b_enc</c> or
-/// <c>b_gate</c>/<c>b_mag</c>/<c>r_mag</c> or <c>threshold</c> [d_sae]). Forward and backward run as ILGPU
-/// kernels: one dense encoder GEMM shared by the gate and magnitude paths, one decoder GEMM for the
-/// stacked reconstructions [X̂; X̂_aux], one GEMM for the stacked [Φ; Ψ], and fused column kernels for the
-/// element-wise backward and bias gradients.
+/// A sparse autoencoder on a device, of any registered <see cref="SaeArchitecture"/>, with parameters, gradients
+/// and Adam moments in one <see cref="ParameterBuffer"/> (tensor names and shapes as SAELens stores them:
+/// <c>W_enc [d_in, d_sae]</c>, the family's tensors, <c>W_dec [d_sae, d_in]</c>, <c>b_dec [d_in]</c>). This class
+/// holds what every family shares: input centring, the encoder product(s), the dense and sparse decoder for the
+/// stacked reconstructions, [Φ; Ψ], the weight and <c>b_dec</c> gradients, the loss terms and the workspace;
+/// the family supplies the activation and its element-wise backward pass.
 /// </summary>
 public sealed class SparseAutoencoder : IDisposable
 {
-    private readonly Dictionary<int, Workspace> _workspaces = [];
+    /// <summary>Name of the encoder matrix <c>[d_in, d_sae]</c>.</summary>
+    public const string EncoderTensor = "W_enc";
+
+    /// <summary>Name of the decoder matrix <c>[d_sae, d_in]</c>.</summary>
+    public const string DecoderTensor = "W_dec";
+
+    /// <summary>Name of the decoder bias <c>[d_in]</c>.</summary>
+    public const string DecoderBiasTensor = "b_dec";
+
+    private readonly Dictionary<int, SaeWorkspace> _workspaces = [];
+    private SaeWorkspace? _latest;
 
     private SparseAutoencoder(SaeDevice device, SaeConfig config)
     {
@@ -91,11 +43,23 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>Shape and semantics.</summary>
     public SaeConfig Config { get; }
 
+    /// <summary>The family.</summary>
+    public SaeArchitecture Architecture => Config.Architecture;
+
     /// <summary>Parameters, gradients and Adam moments.</summary>
     public ParameterBuffer Parameters { get; }
 
     /// <summary>Input width d.</summary>
     public int DIn => Config.DIn;
+
+    /// <summary>Dictionary size M.</summary>
+    public int DSae => Config.DSae;
+
+    /// <summary>The decoder <c>W_dec [M, d]</c>.</summary>
+    public MatrixView Decoder => Parameters[DecoderTensor];
+
+    /// <summary>The decoder's gradient <c>∂L/∂W_dec [M, d]</c>.</summary>
+    public MatrixView DecoderGradient => Parameters.Gradient(DecoderTensor);
 
     /// <summary>
     /// When set, <see cref="ComputeGradients"/> synchronises the device after each phase and adds the phase's wall time
@@ -132,11 +96,6 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>Fraction of active (row, feature) pairs in the latest sparse-capable step (NaN when not measured).</summary>
     public double LastDensity { get; private set; } = double.NaN;
 
-    /// <summary>Dictionary size M.</summary>
-    public int DSae => Config.DSae;
-
-    private bool IsGated => Config.Architecture == SaeArchitecture.Gated;
-
     /// <summary>The parameter names of <paramref name="config"/>'s architecture, in file order.</summary>
     public static IReadOnlyList<string> TensorNames(SaeConfig config)
     {
@@ -144,33 +103,13 @@ public sealed class SparseAutoencoder : IDisposable
         return LayoutFor(config).Entries.Select(e => e.Name).ToArray();
     }
 
-    internal static ParameterLayout LayoutFor(SaeConfig c)
+    /// <summary>The parameter layout of <paramref name="config"/>: <c>W_enc</c>, the family's tensors, <c>W_dec</c>, <c>b_dec</c>.</summary>
+    public static ParameterLayout LayoutFor(SaeConfig config)
     {
-        var layout = new ParameterLayout().Add("W_enc", c.DIn, c.DSae);
-        switch (c.Architecture)
-        {
-            case SaeArchitecture.Standard:
-                layout.Add("b_enc", 1, c.DSae);
-                break;
-            case SaeArchitecture.Gated:
-                if (c.Untied)
-                {
-                    layout.Add("W_mag", c.DIn, c.DSae);
-                }
-
-                layout.Add("b_gate", 1, c.DSae).Add("b_mag", 1, c.DSae);
-                if (!c.Untied)
-                {
-                    layout.Add("r_mag", 1, c.DSae);
-                }
-
-                break;
-            default:
-                layout.Add("b_enc", 1, c.DSae).Add("threshold", 1, c.DSae);
-                break;
-        }
-
-        return layout.Add("W_dec", c.DSae, c.DIn).Add("b_dec", 1, c.DIn);
+        ArgumentNullException.ThrowIfNull(config);
+        var layout = new ParameterLayout().Add(EncoderTensor, config.DIn, config.DSae);
+        config.Architecture.AddTensors(layout, config);
+        return layout.Add(DecoderTensor, config.DSae, config.DIn).Add(DecoderBiasTensor, 1, config.DIn);
     }
 
     /// <summary>Allocates an SAE with all parameters zero (load or initialise them next).</summary>
@@ -184,8 +123,9 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>
     /// Creates an SAE with seeded random initialisation (dictionary_learning / SAELens): decoder rows are
     /// random Gaussian directions scaled to <paramref name="decoderInitNorm"/> (1 = unit norm, the paper's
-    /// constraint; SAELens and the April update use 0.1), <c>W_enc = W_decᵀ</c> (and <c>W_mag = W_enc</c> when
-    /// untied), all biases and <c>r_mag</c> zero, JumpReLU thresholds <paramref name="initialThreshold"/>.
+    /// constraint; SAELens and the April update use 0.1), <c>W_enc = W_decᵀ</c>, every other tensor zero, then
+    /// the family's own initialisation (<see cref="SaeArchitecture.Initialize"/>: <c>W_mag = W_enc</c> when untied,
+    /// JumpReLU thresholds <paramref name="initialThreshold"/>).
     /// </summary>
     public static SparseAutoencoder Create(SaeDevice device, SaeConfig config, ulong seed, float decoderInitNorm = 1f, float initialThreshold = 0.001f)
     {
@@ -198,7 +138,7 @@ public sealed class SparseAutoencoder : IDisposable
             }
 
             var ops = device.Ops;
-            var wDec = sae.Parameters["W_dec"];
+            var wDec = sae.Decoder;
             ops.FillNormal(wDec.Data, 0f, 1f, seed, stream: 1);
             ops.NormalizeRows(wDec, 1e-12f);
             if (decoderInitNorm != 1f)
@@ -206,17 +146,8 @@ public sealed class SparseAutoencoder : IDisposable
                 ops.Map(wDec.Data, wDec.Data, new Scale(decoderInitNorm));
             }
 
-            ops.Transpose(wDec, sae.Parameters["W_enc"]);
-            if (config.Untied)
-            {
-                ops.Copy(sae.Parameters["W_enc"].Data, sae.Parameters["W_mag"].Data);
-            }
-
-            if (config.Architecture == SaeArchitecture.JumpRelu)
-            {
-                ops.Fill(sae.Parameters["threshold"].Data, initialThreshold);
-            }
-
+            ops.Transpose(wDec, sae.Parameters[EncoderTensor]);
+            config.Architecture.Initialize(sae, new SaeInitOptions { DecoderInitNorm = decoderInitNorm, InitialThreshold = initialThreshold });
             device.Synchronize();
             return sae;
         }
@@ -240,6 +171,35 @@ public sealed class SparseAutoencoder : IDisposable
         Parameters.Upload(other.Parameters.Download());
     }
 
+    /// <summary>
+    /// A copy on the same device in which an input scale s is folded into the weights: an SAE trained on s·x
+    /// becomes one for x (every encoder matrix × s, <c>W_dec</c> and <c>b_dec</c> ÷ s; biases and thresholds,
+    /// which act on pre-activations, are unchanged).
+    /// </summary>
+    public SparseAutoencoder WithInputScaleFolded(float scale, IReadOnlyDictionary<string, object?> metadata)
+    {
+        var folded = CreateEmpty(Device, Config with { Metadata = metadata });
+        try
+        {
+            folded.CopyParametersFrom(this);
+            var ops = Device.Ops;
+            var fp = folded.Parameters;
+            foreach (var name in Architecture.EncoderMatrices(Config))
+            {
+                ops.Map(fp[name].Data, fp[name].Data, new Scale(scale));
+            }
+
+            ops.Map(fp[DecoderTensor].Data, fp[DecoderTensor].Data, new Scale(1f / scale));
+            ops.Map(fp[DecoderBiasTensor].Data, fp[DecoderBiasTensor].Data, new Scale(1f / scale));
+            return folded;
+        }
+        catch
+        {
+            folded.Dispose();
+            throw;
+        }
+    }
+
     // ------------------------------------------------------------------ inference
 
     /// <summary>Encodes rows of <paramref name="x"/> [B, d] into <paramref name="features"/> [B, M].</summary>
@@ -260,8 +220,8 @@ public sealed class SparseAutoencoder : IDisposable
             throw new ArgumentException($"Decode: features must be [B, {DSae}] and reconstruction [B, {DIn}], got {features} and {reconstruction}.");
         }
 
-        Device.Ops.MatMul(features, Parameters["W_dec"], reconstruction, GemmLayout.NN);
-        Device.Ops.MapBroadcastRows<Add>(reconstruction, Parameters["b_dec"].Data, reconstruction);
+        Device.Ops.MatMul(features, Decoder, reconstruction, GemmLayout.NN);
+        Device.Ops.MapBroadcastRows<Add>(reconstruction, Parameters[DecoderBiasTensor].Data, reconstruction);
     }
 
     /// <summary>Encodes and decodes a batch; returns views (valid until the next call with this batch size) of the features [B, M] and reconstructions [B, d].</summary>
@@ -270,8 +230,8 @@ public sealed class SparseAutoencoder : IDisposable
         var ws = Prepare(x);
         EncodeCore(ws, x);
         var xhat = ws.Xhat.SliceRows(0, ws.Batch);
-        Device.Ops.MatMul(ws.F, Parameters["W_dec"], xhat, GemmLayout.NN);
-        Device.Ops.MapBroadcastRows<Add>(xhat, Parameters["b_dec"].Data, xhat);
+        Device.Ops.MatMul(ws.F, Decoder, xhat, GemmLayout.NN);
+        Device.Ops.MapBroadcastRows<Add>(xhat, Parameters[DecoderBiasTensor].Data, xhat);
         return (ws.F, xhat);
     }
 
@@ -289,10 +249,18 @@ public sealed class SparseAutoencoder : IDisposable
         return (features, reconstruction);
     }
 
-    /// <summary>The features [B, M] of the last forward pass with batch size <paramref name="batch"/> (workspace view).</summary>
-    internal MatrixView LastFeatures(int batch) => _workspaces[batch].F;
+    /// <summary>
+    /// Writes into <paramref name="counts"/> [M] the number of rows of the latest forward or training pass in
+    /// which each feature fired (f &gt; 0), for dead-feature tracking.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No pass has run yet.</exception>
+    public void CountFiring(ArrayView<float> counts)
+    {
+        var ws = _latest ?? throw new InvalidOperationException("CountFiring: no forward or training pass has run yet.");
+        Device.Ops.ReduceColumns<CountNonZero>(ws.F, counts);
+    }
 
-    private Workspace Prepare(MatrixView x)
+    private SaeWorkspace Prepare(MatrixView x)
     {
         if (!x.IsValid || x.Cols != DIn)
         {
@@ -301,83 +269,62 @@ public sealed class SparseAutoencoder : IDisposable
 
         if (!_workspaces.TryGetValue(x.Rows, out var ws))
         {
-            ws = new Workspace(this, x.Rows);
+            ws = new SaeWorkspace(this, x.Rows);
             _workspaces[x.Rows] = ws;
         }
 
+        _latest = ws;
         return ws;
     }
 
-    /// <summary>Centres the input (if configured) and computes U, then F (and A for gated) into the workspace.</summary>
-    private void EncodeCore(Workspace ws, MatrixView x)
+    /// <summary>The encoder input: x centred by b_dec when configured (into the workspace), else x.</summary>
+    private MatrixView EncoderInput(SaeWorkspace ws, MatrixView x) => Config.ApplyBDecToInput ? ws.Xc : x;
+
+    /// <summary>Centres the input (if configured), computes U (and Um), then lets the family compute F (and A).</summary>
+    private void EncodeCore(SaeWorkspace ws, MatrixView x)
     {
         var ops = Device.Ops;
-        int b = ws.Batch, m = DSae;
-        MatrixView xc = x;
         if (Config.ApplyBDecToInput)
         {
-            ops.MapBroadcastRows<Subtract>(x, Parameters["b_dec"].Data, ws.Xc);
-            xc = ws.Xc;
+            ops.MapBroadcastRows<Subtract>(x, Parameters[DecoderBiasTensor].Data, ws.Xc);
         }
 
-        ops.MatMul(xc, Parameters["W_enc"], ws.U, GemmLayout.NN);
-        switch (Config.Architecture)
+        var xc = EncoderInput(ws, x);
+        var encoders = Architecture.EncoderMatrices(Config);
+        ops.MatMul(xc, Parameters[encoders[0]], ws.U, GemmLayout.NN);
+        if (encoders.Count > 1)
         {
-            case SaeArchitecture.Standard:
-                ops.ReluEncode(ws.U.Data, Parameters["b_enc"].Data, ws.F.Data, m);
-                break;
-            case SaeArchitecture.JumpRelu:
-                ops.JumpReluEncode(ws.U.Data, Parameters["b_enc"].Data, Parameters["threshold"].Data, ws.F.Data, m);
-                break;
-            default:
-                if (Config.Untied)
-                {
-                    ops.MatMul(xc, Parameters["W_mag"], ws.Um, GemmLayout.NN);
-                }
-
-                ops.GatedEncode(ws.U.Data, Config.Untied ? ws.Um.Data : ws.U.Data, Parameters["b_gate"].Data, Parameters["b_mag"].Data,
-                    RMagOrDummy(Parameters, ParameterSection.Values), ws.FA.Data, GatedArgsFor(b, 0f, false));
-                break;
+            ops.MatMul(xc, Parameters[encoders[1]], ws.Um, GemmLayout.NN);
         }
+
+        Architecture.Activate(this, ws);
     }
-
-    /// <summary>r_mag's view, or (untied SAEs have none) b_mag's as a placeholder the kernels never touch.</summary>
-    private ArrayView<float> RMagOrDummy(ParameterBuffer p, ParameterSection section) =>
-        p.Get(Config.Untied ? "b_mag" : "r_mag", section).Data;
-
-    private GatedArgs GatedArgsFor(int batch, float lambdaOverB, bool weighted) => new()
-    {
-        Rows = batch,
-        M = DSae,
-        LambdaOverB = lambdaOverB,
-        UseRMag = Config.HasRMag ? 1 : 0,
-        Untied = Config.Untied ? 1 : 0,
-        WeightedL1 = weighted ? 1 : 0,
-    };
 
     // ------------------------------------------------------------------ training
 
     /// <summary>
     /// Zeroes the gradients, then runs the training forward and backward pass on <paramref name="x"/> [B, d],
-    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (spec §2.3 for standard, §3.3 for gated).
-    /// Returns the loss terms when <paramref name="computeLoss"/> (one device synchronisation), else null.
+    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (paper §2 for the standard SAE, §3 and
+    /// Eq. 8 for the gated one). Returns the loss terms when <paramref name="computeLoss"/> (one device
+    /// synchronisation), else null.
     /// </summary>
     /// <exception cref="NotSupportedException">The architecture has no training path here (JumpReLU).</exception>
     public LossBreakdown? ComputeGradients(MatrixView x, SaeLossOptions options, bool computeLoss = false)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (Config.Architecture == SaeArchitecture.JumpRelu)
+        if (!Architecture.CanTrain)
         {
-            throw new NotSupportedException("JumpReLU SAEs are inference-only here (load, encode, export); JumpReLU training arrives with its own issue.");
+            throw new NotSupportedException($"{Architecture.Name} SAEs are inference-only here (load, encode, export); their training arrives with its own issue.");
         }
 
         var ws = Prepare(x);
         var ops = Device.Ops;
         var p = Parameters;
         int b = ws.Batch, d = DIn, m = DSae;
+        bool stacked = ws.Stack > 1;
         float c = options.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
         float lambdaOverB = options.L1Coefficient / b;
-        int rows = IsGated ? 2 * b : b;
+        int rows = ws.Stack * b;
         Profile?.Start(Device);
         p.ZeroGradients();
 
@@ -388,91 +335,84 @@ public sealed class SparseAutoencoder : IDisposable
         var xhat = ws.Xhat.SliceRows(0, rows);
         var delta = ws.Delta.SliceRows(0, rows);
         var phiPsi = ws.PhiPsi.SliceRows(0, rows);
-        bool auxIntoDecoder = IsGated && !options.FreezeAuxDecoder;
+        bool auxIntoDecoder = stacked && !options.FreezeAuxDecoder;
         bool sparse = ChooseSparse(ws);
         Profile?.Mark(Device, "compaction");
+        var encoders = Architecture.EncoderMatrices(Config);
+        bool second = encoders.Count > 1;
         var sparseArgs = new SparseArgs
         {
-            Rows = b, M = m, D = d, Scale = c * 2f / b, Gated = IsGated ? 1 : 0, Untied = Config.Untied ? 1 : 0,
+            Rows = b, M = m, D = d, Scale = c * 2f / b, Gated = stacked ? 1 : 0, Untied = second ? 1 : 0,
             AuxIntoDecoder = auxIntoDecoder ? 1 : 0,
         };
+        var wDec = Decoder;
+        var bDec = p[DecoderBiasTensor].Data;
         if (sparse)
         {
-            ops.SparseDecode(ws.FA.Data, p["W_dec"].Data, p["b_dec"].Data, x.Data, ws.RowIdx.View, ws.RowCount.View,
+            ops.SparseDecode(ws.FA.Data, wDec.Data, bDec, x.Data, ws.RowIdx.View, ws.RowCount.View,
                 ws.Xhat.Data, ws.Delta.Data, sparseArgs);
             Profile?.Mark(Device, "decoder");
             ops.Fill(phiPsi.Data, 0f);
-            ops.SparsePhiPsi(ws.Delta.Data, p["W_dec"].Data, ws.RowIdx.View, ws.RowCount.View, phiPsi.Data, sparseArgs);
+            ops.SparsePhiPsi(ws.Delta.Data, wDec.Data, ws.RowIdx.View, ws.RowCount.View, phiPsi.Data, sparseArgs);
         }
         else
         {
-            ops.MatMul(fa, p["W_dec"], xhat, GemmLayout.NN);
-            ops.Residual(xhat.Data, x.Data, p["b_dec"].Data, delta.Data, d, b, c * 2f / b);
+            ops.MatMul(fa, wDec, xhat, GemmLayout.NN);
+            ops.Residual(xhat.Data, x.Data, bDec, delta.Data, d, b, c * 2f / b);
             Profile?.Mark(Device, "decoder");
 
             // Backward: [Φ; Ψ] = [Δ; Δa]·W_decᵀ in one GEMM.
-            ops.MatMul(delta, p["W_dec"], phiPsi, GemmLayout.NT);
+            ops.MatMul(delta, wDec, phiPsi, GemmLayout.NT);
         }
 
         Profile?.Mark(Device, "[Φ; Ψ]");
 
         if (options.DecoderNormWeightedL1)
         {
-            ops.RowL2Norms(p["W_dec"], ws.Norms.Data);
+            ops.RowL2Norms(wDec, ws.DecoderNorms.Data);
         }
 
-        MatrixView xc = Config.ApplyBDecToInput ? ws.Xc : x;
-        var sums = ws.Sums.Data;
-        if (IsGated)
-        {
-            ops.GatedBackward(ws.U.Data, Config.Untied ? ws.Um.Data : ws.U.Data, phiPsi.Data, p["b_gate"].Data, p["b_mag"].Data,
-                RMagOrDummy(p, ParameterSection.Values), ws.Norms.Data, ws.DU.Data, Config.Untied ? ws.DUm.Data : ws.DU.Data,
-                p.Gradient("b_gate").Data, p.Gradient("b_mag").Data, RMagOrDummy(p, ParameterSection.Gradients), sums,
-                GatedArgsFor(b, lambdaOverB, options.DecoderNormWeightedL1));
-        }
-        else
-        {
-            ops.StandardBackward(ws.F.Data, phiPsi.Data, ws.Norms.Data, ws.DU.Data, p.Gradient("b_enc").Data, sums,
-                new StandardArgs { Rows = b, M = m, LambdaOverB = lambdaOverB, WeightedL1 = options.DecoderNormWeightedL1 ? 1 : 0 });
-        }
-
+        MatrixView xc = EncoderInput(ws, x);
+        var sums = ws.ColumnSums.Data;
+        Architecture.Backward(this, ws, lambdaOverB, options.DecoderNormWeightedL1);
         Profile?.Mark(Device, "element-wise backward");
         int decoderRows = auxIntoDecoder ? 2 * b : b;
+        var gEnc = p.Gradient(encoders[0]);
+        var gMag = second ? p.Gradient(encoders[1]) : gEnc;
         if (sparse)
         {
             // dW_enc, dW_mag and dW_dec over each feature's active rows only.
             ops.SparseWeightGrad(xc.Data, ws.DU.Data, ws.DUm.Data, ws.FA.Data, ws.Delta.Data, ws.ColIdx.View, ws.ColCount.View,
-                p.Gradient("W_enc").Data, Config.Untied ? p.Gradient("W_mag").Data : p.Gradient("W_enc").Data,
-                p.Gradient("W_dec").Data, sparseArgs);
+                gEnc.Data, gMag.Data, DecoderGradient.Data, sparseArgs);
         }
         else
         {
-            // Encoder weights: dW_enc = X̃ᵀ·dU (and dW_mag = X̃ᵀ·dUm when untied).
-            ops.MatMul(xc, ws.DU, p.Gradient("W_enc"), GemmLayout.TN, 1f, 1f);
-            if (Config.Untied)
+            // Encoder weights: dW_enc = X̃ᵀ·dU (and dW_mag = X̃ᵀ·dUm with a second encoder matrix).
+            ops.MatMul(xc, ws.DU, gEnc, GemmLayout.TN, 1f, 1f);
+            if (second)
             {
-                ops.MatMul(xc, ws.DUm, p.Gradient("W_mag"), GemmLayout.TN, 1f, 1f);
+                ops.MatMul(xc, ws.DUm, gMag, GemmLayout.TN, 1f, 1f);
             }
 
             // Decoder: dW_dec = Fᵀ·Δ (+ Aᵀ·Δa when the aux decoder is not frozen: one GEMM over the stack).
-            ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), p.Gradient("W_dec"), GemmLayout.TN, 1f, 1f);
+            ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), DecoderGradient, GemmLayout.TN, 1f, 1f);
         }
 
         Profile?.Mark(Device, "weight gradients");
         if (options.DecoderNormWeightedL1)
         {
-            ops.DecoderNormPenaltyGrad(p["W_dec"], sums.SubView(2L * m, m), ws.Norms.Data, p.Gradient("W_dec"), lambdaOverB);
+            ops.DecoderNormPenaltyGrad(wDec, sums.SubView(2L * m, m), ws.DecoderNorms.Data, DecoderGradient, lambdaOverB);
         }
 
         // b_dec: output term colsum(Δ) (+ colsum(Δa) if unfrozen), input-centring term −W_enc·colsum(dU).
-        ops.ReduceColumns<Sum>(ws.Delta.SliceRows(0, decoderRows), p.Gradient("b_dec").Data, accumulate: true);
+        ops.ReduceColumns<Sum>(ws.Delta.SliceRows(0, decoderRows), p.Gradient(DecoderBiasTensor).Data, accumulate: true);
         if (Config.ApplyBDecToInput)
         {
-            var gbDec = new MatrixView(p.Gradient("b_dec").Data, d, 1);
-            ops.MatMul(p["W_enc"], new MatrixView(sums.SubView(0, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
-            if (Config.Untied)
+            var gbDec = new MatrixView(p.Gradient(DecoderBiasTensor).Data, d, 1);
+            ops.MatMul(p[encoders[0]], new MatrixView(sums.SubView(0, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
+            if (second)
             {
-                ops.MatMul(p["W_mag"], new MatrixView(sums.SubView(m, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
+                ops.MatMul(p[encoders[1]], new MatrixView(sums.SubView(m, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
             }
         }
 
@@ -481,18 +421,18 @@ public sealed class SparseAutoencoder : IDisposable
     }
 
     /// <summary>Compacts the active features and decides between the sparse and the dense path.</summary>
-    private bool ChooseSparse(Workspace ws)
+    private bool ChooseSparse(SaeWorkspace ws)
     {
         LastStepWasSparse = false;
         LastDensity = double.NaN;
-        if (Path == TrainingPath.Dense)
+        if (Path == TrainingPath.Dense || !Architecture.SupportsSparsePath)
         {
             return false;
         }
 
         int b = ws.Batch, m = DSae;
-        var active = IsGated ? ws.FA.SliceRows(b, b) : ws.F;
-        ws.EnsureSparseBuffers();
+        var active = Architecture.SupportRows(ws);
+        ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
         ops.CompactRows(active.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
         if (Path == TrainingPath.Auto)
@@ -511,22 +451,23 @@ public sealed class SparseAutoencoder : IDisposable
         return true;
     }
 
-    private LossBreakdown LossTerms(Workspace ws, SaeLossOptions options, float c)
+    private LossBreakdown LossTerms(SaeWorkspace ws, SaeLossOptions options, float c)
     {
         var ops = Device.Ops;
         int b = ws.Batch;
-        int rows = IsGated ? 2 * b : b;
+        bool stacked = ws.Stack > 1;
+        int rows = ws.Stack * b;
         var tmp = ws.RowTmp.Data;
         ops.ReduceRows<SumOfSquares>(ws.Delta.SliceRows(0, rows), tmp.SubView(0, rows));
-        var sparse = ws.FA.SliceRows(IsGated ? b : 0, b);
+        var penalised = Architecture.PenalisedRows(ws);
         var l1 = new MatrixView(tmp.SubView(2L * b, b), b, 1);
         if (options.DecoderNormWeightedL1)
         {
-            ops.MatMul(sparse, new MatrixView(ws.Norms.Data, DSae, 1), l1, GemmLayout.NN);
+            ops.MatMul(penalised, new MatrixView(ws.DecoderNorms.Data, DSae, 1), l1, GemmLayout.NN);
         }
         else
         {
-            ops.ReduceRows<Sum>(sparse, l1.Data);
+            ops.ReduceRows<Sum>(penalised, l1.Data);
         }
 
         ops.ReduceRows<CountNonZero>(ws.F, tmp.SubView(3L * b, b));
@@ -540,7 +481,7 @@ public sealed class SparseAutoencoder : IDisposable
         for (int r = 0; r < b; r++)
         {
             mse += host[r] * toLoss;
-            if (IsGated)
+            if (stacked)
             {
                 aux += host[b + r] * toLoss;
             }
@@ -561,106 +502,7 @@ public sealed class SparseAutoencoder : IDisposable
         }
 
         _workspaces.Clear();
+        _latest = null;
         Parameters.Dispose();
-    }
-
-    /// <summary>Device buffers for one batch size.</summary>
-    private sealed class Workspace : IDisposable
-    {
-        private readonly List<DeviceTensor> _owned = [];
-
-        private readonly SaeDevice _device;
-        private readonly int _m;
-
-        public Workspace(SparseAutoencoder sae, int batch)
-        {
-            Batch = batch;
-            _device = sae.Device;
-            _m = sae.DSae;
-            int d = sae.DIn, m = sae.DSae;
-            bool gated = sae.IsGated;
-            int stacked = gated ? 2 * batch : batch;
-            var dev = sae.Device;
-            DeviceTensor Own(int r, int c, string name)
-            {
-                var t = dev.Allocate(r, c, name);
-                _owned.Add(t);
-                return t;
-            }
-
-            Xc = Own(batch, d, "x_centred");
-            U = Own(batch, m, "U");
-            Um = sae.Config.Untied ? Own(batch, m, "U_mag") : U;
-            FA = Own(stacked, m, "F_A");
-            F = FA.View.SliceRows(0, batch);
-            Xhat = Own(stacked, d, "x_hat");
-            Delta = Own(stacked, d, "delta");
-            PhiPsi = Own(stacked, m, "phi_psi");
-            DU = Own(batch, m, "dU");
-            DUm = sae.Config.Untied ? Own(batch, m, "dU_mag") : DU;
-            Sums = Own(1, 3 * m, "column_sums");
-            Norms = Own(1, m, "decoder_norms");
-            RowTmp = Own(1, 4 * batch, "row_tmp");
-        }
-
-        public int Batch { get; }
-
-        public MatrixView Xc { get; }
-
-        public MatrixView U { get; }
-
-        public MatrixView Um { get; }
-
-        public DeviceTensor FA { get; }
-
-        public MatrixView F { get; }
-
-        public DeviceTensor Xhat { get; }
-
-        public DeviceTensor Delta { get; }
-
-        public DeviceTensor PhiPsi { get; }
-
-        public MatrixView DU { get; }
-
-        public MatrixView DUm { get; }
-
-        public DeviceTensor Sums { get; }
-
-        public DeviceTensor Norms { get; }
-
-        public DeviceTensor RowTmp { get; }
-
-        public MemoryBuffer1D<int, Stride1D.Dense> RowIdx { get; private set; } = null!;
-
-        public MemoryBuffer1D<int, Stride1D.Dense> RowCount { get; private set; } = null!;
-
-        public MemoryBuffer1D<int, Stride1D.Dense> ColIdx { get; private set; } = null!;
-
-        public MemoryBuffer1D<int, Stride1D.Dense> ColCount { get; private set; } = null!;
-
-        /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow possible).</summary>
-        public void EnsureSparseBuffers()
-        {
-            if (RowIdx is not null)
-            {
-                return;
-            }
-
-            var acc = _device.Accelerator;
-            RowIdx = acc.Allocate1D<int>((long)Batch * _m);
-            RowCount = acc.Allocate1D<int>(Batch);
-            ColIdx = acc.Allocate1D<int>((long)Batch * _m);
-            ColCount = acc.Allocate1D<int>(_m);
-        }
-
-        public void Dispose()
-        {
-            _owned.ForEach(t => t.Dispose());
-            RowIdx?.Dispose();
-            RowCount?.Dispose();
-            ColIdx?.Dispose();
-            ColCount?.Dispose();
-        }
     }
 }

@@ -24,16 +24,16 @@ public sealed record MemoryPlan(long ParameterBytes, long ActivationBytes, long 
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         long d = config.DIn, m = config.DSae, b = batchSize;
-        bool gated = config.Architecture == SaeArchitecture.Gated;
-        long stacked = gated ? 2 * b : b;
+        long stacked = config.Architecture.ReconstructionRows * b;
+        int encoders = config.Architecture.EncoderMatrices(config).Count;
         var layout = SparseAutoencoder.LayoutFor(config);
         long parameters = 4 * layout.Length * sizeof(float);
         long floats = b * d                         // centred input
-                      + b * m * (config.Untied ? 2 : 1) // U (and U_mag)
+                      + b * m * encoders             // U (and U_mag)
                       + stacked * m                 // [F; A]
                       + 2 * stacked * d             // X̂ and Δ stacks
                       + stacked * m                 // [Φ; Ψ]
-                      + b * m * (config.Untied ? 2 : 1) // dU (and dU_mag)
+                      + b * m * encoders             // dU (and dU_mag)
                       + 3 * m + m + 4 * b           // column sums, decoder norms, row scratch
                       + 2 * b * m + b + m           // sparse path: row and column index lists (int32)
                       + m * d;                      // CPU-shaped kernels: W_dec transposed for the NT product δ·W_decᵀ

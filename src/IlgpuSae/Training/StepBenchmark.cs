@@ -34,14 +34,15 @@ public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerSt
 public static class StepBenchmark
 {
     /// <summary>
-    /// Matrix-product FLOPs of one dense step, 2·B·d·M per product: standard 5 (encoder, decoder, Φ, dW_enc, dW_dec);
-    /// gated 7 (the decoder and Φ/Ψ products run on the stacked 2B rows).
+    /// Matrix-product FLOPs of one dense step, 2·B·d·M per product: 3 + 2S with S the
+    /// stacked reconstructions (encoder, dW_enc, dW_dec once; the decoder and [Φ; Ψ] on S·B rows): standard 5, gated 7.
     /// </summary>
     public static double DenseStepFlops(SaeConfig config, int batch)
     {
         ArgumentNullException.ThrowIfNull(config);
         double unit = 2.0 * batch * config.DIn * config.DSae;
-        return config.Architecture == SaeArchitecture.Gated ? 7 * unit : 5 * unit;
+        int stack = config.Architecture.ReconstructionRows;
+        return (3 + 2 * stack) * unit;
     }
 
     /// <summary>
@@ -67,14 +68,11 @@ public static class StepBenchmark
         }
 
         var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
-        var adam = new AdamSettings { LearningRate = 1e-4f, Beta1 = 0f };
-        var p = sae.Parameters;
+        using var optimizer = new ConstrainedAdam(sae, new AdamSettings { Beta1 = 0f }, clipNorm: 0f, constrainDecoderNorm: true);
         void Step(int t)
         {
             sae.ComputeGradients(x, loss);
-            device.Ops.ProjectRows(p.Gradient("W_dec"), p["W_dec"]);
-            device.Ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, adam, t);
-            device.Ops.NormalizeRows(p["W_dec"], 1e-12f);
+            optimizer.Step(t, 1e-4f);
         }
 
         var times = new List<double>();
@@ -111,7 +109,7 @@ public static class StepBenchmark
         var device = sae.Device;
         int b = x.Rows, m = sae.DSae;
         using var u = device.Allocate(b, m, "U");
-        device.Ops.MatMul(x, sae.Parameters["W_enc"], u, GemmLayout.NN);
+        device.Ops.MatMul(x, sae.Parameters[SparseAutoencoder.EncoderTensor], u, GemmLayout.NN);
         var values = u.ToArray();
         var bias = new float[m];
         var column = new float[b];
@@ -127,7 +125,7 @@ public static class StepBenchmark
             bias[i] = -column[b - keep] + 1e-6f;   // exactly `keep` rows have U + bias > 0
         }
 
-        var name = sae.Config.Architecture == SaeArchitecture.Gated ? "b_gate" : "b_enc";
+        var name = sae.Architecture.ActivationBias(sae.Config);
         using var t = device.Upload(bias, 1, m);
         device.Ops.Copy(t.Data, sae.Parameters[name].Data);
         device.Synchronize();

@@ -3,7 +3,7 @@ using IlgpuSae.Sae;
 namespace IlgpuSae.Verification;
 
 /// <summary>
-/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (spec §2.3, §3.3),
+/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (paper §2 and §3, Eq. 8),
 /// written as plain loops. Tests check it against central finite differences and then check the device
 /// kernels against it. Parameters are keyed by their SAELens names; matrices are row-major.
 /// </summary>
@@ -37,11 +37,11 @@ public static class SaeReference
             double penalty = 0;
             for (int i = 0; i < m; i++)
             {
-                penalty += (options.DecoderNormWeightedL1 ? norms[i] : 1) * (config.Architecture == SaeArchitecture.Gated ? a[i] : f[i]);
+                penalty += (options.DecoderNormWeightedL1 ? norms[i] : 1) * a[i];
             }
 
             total += options.L1Coefficient * penalty;
-            if (config.Architecture == SaeArchitecture.Gated)
+            if (config.Architecture.ReconstructionRows > 1)
             {
                 total += c * SquaredError(x, b, a, auxDec, auxBias, d, m);
             }
@@ -64,8 +64,9 @@ public static class SaeReference
     }
 
     /// <summary>
-    /// One row's features F, gate activations A = ReLU(π_gate) (gated), encoder pre-activation U (x̃·W_enc) and
-    /// magnitude projection Um (x̃·W_mag when untied, else U).
+    /// One row's features F, penalised activations A (ReLU(π_gate) for gated SAEs, F otherwise), encoder product
+    /// U (x̃·W_enc) and second encoder product Um (x̃·W_mag when untied, else U). The activation is the family's
+    /// (<see cref="SaeArchitecture.ReferenceActivate"/>).
     /// </summary>
     public static (double[] F, double[] A, double[] U, double[] Um) EncodeRow(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int row)
     {
@@ -79,48 +80,26 @@ public static class SaeReference
             xc[j] = x[(long)row * d + j] - (config.ApplyBDecToInput ? p["b_dec"][j] : 0);
         }
 
-        var u = MatVec(xc, p["W_enc"], d, m);
-        var um = config.Untied ? MatVec(xc, p["W_mag"], d, m) : u;
-        var f = new double[m];
-        var a = new double[m];
-        for (int i = 0; i < m; i++)
-        {
-            switch (config.Architecture)
-            {
-                case SaeArchitecture.Standard:
-                    f[i] = Math.Max(u[i] + p["b_enc"][i], 0);
-                    break;
-                case SaeArchitecture.JumpRelu:
-                    double z = u[i] + p["b_enc"][i];
-                    f[i] = z > 0 && z > p["threshold"][i] ? z : 0;
-                    break;
-                default:
-                    double pg = u[i] + p["b_gate"][i];
-                    double s = config.HasRMag ? Math.Exp(p["r_mag"][i]) : 1;
-                    double pm = s * um[i] + p["b_mag"][i];
-                    f[i] = pg > 0 ? Math.Max(pm, 0) : 0;
-                    a[i] = Math.Max(pg, 0);
-                    break;
-            }
-        }
-
+        var encoders = config.Architecture.EncoderMatrices(config);
+        var u = MatVec(xc, p[encoders[0]], d, m);
+        var um = encoders.Count > 1 ? MatVec(xc, p[encoders[1]], d, m) : u;
+        var (f, a) = config.Architecture.ReferenceActivate(config, p, u, um);
         return (f, a, u, um);
     }
 
-    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (spec §2.3, §3.3).</summary>
+    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (paper §2 and §3, Eq. 8).</summary>
     public static Dictionary<string, double[]> Gradients(
         SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int batch, SaeLossOptions options)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(options);
-        if (config.Architecture == SaeArchitecture.JumpRelu)
-        {
-            throw new NotSupportedException("JumpReLU has no training reference here.");
-        }
-
         int d = config.DIn, m = config.DSae;
-        bool gated = config.Architecture == SaeArchitecture.Gated;
+        bool stacked = config.Architecture.ReconstructionRows > 1;
+        var encoders = config.Architecture.EncoderMatrices(config);
+        bool second = encoders.Count > 1;
+        var wEnc = p[encoders[0]];
+        var wMag = second ? p[encoders[1]] : wEnc;
         double c = options.Scale == ReconstructionScale.Sum ? 1 : 1.0 / d;
         var g = p.ToDictionary(kv => kv.Key, kv => new double[kv.Value.Length]);
         var wDec = p["W_dec"];
@@ -131,54 +110,34 @@ public static class SaeReference
         {
             var (f, a, u, um) = EncodeRow(config, p, x, b);
             var delta = Residual(x, b, f, wDec, bDec, d, m, 2 * c / batch);
-            var deltaA = gated ? Residual(x, b, a, wDec, bDec, d, m, 2 * c / batch) : new double[d];
+            var deltaA = stacked ? Residual(x, b, a, wDec, bDec, d, m, 2 * c / batch) : new double[d];
             var phi = MatTVec(delta, wDec, m, d);
             var psi = MatTVec(deltaA, wDec, m, d);
             var du = new double[m];
             var dum = new double[m];
+            var penalty = new double[m];
             for (int i = 0; i < m; i++)
             {
-                double w = options.DecoderNormWeightedL1 ? norms[i] : 1;
-                if (gated)
-                {
-                    double pg = u[i] + p["b_gate"][i];
-                    double s = config.HasRMag ? Math.Exp(p["r_mag"][i]) : 1;
-                    double pm = s * um[i] + p["b_mag"][i];
-                    double dpm = pg > 0 && pm > 0 ? phi[i] : 0;
-                    double dpg = pg > 0 ? psi[i] + options.L1Coefficient / batch * w : 0;
-                    g["b_gate"][i] += dpg;
-                    g["b_mag"][i] += dpm;
-                    if (config.HasRMag)
-                    {
-                        g["r_mag"][i] += s * dpm * um[i];
-                    }
-
-                    du[i] = config.Untied ? dpg : dpg + s * dpm;
-                    dum[i] = config.Untied ? dpm : 0;
-                    colA[i] += a[i];
-                }
-                else
-                {
-                    du[i] = f[i] > 0 ? phi[i] + options.L1Coefficient / batch * w : 0;
-                    g["b_enc"][i] += du[i];
-                    colA[i] += f[i];
-                }
+                penalty[i] = options.L1Coefficient / batch * (options.DecoderNormWeightedL1 ? norms[i] : 1);
+                colA[i] += a[i];
             }
+
+            config.Architecture.ReferenceBackward(config, p, u, um, phi, psi, penalty, du, dum, g);
 
             for (int j = 0; j < d; j++)
             {
                 double xc = x[(long)b * d + j] - (config.ApplyBDecToInput ? bDec[j] : 0);
                 for (int i = 0; i < m; i++)
                 {
-                    g["W_enc"][(long)j * m + i] += xc * du[i];
-                    if (config.Untied)
+                    g[encoders[0]][(long)j * m + i] += xc * du[i];
+                    if (second)
                     {
-                        g["W_mag"][(long)j * m + i] += xc * dum[i];
+                        g[encoders[1]][(long)j * m + i] += xc * dum[i];
                     }
                 }
             }
 
-            bool auxIntoDecoder = gated && !options.FreezeAuxDecoder;
+            bool auxIntoDecoder = stacked && !options.FreezeAuxDecoder;
             for (int i = 0; i < m; i++)
             {
                 for (int j = 0; j < d; j++)
@@ -194,7 +153,7 @@ public static class SaeReference
                 {
                     for (int i = 0; i < m; i++)
                     {
-                        g["b_dec"][j] -= p["W_enc"][(long)j * m + i] * du[i] + (config.Untied ? p["W_mag"][(long)j * m + i] * dum[i] : 0);
+                        g["b_dec"][j] -= wEnc[(long)j * m + i] * du[i] + (second ? wMag[(long)j * m + i] * dum[i] : 0);
                     }
                 }
             }
@@ -213,7 +172,6 @@ public static class SaeReference
                 }
             }
         }
-
 
         return g;
     }

@@ -23,12 +23,12 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
     private string P(string name) => Path.Combine(_dir.FullName, name);
 
     [Theory]
-    [InlineData(SaeArchitecture.Standard, new[] { "W_enc", "b_enc", "W_dec", "b_dec" })]
-    [InlineData(SaeArchitecture.Gated, new[] { "W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec" })]
-    [InlineData(SaeArchitecture.JumpRelu, new[] { "W_enc", "b_enc", "threshold", "W_dec", "b_dec" })]
-    public void SAELens_round_trip_keeps_names_shapes_and_values(SaeArchitecture arch, string[] names)
+    [InlineData("standard", new[] { "W_enc", "b_enc", "W_dec", "b_dec" })]
+    [InlineData("gated", new[] { "W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec" })]
+    [InlineData("jumprelu", new[] { "W_enc", "b_enc", "threshold", "W_dec", "b_dec" })]
+    public void SAELens_round_trip_keeps_names_shapes_and_values(string arch, string[] names)
     {
-        var config = new SaeConfig { Architecture = arch, DIn = 6, DSae = 10, Metadata = new Dictionary<string, object?> { ["hook_name"] = "blocks.0.hook_resid_post" } };
+        var config = new SaeConfig { Architecture = SaeArchitectures.Get(arch), DIn = 6, DSae = 10, Metadata = new Dictionary<string, object?> { ["hook_name"] = "blocks.0.hook_resid_post" } };
         var (p, _) = SaeTestData.Generate(config, 1, seed: 2, margin: 0);
         using var sae = SparseAutoencoder.CreateEmpty(Cpu, config);
         SaeTestData.Load(sae, p);
@@ -47,12 +47,12 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
         }
 
         var cfg = JsonNode.Parse(File.ReadAllText(P("sae/cfg.json")))!.AsObject();
-        cfg["architecture"]!.GetValue<string>().Should().Be(SaeFiles.ArchitectureName(arch));
+        cfg["architecture"]!.GetValue<string>().Should().Be(arch);
         cfg["d_in"]!.GetValue<int>().Should().Be(6);
         cfg["metadata"]!["hook_name"]!.GetValue<string>().Should().Be("blocks.0.hook_resid_post");
 
         using var loaded = SaeFiles.Load(Cpu, P("sae"));
-        loaded.Config.Architecture.Should().Be(arch);
+        loaded.Config.Architecture.Should().BeSameAs(SaeArchitectures.Get(arch));
         foreach (var name in names)
         {
             SaeTestData.Read(loaded, name).Should().Equal(p[name], name);

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using IlgpuSae.Backends;
 
-namespace IlgpuSae.Training;
+namespace IlgpuSae.Backends;
 
 /// <summary>
 /// Wall time per phase of training steps, accumulated over the steps it is attached to

@@ -1,0 +1,79 @@
+using IlgpuSae.Kernels;
+using IlgpuSae.Tensors;
+
+namespace IlgpuSae.Sae;
+
+/// <summary>
+/// The ReLU + L1 baseline (paper §2, Eq. 1–2): <c>f = ReLU(x̃·W_enc + b_enc)</c>, penalty <c>λ·Σ_i w_i·f_i</c>.
+/// Backward: <c>dU = 1[f &gt; 0]·(Φ + λ/B·w)</c>, <c>∂L/∂b_enc = Σ_b dU</c>.
+/// </summary>
+public sealed class StandardSae : SaeArchitecture
+{
+    private StandardSae()
+        : base("standard")
+    {
+    }
+
+    /// <summary>The registered instance.</summary>
+    public static StandardSae Instance { get; } = new();
+
+    /// <inheritdoc/>
+    public override void AddTensors(ParameterLayout layout, SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        ArgumentNullException.ThrowIfNull(config);
+        layout.Add("b_enc", 1, config.DSae);
+    }
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> FeatureBiases(SaeConfig config) => ["b_enc"];
+
+    /// <inheritdoc/>
+    public override void Activate(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        sae.Device.Ops.ReluEncode(ws.U.Data, sae.Parameters["b_enc"].Data, ws.F.Data, sae.DSae);
+    }
+
+    /// <inheritdoc/>
+    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        sae.Device.Ops.StandardBackward(ws.F.Data, ws.PhiPsi.Data, ws.DecoderNorms.Data, ws.DU.Data,
+            sae.Parameters.Gradient("b_enc").Data, ws.ColumnSums.Data,
+            new StandardArgs { Rows = ws.Batch, M = sae.DSae, LambdaOverB = lambdaOverB, WeightedL1 = weightedL1 ? 1 : 0 });
+    }
+
+    /// <inheritdoc/>
+    public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um)
+    {
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(u);
+        var bEnc = p["b_enc"];
+        var f = new double[u.Length];
+        for (int i = 0; i < u.Length; i++)
+        {
+            f[i] = Math.Max(u[i] + bEnc[i], 0);
+        }
+
+        return (f, f);
+    }
+
+    /// <inheritdoc/>
+    public override void ReferenceBackward(
+        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
+        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads)
+    {
+        ArgumentNullException.ThrowIfNull(grads);
+        var (f, _) = ReferenceActivate(config, p, u, um);
+        var gBEnc = grads["b_enc"];
+        for (int i = 0; i < f.Length; i++)
+        {
+            du[i] = f[i] > 0 ? phi[i] + penalty[i] : 0;
+            dum[i] = 0;
+            gBEnc[i] += du[i];
+        }
+    }
+}

@@ -1,0 +1,136 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuSae.Backends;
+using IlgpuSae.Tensors;
+
+namespace IlgpuSae.Sae;
+
+/// <summary>
+/// The device buffers of one batch size: what an <see cref="SaeArchitecture"/> reads and writes during a
+/// forward and backward pass. B = batch rows, d = input width, M = dictionary size, S = the family's
+/// <see cref="SaeArchitecture.ReconstructionRows"/>; row-major throughout.
+/// </summary>
+public sealed class SaeWorkspace : IDisposable
+{
+    private readonly List<DeviceTensor> _owned = [];
+    private readonly SaeDevice _device;
+
+    internal SaeWorkspace(SparseAutoencoder sae, int batch)
+    {
+        Batch = batch;
+        _device = sae.Device;
+        int d = sae.DIn, m = sae.DSae;
+        Stack = sae.Config.Architecture.ReconstructionRows;
+        bool second = sae.Config.Architecture.EncoderMatrices(sae.Config).Count > 1;
+        int stacked = Stack * batch;
+        DeviceTensor Own(int r, int c, string name)
+        {
+            var t = _device.Allocate(r, c, name);
+            _owned.Add(t);
+            return t;
+        }
+
+        Xc = Own(batch, d, "x_centred");
+        U = Own(batch, m, "U");
+        Um = second ? Own(batch, m, "U_mag") : U;
+        FA = Own(stacked, m, "F_A");
+        F = FA.View.SliceRows(0, batch);
+        A = Stack > 1 ? FA.View.SliceRows(batch, batch) : F;
+        Xhat = Own(stacked, d, "x_hat");
+        Delta = Own(stacked, d, "delta");
+        PhiPsi = Own(stacked, m, "phi_psi");
+        Phi = PhiPsi.View.SliceRows(0, batch);
+        Psi = Stack > 1 ? PhiPsi.View.SliceRows(batch, batch) : Phi;
+        DU = Own(batch, m, "dU");
+        DUm = second ? Own(batch, m, "dU_mag") : DU;
+        ColumnSums = Own(1, 3 * m, "column_sums");
+        DecoderNorms = Own(1, m, "decoder_norms");
+        RowTmp = Own(1, 4 * batch, "row_tmp");
+    }
+
+    /// <summary>Rows B.</summary>
+    public int Batch { get; }
+
+    /// <summary>Reconstructions per row S (1, or 2 with an auxiliary reconstruction).</summary>
+    public int Stack { get; }
+
+    /// <summary>The centred input x − b_dec [B, d] (used when the SAE subtracts b_dec).</summary>
+    public MatrixView Xc { get; }
+
+    /// <summary>Encoder product x̃·W_enc [B, M].</summary>
+    public MatrixView U { get; }
+
+    /// <summary>Second encoder product x̃·W_mag [B, M] for families with two encoder matrices; else <see cref="U"/>.</summary>
+    public MatrixView Um { get; }
+
+    /// <summary>The stacked feature rows [S·B, M]: F, then the auxiliary activations.</summary>
+    public DeviceTensor FA { get; }
+
+    /// <summary>Features f [B, M].</summary>
+    public MatrixView F { get; }
+
+    /// <summary>Auxiliary activations [B, M] (rows B…2B of <see cref="FA"/>) when S = 2; else <see cref="F"/>.</summary>
+    public MatrixView A { get; }
+
+    /// <summary>Stacked reconstructions [S·B, d].</summary>
+    public DeviceTensor Xhat { get; }
+
+    /// <summary>Stacked scaled residuals Δ = c·(2/B)(X̂ − X) [S·B, d].</summary>
+    public DeviceTensor Delta { get; }
+
+    /// <summary>Stacked [Φ; Ψ] = Δ·W_decᵀ [S·B, M].</summary>
+    public DeviceTensor PhiPsi { get; }
+
+    /// <summary>Φ = ∂L/∂f through the main reconstruction [B, M].</summary>
+    public MatrixView Phi { get; }
+
+    /// <summary>Ψ = ∂L/∂a through the auxiliary reconstruction [B, M] when S = 2; else <see cref="Phi"/>.</summary>
+    public MatrixView Psi { get; }
+
+    /// <summary>∂L/∂U [B, M].</summary>
+    public MatrixView DU { get; }
+
+    /// <summary>∂L/∂Um [B, M] for families with two encoder matrices; else <see cref="DU"/>.</summary>
+    public MatrixView DUm { get; }
+
+    /// <summary>Column sums [3·M]: Σ_b dU, Σ_b dUm, Σ_b of the penalised rows.</summary>
+    public DeviceTensor ColumnSums { get; }
+
+    /// <summary>Decoder row norms ‖W_dec[i]‖ [M] (filled when the penalty is decoder-norm weighted).</summary>
+    public DeviceTensor DecoderNorms { get; }
+
+    internal DeviceTensor RowTmp { get; }
+
+    internal MemoryBuffer1D<int, Stride1D.Dense> RowIdx { get; private set; } = null!;
+
+    internal MemoryBuffer1D<int, Stride1D.Dense> RowCount { get; private set; } = null!;
+
+    internal MemoryBuffer1D<int, Stride1D.Dense> ColIdx { get; private set; } = null!;
+
+    internal MemoryBuffer1D<int, Stride1D.Dense> ColCount { get; private set; } = null!;
+
+    /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow possible).</summary>
+    internal void EnsureSparseBuffers(int m)
+    {
+        if (RowIdx is not null)
+        {
+            return;
+        }
+
+        var acc = _device.Accelerator;
+        RowIdx = acc.Allocate1D<int>((long)Batch * m);
+        RowCount = acc.Allocate1D<int>(Batch);
+        ColIdx = acc.Allocate1D<int>((long)Batch * m);
+        ColCount = acc.Allocate1D<int>(m);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _owned.ForEach(t => t.Dispose());
+        RowIdx?.Dispose();
+        RowCount?.Dispose();
+        ColIdx?.Dispose();
+        ColCount?.Dispose();
+    }
+}

@@ -1,0 +1,98 @@
+using IlgpuSae.Kernels;
+using IlgpuSae.Sae;
+using IlgpuSae.Tensors;
+
+namespace IlgpuSae.Training;
+
+/// <summary>
+/// The optimizer half of a training step, on gradients that <see cref="SparseAutoencoder.ComputeGradients"/>
+/// left in the SAE's parameter buffer: optional global gradient-norm clipping, projection of the decoder
+/// gradient orthogonal to each unit-norm decoder row, one Adam update (over the whole flat buffer, or per
+/// trainable tensor), and renormalisation of the decoder rows (the paper's unit-norm constraint, §3.2).
+/// </summary>
+public sealed class ConstrainedAdam : IDisposable
+{
+    private readonly SparseAutoencoder _sae;
+    private readonly AdamSettings _adam;
+    private readonly float _clipNorm;
+    private readonly bool _constrain;
+    private readonly IReadOnlyList<string>? _trainable;
+    private readonly DeviceTensor? _normPartials;
+
+    /// <summary>An optimizer for <paramref name="sae"/>.</summary>
+    /// <param name="sae">The SAE.</param>
+    /// <param name="adam">Adam's β1, β2, ε and weight decay (the learning rate is given per step).</param>
+    /// <param name="clipNorm">Clip the global gradient norm to this (0 = off).</param>
+    /// <param name="constrainDecoderNorm">Project the decoder gradient and renormalise decoder rows.</param>
+    /// <param name="trainable">Tensors to update (null = all).</param>
+    public ConstrainedAdam(SparseAutoencoder sae, AdamSettings adam, float clipNorm = 0f, bool constrainDecoderNorm = true, IReadOnlyList<string>? trainable = null)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        _sae = sae;
+        _adam = adam;
+        _clipNorm = clipNorm;
+        _constrain = constrainDecoderNorm;
+        _trainable = trainable;
+        if (clipNorm > 0)
+        {
+            _normPartials = sae.Device.Allocate(1, (int)(sae.Parameters.Layout.Length / ParameterLayout.Alignment), "grad_norm_partials");
+        }
+    }
+
+    /// <summary>The optimizer a <see cref="TrainerOptions"/> describes.</summary>
+    public static ConstrainedAdam For(SparseAutoencoder sae, TrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new ConstrainedAdam(sae, new AdamSettings { Beta1 = options.Beta1, Beta2 = options.Beta2, Epsilon = options.Epsilon, WeightDecay = 0f },
+            options.GradClipNorm, options.ConstrainDecoderNorm, options.TrainableParameters);
+    }
+
+    /// <summary>Bytes of device memory the optimizer allocates besides the SAE (the clipping partial sums).</summary>
+    public static long DeviceBytes(ParameterLayout layout)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        return layout.Length / ParameterLayout.Alignment * sizeof(float);
+    }
+
+    /// <summary>Applies update number <paramref name="t"/> (1-based, for bias correction) at learning rate <paramref name="learningRate"/>.</summary>
+    public void Step(long t, float learningRate)
+    {
+        var ops = _sae.Device.Ops;
+        var p = _sae.Parameters;
+        float gradScale = 1f;
+        if (_normPartials is not null)
+        {
+            var grads = new MatrixView(p.Gradients, _normPartials.Cols, ParameterLayout.Alignment);
+            ops.ReduceRows<SumOfSquares>(grads, _normPartials.Data);
+            double norm = Math.Sqrt(_normPartials.ToArray().Sum(v => (double)v));
+            gradScale = norm > _clipNorm ? (float)(_clipNorm / norm) : 1f;
+        }
+
+        if (_constrain)
+        {
+            ops.ProjectRows(_sae.DecoderGradient, _sae.Decoder);
+        }
+
+        var settings = _adam with { LearningRate = learningRate };
+        if (_trainable is null)
+        {
+            ops.AdamStep(p.Values, p.Gradients, p.FirstMoments, p.SecondMoments, settings, t, gradScale);
+        }
+        else
+        {
+            foreach (var name in _trainable)
+            {
+                ops.AdamStep(p[name].Data, p.Gradient(name).Data, p.Get(name, ParameterSection.FirstMoment).Data,
+                    p.Get(name, ParameterSection.SecondMoment).Data, settings, t, gradScale);
+            }
+        }
+
+        if (_constrain)
+        {
+            ops.NormalizeRows(_sae.Decoder, 1e-12f);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _normPartials?.Dispose();
+}

@@ -1,0 +1,44 @@
+using System.Text.Json.Nodes;
+using IlgpuSae.IO;
+
+namespace IlgpuSae.Training;
+
+/// <summary>
+/// The JSONL metrics log of a run (one object per logged step, SAELens's wandb names), appended as training goes
+/// and truncated to a checkpoint's step on resume so that a resumed run's log equals an uninterrupted one.
+/// </summary>
+public sealed class MetricsLog
+{
+    /// <summary>The log's file name in a run folder.</summary>
+    public const string FileName = "metrics.jsonl";
+
+    /// <summary>A log in <paramref name="folder"/>.</summary>
+    public MetricsLog(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        Path = System.IO.Path.Combine(folder, FileName);
+    }
+
+    /// <summary>The log file.</summary>
+    public string Path { get; }
+
+    /// <summary>Appends one line.</summary>
+    public void Append(JsonObject line)
+    {
+        ArgumentNullException.ThrowIfNull(line);
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
+        File.AppendAllText(Path, line.ToJsonString() + "\n");
+    }
+
+    /// <summary>Drops every line after <paramref name="step"/> (atomically).</summary>
+    public void TruncateAfter(long step)
+    {
+        if (!File.Exists(Path))
+        {
+            return;
+        }
+
+        var kept = File.ReadAllLines(Path).Where(l => JsonNode.Parse(l)?["step"]?.GetValue<long>() <= step).ToArray();
+        AtomicFile.WriteAllText(Path, kept.Length == 0 ? "" : string.Join("\n", kept) + "\n");
+    }
+}
