@@ -3,7 +3,7 @@ using ILGPU.Runtime;
 
 namespace IlgpuSae.Kernels;
 
-/// <summary>Launchers of the language-model kernels (internal: the public surface is <see cref="Lm.LanguageModel"/>).</summary>
+/// <summary>Launchers of the language-model kernels (internal: the public surface is <c>IlgpuSae.Lm.LanguageModel</c> in the IlgpuSae.Lm assembly).</summary>
 public sealed partial class DeviceOps
 {
     internal void Embed(ArrayView<int> ids, ArrayView<float> wte, ArrayView<float> wpe, ArrayView<float> x, int d, int seqLen, bool usePositions)

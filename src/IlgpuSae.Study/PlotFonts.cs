@@ -4,7 +4,7 @@ using SkiaSharp;
 namespace IlgpuSae.Study;
 
 /// <summary>
-/// The font every plot of IlgpuSae uses: DejaVu Sans, embedded in the library (see Study/Fonts/LICENSE-DejaVu.txt),
+/// The font every plot of IlgpuSae uses: DejaVu Sans, embedded in this assembly (see Fonts/LICENSE-DejaVu.txt),
 /// so that titles, axes and legends render on machines with no fonts installed (minimal containers, chroots, CI),
 /// where ScottPlot would otherwise draw the plot without any text.
 /// </summary>
