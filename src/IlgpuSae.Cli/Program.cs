@@ -17,14 +17,14 @@ public static class Program
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(SelfCheckCommand.Create());
         root.Subcommands.Add(KernelsCommand.Create());
-        root.Subcommands.Add(LmCommands.Activations());
-        root.Subcommands.Add(SaeCommands.Train());
-        root.Subcommands.Add(SaeCommands.Eval());
-        root.Subcommands.Add(SaeCommands.Export());
-        root.Subcommands.Add(SaeCommands.Encode());
-        root.Subcommands.Add(SaeCommands.Synth());
-        root.Subcommands.Add(StudyCommands.Sweep());
-        root.Subcommands.Add(StudyCommands.Reproduce());
+        root.Subcommands.Add(ActivationsCommand.Create());
+        root.Subcommands.Add(TrainCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create());
+        root.Subcommands.Add(ExportCommand.Create());
+        root.Subcommands.Add(EncodeCommand.Create());
+        root.Subcommands.Add(SynthCommand.Create());
+        root.Subcommands.Add(SweepCommand.Create());
+        root.Subcommands.Add(ReproduceCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         return root.Parse(args).Invoke();
     }

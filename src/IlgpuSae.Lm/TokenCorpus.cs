@@ -68,6 +68,31 @@ public sealed class TokenCorpus
         return new TokenCorpus(path, [.. tokens], bos);
     }
 
+    /// <summary>
+    /// The held-out evaluation contexts every evaluation uses (the <c>eval</c> command, the study): enough text for
+    /// <paramref name="tokens"/> predicted tokens in contexts of <paramref name="contextLength"/> (a margin of four
+    /// contexts covers documents cut at the end), as row-major [count, L] token ids and their count.
+    /// </summary>
+    /// <exception cref="ArgumentException">The token budget is not positive or the corpus holds less than one context.</exception>
+    public static (int[] Contexts, int Count) EvaluationContexts(
+        string path, LmTokenizer tokenizer, int bos, long tokens, int contextLength, CancellationToken cancellationToken = default)
+    {
+        if (tokens <= 0)
+        {
+            throw new ArgumentException($"--tokens must be positive (got {tokens}).");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 2);
+        var text = Load(path, tokenizer, bos, tokens + 4L * contextLength, cancellationToken);
+        int count = (int)Math.Min(text.ContextCount(contextLength), Math.Max(1, tokens / (contextLength - 1)));
+        if (count == 0)
+        {
+            throw new ArgumentException($"{path} holds fewer than {contextLength} tokens: not one context.");
+        }
+
+        return (text.Contexts(0, count, contextLength), count);
+    }
+
     /// <summary>Number of whole contexts of length <paramref name="contextLength"/> the stream holds.</summary>
     public int ContextCount(int contextLength)
     {

@@ -29,6 +29,19 @@ public static class StudyArms
 
     /// <summary>Whether the arm is a gated SAE trained from scratch.</summary>
     public static bool IsGated(string arm) => arm is Gated or UnfrozenAux or NoRMag or Untied;
+
+    /// <summary>The training recipe of an arm (all use the paper's mode).</summary>
+    /// <exception cref="ArgumentException">The arm is unknown.</exception>
+    public static Training.SaeRecipe Recipe(string arm) => arm switch
+    {
+        Gated => Training.SaeRecipe.Parse("gated"),
+        Standard => Training.SaeRecipe.Parse("standard"),
+        UnfrozenAux => Training.SaeRecipe.Parse("gated", ablation: "unfrozen-aux"),
+        NoRMag => Training.SaeRecipe.Parse("gated", ablation: "no-rmag"),
+        Untied => Training.SaeRecipe.Parse("gated", ablation: "untied"),
+        RescaleShift => Training.SaeRecipe.Parse("gated", rescaleShift: true),
+        _ => throw new ArgumentException($"Unknown study arm '{arm}' (arms: {string.Join(", ", All)})."),
+    };
 }
 
 /// <summary>

@@ -47,14 +47,7 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         using var model = LanguageModel.Load(device, config.Model);
         var tokenizer = LmTokenizer.Load(config.Model, model.Config);
         int context = Math.Min(config.Context, model.Config.ContextLength);
-        var evalText = TokenCorpus.Load(config.EvalCorpus, tokenizer, model.Config.BosTokenId, config.EvalTokens + 4L * context, cancellationToken);
-        int evalCount = Math.Min(evalText.ContextCount(context), Math.Max(1, config.EvalTokens / (context - 1)));
-        if (evalCount == 0)
-        {
-            throw new ArgumentException($"{config.EvalCorpus} holds fewer than {context} tokens.");
-        }
-
-        var evalContexts = evalText.Contexts(0, evalCount, context);
+        var (evalContexts, _) = TokenCorpus.EvaluationContexts(config.EvalCorpus, tokenizer, model.Config.BosTokenId, config.EvalTokens, context, cancellationToken);
         var splice = new SpliceOptions { Batch = config.LmBatch };
         var results = new List<RunResult>();
         int total = config.Sites.Sum(site => config.ArmsAt(site).Sum(a => StudyArms.IsGated(a) ? config.L1Gated.Count : config.L1Standard.Count))
@@ -194,7 +187,8 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
     private void Train(string site, string arm, double l1, int dSae, IActivationSource data, string runDir, CancellationToken cancellationToken)
     {
         long steps = config.TrainTokens / config.BatchSize;
-        var options = new TrainerOptions
+        var recipe = StudyArms.Recipe(arm);
+        var options = recipe.Apply(new TrainerOptions
         {
             Steps = steps,
             BatchSize = config.BatchSize,
@@ -207,41 +201,23 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
             CheckpointEvery = (int)Math.Max(1, steps / 4),
             ShuffleBufferRows = (int)Math.Min(1 << 16, data.Rows),
             Loss = new SaeLossOptions { L1Coefficient = (float)l1 },
-        }.WithRecipe(TrainingRecipe.Paper);
-        if (arm == StudyArms.UnfrozenAux)
-        {
-            options = options with { Loss = options.Loss with { FreezeAuxDecoder = false } };
-        }
-
+        });
         var metadata = new Dictionary<string, object?>
         {
             ["model_name"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(config.Model))), ["hook_name"] = site,
             ["context_size"] = config.Context, ["prepend_bos"] = true, ["exclude_special_tokens"] = true,
-            ["training"] = new Dictionary<string, object?> { ["arm"] = arm, ["l1_coefficient"] = l1, ["steps"] = steps, ["batch_size"] = config.BatchSize },
+            ["training"] = recipe.Provenance(options, new Dictionary<string, object?> { ["arm"] = arm }),
         };
         SparseAutoencoder sae;
-        if (arm == StudyArms.RescaleShift)
+        if (recipe.RescaleShift)
         {
             // The frozen baseline is saved with its normalisation folded in, so the wrapper trains on raw activations.
             using var baseline = SaeFiles.Load(device, Path.Combine(Folder, RunFolder(site, StudyArms.Standard, l1)));
-            sae = RescaleShift.Wrap(baseline, metadata);
-            options = options with
-            {
-                TrainableParameters = ["r_mag", "b_mag"], Loss = options.Loss with { L1Coefficient = 0f }, ConstrainDecoderNorm = false,
-                NormalizeActivations = false, L1WarmupSteps = 0,
-            };
+            sae = recipe.WrapBaseline(baseline, metadata);
         }
         else
         {
-            sae = SparseAutoencoder.Create(device, new SaeConfig
-            {
-                Architecture = StudyArms.IsGated(arm) ? SaeArchitecture.Gated : SaeArchitecture.Standard,
-                DIn = data.Dim,
-                DSae = dSae,
-                UseRMag = arm != StudyArms.NoRMag,
-                Untied = arm == StudyArms.Untied,
-                Metadata = metadata,
-            }, config.Seed, options.DecoderInitNorm);
+            sae = recipe.Create(device, data.Dim, dSae, options, metadata);
         }
 
         if (SaeTrainer.LatestCheckpoint(runDir) is null && Directory.Exists(runDir))

@@ -1,0 +1,238 @@
+using IlgpuSae.Backends;
+using IlgpuSae.Sae;
+
+namespace IlgpuSae.Training;
+
+/// <summary>The gated ablations of the paper (§5.1), plus none.</summary>
+public enum GatedAblation
+{
+    /// <summary>The full gated SAE.</summary>
+    None,
+
+    /// <summary>Gradients flow into the decoder through the auxiliary reconstruction (no stop-gradient).</summary>
+    UnfrozenAux,
+
+    /// <summary>No <c>r_mag</c>: the magnitude path uses the gate's weights unscaled.</summary>
+    NoRMag,
+
+    /// <summary>Independent magnitude weights <c>W_mag</c>.</summary>
+    Untied,
+}
+
+/// <summary>
+/// What to train, in the words users pick it by — an architecture, a mode (the paper's recipe, SAELens's gated
+/// one, or Anthropic's April-2024 update), a gated ablation, or the paper's "baseline + rescale &amp; shift" — turned
+/// into the <see cref="SaeConfig"/> and <see cref="TrainerOptions"/> that implement it, with the provenance
+/// metadata written into <c>cfg.json</c>. The command line, the study and the tests all build runs through it.
+/// </summary>
+public sealed record SaeRecipe
+{
+    /// <summary>The family.</summary>
+    public required SaeArchitecture Architecture { get; init; }
+
+    /// <summary>The mode (default: the paper's).</summary>
+    public TrainingRecipe Mode { get; init; } = TrainingRecipe.Paper;
+
+    /// <summary>A gated ablation (default none).</summary>
+    public GatedAblation Ablation { get; init; } = GatedAblation.None;
+
+    /// <summary>
+    /// "Baseline + learned rescale &amp; shift" (paper §5.2): a gated wrapper around a frozen standard SAE of which only
+    /// <c>r_mag</c> and <c>b_mag</c> train, without sparsity penalty, on raw (unnormalised) activations.
+    /// </summary>
+    public bool RescaleShift { get; init; }
+
+    /// <summary>Mode names as the command line spells them.</summary>
+    public static IReadOnlyList<string> ModeNames { get; } = ["paper", "saelens", "april-update"];
+
+    /// <summary>Ablation names as the command line spells them.</summary>
+    public static IReadOnlyList<string> AblationNames { get; } = ["none", "unfrozen-aux", "no-rmag", "untied"];
+
+    /// <summary>The mode's command-line name.</summary>
+    public string ModeName => Mode switch
+    {
+        TrainingRecipe.Paper => "paper",
+        TrainingRecipe.SaeLens => "saelens",
+        TrainingRecipe.AprilUpdate => "april-update",
+        _ => throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "Unknown mode."),
+    };
+
+    /// <summary>The ablation's command-line name.</summary>
+    public string AblationName => Ablation switch
+    {
+        GatedAblation.None => "none",
+        GatedAblation.UnfrozenAux => "unfrozen-aux",
+        GatedAblation.NoRMag => "no-rmag",
+        GatedAblation.Untied => "untied",
+        _ => throw new ArgumentOutOfRangeException(nameof(Ablation), Ablation, "Unknown ablation."),
+    };
+
+    /// <summary>A short name, e.g. <c>gated-paper</c>, <c>gated-paper-untied</c>, <c>standard-april-update</c>.</summary>
+    public string Name => $"{Architecture.Name}-{ModeName}" + (Ablation == GatedAblation.None ? "" : "-" + AblationName) + (RescaleShift ? "-rescale-shift" : "");
+
+    /// <summary>Parses the command line's words.</summary>
+    /// <exception cref="ArgumentException">A word is unknown or the combination does not apply.</exception>
+    public static SaeRecipe Parse(string architecture, string mode = "paper", string ablation = "none", bool rescaleShift = false)
+    {
+        ArgumentNullException.ThrowIfNull(mode);
+        ArgumentNullException.ThrowIfNull(ablation);
+        var recipe = new SaeRecipe
+        {
+            Architecture = SaeArchitectures.Get(architecture),
+            Mode = mode switch
+            {
+                "paper" => TrainingRecipe.Paper,
+                "saelens" => TrainingRecipe.SaeLens,
+                "april-update" => TrainingRecipe.AprilUpdate,
+                _ => throw new ArgumentException($"Unknown mode '{mode}' (modes: {string.Join(", ", ModeNames)})."),
+            },
+            Ablation = ablation switch
+            {
+                "none" => GatedAblation.None,
+                "unfrozen-aux" => GatedAblation.UnfrozenAux,
+                "no-rmag" => GatedAblation.NoRMag,
+                "untied" => GatedAblation.Untied,
+                _ => throw new ArgumentException($"Unknown ablation '{ablation}' (ablations: {string.Join(", ", AblationNames)})."),
+            },
+            RescaleShift = rescaleShift,
+        };
+        recipe.Validate();
+        return recipe;
+    }
+
+    /// <summary>Checks that the mode, ablation and rescale &amp; shift apply to the architecture.</summary>
+    /// <exception cref="ArgumentException">They do not.</exception>
+    public void Validate()
+    {
+        if (!Architecture.CanTrain)
+        {
+            throw new ArgumentException($"{Architecture.Name} SAEs cannot be trained here.");
+        }
+
+        bool gated = Architecture == SaeArchitecture.Gated;
+        if ((Mode == TrainingRecipe.SaeLens && !gated) || (Mode == TrainingRecipe.AprilUpdate && gated))
+        {
+            throw new ArgumentException($"--mode {ModeName} applies to {(gated ? "standard" : "gated")} SAEs only.");
+        }
+
+        if (Ablation != GatedAblation.None && !gated)
+        {
+            throw new ArgumentException("--ablation applies to gated SAEs only.");
+        }
+
+        if (RescaleShift && !gated)
+        {
+            throw new ArgumentException("--rescale-shift-of builds a gated wrapper; use --arch gated.");
+        }
+
+        if (RescaleShift && Ablation != GatedAblation.None)
+        {
+            throw new ArgumentException("Rescale & shift trains r_mag and b_mag of a tied wrapper; it takes no ablation.");
+        }
+    }
+
+    /// <summary>The configuration of a new SAE of this recipe.</summary>
+    public SaeConfig Config(int dIn, int dSae, IReadOnlyDictionary<string, object?>? metadata = null)
+    {
+        Validate();
+        return new SaeConfig
+        {
+            Architecture = Architecture,
+            DIn = dIn,
+            DSae = dSae,
+            ApplyBDecToInput = Mode != TrainingRecipe.AprilUpdate,
+            UseRMag = Ablation != GatedAblation.NoRMag,
+            Untied = Ablation == GatedAblation.Untied,
+            Metadata = metadata ?? new Dictionary<string, object?>(),
+        };
+    }
+
+    /// <summary>
+    /// <paramref name="options"/> with the recipe's settings applied: the mode's (<see cref="TrainerOptions.WithRecipe"/>),
+    /// the unfrozen auxiliary decoder, and for rescale &amp; shift the trainable tensors, λ = 0 and no norm
+    /// constraint, λ warm-up or activation normalisation (the frozen baseline has its normalisation folded in).
+    /// </summary>
+    public TrainerOptions Apply(TrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Validate();
+        var o = options.WithRecipe(Mode);
+        if (Ablation == GatedAblation.UnfrozenAux)
+        {
+            o = o with { Loss = o.Loss with { FreezeAuxDecoder = false } };
+        }
+
+        if (RescaleShift)
+        {
+            o = o with
+            {
+                TrainableParameters = ["r_mag", "b_mag"], Loss = o.Loss with { L1Coefficient = 0f }, ConstrainDecoderNorm = false,
+                NormalizeActivations = false, L1WarmupSteps = 0,
+            };
+        }
+
+        return o;
+    }
+
+    /// <summary>A new SAE of this recipe, initialised as <paramref name="options"/> say (decoder init norm, seed).</summary>
+    public SparseAutoencoder Create(SaeDevice device, int dIn, int dSae, TrainerOptions options, IReadOnlyDictionary<string, object?>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (RescaleShift)
+        {
+            throw new InvalidOperationException("A rescale & shift run wraps a trained baseline: use WrapBaseline.");
+        }
+
+        return SparseAutoencoder.Create(device, Config(dIn, dSae, metadata), options.Seed, options.DecoderInitNorm);
+    }
+
+    /// <summary>
+    /// Loads an SAE to continue training from (<c>--init</c>), checking that it is of this recipe's architecture
+    /// and of width <paramref name="dIn"/> (and <paramref name="dSae"/> when given).
+    /// </summary>
+    /// <exception cref="ArgumentException">The SAE does not match.</exception>
+    public SparseAutoencoder LoadInitial(SaeDevice device, string path, int dIn, int? dSae)
+    {
+        var loaded = SaeFiles.Load(device, path);
+        if (loaded.Architecture != Architecture || (dSae is int m && m != loaded.DSae) || loaded.DIn != dIn)
+        {
+            var message = $"--init {path} holds a {loaded.Architecture} SAE {loaded.DIn}×{loaded.DSae}; this run needs {Architecture} {dIn}×{dSae ?? loaded.DSae}.";
+            loaded.Dispose();
+            throw new ArgumentException(message);
+        }
+
+        return loaded;
+    }
+
+    /// <summary>The rescale &amp; shift wrapper of a trained standard SAE.</summary>
+    public SparseAutoencoder WrapBaseline(SparseAutoencoder baseline, IReadOnlyDictionary<string, object?>? metadata = null)
+    {
+        if (!RescaleShift)
+        {
+            throw new InvalidOperationException("This recipe is not rescale & shift.");
+        }
+
+        return Sae.RescaleShift.Wrap(baseline, metadata);
+    }
+
+    /// <summary>
+    /// The <c>training</c> provenance entry of <c>cfg.json</c>'s metadata: recipe, λ, learning rate, batch size,
+    /// steps, seed, plus <paramref name="extra"/> (activations, backend, study arm …).
+    /// </summary>
+    public Dictionary<string, object?> Provenance(TrainerOptions options, IReadOnlyDictionary<string, object?>? extra = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var training = new Dictionary<string, object?>
+        {
+            ["recipe"] = Name, ["mode"] = ModeName, ["ablation"] = AblationName, ["rescale_shift"] = RescaleShift,
+            ["l1_coefficient"] = options.Loss.L1Coefficient, ["lr"] = options.LearningRate, ["batch_size"] = options.BatchSize,
+            ["steps"] = options.Steps, ["seed"] = options.Seed,
+        };
+        foreach (var (k, v) in extra ?? new Dictionary<string, object?>())
+        {
+            training[k] = v;
+        }
+
+        return training;
+    }
+}
