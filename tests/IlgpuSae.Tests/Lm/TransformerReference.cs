@@ -12,6 +12,13 @@ namespace IlgpuSae.Tests.Lm;
 /// <param name="Keys">Per element, how many keys its query attends to (t + 1).</param>
 public sealed record AttentionReference(double[] Z, double[] Magnitudes, double[] ScoreMagnitudes, int[] Keys);
 
+/// <summary>Reference output of a log-sum-exp kernel (cross-entropy, KL divergence) with what bounds its float32 error.</summary>
+/// <param name="Values">The exact values, one per row.</param>
+/// <param name="LogSums">Per row, the log Σ_v exp(logit_v − max) terms the value contains (their sum for two).</param>
+/// <param name="Magnitudes">Per row, the magnitudes that single float32 roundings act on.</param>
+/// <param name="WeightedSums">Per row, Σ|term| of a float32 sum over the vocabulary inside the value (0 if none).</param>
+public sealed record LogSumExpReference(double[] Values, double[] LogSums, double[] Magnitudes, double[] WeightedSums);
+
 /// <summary>
 /// Double-precision references of the language-model kernels (<c>TransformerKernels</c> and the GELU operators) one by
 /// one, written as plain loops over the kernels' own inputs and layouts, so that a failing test names the kernel
@@ -184,13 +191,14 @@ public static class TransformerReference
 
     /// <summary>
     /// Next-token cross-entropy per row of logits [N, V]: <c>logsumexp(logits[n]) − logits[n, target]</c>, 0 where the
-    /// target is negative (not counted). Magnitudes: 1 + |max| + log Σ exp(logit − max) + |logits[n, target]| (0 where
-    /// not counted).
+    /// target is negative (not counted). Magnitudes: |max| + log Σ exp(logit − max) + |logits[n, target]| (the terms of
+    /// the final additions; 0 where not counted); no weighted sums.
     /// </summary>
-    public static ReferenceOutput CrossEntropy(float[] logits, int[] targets, int vocab)
+    public static LogSumExpReference CrossEntropy(float[] logits, int[] targets, int vocab)
     {
-        var loss = new ReferenceOutput(new double[targets.Length], new double[targets.Length]);
-        for (int n = 0; n < targets.Length; n++)
+        int rows = targets.Length;
+        var loss = new LogSumExpReference(new double[rows], new double[rows], new double[rows], new double[rows]);
+        for (int n = 0; n < rows; n++)
         {
             if (targets[n] < 0)
             {
@@ -200,7 +208,8 @@ public static class TransformerReference
             var (max, logSum) = LogSumExpParts(logits, n, vocab);
             double target = logits[n * vocab + targets[n]];
             loss.Values[n] = max + logSum - target;
-            loss.Magnitudes[n] = 1 + Math.Abs(max) + logSum + Math.Abs(target);
+            loss.LogSums[n] = logSum;
+            loss.Magnitudes[n] = Math.Abs(max) + logSum + Math.Abs(target);
         }
 
         return loss;
@@ -208,29 +217,33 @@ public static class TransformerReference
 
     /// <summary>
     /// <c>KL(softmax(clean[n]) ‖ softmax(patched[n])) = Σ_v p_v·(log p_v − log q_v)</c> per row of two logit matrices
-    /// [N, V], clamped at 0 as the kernel does. Magnitudes: both log-sum-exps' magnitudes (as in
-    /// <see cref="CrossEntropy"/>) plus Σ_v p_v·(|log p_v| + |log q_v| + |log p_v − log q_v|).
+    /// [N, V], clamped at 0 as the kernel does. LogSums: log Σ exp(clean − max) + log Σ exp(patched − max).
+    /// Magnitudes: |max_p| + |max_q| + both log sums + Σ_v p_v·(|log p_v| + |log q_v| + |log p_v − log q_v|·(1 + |log p_v|))
+    /// (what single roundings act on). WeightedSums: Σ_v p_v·|log p_v − log q_v| (the sum the kernel accumulates).
     /// </summary>
-    public static ReferenceOutput KlDivergence(float[] clean, float[] patched, int vocab)
+    public static LogSumExpReference KlDivergence(float[] clean, float[] patched, int vocab)
     {
         int rows = clean.Length / vocab;
-        var kl = new ReferenceOutput(new double[rows], new double[rows]);
+        var kl = new LogSumExpReference(new double[rows], new double[rows], new double[rows], new double[rows]);
         for (int n = 0; n < rows; n++)
         {
             var (maxP, logSumP) = LogSumExpParts(clean, n, vocab);
             var (maxQ, logSumQ) = LogSumExpParts(patched, n, vocab);
-            double acc = 0, magnitude = 2 + Math.Abs(maxP) + logSumP + Math.Abs(maxQ) + logSumQ;
+            double acc = 0, magnitude = Math.Abs(maxP) + logSumP + Math.Abs(maxQ) + logSumQ, weighted = 0;
             for (int v = 0; v < vocab; v++)
             {
                 double logP = clean[n * vocab + v] - maxP - logSumP;
                 double logQ = patched[n * vocab + v] - maxQ - logSumQ;
                 double p = Math.Exp(logP);
                 acc += p * (logP - logQ);
-                magnitude += p * (Math.Abs(logP) + Math.Abs(logQ) + Math.Abs(logP - logQ));
+                magnitude += p * (Math.Abs(logP) + Math.Abs(logQ) + Math.Abs(logP - logQ) * (1 + Math.Abs(logP)));
+                weighted += p * Math.Abs(logP - logQ);
             }
 
             kl.Values[n] = Math.Max(acc, 0);
+            kl.LogSums[n] = logSumP + logSumQ;
             kl.Magnitudes[n] = magnitude;
+            kl.WeightedSums[n] = weighted;
         }
 
         return kl;
