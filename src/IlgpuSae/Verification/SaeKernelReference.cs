@@ -340,6 +340,23 @@ public static class SaeKernelReference
         return g;
     }
 
+    /// <summary>
+    /// Dead-feature bookkeeping (the <c>StepsSinceFired</c> operator): a feature that fired in this batch
+    /// (<c>count &gt; 0</c>) restarts at 0, any other counts one more step: <c>y = count &gt; 0 ? 0 : steps + 1</c>.
+    /// </summary>
+    public static double[] StepsSinceFired(float[] steps, float[] counts)
+    {
+        ArgumentNullException.ThrowIfNull(steps);
+        ArgumentNullException.ThrowIfNull(counts);
+        var y = new double[steps.Length];
+        for (int i = 0; i < steps.Length; i++)
+        {
+            y[i] = counts[i] > 0 ? 0 : steps[i] + 1.0;
+        }
+
+        return y;
+    }
+
     // ------------------------------------------------------------------ sparse kernels (dense definitions)
 
     /// <summary>

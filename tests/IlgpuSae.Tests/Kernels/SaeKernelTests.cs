@@ -43,6 +43,8 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
     public static TheoryData<Target, int, int> DecoderNormPenaltyGradCases() => Cases([(1, 1), (5, 37), (9, 37)]);
 
+    public static TheoryData<Target, int, int> StepsSinceFiredCases() => Cases([(1, 1), (1, 300), (3, 111)]);
+
     public static TheoryData<Target, int, int> CompactRowsCases() => Cases([(1, 1), (1, 37), (9, 37), (300, 5)]);
 
     public static TheoryData<Target, int, int> CompactColumnsCases() => Cases([(1, 1), (1, 37), (9, 37), (3, 4111)]);
@@ -294,6 +296,24 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
         var r = SaeKernelReference.DecoderNormPenaltyGrad(wDec, colA, norms, gWDec, m, d, lambdaOverB);
         KernelChecks.Compare($"DecoderNormPenaltyGrad {m}x{d} dW_dec", "SAE", tg.ToArray(), r.Values, i => Tolerance.Accumulation(2, r.Magnitudes[i]))
+            .ShouldPass(target, seed);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(StepsSinceFiredCases))]
+    public void StepsSinceFiredMap_matches_its_double_reference(Target target, int rows, int m)
+    {
+        var device = devices.Get(target);
+        int seed = Seed(target, "StepsSinceFired", rows, m);
+        var random = new Random(seed);
+        var steps = Enumerable.Range(0, rows * m).Select(_ => (float)random.Next(100_000)).ToArray();
+        var counts = KernelChecks.RandomData(random, rows * m).Select(v => MathF.Round(4 * v)).ToArray(); // zeros, firings
+        using var ts = device.Upload(steps, rows, m);
+        using var tc = device.Upload(counts, rows, m);
+        using var ty = Poisoned(device, rows, m);
+        device.Ops.Map(ts.Data, tc.Data, ty.Data, default(StepsSinceFired));
+
+        KernelChecks.Compare($"Map2 StepsSinceFired {rows}x{m}", "SAE", ty.ToArray(), SaeKernelReference.StepsSinceFired(steps, counts), Tolerance.Exact)
             .ShouldPass(target, seed);
     }
 
