@@ -2,7 +2,6 @@ using System.Text.Json;
 using FluentAssertions;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 

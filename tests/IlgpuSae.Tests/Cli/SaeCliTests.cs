@@ -1,7 +1,6 @@
 using System.Text.Json;
 using FluentAssertions;
 using IlgpuSae.IO;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 

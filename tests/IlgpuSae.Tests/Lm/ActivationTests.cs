@@ -4,7 +4,6 @@ using FluentAssertions;
 using IlgpuSae.Backends;
 using IlgpuSae.Data;
 using IlgpuSae.Lm;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 

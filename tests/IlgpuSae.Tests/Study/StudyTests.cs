@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using FluentAssertions;
 using IlgpuSae.Study;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using IlgpuSae.Tests.Lm;
 using Xunit;

@@ -5,7 +5,7 @@ using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Statistics;
 using Xunit;
 
-namespace IlgpuSae.Tests.Reference;
+namespace IlgpuSae.Tests.Verification;
 
 /// <summary>
 /// The double-precision references the kernels are tested against, checked independently: against

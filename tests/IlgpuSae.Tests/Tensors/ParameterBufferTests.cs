@@ -6,7 +6,7 @@ using IlgpuSae.Tests.Infrastructure;
 using IlgpuSae.Verification;
 using Xunit;
 
-namespace IlgpuSae.Tests.Kernels;
+namespace IlgpuSae.Tests.Tensors;
 
 /// <summary>Parameters, gradients and moments in one flat buffer with named views.</summary>
 [Collection(DeviceCollection.Name)]
