@@ -10,11 +10,11 @@ namespace IlgpuSae.Tests.Cli;
 [Collection(EnvironmentCollection.Name)]
 public sealed class ModelCliTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-model-cli-");
+    private readonly TempFolder _temp = new("ilgpusae-model-cli-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     [Fact]
     public void Activations_eval_and_train_work_from_the_command_line_with_a_model()

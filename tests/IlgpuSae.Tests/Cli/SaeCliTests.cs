@@ -10,11 +10,11 @@ namespace IlgpuSae.Tests.Cli;
 [Collection(EnvironmentCollection.Name)]
 public sealed class SaeCliTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-cli-");
+    private readonly TempFolder _temp = new("ilgpusae-cli-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 

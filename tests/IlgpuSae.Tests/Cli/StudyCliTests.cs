@@ -12,11 +12,11 @@ namespace IlgpuSae.Tests.Cli;
 [Collection(EnvironmentCollection.Name)]
 public sealed class StudyCliTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-study-cli-");
+    private readonly TempFolder _temp = new("ilgpusae-study-cli-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     [Fact]
     public void A_tiny_sweep_writes_results_plots_and_report_and_a_rerun_skips_finished_runs()

@@ -1,6 +1,7 @@
 using FluentAssertions;
 using IlgpuSae.Data;
 using IlgpuSae.IO;
+using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
 namespace IlgpuSae.Tests.Data;
@@ -8,11 +9,11 @@ namespace IlgpuSae.Tests.Data;
 /// <summary>Activation sources over every file kind, caches and the resumable shuffled loader.</summary>
 public sealed class DataTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-data-");
+    private readonly TempFolder _temp = new("ilgpusae-data-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private static float[] Rows(int n, int d) => Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
 

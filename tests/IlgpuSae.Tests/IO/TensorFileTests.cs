@@ -3,6 +3,7 @@ using System.Text;
 using FluentAssertions;
 using IlgpuSae.Data;
 using IlgpuSae.IO;
+using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
 namespace IlgpuSae.Tests.IO;
@@ -10,11 +11,11 @@ namespace IlgpuSae.Tests.IO;
 /// <summary>The .npy, .npz and safetensors readers and writers: dtypes, round trips, and damaged files refused with the reason.</summary>
 public sealed class TensorFileTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-io-");
+    private readonly TempFolder _temp = new("ilgpusae-io-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private static float[] Rows(int n, int d) => Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
 

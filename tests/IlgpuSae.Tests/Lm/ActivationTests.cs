@@ -12,25 +12,27 @@ namespace IlgpuSae.Tests.Lm;
 [Collection(EnvironmentCollection.Name)]
 public sealed class ActivationTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-acts-");
     private readonly SaeDevice _device = SaeDevice.Create(BackendKind.Cpu);
     private readonly LanguageModel _model;
     private readonly LmTokenizer _tokenizer;
+    private readonly TempFolder _temp;
 
     public ActivationTests()
     {
         _model = LanguageModel.Load(_device, LmTestData.BundledModel);
         _tokenizer = LmTokenizer.Load(LmTestData.BundledModel, _model.Config);
+        // Last, so that a constructor that fails above leaves no folder behind (xunit does not dispose it).
+        _temp = new TempFolder("ilgpusae-acts-");
     }
 
     public void Dispose()
     {
         _model.Dispose();
         _device.Dispose();
-        _dir.Delete(recursive: true);
+        _temp.Dispose();
     }
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private ActivationPlan Plan(long tokens, bool excludeSpecial = true, string site = "blocks.1.hook_resid_post") =>
         ActivationPlan.Create(_model, _tokenizer, new ActivationRequest

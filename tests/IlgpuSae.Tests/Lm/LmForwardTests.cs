@@ -157,22 +157,16 @@ public sealed class LmForwardTests(DeviceFixture devices)
             Architecture = LmArchitecture.Gpt2, VocabSize = 50257, ContextLength = 1024, DModel = 768, Layers = 12, Heads = 12, DMlp = 3072,
             BosTokenId = 50256, EosTokenId = 50256,
         };
-        var dir = Directory.CreateTempSubdirectory("gpt2-small-").FullName;
-        try
-        {
-            // Write it as a Hugging Face folder so the loader's name mapping and shape checks run on the real layout.
-            LmFiles.SaveGpt2(dir, config, LmWeights.Random(config, seed: 1));
-            using var model = LanguageModel.Load(device, dir);
-            model.Sites.Should().HaveCount(12 * 7);
-            var tokens = new[] { 50256, 464, 2068, 7586, 21831, 18045, 625, 262 };
-            var logits = model.Logits(tokens, 1);
-            logits.Should().HaveCount(8 * 50257).And.OnlyContain(v => float.IsFinite(v));
-            var z = model.Capture(tokens, 1, "blocks.11.attn.hook_z");
-            z.Should().HaveCount(8 * 768).And.OnlyContain(v => float.IsFinite(v));
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var temp = new TempFolder("ilgpusae-gpt2-small-");
+        var dir = temp.FullName;
+        // Write it as a Hugging Face folder so the loader's name mapping and shape checks run on the real layout.
+        LmFiles.SaveGpt2(dir, config, LmWeights.Random(config, seed: 1));
+        using var model = LanguageModel.Load(device, dir);
+        model.Sites.Should().HaveCount(12 * 7);
+        var tokens = new[] { 50256, 464, 2068, 7586, 21831, 18045, 625, 262 };
+        var logits = model.Logits(tokens, 1);
+        logits.Should().HaveCount(8 * 50257).And.OnlyContain(v => float.IsFinite(v));
+        var z = model.Capture(tokens, 1, "blocks.11.attn.hook_z");
+        z.Should().HaveCount(8 * 768).And.OnlyContain(v => float.IsFinite(v));
     }
 }

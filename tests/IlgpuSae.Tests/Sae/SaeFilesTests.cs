@@ -14,13 +14,13 @@ namespace IlgpuSae.Tests.Sae;
 [Collection(DeviceCollection.Name)]
 public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-files-");
+    private readonly TempFolder _temp = new("ilgpusae-files-");
 
     private SaeDevice Cpu => devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     [Theory]
     [InlineData(SaeArchitecture.Standard, new[] { "W_enc", "b_enc", "W_dec", "b_dec" })]
@@ -65,7 +65,7 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
         var config = new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 4, DSae = 8 };
         using var sae = SparseAutoencoder.Create(Cpu, config, seed: 1);
         SaeFiles.Save(sae, P("ok"));
-        Directory.GetDirectories(_dir.FullName).Should().ContainSingle("temporary folders are renamed or removed");
+        Directory.GetDirectories(_temp.FullName).Should().ContainSingle("temporary folders are renamed or removed");
 
         void Variant(string name, Action<string> spoil)
         {

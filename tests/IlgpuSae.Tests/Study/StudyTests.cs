@@ -9,11 +9,11 @@ namespace IlgpuSae.Tests.Study;
 [Collection(EnvironmentCollection.Name)]
 public sealed class StudyTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-study-");
+    private readonly TempFolder _temp = new("ilgpusae-study-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     [Fact]
     public void Frontier_keeps_exactly_the_undominated_points_and_interpolates_in_log_L0()
