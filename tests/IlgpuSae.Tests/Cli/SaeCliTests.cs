@@ -53,8 +53,8 @@ public sealed class SaeCliTests : IDisposable
         using (var a = JsonDocument.Parse(eval.Out))
         using (var b = JsonDocument.Parse(evalJump.Out))
         {
-            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), 1e-3);
-            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), 1e-5);
+            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), TestTolerances.ExportedL0);
+            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), TestTolerances.ExportedMse);
         }
 
         var encode = Run("encode", "--sae", P("gated"), "--acts", P("toy.npy"), "--tokens", "100", "--out", P("features.safetensors"));

@@ -23,10 +23,10 @@ public sealed class StudyTests : IDisposable
 
         var frontier = StudyResults.Frontier(points);
         StudyResults.ScoreAt(frontier, 10).Should().Be(0.80);
-        StudyResults.ScoreAt(frontier, Math.Sqrt(200)).Should().BeApproximately(0.85, 1e-12, "half-way in log L0 between 10 and 20");
+        StudyResults.ScoreAt(frontier, Math.Sqrt(200)).Should().BeApproximately(0.85, TestTolerances.DoubleRoundOff.Atol, "half-way in log L0 between 10 and 20");
         StudyResults.ScoreAt(frontier, 4).Should().BeNull();
         StudyResults.ScoreAt(frontier, 41).Should().BeNull();
-        StudyResults.L0For(frontier, 0.85).Should().BeApproximately(Math.Sqrt(200), 1e-9);
+        StudyResults.L0For(frontier, 0.85).Should().BeApproximately(Math.Sqrt(200), TestTolerances.FrontierInverse);
         StudyResults.L0For(frontier, 0.5).Should().Be(5);
         StudyResults.L0For(frontier, 0.96).Should().BeNull();
     }

@@ -78,7 +78,7 @@ public sealed class ParameterBufferTests(DeviceFixture devices)
         var settings = new AdamSettings { LearningRate = 1e-2f, Beta1 = 0f, Beta2 = 0.999f };
         device.Ops.AdamStep(buffer.Values, buffer.Gradients, buffer.FirstMoments, buffer.SecondMoments, settings, 1);
         var (expected, _, _) = CpuReference.AdamStep(p, g, new float[p.Length], new float[p.Length], settings, 1);
-        var result = KernelChecks.Compare("adam", "Adam", buffer.Download(), expected, new Tolerance("Adam", 1e-6, 1e-6));
+        var result = KernelChecks.Compare("adam", "Adam", buffer.Download(), expected, TestTolerances.AdamOneStep);
         result.Failure.Should().BeNull();
     }
 }
