@@ -2,7 +2,6 @@ using System.Text.Json;
 using FluentAssertions;
 using IlgpuSae.Backends;
 using IlgpuSae.Kernels;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
@@ -78,23 +77,16 @@ public sealed class CliTests
     [Fact]
     public void Kernels_emit_ptx_writes_one_sm80_file_per_kernel()
     {
-        var dir = Directory.CreateTempSubdirectory("ilgpusae-ptx-");
-        try
+        using var dir = new TempFolder("ilgpusae-ptx-");
+        var (code, output, err) = Run("kernels", "--emit", "ptx", "--out", dir.FullName);
+        code.Should().Be(0, err);
+        output.Should().Contain($"Wrote {KernelCatalog.All.Count} PTX files");
+        var files = new DirectoryInfo(dir.FullName).GetFiles("*.ptx");
+        files.Select(f => Path.GetFileNameWithoutExtension(f.Name)).Should().BeEquivalentTo(KernelCatalog.All.Select(k => k.Name));
+        foreach (var file in files)
         {
-            var (code, output, err) = Run("kernels", "--emit", "ptx", "--out", dir.FullName);
-            code.Should().Be(0, err);
-            output.Should().Contain($"Wrote {KernelCatalog.All.Count} PTX files");
-            var files = dir.GetFiles("*.ptx");
-            files.Select(f => Path.GetFileNameWithoutExtension(f.Name)).Should().BeEquivalentTo(KernelCatalog.All.Select(k => k.Name));
-            foreach (var file in files)
-            {
-                var text = File.ReadAllText(file.FullName);
-                text.Should().Contain(".version 7.8").And.Contain(".target sm_80").And.Contain(".entry");
-            }
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
+            var text = File.ReadAllText(file.FullName);
+            text.Should().Contain(".version 7.8").And.Contain(".target sm_80").And.Contain(".entry");
         }
     }
 

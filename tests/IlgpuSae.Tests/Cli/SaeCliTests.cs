@@ -1,7 +1,6 @@
 using System.Text.Json;
 using FluentAssertions;
 using IlgpuSae.IO;
-using IlgpuSae.Tests.Backends;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
@@ -11,11 +10,11 @@ namespace IlgpuSae.Tests.Cli;
 [Collection(EnvironmentCollection.Name)]
 public sealed class SaeCliTests : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-cli-");
+    private readonly TempFolder _temp = new("ilgpusae-cli-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
@@ -54,8 +53,8 @@ public sealed class SaeCliTests : IDisposable
         using (var a = JsonDocument.Parse(eval.Out))
         using (var b = JsonDocument.Parse(evalJump.Out))
         {
-            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), 1e-3);
-            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), 1e-5);
+            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), TestTolerances.ExportedL0);
+            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), TestTolerances.ExportedMse);
         }
 
         var encode = Run("encode", "--sae", P("gated"), "--acts", P("toy.npy"), "--tokens", "100", "--out", P("features.safetensors"));

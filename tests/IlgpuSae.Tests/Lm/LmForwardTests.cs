@@ -5,7 +5,6 @@ using IlgpuSae.Backends;
 using IlgpuSae.IO;
 using IlgpuSae.Lm;
 using IlgpuSae.Tests.Infrastructure;
-using IlgpuSae.Verification;
 using Xunit;
 
 namespace IlgpuSae.Tests.Lm;
@@ -17,18 +16,6 @@ namespace IlgpuSae.Tests.Lm;
 [Collection(DeviceCollection.Name)]
 public sealed class LmForwardTests(DeviceFixture devices)
 {
-    /// <summary>
-    /// Float32 forward against double: errors come from float sums of d-length dot products through a few
-    /// layer norms, exp and (CUDA/OpenCL) approximate transcendental functions.
-    /// </summary>
-    private static readonly Tolerance ForwardTolerance = new("lm forward (float32 vs double)", 2e-4, 2e-3);
-
-    /// <summary>
-    /// Against PyTorch's float32 golden outputs: both sides are float32 with different summation orders and
-    /// the bundled model's logits reach |10|, so the absolute part is larger.
-    /// </summary>
-    private static readonly Tolerance GoldenTolerance = new("lm forward vs PyTorch float32 golden", 1e-3, 1e-3);
-
     public static TheoryData<Target, string> Cases()
     {
         var data = new TheoryData<Target, string>();
@@ -70,12 +57,12 @@ public sealed class LmForwardTests(DeviceFixture devices)
         captured.Keys.Should().BeEquivalentTo(reference.Keys, "the device and the reference expose the same sites");
         foreach (var site in model.Sites)
         {
-            var (ratio, at) = LmTestData.WorstRatio(captured[site.Name], reference[site.Name], ForwardTolerance);
+            var (ratio, at) = LmTestData.WorstRatio(captured[site.Name], reference[site.Name], TestTolerances.LmForward);
             ratio.Should().BeLessThanOrEqualTo(1, $"{site.Name} on {target} ({configName}) at flat index {at}");
             captured[site.Name].Length.Should().Be(batch * seqLen * site.Width);
         }
 
-        var (logitRatio, logitAt) = LmTestData.WorstRatio(logits, refLogits, ForwardTolerance);
+        var (logitRatio, logitAt) = LmTestData.WorstRatio(logits, refLogits, TestTolerances.LmForward);
         logitRatio.Should().BeLessThanOrEqualTo(1, $"logits on {target} ({configName}) at flat index {logitAt}");
     }
 
@@ -111,7 +98,7 @@ public sealed class LmForwardTests(DeviceFixture devices)
                 device.Synchronize();
             },
         });
-        var (ratio, at) = LmTestData.WorstRatio(logits, refLogits, ForwardTolerance);
+        var (ratio, at) = LmTestData.WorstRatio(logits, refLogits, TestTolerances.LmForward);
         ratio.Should().BeLessThanOrEqualTo(1, $"patched logits at {at}");
         var clean = model.Logits(tokens, 2);
         clean.Should().NotEqual(logits, "the replacement must reach the logits");
@@ -140,11 +127,11 @@ public sealed class LmForwardTests(DeviceFixture devices)
         foreach (var (name, values) in captured)
         {
             var expected = golden.ReadFloats(name).Select(v => (double)v).ToArray();
-            var (ratio, at) = LmTestData.WorstRatio(values, expected, GoldenTolerance);
+            var (ratio, at) = LmTestData.WorstRatio(values, expected, TestTolerances.LmGolden);
             ratio.Should().BeLessThanOrEqualTo(1, $"{name} on {target} at {at}");
         }
 
-        var (logitRatio, logitAt) = LmTestData.WorstRatio(logits, golden.ReadFloats("logits").Select(v => (double)v).ToArray(), GoldenTolerance);
+        var (logitRatio, logitAt) = LmTestData.WorstRatio(logits, golden.ReadFloats("logits").Select(v => (double)v).ToArray(), TestTolerances.LmGolden);
         logitRatio.Should().BeLessThanOrEqualTo(1, $"logits on {target} at {logitAt}");
     }
 
@@ -157,22 +144,16 @@ public sealed class LmForwardTests(DeviceFixture devices)
             Architecture = LmArchitecture.Gpt2, VocabSize = 50257, ContextLength = 1024, DModel = 768, Layers = 12, Heads = 12, DMlp = 3072,
             BosTokenId = 50256, EosTokenId = 50256,
         };
-        var dir = Directory.CreateTempSubdirectory("gpt2-small-").FullName;
-        try
-        {
-            // Write it as a Hugging Face folder so the loader's name mapping and shape checks run on the real layout.
-            LmFiles.SaveGpt2(dir, config, LmWeights.Random(config, seed: 1));
-            using var model = LanguageModel.Load(device, dir);
-            model.Sites.Should().HaveCount(12 * 7);
-            var tokens = new[] { 50256, 464, 2068, 7586, 21831, 18045, 625, 262 };
-            var logits = model.Logits(tokens, 1);
-            logits.Should().HaveCount(8 * 50257).And.OnlyContain(v => float.IsFinite(v));
-            var z = model.Capture(tokens, 1, "blocks.11.attn.hook_z");
-            z.Should().HaveCount(8 * 768).And.OnlyContain(v => float.IsFinite(v));
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var temp = new TempFolder("ilgpusae-gpt2-small-");
+        var dir = temp.FullName;
+        // Write it as a Hugging Face folder so the loader's name mapping and shape checks run on the real layout.
+        LmFiles.SaveGpt2(dir, config, LmWeights.Random(config, seed: 1));
+        using var model = LanguageModel.Load(device, dir);
+        model.Sites.Should().HaveCount(12 * 7);
+        var tokens = new[] { 50256, 464, 2068, 7586, 21831, 18045, 625, 262 };
+        var logits = model.Logits(tokens, 1);
+        logits.Should().HaveCount(8 * 50257).And.OnlyContain(v => float.IsFinite(v));
+        var z = model.Capture(tokens, 1, "blocks.11.attn.hook_z");
+        z.Should().HaveCount(8 * 768).And.OnlyContain(v => float.IsFinite(v));
     }
 }

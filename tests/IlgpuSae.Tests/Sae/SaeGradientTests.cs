@@ -69,11 +69,11 @@ public sealed class SaeGradientTests(DeviceFixture devices)
                 double numeric = fd.EvaluatePartialDerivative(Loss, (double[])values.Clone(), k, 1);
                 double error = Math.Abs(numeric - analytic[name][k]);
                 worst = Math.Max(worst, error);
-                error.Should().BeLessThan(1e-6 + 1e-6 * Math.Abs(numeric), $"∂L/∂{name}[{k}] in {variantName}: FD {numeric}, analytic {analytic[name][k]}");
+                error.Should().BeLessThan(TestTolerances.FiniteDifferences.Bound(numeric), $"∂L/∂{name}[{k}] in {variantName}: FD {numeric}, analytic {analytic[name][k]}");
             }
         }
 
-        worst.Should().BeLessThan(1e-6);
+        worst.Should().BeLessThan(TestTolerances.FiniteDifferences.Atol);
     }
 
     [SkippableTheory]
@@ -93,13 +93,13 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         sae.LastStepWasSparse.Should().Be(path == TrainingPath.Sparse);
 
         var expectedLoss = SaeReference.Loss(v.Config, p, x, batch, v.Options);
-        loss.Total.Should().BeApproximately(expectedLoss, 1e-4 * Math.Abs(expectedLoss) + 1e-6, "loss");
+        loss.Total.Should().BeApproximately(expectedLoss, TestTolerances.SaeLoss.Bound(expectedLoss), "loss");
         var expected = SaeReference.Gradients(v.Config, p, x, batch, v.Options);
         foreach (var (name, reference) in expected)
         {
             var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
             double scale = reference.Max(Math.Abs);
-            var tol = new Tolerance($"gradient {name}", 2e-5 * Math.Max(scale, 1e-3), 1e-4);
+            var tol = TestTolerances.SaeGradient(name, scale);
             var result = KernelChecks.Compare($"{variantName} d{name}", "SaeBackward",
                 actual.Select(e => (float)e).ToArray(), reference, tol);
             result.Failure.Should().BeNull($"∂L/∂{name} of {variantName} on {target}, {path} path");
@@ -127,8 +127,8 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         sae.ComputeGradients(tx, options);
         sae.LastStepWasSparse.Should().BeTrue();
         var sparse = sae.Parameters.Download(ParameterSection.Gradients);
-        double scale = dense.Max(Math.Abs);
-        dense.Zip(sparse).Should().OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-5 * scale + 1e-5 * Math.Abs(t.First));
+        var tolerance = TestTolerances.SparseVsDenseGradient(dense.Max(Math.Abs));
+        dense.Zip(sparse).Should().OnlyContain(t => tolerance.Allows(t.Second, t.First));
     }
 
     [SkippableTheory]
@@ -163,6 +163,6 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         var referenceUnfrozen = SaeReference.Gradients(config, p, x, batch, new SaeLossOptions { L1Coefficient = 0.01f, FreezeAuxDecoder = false });
         reference["W_dec"].Zip(referenceUnfrozen["W_dec"]).Should().Contain(t => Math.Abs(t.First - t.Second) > 1e-3,
             "unfreezing the aux decoder adds Aᵀ·Δa to dW_dec");
-        low["W_dec"].Zip(reference["W_dec"]).Should().OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-4 + 1e-3 * Math.Abs(t.Second));
+        low["W_dec"].Zip(reference["W_dec"]).Should().OnlyContain(t => TestTolerances.FrozenAuxDecoderGradient.Allows(t.First, t.Second));
     }
 }

@@ -15,11 +15,11 @@ namespace IlgpuSae.Tests.Training;
 [Collection(DeviceCollection.Name)]
 public sealed class TrainerTests(DeviceFixture devices) : IDisposable
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("ilgpusae-train-");
+    private readonly TempFolder _temp = new("ilgpusae-train-");
 
-    public void Dispose() => _dir.Delete(recursive: true);
+    public void Dispose() => _temp.Dispose();
 
-    private string P(string name) => Path.Combine(_dir.FullName, name);
+    private string P(string name) => _temp.Path(name);
 
     private IActivationSource Toy(int n = 8192, int d = 16, int features = 32, double l0 = 3, ulong seed = 7)
     {

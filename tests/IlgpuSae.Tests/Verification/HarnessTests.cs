@@ -5,7 +5,7 @@ using IlgpuSae.Tests.Infrastructure;
 using IlgpuSae.Verification;
 using Xunit;
 
-namespace IlgpuSae.Tests.Kernels;
+namespace IlgpuSae.Tests.Verification;
 
 /// <summary>The comparison harness itself must fail on wrong, missing and unwritten values.</summary>
 [Collection(DeviceCollection.Name)]

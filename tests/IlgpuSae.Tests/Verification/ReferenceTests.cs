@@ -1,11 +1,12 @@
 using FluentAssertions;
 using IlgpuSae.Kernels;
+using IlgpuSae.Tests.Infrastructure;
 using IlgpuSae.Verification;
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Statistics;
 using Xunit;
 
-namespace IlgpuSae.Tests.Reference;
+namespace IlgpuSae.Tests.Verification;
 
 /// <summary>
 /// The double-precision references the kernels are tested against, checked independently: against
@@ -13,8 +14,6 @@ namespace IlgpuSae.Tests.Reference;
 /// </summary>
 public sealed class ReferenceTests
 {
-    private static readonly Tolerance Double = new("double round-off", 1e-12, 1e-12);
-
     [Theory]
     [InlineData(GemmLayout.NN)]
     [InlineData(GemmLayout.NT)]
@@ -40,7 +39,7 @@ public sealed class ReferenceTests
         {
             for (int j = 0; j < n; j++)
             {
-                Double.Accepts(values[i * n + j], expected[i, j]).Should().BeTrue($"element ({i}, {j})");
+                TestTolerances.DoubleRoundOff.Accepts(values[i * n + j], expected[i, j]).Should().BeTrue($"element ({i}, {j})");
             }
         }
     }
@@ -58,9 +57,9 @@ public sealed class ReferenceTests
         var normalized = CpuReference.NormalizeRows(x, rows, cols, 1e-12);
         for (int r = 0; r < rows; r++)
         {
-            Double.Accepts(sums[r], X.Row(r).Sum()).Should().BeTrue();
-            Double.Accepts(norms[r], X.Row(r).L2Norm()).Should().BeTrue();
-            Double.Accepts(normalized.Skip(r * cols).Take(cols).Select(v => v * v).Sum(), 1).Should().BeTrue();
+            TestTolerances.DoubleRoundOff.Accepts(sums[r], X.Row(r).Sum()).Should().BeTrue();
+            TestTolerances.DoubleRoundOff.Accepts(norms[r], X.Row(r).L2Norm()).Should().BeTrue();
+            TestTolerances.DoubleRoundOff.Accepts(normalized.Skip(r * cols).Take(cols).Select(v => v * v).Sum(), 1).Should().BeTrue();
         }
 
         for (int c = 0; c < cols; c++)
@@ -79,9 +78,9 @@ public sealed class ReferenceTests
         var (np, nm, nv) = CpuReference.AdamStep(p, g, new float[3], new float[3], settings, 1);
         for (int i = 0; i < 3; i++)
         {
-            np[i].Should().BeApproximately(p[i] - (double)settings.LearningRate * g[i] / (Math.Abs(g[i]) + (double)settings.Epsilon), 1e-12);
-            nm[i].Should().BeApproximately((1 - (double)settings.Beta1) * g[i], 1e-12);
-            nv[i].Should().BeApproximately((1 - (double)settings.Beta2) * g[i] * (double)g[i], 1e-15);
+            np[i].Should().BeApproximately(p[i] - (double)settings.LearningRate * g[i] / (Math.Abs(g[i]) + (double)settings.Epsilon), TestTolerances.DoubleRoundOff.Atol);
+            nm[i].Should().BeApproximately((1 - (double)settings.Beta1) * g[i], TestTolerances.DoubleRoundOff.Atol);
+            nv[i].Should().BeApproximately((1 - (double)settings.Beta2) * g[i] * (double)g[i], TestTolerances.AdamSecondMoment);
         }
     }
 
@@ -94,8 +93,8 @@ public sealed class ReferenceTests
         var coupled = decoupled with { DecoupledWeightDecay = false };
         var p = new float[] { 2f };
         var zero = new float[1];
-        CpuReference.AdamStep(p, zero, zero, zero, decoupled, 1).P[0].Should().BeApproximately(2 * (1 - 0.1f * 0.5f), 1e-7);
-        CpuReference.AdamStep(p, zero, zero, zero, coupled, 1).P[0].Should().BeApproximately(2 - 0.1f, 1e-6);
+        CpuReference.AdamStep(p, zero, zero, zero, decoupled, 1).P[0].Should().BeApproximately(2 * (1 - 0.1f * 0.5f), TestTolerances.AdamWDecay);
+        CpuReference.AdamStep(p, zero, zero, zero, coupled, 1).P[0].Should().BeApproximately(2 - 0.1f, TestTolerances.AdamL2Step);
     }
 
     [Theory]
@@ -113,11 +112,11 @@ public sealed class ReferenceTests
     public void Normal_reference_has_the_requested_moments()
     {
         var samples = CpuReference.Normal(200_000, 0.5, 2, seed: 11, stream: 0);
-        samples.Mean().Should().BeApproximately(0.5, 0.02);
-        samples.StandardDeviation().Should().BeApproximately(2, 0.02);
+        samples.Mean().Should().BeApproximately(0.5, TestTolerances.SampleMoments);
+        samples.StandardDeviation().Should().BeApproximately(2, TestTolerances.SampleMoments);
         var uniform = CpuReference.Uniform(200_000, -1f, 3f, seed: 11, stream: 1).Select(v => (double)v).ToArray();
         uniform.Min().Should().BeGreaterThanOrEqualTo(-1);
         uniform.Max().Should().BeLessThan(3);
-        uniform.Mean().Should().BeApproximately(1, 0.02);
+        uniform.Mean().Should().BeApproximately(1, TestTolerances.SampleMoments);
     }
 }
