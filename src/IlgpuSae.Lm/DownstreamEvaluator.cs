@@ -75,7 +75,7 @@ public sealed record DownstreamMetrics
 }
 
 /// <summary>
-/// Computes loss recovered (spec §5) by running the model three times per batch: clean, with the site's
+/// Computes loss recovered (Rajamanoharan et al. 2024, Eq. 5) by running the model three times per batch: clean, with the site's
 /// activations replaced by a reconstruction, and with them zero-ablated.
 /// </summary>
 public static class DownstreamEvaluator

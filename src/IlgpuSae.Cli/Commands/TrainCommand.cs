@@ -97,6 +97,11 @@ internal static class TrainCommand
                 throw new ArgumentException($"{outDir} already holds a training run; pass --resume to continue it or choose another --out.");
             }
 
+            if (parse.GetValue(resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
+            {
+                throw new ArgumentException($"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER.");
+            }
+
             if (parse.GetValue(overrides) is { Length: > 0 } && !parse.GetValue(resume))
             {
                 throw new ArgumentException("--override applies to --resume only.");

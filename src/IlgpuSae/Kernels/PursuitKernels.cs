@@ -4,7 +4,7 @@ namespace IlgpuSae.Kernels;
 
 /// <summary>
 /// Non-negative gradient pursuit (Blumensath &amp; Davies 2008; the Gated SAE paper's inference-time
-/// optimisation, spec §6.3) with the support kept as a per-row list: row b has <c>count[b]</c> selected
+/// optimisation, paper App. A) with the support kept as a per-row list: row b has <c>count[b]</c> selected
 /// atoms <c>idx[b, t]</c> with coefficients <c>coef[b, t]</c> (t &lt; k). Atoms are the rows of a dictionary
 /// D [M, d] with unit norm. Per iteration: residual (sparse decode), inner products c = r·Dᵀ (a GEMM),
 /// <see cref="PursuitSelectKernel"/> (argmax → support, gradient on the support), <see cref="PursuitStepKernel"/>

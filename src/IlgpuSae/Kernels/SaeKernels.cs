@@ -5,7 +5,7 @@ namespace IlgpuSae.Kernels;
 
 // Fused SAE kernels. B = batch rows, d = input width, M = dictionary size. Matrices are row-major:
 // U, F, A, Φ, Ψ, dU are [B, M]; X, X̂, Δ are [B, d]. Parameter gradients accumulate (+=); activation
-// gradients overwrite (=). See docs in Sae/*.cs and ../shared/spec/gated-sae.md §2–§3 for the math.
+// gradients overwrite (=). The math: Sae/Architectures/*.cs (paper §2–§3).
 
 /// <summary>Scalar arguments of the gated kernels.</summary>
 internal struct GatedArgs

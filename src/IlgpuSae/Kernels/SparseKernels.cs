@@ -2,7 +2,7 @@ using ILGPU;
 
 namespace IlgpuSae.Kernels;
 
-// The sparse training step (spec §3.3: dΠm and dΠg vanish wherever the gate is closed). After the dense
+// The sparse training step (the gated loss's gradients, paper §3.2.2, through π_mag and π_gate vanish wherever the gate is closed). After the dense
 // encoder, each row's active features (gate open for gated, f > 0 for standard) are compacted into index
 // lists, per row and per feature; the decoder, [Φ; Ψ] and the weight gradients then cost O(B·L0·d)
 // instead of O(B·M·d). Everything is gather-based and deterministic: each output element is summed by one

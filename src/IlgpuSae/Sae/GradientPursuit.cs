@@ -7,7 +7,7 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// Inference-time optimisation (spec §6.3): reconstructs activations from a trained decoder alone by
+/// Inference-time optimisation (Rajamanoharan et al. 2024, App. A): reconstructs activations from a trained decoder alone by
 /// non-negative gradient pursuit, <c>min_{α ≥ 0} ‖(x − b_dec) − αD‖²</c> with at most k atoms, one atom
 /// added per iteration (the largest inner product with the residual, not its absolute value), then an
 /// exact line search along the gradient restricted to the support and clipping at zero ([DL]

@@ -1,7 +1,7 @@
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// "Baseline + learned rescale &amp; shift" (paper §5.2, spec §6.2): a gated SAE whose gate is a frozen baseline
+/// "Baseline + learned rescale &amp; shift" (paper §5.2, Fig. 9): a gated SAE whose gate is a frozen baseline
 /// encoder, <c>f = H(x̃·W_enc + b_enc) ⊙ ReLU(e^{r_mag} ⊙ (x̃·W_enc) + b_mag)</c>; only <c>r_mag</c> and <c>b_mag</c>
 /// are trained. Initialised with <c>r_mag = 0</c>, <c>b_mag = b_enc</c>, so it starts identical to the baseline.
 /// </summary>

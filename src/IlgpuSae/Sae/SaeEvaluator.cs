@@ -4,7 +4,7 @@ using IlgpuSae.Data;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// Reconstruction and sparsity metrics of an SAE on held-out activations, under SAELens names (spec §5).
+/// Reconstruction and sparsity metrics of an SAE on held-out activations, under SAELens names (L0, §2.3; γ, §4.2 and Eq. 10 of Rajamanoharan et al. 2024).
 /// </summary>
 public sealed record SaeMetrics
 {

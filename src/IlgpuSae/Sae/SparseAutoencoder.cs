@@ -304,8 +304,8 @@ public sealed class SparseAutoencoder : IDisposable
 
     /// <summary>
     /// Zeroes the gradients, then runs the training forward and backward pass on <paramref name="x"/> [B, d],
-    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (paper §2 for the standard SAE, §3 and
-    /// Eq. 8 for the gated one). Returns the loss terms when <paramref name="computeLoss"/> (one device
+    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (paper §2.2 for the standard SAE, §3.2.2
+    /// for the gated one). Returns the loss terms when <paramref name="computeLoss"/> (one device
     /// synchronisation), else null.
     /// </summary>
     /// <exception cref="NotSupportedException">The architecture has no training path here (JumpReLU).</exception>

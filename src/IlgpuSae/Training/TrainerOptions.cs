@@ -15,7 +15,7 @@ public enum LrDecay
     Cosine,
 }
 
-/// <summary>Named training recipes (spec §2.2, §3.2, §4).</summary>
+/// <summary>Named training recipes (the paper's App. D; SAELens; Anthropic's April 2024 update).</summary>
 public enum TrainingRecipe
 {
     /// <summary>

@@ -45,7 +45,7 @@ public sealed record WeightGradientReference(ReferenceOutput GradWEnc, Reference
 /// Equations: standard SAE, Rajamanoharan et al. 2024 ("Improving Dictionary Learning with Gated Sparse
 /// Autoencoders", arXiv 2404.16014) §2.1–2.2, Eqs. 2–4; gated SAE, same paper §3.2.1 Eqs. 6–7 (encoder, weight
 /// sharing W_mag = W_gate·diag(e^{r_mag})) and §3.2.2 Eq. 9 (L_gated = L_reconstruct + L_sparsity + L_aux), whose
-/// gradients are written out in spec §3.3; JumpReLU, Rajamanoharan et al. 2024b (arXiv 2407.14435) §2.
+/// gradients follow from the loss of §3.2.2 by the chain rule (GatedSae.ReferenceBackward lists them); JumpReLU, Rajamanoharan et al. 2024b (arXiv 2407.14435) §2.
 /// </remarks>
 public static class SaeKernelReference
 {

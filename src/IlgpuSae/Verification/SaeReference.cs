@@ -3,7 +3,7 @@ using IlgpuSae.Sae;
 namespace IlgpuSae.Verification;
 
 /// <summary>
-/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (paper §2 and §3, Eq. 8),
+/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (paper §2.2 and §3.2.2),
 /// written as plain loops. Tests check it against central finite differences and then check the device
 /// kernels against it. Parameters are keyed by their SAELens names; matrices are row-major.
 /// </summary>
@@ -87,7 +87,7 @@ public static class SaeReference
         return (f, a, u, um);
     }
 
-    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (paper §2 and §3, Eq. 8).</summary>
+    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (paper §2.2 and §3.2.2).</summary>
     public static Dictionary<string, double[]> Gradients(
         SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int batch, SaeLossOptions options)
     {

@@ -35,6 +35,11 @@ public sealed class SaeCliTests : IDisposable
         again.Code.Should().Be(2);
         again.Err.Should().Contain("--resume");
 
+        var finished = Run("train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--tokens", "10240", "--batch-size", "256",
+            "--resume", "--out", P("gated"));
+        finished.Code.Should().Be(2);
+        finished.Err.Should().Contain("finished run").And.Contain("--init");
+
         var eval = Run("eval", "--sae", P("gated"), "--acts", P("toy.npy"), "--json");
         eval.Code.Should().Be(0, eval.Err);
         using (var doc = JsonDocument.Parse(eval.Out))
@@ -98,5 +103,27 @@ public sealed class SaeCliTests : IDisposable
         var missing = Run("eval", "--sae", P("nothing"), "--acts", P("d4.npy"));
         missing.Code.Should().Be(2);
         missing.Err.Should().Contain("No SAE folder");
+    }
+
+    [Fact]
+    public void Resuming_an_interrupted_run_with_another_learning_rate_needs_an_explicit_override()
+    {
+        Run("synth", "--rows", "2048", "--d", "6", "--features", "12", "--l0", "2", "--out", P("small.npy")).Code.Should().Be(0);
+        string[] args = ["train", "--arch", "standard", "--acts", P("small.npy"), "--d-sae", "12", "--batch-size", "128", "--tokens", "2560",
+            "--lr-warmup", "2", "--log-every", "5", "--checkpoint-every", "10", "--out", P("interrupted")];
+        Run(args).Code.Should().Be(0);
+
+        // As if the process died after the step-10 checkpoint: the final SAE was never written.
+        File.Delete(P("interrupted/cfg.json"));
+        File.Delete(P("interrupted/sae_weights.safetensors"));
+        var changed = Run([.. args, "--resume", "--lr", "1e-2"]);
+        changed.Code.Should().Be(2);
+        changed.Err.Should().Contain("learning_rate").And.Contain("--override learning_rate");
+        File.Exists(P("interrupted/cfg.json")).Should().BeFalse("a refused resume writes nothing");
+
+        var accepted = Run([.. args, "--resume", "--lr", "1e-2", "--override", "learning_rate"]);
+        accepted.Code.Should().Be(0, accepted.Err);
+        accepted.Out.Should().Contain("Resumed from").And.Contain("step 10");
+        File.Exists(P("interrupted/trainer_config.json")).Should().BeTrue();
     }
 }

@@ -10,7 +10,7 @@ namespace IlgpuSae.Tests.Sae;
 public sealed class GradientPursuitTests(DeviceFixture devices)
 {
     /// <summary>
-    /// The dense algorithm of spec §6.3 in double precision: α = 0, S = ∅; k times: r = x − αD, c = r·Dᵀ,
+    /// The dense algorithm of the paper's App. A in double precision: α = 0, S = ∅; k times: r = x − αD, c = r·Dᵀ,
     /// S ∪= argmax c, g = S ⊙ c, v = g·D, η = ⟨v, r⟩/⟨v, v⟩, α = max(α + ηg, 0). D has unit-norm rows.
     /// </summary>
     public static double[] Reference(double[] x, int rows, double[] dict, int m, int d, int k)

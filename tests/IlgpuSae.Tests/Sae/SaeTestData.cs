@@ -1,5 +1,6 @@
 using IlgpuSae.Sae;
 using IlgpuSae.Tensors;
+using IlgpuSae.Training;
 
 namespace IlgpuSae.Tests.Sae;
 
@@ -12,19 +13,24 @@ public sealed record Variant(string Name, SaeConfig Config, SaeLossOptions Optio
 /// <summary>Random SAE parameters and inputs kept away from the gate/ReLU boundaries.</summary>
 public static class SaeTestData
 {
+    /// <summary>The variants under test, built through <see cref="SaeRecipe"/> as the CLI and the study build them.</summary>
     public static IEnumerable<Variant> Variants(int d, int m)
     {
-        SaeConfig Std(bool apply = true) => new() { Architecture = SaeArchitecture.Standard, DIn = d, DSae = m, ApplyBDecToInput = apply };
-        SaeConfig Gated(bool useR = true, bool untied = false) => new() { Architecture = SaeArchitecture.Gated, DIn = d, DSae = m, UseRMag = useR, Untied = untied };
-        yield return new("standard-paper", Std(), new SaeLossOptions { L1Coefficient = 0.3f });
-        yield return new("standard-april-update", Std(apply: false), new SaeLossOptions { L1Coefficient = 0.3f, DecoderNormWeightedL1 = true });
-        yield return new("standard-mean-over-d", Std(), new SaeLossOptions { L1Coefficient = 0.05f, Scale = ReconstructionScale.MeanOverDim });
-        yield return new("gated-paper", Gated(), new SaeLossOptions { L1Coefficient = 0.3f });
-        yield return new("gated-saelens", Gated(), new SaeLossOptions { L1Coefficient = 0.3f, DecoderNormWeightedL1 = true, FreezeAuxDecoder = false });
-        yield return new("gated-unfrozen-aux", Gated(), new SaeLossOptions { L1Coefficient = 0.3f, FreezeAuxDecoder = false });
-        yield return new("gated-no-rmag", Gated(useR: false), new SaeLossOptions { L1Coefficient = 0.3f });
-        yield return new("gated-untied", Gated(untied: true), new SaeLossOptions { L1Coefficient = 0.3f });
-        yield return new("gated-mean-over-d", Gated(), new SaeLossOptions { L1Coefficient = 0.05f, Scale = ReconstructionScale.MeanOverDim });
+        Variant From(string name, SaeRecipe recipe, float l1, ReconstructionScale scale = ReconstructionScale.Sum)
+        {
+            var options = recipe.Apply(new TrainerOptions { Steps = 1, Loss = new SaeLossOptions { L1Coefficient = l1, Scale = scale } });
+            return new(name, recipe.Config(d, m), options.Loss);
+        }
+
+        yield return From("standard-paper", SaeRecipe.Parse("standard"), 0.3f);
+        yield return From("standard-april-update", SaeRecipe.Parse("standard", "april-update"), 0.3f);
+        yield return From("standard-mean-over-d", SaeRecipe.Parse("standard"), 0.05f, ReconstructionScale.MeanOverDim);
+        yield return From("gated-paper", SaeRecipe.Parse("gated"), 0.3f);
+        yield return From("gated-saelens", SaeRecipe.Parse("gated", "saelens"), 0.3f);
+        yield return From("gated-unfrozen-aux", SaeRecipe.Parse("gated", ablation: "unfrozen-aux"), 0.3f);
+        yield return From("gated-no-rmag", SaeRecipe.Parse("gated", ablation: "no-rmag"), 0.3f);
+        yield return From("gated-untied", SaeRecipe.Parse("gated", ablation: "untied"), 0.3f);
+        yield return From("gated-mean-over-d", SaeRecipe.Parse("gated"), 0.05f, ReconstructionScale.MeanOverDim);
     }
 
     /// <summary>
@@ -38,15 +44,9 @@ public static class SaeTestData
         {
             var random = new Random(seed + attempt * 7919);
             var p = new Dictionary<string, double[]>();
-            foreach (var name in SparseAutoencoder.TensorNames(config))
+            foreach (var entry in SparseAutoencoder.LayoutFor(config).Entries)
             {
-                long length = name switch
-                {
-                    "W_enc" or "W_mag" => (long)config.DIn * config.DSae,
-                    "W_dec" => (long)config.DSae * config.DIn,
-                    "b_dec" => config.DIn,
-                    _ => config.DSae,
-                };
+                var (name, length) = (entry.Name, entry.Length);
                 double scale = name.StartsWith('W') ? 0.6 : 0.3;
                 p[name] = Enumerable.Range(0, (int)length).Select(_ => (double)(float)((random.NextDouble() * 2 - 1) * scale)).ToArray();
             }
@@ -85,7 +85,7 @@ public static class SaeTestData
                 }
                 else
                 {
-                    double z = u[i] + p["b_enc"][i];
+                    double z = u[i] + (p.TryGetValue("b_enc", out var bEnc) ? bEnc[i] : 0);
                     min = Math.Min(min, Math.Abs(z));
                     if (p.TryGetValue("threshold", out var th))
                     {

@@ -5,10 +5,10 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// The Gated SAE (Rajamanoharan et al. 2024, §3, Eq. 5–8): <c>π_gate = x̃·W_gate + b_gate</c>,
+/// The Gated SAE (Rajamanoharan et al. 2024, §3.2, Eqs. 6–7): <c>π_gate = x̃·W_gate + b_gate</c>,
 /// <c>π_mag = e^{r_mag} ⊙ (x̃·W_gate) + b_mag</c> (weight sharing, Eq. 7), <c>f = 1[π_gate &gt; 0] ⊙ ReLU(π_mag)</c>.
 /// The loss adds the auxiliary reconstruction of <c>a = ReLU(π_gate)</c> through the (by default frozen) decoder,
-/// and the L1 penalty applies to a only (Eq. 8). Options: <see cref="SaeConfig.UseRMag"/> (the "no r_mag"
+/// and the L1 penalty applies to a only (§3.2.2). Options: <see cref="SaeConfig.UseRMag"/> (the "no r_mag"
 /// ablation) and <see cref="SaeConfig.Untied"/> (independent <c>W_mag</c>, paper §5.1).
 /// </summary>
 public sealed class GatedSae : SaeArchitecture
@@ -127,7 +127,7 @@ public sealed class GatedSae : SaeArchitecture
     }
 
     /// <summary>
-    /// Backward of Eq. 5–8: <c>∂π_mag = 1[π_gate &gt; 0]·1[π_mag &gt; 0]·Φ</c>, <c>∂π_gate = 1[π_gate &gt; 0]·(Ψ + λ/B·w)</c>
+    /// Backward of the loss of §3.2.2: <c>∂π_mag = 1[π_gate &gt; 0]·1[π_mag &gt; 0]·Φ</c>, <c>∂π_gate = 1[π_gate &gt; 0]·(Ψ + λ/B·w)</c>
     /// (the Heaviside gate passes no gradient), <c>dU = ∂π_gate + e^{r_mag}·∂π_mag</c> when tied,
     /// <c>∂r_mag = e^{r_mag}·∂π_mag·Um</c>.
     /// </summary>

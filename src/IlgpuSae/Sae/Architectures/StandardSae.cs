@@ -4,7 +4,7 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// The ReLU + L1 baseline (paper §2, Eq. 1–2): <c>f = ReLU(x̃·W_enc + b_enc)</c>, penalty <c>λ·Σ_i w_i·f_i</c>.
+/// The ReLU + L1 baseline (paper §2.1–2.2, Eqs. 2–4): <c>f = ReLU(x̃·W_enc + b_enc)</c>, penalty <c>λ·Σ_i w_i·f_i</c>.
 /// Backward: <c>dU = 1[f &gt; 0]·(Φ + λ/B·w)</c>, <c>∂L/∂b_enc = Σ_b dU</c>.
 /// </summary>
 public sealed class StandardSae : SaeArchitecture
