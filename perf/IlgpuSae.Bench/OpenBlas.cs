@@ -15,8 +15,21 @@ internal static unsafe partial class OpenBlas
 
     [LibraryImport(Library, EntryPoint = "cblas_sgemm")]
     private static partial void Sgemm(
-        int order, int transA, int transB, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb,
-        float beta, float* c, int ldc);
+        int order,
+        int transA,
+        int transB,
+        int m,
+        int n,
+        int k,
+        float alpha,
+        float* a,
+        int lda,
+        float* b,
+        int ldb,
+        float beta,
+        float* c,
+        int ldc
+    );
 
     [LibraryImport(Library, EntryPoint = "openblas_get_config")]
     private static partial nint GetConfig();
@@ -44,7 +57,11 @@ internal static unsafe partial class OpenBlas
         int tb = layout == Kernels.GemmLayout.NT ? Trans : NoTrans;
         int lda = layout == Kernels.GemmLayout.TN ? m : k;
         int ldb = layout == Kernels.GemmLayout.NT ? k : n;
-        fixed (float* pa = a, pb = b, pc = c)
+        fixed (
+            float* pa = a,
+                pb = b,
+                pc = c
+        )
         {
             Sgemm(RowMajor, ta, tb, m, n, k, 1f, pa, lda, pb, ldb, 0f, pc, n);
         }

@@ -27,15 +27,21 @@ public static class Program
 
         if (args.Length == 0 || args[0] != "gemm")
         {
-            Console.Error.WriteLine("usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] " +
-                                    "[--variants cpu,gpu,tf32] [--reps N] [--out FILE.md]\n" +
-                                    "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]");
+            Console.Error.WriteLine(
+                "usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] "
+                    + "[--variants cpu,gpu,tf32] [--reps N] [--out FILE.md]\n"
+                    + "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]"
+            );
             return 2;
         }
 
         var options = ParseOptions(args.Skip(1).ToArray());
         string backendArg = options.GetValueOrDefault("backend", "all");
-        var sizes = options.GetValueOrDefault("sizes", "256,512,1024,1024x4096x512").Split(',').Select(ParseSize).ToArray();
+        var sizes = options
+            .GetValueOrDefault("sizes", "256,512,1024,1024x4096x512")
+            .Split(',')
+            .Select(ParseSize)
+            .ToArray();
         // cpu, gpu: the two kernel shapes; tf32: GPU-shaped with TF32 tensor cores (CUDA only).
         var variants = options.GetValueOrDefault("variants", "cpu,gpu,tf32").Split(',').Distinct().ToArray();
         int reps = int.Parse(options.GetValueOrDefault("reps", "5"), CultureInfo.InvariantCulture);
@@ -44,9 +50,10 @@ public static class Program
         var blas = OpenBlas.TryDescribe();
         Console.WriteLine($"OpenBLAS: {blas ?? "not found (install libopenblas0); ratios will be missing"}");
         var devices = DeviceCatalog.ListDevices().Where(d => d.IsSupported).ToArray();
-        var backends = backendArg == "all"
-            ? devices.Select(d => d.Backend).Distinct().ToArray()
-            : [BackendKinds.Parse(backendArg)];
+        var backends =
+            backendArg == "all"
+                ? devices.Select(d => d.Backend).Distinct().ToArray()
+                : [BackendKinds.Parse(backendArg)];
 
         var rows = new List<string>();
         var deviceNames = new List<string>();
@@ -57,18 +64,30 @@ public static class Program
                 bool tf32 = name == "tf32";
                 if (tf32 && backend != BackendKind.Cuda)
                 {
-                    continue; // tensor cores exist on CUDA only (the CPU accelerator's emulation is for tests, not speed)
+                    // Tensor cores exist on CUDA only (the CPU accelerator emulates them for tests only).
+                    continue;
                 }
 
                 var variant = name == "cpu" ? KernelVariant.CpuShaped : KernelVariant.GpuShaped;
-                using var device = SaeDevice.Create(backend, null, new SaeDeviceOptions { Variant = variant, TensorCores = tf32 });
+                using var device = SaeDevice.Create(
+                    backend,
+                    null,
+                    new SaeDeviceOptions { Variant = variant, TensorCores = tf32 }
+                );
                 deviceNames.Add(device.ToString());
                 foreach (var (m, n, k) in sizes)
                 {
-                    if (backend == BackendKind.Cpu && variant == KernelVariant.GpuShaped && (long)m * n * k > 256L * 256 * 256)
+                    if (
+                        backend == BackendKind.Cpu
+                        && variant == KernelVariant.GpuShaped
+                        && (long)m * n * k > 256L * 256 * 256
+                    )
                     {
-                        // Each group barrier costs milliseconds on the CPU simulator; larger sizes take minutes.
-                        rows.Add($"| cpu | gpu-shaped | all | {m}x{n}x{k} | skipped: barrier kernels on ILGPU's CPU simulator | | | | |");
+                        // Each group barrier costs milliseconds on the CPU simulator; larger sizes take
+                        // minutes.
+                        rows.Add(
+                            $"| cpu | gpu-shaped | all | {m}x{n}x{k} | skipped: barrier kernels on ILGPU's CPU simulator | | | | |"
+                        );
                         continue;
                     }
 
@@ -94,7 +113,15 @@ public static class Program
         return 0;
     }
 
-    private static string Measure(SaeDevice device, GemmLayout layout, int m, int n, int k, int reps, bool haveBlas)
+    private static string Measure(
+        SaeDevice device,
+        GemmLayout layout,
+        int m,
+        int n,
+        int k,
+        int reps,
+        bool haveBlas
+    )
     {
         var random = new Random(1);
         var a = Enumerable.Range(0, m * k).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
@@ -115,8 +142,10 @@ public static class Program
         {
             var expected = new float[m * n];
             OpenBlas.MatMul(a, b, expected, layout, m, n, k);
-            // Largest error relative to the largest result: float32 sums of K terms in any order stay far below 1e-5.
-            double maxErr = 0, maxRef = 0;
+            // Largest error relative to the largest result: float32 sums of K terms in any order stay far
+            // below 1e-5.
+            double maxErr = 0,
+                maxRef = 0;
             for (int i = 0; i < got.Length; i++)
             {
                 maxErr = Math.Max(maxErr, Math.Abs(got[i] - expected[i]));
@@ -129,16 +158,24 @@ public static class Program
             blasGflops = flops / Median(reps, () => OpenBlas.MatMul(a, b, expected, layout, m, n, k)) / 1e9;
         }
 
-        double seconds = Median(reps, () =>
-        {
-            device.Ops.MatMul(ta, tb, tc, layout);
-            device.Synchronize();
-        });
+        double seconds = Median(
+            reps,
+            () =>
+            {
+                device.Ops.MatMul(ta, tb, tc, layout);
+                device.Synchronize();
+            }
+        );
         double gflops = flops / seconds / 1e9;
-        string variant = device.TensorCores ? "tf32-mma" : device.Variant == KernelVariant.GpuShaped ? "gpu-shaped" : "cpu-shaped";
-        return string.Create(CultureInfo.InvariantCulture,
-            $"| {device.Backend.ToName()} | {variant} | {layout} | {m}x{n}x{k} | {seconds * 1e3:0.00} | {gflops:0.00} | " +
-            $"{blasGflops:0.0} | {(haveBlas ? (gflops / blasGflops * 100).ToString("0.00", CultureInfo.InvariantCulture) + " %" : "-")} | {check} |");
+        string variant =
+            device.TensorCores ? "tf32-mma"
+            : device.Variant == KernelVariant.GpuShaped ? "gpu-shaped"
+            : "cpu-shaped";
+        return string.Create(
+            CultureInfo.InvariantCulture,
+            $"| {device.Backend.ToName()} | {variant} | {layout} | {m}x{n}x{k} | {seconds * 1e3:0.00} | {gflops:0.00} | "
+                + $"{blasGflops:0.0} | {(haveBlas ? (gflops / blasGflops * 100).ToString("0.00", CultureInfo.InvariantCulture) + " %" : "-")} | {check} |"
+        );
     }
 
     /// <summary>Median wall time of <paramref name="reps"/> runs after one warm-up run.</summary>
@@ -160,20 +197,33 @@ public static class Program
     private static string Report(string[] args, string? blas, string[] devices, List<string> rows)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"# GEMM benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"# GEMM benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC"
+        );
         sb.AppendLine();
         AppendProvenance(sb, args);
 
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}");
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"- machine: {Environment.ProcessorCount} logical cores, {Environment.OSVersion}, .NET {Environment.Version}"
+        );
         foreach (var d in devices)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"- device: {d}");
         }
 
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run, same data): {blas ?? "not available"}");
-        sb.AppendLine("- time: median of the timed repetitions after one warm-up; GFLOP/s = 2·M·N·K / time; ratio = ours / OpenBLAS");
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"- OpenBLAS (same run, same data): {blas ?? "not available"}"
+        );
+        sb.AppendLine(
+            "- time: median of the timed repetitions after one warm-up; GFLOP/s = 2·M·N·K / time; ratio = ours / OpenBLAS"
+        );
         sb.AppendLine();
-        sb.AppendLine("| backend | kernels | layout | MxNxK | ms | GFLOP/s | OpenBLAS GFLOP/s | ratio | check |");
+        sb.AppendLine(
+            "| backend | kernels | layout | MxNxK | ms | GFLOP/s | OpenBLAS GFLOP/s | ratio | check |"
+        );
         sb.AppendLine("|---|---|---|---|---:|---:|---:|---:|---|");
         rows.ForEach(r => sb.AppendLine(r));
         return sb.ToString();
@@ -182,8 +232,14 @@ public static class Program
     /// <summary>Writes the command, commit and note lines every results file starts with.</summary>
     internal static void AppendProvenance(StringBuilder sb, string[] args)
     {
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Git("rev-parse --short HEAD")}");
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"- command: `dotnet run --project perf/IlgpuSae.Bench -c Release -- {string.Join(' ', args)}`"
+        );
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"- commit: {Environment.GetEnvironmentVariable("ILGPUSAE_COMMIT") ?? Git("rev-parse --short HEAD")}"
+        );
         if (Environment.GetEnvironmentVariable("ILGPUSAE_BENCH_NOTE") is { Length: > 0 } note)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"- note: {note}");
@@ -194,7 +250,13 @@ public static class Program
     {
         try
         {
-            using var p = Process.Start(new ProcessStartInfo("git", arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            using var p = Process.Start(
+                new ProcessStartInfo("git", arguments)
+                {
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                }
+            )!;
             var text = p.StandardOutput.ReadToEnd().Trim();
             p.WaitForExit();
             return p.ExitCode == 0 ? text : "?";

@@ -20,7 +20,9 @@ internal static class SaeStep
     {
         var options = Program.ParseOptions(args.Skip(1).ToArray());
         var backend = BackendKinds.Resolve(options.GetValueOrDefault("backend"));
-        var sizes = options.GetValueOrDefault("sizes", "256x2048x1024,512x4096x4096,768x16384x4096").Split(',');
+        var sizes = options
+            .GetValueOrDefault("sizes", "256x2048x1024,512x4096x4096,768x16384x4096")
+            .Split(',');
         int steps = int.Parse(options.GetValueOrDefault("steps", "3"), CultureInfo.InvariantCulture);
         string? outPath = options.GetValueOrDefault("out");
         var blas = OpenBlas.TryDescribe();
@@ -32,33 +34,56 @@ internal static class SaeStep
             var p = shape.Split('x').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
             var (d, m, b) = (p[0], p[1], p[2]);
             double blasGflops = blas is null ? double.NaN : BlasRate(b, m, d);
-            var fractions = options.GetValueOrDefault("active", "0.02").Split(',')
-                .Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+            var fractions = options
+                .GetValueOrDefault("active", "0.02")
+                .Split(',')
+                .Select(f => double.Parse(f, CultureInfo.InvariantCulture))
+                .ToArray();
             foreach (var arch in new[] { SaeArchitecture.Standard, SaeArchitecture.Gated })
             {
-                var config = new SaeConfig { Architecture = arch, DIn = d, DSae = m };
+                var config = new SaeConfig
+                {
+                    Architecture = arch,
+                    DIn = d,
+                    DSae = m,
+                };
                 double denseSeconds = double.NaN;
                 var runs = new List<(TrainingPath, double?)> { (TrainingPath.Dense, null) };
-                runs.AddRange(fractions.SelectMany(f => new (TrainingPath, double?)[] { (TrainingPath.Dense, f), (TrainingPath.Sparse, f) }));
+                runs.AddRange(
+                    fractions.SelectMany(f =>
+                        new (TrainingPath, double?)[] { (TrainingPath.Dense, f), (TrainingPath.Sparse, f) }
+                    )
+                );
                 foreach (var (path, active) in runs)
                 {
-                    var t = StepBenchmark.Measure(device, config, b, steps, path: path, activeFraction: active);
+                    var t = StepBenchmark.Measure(
+                        device,
+                        config,
+                        b,
+                        steps,
+                        path: path,
+                        activeFraction: active
+                    );
                     if (active is not null && path == TrainingPath.Dense)
                     {
                         denseSeconds = t.SecondsPerStep;
                     }
 
                     double rooflineTokens = b / (t.FlopsPerStep / (blasGflops * 1e9));
-                    var row = string.Create(CultureInfo.InvariantCulture,
-                        $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {(t.Sparse ? "sparse" : "dense")} | " +
-                        $"{(double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | " +
-                        $"{t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | {blasGflops:0.0} | {rooflineTokens:0} | " +
-                        $"{t.TokensPerSecond / rooflineTokens * 100:0.00} % | " +
-                        $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |");
+                    var row = string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {(t.Sparse ? "sparse" : "dense")} | "
+                            + $"{(double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | "
+                            + $"{t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | {blasGflops:0.0} | {rooflineTokens:0} | "
+                            + $"{t.TokensPerSecond / rooflineTokens * 100:0.00} % | "
+                            + $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |"
+                    );
                     Console.WriteLine(row);
                     rows.Add(row);
-                    string what = string.Create(CultureInfo.InvariantCulture,
-                        $"{SaeFiles.ArchitectureName(arch)} {d}×{m}×{b}, {(t.Sparse ? "sparse" : "dense")}, {(active is null ? "init" : $"{active * 100:0.#} % active")}");
+                    string what = string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"{SaeFiles.ArchitectureName(arch)} {d}×{m}×{b}, {(t.Sparse ? "sparse" : "dense")}, {(active is null ? "init" : $"{active * 100:0.#} % active")}"
+                    );
                     profiles.Add($"| {what} | {t.Profile} |");
                     Console.WriteLine($"  {what}: {t.Profile}");
                 }
@@ -66,23 +91,36 @@ internal static class SaeStep
         }
 
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"# SAE training-step benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+        sb.AppendLine(
+            CultureInfo.InvariantCulture,
+            $"# SAE training-step benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC"
+        );
         sb.AppendLine();
         Program.AppendProvenance(sb, args);
 
         sb.AppendLine(CultureInfo.InvariantCulture, $"- device: {device}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run): {blas ?? "not available"}");
-        sb.AppendLine("- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up");
-        sb.AppendLine("- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)");
-        sb.AppendLine("- active: fraction of (row, feature) pairs with an open gate (f > 0 for standard); \"init\" is random initialisation, the others place each feature's bias at the quantile that leaves that fraction active; speed-up = dense step time / sparse step time at the same state");
+        sb.AppendLine(
+            "- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up"
+        );
+        sb.AppendLine(
+            "- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)"
+        );
+        sb.AppendLine(
+            "- active: fraction of (row, feature) pairs with an open gate (f > 0 for standard); \"init\" is random initialisation, the others place each feature's bias at the quantile that leaves that fraction active; speed-up = dense step time / sparse step time at the same state"
+        );
         sb.AppendLine();
-        sb.AppendLine("| arch | d | M | B | path | active | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | sparse speed-up | memory |");
+        sb.AppendLine(
+            "| arch | d | M | B | path | active | ms/step | tokens/s | GFLOP/s | OpenBLAS GFLOP/s | roofline tokens/s | ratio | sparse speed-up | memory |"
+        );
         sb.AppendLine("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         rows.ForEach(r => sb.AppendLine(r));
         sb.AppendLine();
         sb.AppendLine("## Where the time goes");
         sb.AppendLine();
-        sb.AppendLine("Share of one extra step per phase, the device synchronised after each (`SparseAutoencoder.Profile`).");
+        sb.AppendLine(
+            "Share of one extra step per phase, the device synchronised after each (`SparseAutoencoder.Profile`)."
+        );
         sb.AppendLine();
         sb.AppendLine("| step | phases |");
         sb.AppendLine("|---|---|");

@@ -10,7 +10,8 @@ public static class Program
     public static int Main(string[] args)
     {
         var root = new RootCommand(
-            "ilgpu-sae: train and evaluate sparse autoencoders (Gated, standard) with ILGPU kernels on CUDA, OpenCL or the CPU.");
+            "ilgpu-sae: train and evaluate sparse autoencoders (Gated, standard) with ILGPU kernels on CUDA, OpenCL or the CPU."
+        );
         root.Options.Add(CommonOptions.Backend);
         root.Options.Add(CommonOptions.Device);
         root.Options.Add(CommonOptions.TensorCores);

@@ -12,7 +12,8 @@ public sealed record SpliceOptions
 {
     /// <summary>
     /// Whether the SAE reconstruction (and the zero-ablation) also replaces the activations at special-token
-    /// positions (BOS/EOS/PAD). Default false: special positions keep their clean activations, as SAEBench and
+    /// positions (BOS/EOS/PAD). Default false: special positions keep their clean activations, as SAEBench
+    /// and
     /// SAELens do with <c>exclude_special_tokens_from_reconstruction=True</c> (BOS activations are huge-norm
     /// outliers no SAE in the cache was trained on). The bundled golden ablation losses use true.
     /// </summary>
@@ -38,44 +39,57 @@ public sealed record SpliceOptions
 public sealed record DownstreamMetrics
 {
     /// <summary>Mean next-token cross-entropy of the clean model.</summary>
-    [JsonPropertyName("ce_loss_without_sae")] public double CeLossWithoutSae { get; init; }
+    [JsonPropertyName("ce_loss_without_sae")]
+    public double CeLossWithoutSae { get; init; }
 
     /// <summary>Mean cross-entropy with the SAE's reconstruction spliced in at the site.</summary>
-    [JsonPropertyName("ce_loss_with_sae")] public double CeLossWithSae { get; init; }
+    [JsonPropertyName("ce_loss_with_sae")]
+    public double CeLossWithSae { get; init; }
 
     /// <summary>Mean cross-entropy with the site zero-ablated.</summary>
-    [JsonPropertyName("ce_loss_with_ablation")] public double CeLossWithAblation { get; init; }
+    [JsonPropertyName("ce_loss_with_ablation")]
+    public double CeLossWithAblation { get; init; }
 
     /// <summary>Loss recovered: (CE_ablation − CE_sae) / (CE_ablation − CE_clean).</summary>
-    [JsonPropertyName("ce_loss_score")] public double CeLossScore { get; init; }
+    [JsonPropertyName("ce_loss_score")]
+    public double CeLossScore { get; init; }
 
     /// <summary>Mean KL(clean ‖ with SAE) per counted position, in nats.</summary>
-    [JsonPropertyName("kl_div_with_sae")] public double KlDivWithSae { get; init; }
+    [JsonPropertyName("kl_div_with_sae")]
+    public double KlDivWithSae { get; init; }
 
     /// <summary>Mean KL(clean ‖ zero-ablated) per counted position.</summary>
-    [JsonPropertyName("kl_div_with_ablation")] public double KlDivWithAblation { get; init; }
+    [JsonPropertyName("kl_div_with_ablation")]
+    public double KlDivWithAblation { get; init; }
 
     /// <summary>(KL_ablation − KL_sae) / KL_ablation.</summary>
-    [JsonPropertyName("kl_div_score")] public double KlDivScore { get; init; }
+    [JsonPropertyName("kl_div_score")]
+    public double KlDivScore { get; init; }
 
     /// <summary>Predictions counted.</summary>
-    [JsonPropertyName("ce_tokens")] public long CountedTokens { get; init; }
+    [JsonPropertyName("ce_tokens")]
+    public long CountedTokens { get; init; }
 
     /// <summary>Contexts evaluated.</summary>
-    [JsonPropertyName("contexts")] public int Contexts { get; init; }
+    [JsonPropertyName("contexts")]
+    public int Contexts { get; init; }
 
     /// <summary>Context length.</summary>
-    [JsonPropertyName("context_size")] public int ContextSize { get; init; }
+    [JsonPropertyName("context_size")]
+    public int ContextSize { get; init; }
 
     /// <summary>Which tokens are counted and replaced.</summary>
-    [JsonPropertyName("tokens_counted")] public string TokensCounted { get; init; } = "";
+    [JsonPropertyName("tokens_counted")]
+    public string TokensCounted { get; init; } = "";
 
     /// <summary>Reconstruction metrics at the site over the replaced positions (null when no SAE).</summary>
-    [JsonPropertyName("reconstruction")] public SaeMetrics? Reconstruction { get; init; }
+    [JsonPropertyName("reconstruction")]
+    public SaeMetrics? Reconstruction { get; init; }
 }
 
 /// <summary>
-/// Computes loss recovered (Rajamanoharan et al. 2024, Eq. 5) by running the model three times per batch: clean, with the site's
+/// Computes loss recovered (Rajamanoharan et al. 2024, Eq. 5) by running the model three times per batch:
+/// clean, with the site's
 /// activations replaced by a reconstruction, and with them zero-ablated.
 /// </summary>
 public static class DownstreamEvaluator
@@ -85,14 +99,23 @@ public static class DownstreamEvaluator
     /// Also accumulates the SAE's reconstruction metrics over the replaced positions.
     /// </summary>
     public static DownstreamMetrics Evaluate(
-        LanguageModel model, string site, SparseAutoencoder sae, int[] contexts, int contextLength, SpliceOptions? options = null,
-        IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+        LanguageModel model,
+        string site,
+        SparseAutoencoder sae,
+        int[] contexts,
+        int contextLength,
+        SpliceOptions? options = null,
+        IProgress<int>? progress = null,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         var hookSite = model.Site(site);
         if (sae.DIn != hookSite.Width)
         {
-            throw new ArgumentException($"The SAE has d_in = {sae.DIn} but site {site} of {model.Name} has width {hookSite.Width}.");
+            throw new ArgumentException(
+                $"The SAE has d_in = {sae.DIn} but site {site} of {model.Name} has width {hookSite.Width}."
+            );
         }
 
         if (!ReferenceEquals(sae.Device, model.Device))
@@ -101,15 +124,24 @@ public static class DownstreamEvaluator
         }
 
         var acc = new SaeEvaluator.Accumulator(sae.DIn, sae.DSae);
-        var metrics = Evaluate(model, site, (acts, keep) =>
-        {
-            var (f, xhat) = sae.Forward(acts);
-            var hx = ToHost(model, acts);
-            var hf = ToHost(model, f);
-            var hxhat = ToHost(model, xhat);
-            Accumulate(acc, hx, hf, hxhat, keep, sae.DIn, sae.DSae);
-            return xhat;
-        }, contexts, contextLength, options, progress, cancellationToken);
+        var metrics = Evaluate(
+            model,
+            site,
+            (acts, keep) =>
+            {
+                var (f, xhat) = sae.Forward(acts);
+                var hx = ToHost(model, acts);
+                var hf = ToHost(model, f);
+                var hxhat = ToHost(model, xhat);
+                Accumulate(acc, hx, hf, hxhat, keep, sae.DIn, sae.DSae);
+                return xhat;
+            },
+            contexts,
+            contextLength,
+            options,
+            progress,
+            cancellationToken
+        );
         return metrics with { Reconstruction = acc.Result() };
     }
 
@@ -119,8 +151,15 @@ public static class DownstreamEvaluator
     /// reconstruction (it may be the input itself for the identity).
     /// </summary>
     public static DownstreamMetrics Evaluate(
-        LanguageModel model, string site, Func<MatrixView, bool[], MatrixView> reconstruct, int[] contexts, int contextLength,
-        SpliceOptions? options = null, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+        LanguageModel model,
+        string site,
+        Func<MatrixView, bool[], MatrixView> reconstruct,
+        int[] contexts,
+        int contextLength,
+        SpliceOptions? options = null,
+        IProgress<int>? progress = null,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(reconstruct);
@@ -129,14 +168,17 @@ public static class DownstreamEvaluator
         var hookSite = model.Site(site);
         if (contextLength < 2 || contexts.Length == 0 || contexts.Length % contextLength != 0)
         {
-            throw new ArgumentException($"Need at least one context of length ≥ 2 (got {contexts.Length} tokens for length {contextLength}).");
+            throw new ArgumentException(
+                $"Need at least one context of length ≥ 2 (got {contexts.Length} tokens for length {contextLength})."
+            );
         }
 
         var device = model.Device;
         var special = model.Config.SpecialTokens;
         int count = contexts.Length / contextLength;
         int batch = Math.Clamp(options.Batch, 1, count);
-        int rows = batch * contextLength, vocab = model.Config.VocabSize;
+        int rows = batch * contextLength,
+            vocab = model.Config.VocabSize;
         using var targets = device.Accelerator.Allocate1D<int>(rows);
         using var loss = device.Allocate(rows, 1, "loss");
         using var kl = device.Allocate(rows, 1, "kl");
@@ -144,7 +186,11 @@ public static class DownstreamEvaluator
         using var mask = device.Allocate(rows, 1, "replace_mask");
         using var inverse = device.Allocate(rows, 1, "keep_mask");
         using var diff = device.Allocate(rows, hookSite.Width, "diff");
-        double sumClean = 0, sumSae = 0, sumZero = 0, klSae = 0, klZero = 0;
+        double sumClean = 0,
+            sumSae = 0,
+            sumZero = 0,
+            klSae = 0,
+            klZero = 0;
         long counted = 0;
         for (int first = 0; first < count; first += batch)
         {
@@ -189,35 +235,45 @@ public static class DownstreamEvaluator
                 device.Ops.Map<Add>(acts.Data, d.Data, acts.Data);
             }
 
-            logits = model.Run(tokens, b, new Dictionary<string, SiteHook>
-            {
-                [site] = acts =>
+            logits = model.Run(
+                tokens,
+                b,
+                new Dictionary<string, SiteHook>
                 {
-                    var recon = reconstruct(acts, keep);
-                    if (recon.Rows != acts.Rows || recon.Cols != acts.Cols)
+                    [site] = acts =>
                     {
-                        throw new ArgumentException($"The reconstruction is {recon}, the site holds {acts}.");
-                    }
+                        var recon = reconstruct(acts, keep);
+                        if (recon.Rows != acts.Rows || recon.Cols != acts.Cols)
+                        {
+                            throw new ArgumentException(
+                                $"The reconstruction is {recon}, the site holds {acts}."
+                            );
+                        }
 
-                    if (!recon.Data.Equals(acts.Data))
-                    {
-                        Splice(acts, recon);
-                    }
-                },
-            });
+                        if (!recon.Data.Equals(acts.Data))
+                        {
+                            Splice(acts, recon);
+                        }
+                    },
+                }
+            );
             model.CrossEntropy(logits, tgt, lossView);
             sumSae += Sum(model, lossView);
             device.Ops.KlDivergence(cleanView, logits.Data, klView, vocab);
             klSae += MaskedSum(model, klView, hostTargets);
 
-            logits = model.Run(tokens, b, new Dictionary<string, SiteHook>
-            {
-                [site] = acts =>
+            logits = model.Run(
+                tokens,
+                b,
+                new Dictionary<string, SiteHook>
                 {
-                    // acts ← (1 − mask) ⊙ acts: zero the kept rows.
-                    device.Ops.MapBroadcastColumns<Multiply>(acts, inverseView, acts);
-                },
-            });
+                    [site] = acts =>
+                    {
+                        // acts ← (1 − mask) ⊙ acts: zero the kept rows.
+                        device.Ops.MapBroadcastColumns<Multiply>(acts, inverseView, acts);
+                    },
+                }
+            );
             model.CrossEntropy(logits, tgt, lossView);
             sumZero += Sum(model, lossView);
             device.Ops.KlDivergence(cleanView, logits.Data, klView, vocab);
@@ -227,11 +283,16 @@ public static class DownstreamEvaluator
 
         if (counted == 0)
         {
-            throw new ArgumentException($"No predictions to count: {count} contexts of length {contextLength} with batch {batch}.");
+            throw new ArgumentException(
+                $"No predictions to count: {count} contexts of length {contextLength} with batch {batch}."
+            );
         }
 
-        double ceClean = sumClean / counted, ceSae = sumSae / counted, ceZero = sumZero / counted;
-        double kS = klSae / counted, kZ = klZero / counted;
+        double ceClean = sumClean / counted,
+            ceSae = sumSae / counted,
+            ceZero = sumZero / counted;
+        double kS = klSae / counted,
+            kZ = klZero / counted;
         return new DownstreamMetrics
         {
             CeLossWithoutSae = ceClean,
@@ -248,7 +309,15 @@ public static class DownstreamEvaluator
         };
     }
 
-    private static void Accumulate(SaeEvaluator.Accumulator acc, float[] x, float[] f, float[] xhat, bool[] keep, int d, int m)
+    private static void Accumulate(
+        SaeEvaluator.Accumulator acc,
+        float[] x,
+        float[] f,
+        float[] xhat,
+        bool[] keep,
+        int d,
+        int m
+    )
     {
         int kept = keep.Count(k => k);
         if (kept == keep.Length)
@@ -296,7 +365,8 @@ public static class DownstreamEvaluator
         return host;
     }
 
-    private static double Sum(LanguageModel model, ArrayView<float> t) => ToHost(model, t).Sum(v => (double)v);
+    private static double Sum(LanguageModel model, ArrayView<float> t) =>
+        ToHost(model, t).Sum(v => (double)v);
 
     private static double MaskedSum(LanguageModel model, ArrayView<float> t, int[] targets)
     {

@@ -37,7 +37,8 @@ public sealed class LanguageModel : IDisposable
         Device = device;
         Config = config;
         Name = name;
-        int d = config.DModel, m = config.DMlp;
+        int d = config.DModel,
+            m = config.DMlp;
         DeviceTensor Up(float[] data, int rows, int cols, string n)
         {
             var t = device.Upload(data, rows, cols, n);
@@ -46,17 +47,34 @@ public sealed class LanguageModel : IDisposable
         }
 
         _wte = Up(weights.TokenEmbedding, config.VocabSize, d, "wte");
-        _wpe = weights.PositionEmbedding is null ? null : Up(weights.PositionEmbedding, config.ContextLength, d, "wpe");
-        _blocks = [.. weights.Blocks.Select((b, l) => new Block(
-            Up(b.Ln1Weight, 1, d, $"blocks.{l}.ln1.w"), Up(b.Ln1Bias, 1, d, $"blocks.{l}.ln1.b"),
-            Up(b.QkvWeight, d, 3 * d, $"blocks.{l}.W_qkv"), Up(b.QkvBias, 1, 3 * d, $"blocks.{l}.b_qkv"),
-            Up(b.OutWeight, d, d, $"blocks.{l}.W_O"), Up(b.OutBias, 1, d, $"blocks.{l}.b_O"),
-            Up(b.Ln2Weight, 1, d, $"blocks.{l}.ln2.w"), Up(b.Ln2Bias, 1, d, $"blocks.{l}.ln2.b"),
-            Up(b.MlpInWeight, d, m, $"blocks.{l}.W_in"), Up(b.MlpInBias, 1, m, $"blocks.{l}.b_in"),
-            Up(b.MlpOutWeight, m, d, $"blocks.{l}.W_out"), Up(b.MlpOutBias, 1, d, $"blocks.{l}.b_out")))];
+        _wpe = weights.PositionEmbedding is null
+            ? null
+            : Up(weights.PositionEmbedding, config.ContextLength, d, "wpe");
+        _blocks =
+        [
+            .. weights.Blocks.Select(
+                (b, l) =>
+                    new Block(
+                        Up(b.Ln1Weight, 1, d, $"blocks.{l}.ln1.w"),
+                        Up(b.Ln1Bias, 1, d, $"blocks.{l}.ln1.b"),
+                        Up(b.QkvWeight, d, 3 * d, $"blocks.{l}.W_qkv"),
+                        Up(b.QkvBias, 1, 3 * d, $"blocks.{l}.b_qkv"),
+                        Up(b.OutWeight, d, d, $"blocks.{l}.W_O"),
+                        Up(b.OutBias, 1, d, $"blocks.{l}.b_O"),
+                        Up(b.Ln2Weight, 1, d, $"blocks.{l}.ln2.w"),
+                        Up(b.Ln2Bias, 1, d, $"blocks.{l}.ln2.b"),
+                        Up(b.MlpInWeight, d, m, $"blocks.{l}.W_in"),
+                        Up(b.MlpInBias, 1, m, $"blocks.{l}.b_in"),
+                        Up(b.MlpOutWeight, m, d, $"blocks.{l}.W_out"),
+                        Up(b.MlpOutBias, 1, d, $"blocks.{l}.b_out")
+                    )
+            ),
+        ];
         _lnfW = Up(weights.FinalLnWeight, 1, d, "ln_f.w");
         _lnfB = Up(weights.FinalLnBias, 1, d, "ln_f.b");
-        _unembed = ReferenceEquals(weights.Unembedding, weights.TokenEmbedding) ? _wte : Up(weights.Unembedding, config.VocabSize, d, "W_U");
+        _unembed = ReferenceEquals(weights.Unembedding, weights.TokenEmbedding)
+            ? _wte
+            : Up(weights.Unembedding, config.VocabSize, d, "W_U");
         if (config.RotaryDims > 0)
         {
             int half = config.RotaryDims / 2;
@@ -85,8 +103,10 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Every hook site of this model, in forward order.</summary>
     public IReadOnlyList<HookSite> Sites { get; }
 
-    /// <summary>Loads a Hugging Face model folder (<c>config.json</c> + <c>*.safetensors</c>) onto <paramref name="device"/>.</summary>
-    /// <exception cref="InvalidDataException">Unknown architecture, or missing/mismatched weights.</exception>
+    /// <summary>Loads a Hugging Face model folder (<c>config.json</c> + <c>*.safetensors</c>) onto
+    /// <paramref name="device"/>.</summary>
+    /// <exception cref="InvalidDataException">Unknown architecture, or missing/mismatched
+    /// weights.</exception>
     public static LanguageModel Load(SaeDevice device, string folder)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -97,11 +117,21 @@ public sealed class LanguageModel : IDisposable
 
         var config = LmConfig.Load(Path.Combine(folder, "config.json"));
         var weights = LmWeights.Load(folder, config);
-        return new LanguageModel(device, config, weights, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder))));
+        return new LanguageModel(
+            device,
+            config,
+            weights,
+            Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)))
+        );
     }
 
     /// <summary>Builds a model from host weights (tests, random-weight smoke runs).</summary>
-    public static LanguageModel FromWeights(SaeDevice device, LmConfig config, LmWeights weights, string name = "in-memory")
+    public static LanguageModel FromWeights(
+        SaeDevice device,
+        LmConfig config,
+        LmWeights weights,
+        string name = "in-memory"
+    )
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(config);
@@ -110,17 +140,26 @@ public sealed class LanguageModel : IDisposable
     }
 
     /// <summary>Resolves a TransformerLens site name for this model.</summary>
-    /// <exception cref="ArgumentException">The name is not a site of this model (the message lists the valid ones).</exception>
+    /// <exception cref="ArgumentException">The name is not a site of this model (the message lists the valid
+    /// ones).</exception>
     public HookSite Site(string name) => HookSites.Parse(name, Config);
 
     /// <summary>
-    /// Runs the forward pass on <paramref name="tokens"/> (<paramref name="batch"/> sequences of equal length,
+    /// Runs the forward pass on <paramref name="tokens"/> (<paramref name="batch"/> sequences of equal
+    /// length,
     /// row-major). <paramref name="hooks"/> are called at their sites in forward order. When
-    /// <paramref name="stopAfter"/> is given, the pass ends right after that site and returns an invalid view;
+    /// <paramref name="stopAfter"/> is given, the pass ends right after that site and returns an invalid
+    /// view;
     /// otherwise it returns the logits [B·T, V] (valid until the next call).
     /// </summary>
-    /// <exception cref="ArgumentException">Bad shape, a token outside the vocabulary, a sequence longer than the context, or an unknown site.</exception>
-    public MatrixView Run(ReadOnlySpan<int> tokens, int batch, IReadOnlyDictionary<string, SiteHook>? hooks = null, string? stopAfter = null)
+    /// <exception cref="ArgumentException">Bad shape, a token outside the vocabulary, a sequence longer than
+    /// the context, or an unknown site.</exception>
+    public MatrixView Run(
+        ReadOnlySpan<int> tokens,
+        int batch,
+        IReadOnlyDictionary<string, SiteHook>? hooks = null,
+        string? stopAfter = null
+    )
     {
         int seqLen = CheckTokens(tokens, batch);
         if (hooks is not null)
@@ -163,10 +202,27 @@ public sealed class LanguageModel : IDisposable
             Linear(ws.A, b.Wqkv, b.Bqkv, ws.Qkv);
             if (_invFreq is not null)
             {
-                ops.Rotary(ws.Qkv.Data, _invFreq.Data, ws.Rows, seqLen, Config.Heads, Config.HeadDim, Config.RotaryDims);
+                ops.Rotary(
+                    ws.Qkv.Data,
+                    _invFreq.Data,
+                    ws.Rows,
+                    seqLen,
+                    Config.Heads,
+                    Config.HeadDim,
+                    Config.RotaryDims
+                );
             }
 
-            ops.Attention(ws.Qkv.Data, ws.Scratch.Data, ws.Z.Data, batch, seqLen, Config.Heads, Config.HeadDim, 1f / MathF.Sqrt(Config.HeadDim));
+            ops.Attention(
+                ws.Qkv.Data,
+                ws.Scratch.Data,
+                ws.Z.Data,
+                batch,
+                seqLen,
+                Config.Heads,
+                Config.HeadDim,
+                1f / MathF.Sqrt(Config.HeadDim)
+            );
             if (SiteHit($"blocks.{l}.attn.hook_z", ws.Z))
             {
                 return default;
@@ -191,9 +247,15 @@ public sealed class LanguageModel : IDisposable
             Linear(ws.A, b.Win, b.Bin, ws.H);
             switch (Config.Activation)
             {
-                case LmActivation.GeluTanh: ops.Map<GeluTanh>(ws.H.Data, ws.H.Data); break;
-                case LmActivation.GeluErf: ops.Map<GeluErf>(ws.H.Data, ws.H.Data); break;
-                default: ops.Map<Relu>(ws.H.Data, ws.H.Data); break;
+                case LmActivation.GeluTanh:
+                    ops.Map<GeluTanh>(ws.H.Data, ws.H.Data);
+                    break;
+                case LmActivation.GeluErf:
+                    ops.Map<GeluErf>(ws.H.Data, ws.H.Data);
+                    break;
+                default:
+                    ops.Map<Relu>(ws.H.Data, ws.H.Data);
+                    break;
             }
 
             if (SiteHit($"blocks.{l}.mlp.hook_post", ws.H))
@@ -231,11 +293,17 @@ public sealed class LanguageModel : IDisposable
         return ToHost(logits);
     }
 
-    /// <summary>Host convenience: the activations [B·T, width] at <paramref name="site"/> (the forward stops there).</summary>
+    /// <summary>Host convenience: the activations [B·T, width] at <paramref name="site"/> (the forward stops
+    /// there).</summary>
     public float[] Capture(int[] tokens, int batch, string site)
     {
         float[]? result = null;
-        Run(tokens, batch, new Dictionary<string, SiteHook> { [site] = v => result = ToHost(v) }, stopAfter: site);
+        Run(
+            tokens,
+            batch,
+            new Dictionary<string, SiteHook> { [site] = v => result = ToHost(v) },
+            stopAfter: site
+        );
         return result!;
     }
 
@@ -264,20 +332,26 @@ public sealed class LanguageModel : IDisposable
     {
         if (batch <= 0 || tokens.Length == 0 || tokens.Length % batch != 0)
         {
-            throw new ArgumentException($"{tokens.Length} tokens do not form {batch} sequences of equal, non-zero length.");
+            throw new ArgumentException(
+                $"{tokens.Length} tokens do not form {batch} sequences of equal, non-zero length."
+            );
         }
 
         int seqLen = tokens.Length / batch;
         if (seqLen > Config.ContextLength)
         {
-            throw new ArgumentException($"Sequences of {seqLen} tokens are longer than the model's context of {Config.ContextLength}.");
+            throw new ArgumentException(
+                $"Sequences of {seqLen} tokens are longer than the model's context of {Config.ContextLength}."
+            );
         }
 
         for (int i = 0; i < tokens.Length; i++)
         {
             if ((uint)tokens[i] >= (uint)Config.VocabSize)
             {
-                throw new ArgumentException($"Token {tokens[i]} at position {i} is outside the vocabulary [0, {Config.VocabSize}).");
+                throw new ArgumentException(
+                    $"Token {tokens[i]} at position {i} is outside the vocabulary [0, {Config.VocabSize})."
+                );
             }
         }
 
@@ -298,8 +372,10 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Device memory the weights occupy, in bytes.</summary>
     public long WeightBytes => _owned.Sum(t => t.View.Length) * sizeof(float);
 
-    /// <summary>Device memory a forward pass of <paramref name="batch"/> × <paramref name="seqLen"/> needs beyond the weights, in bytes.</summary>
-    public long WorkspaceBytes(int batch, int seqLen) => Workspace.Floats(Config, batch, seqLen) * sizeof(float);
+    /// <summary>Device memory a forward pass of <paramref name="batch"/> × <paramref name="seqLen"/> needs
+    /// beyond the weights, in bytes.</summary>
+    public long WorkspaceBytes(int batch, int seqLen) =>
+        Workspace.Floats(Config, batch, seqLen) * sizeof(float);
 
     /// <inheritdoc/>
     public void Dispose()
@@ -312,8 +388,19 @@ public sealed class LanguageModel : IDisposable
     }
 
     private sealed record Block(
-        DeviceTensor Ln1W, DeviceTensor Ln1B, DeviceTensor Wqkv, DeviceTensor Bqkv, DeviceTensor Wo, DeviceTensor Bo,
-        DeviceTensor Ln2W, DeviceTensor Ln2B, DeviceTensor Win, DeviceTensor Bin, DeviceTensor Wout, DeviceTensor Bout);
+        DeviceTensor Ln1W,
+        DeviceTensor Ln1B,
+        DeviceTensor Wqkv,
+        DeviceTensor Bqkv,
+        DeviceTensor Wo,
+        DeviceTensor Bo,
+        DeviceTensor Ln2W,
+        DeviceTensor Ln2B,
+        DeviceTensor Win,
+        DeviceTensor Bin,
+        DeviceTensor Wout,
+        DeviceTensor Bout
+    );
 
     private sealed class Workspace : IDisposable
     {
@@ -338,7 +425,8 @@ public sealed class LanguageModel : IDisposable
         public static long Floats(LmConfig c, int batch, int seqLen)
         {
             long rows = (long)batch * seqLen;
-            return rows * (6L * c.DModel + 3L * c.DModel + c.DMlp + c.VocabSize + 1) + (long)batch * c.Heads * seqLen * seqLen;
+            return rows * (6L * c.DModel + 3L * c.DModel + c.DMlp + c.VocabSize + 1)
+                + (long)batch * c.Heads * seqLen * seqLen;
         }
 
         public int Batch { get; }

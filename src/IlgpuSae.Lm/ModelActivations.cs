@@ -24,10 +24,12 @@ public sealed record ActivationRequest
     /// <summary>Contexts per forward pass.</summary>
     public int Batch { get; init; } = 16;
 
-    /// <summary>Whether rows at special-token positions (BOS/EOS/PAD) are dropped (default, as SAELens does).</summary>
+    /// <summary>Whether rows at special-token positions (BOS/EOS/PAD) are dropped (default, as SAELens
+    /// does).</summary>
     public bool ExcludeSpecialTokens { get; init; } = true;
 
-    /// <summary>Whether a corpus with fewer rows than <see cref="Tokens"/> is used whole instead of being an error.</summary>
+    /// <summary>Whether a corpus with fewer rows than <see cref="Tokens"/> is used whole instead of being an
+    /// error.</summary>
     public bool AllowFewerTokens { get; init; }
 }
 
@@ -40,7 +42,15 @@ public sealed class ActivationPlan
 {
     private readonly long[] _starts;
 
-    private ActivationPlan(LanguageModel model, ActivationRequest request, TokenCorpus corpus, int contextSize, int contexts, long[] starts, long rows)
+    private ActivationPlan(
+        LanguageModel model,
+        ActivationRequest request,
+        TokenCorpus corpus,
+        int contextSize,
+        int contexts,
+        long[] starts,
+        long rows
+    )
     {
         Model = model;
         Request = request;
@@ -67,15 +77,22 @@ public sealed class ActivationPlan
     /// <summary>Contexts the rows come from.</summary>
     public int Contexts { get; }
 
-    /// <summary>Activation rows (≤ the rows of <see cref="Contexts"/> contexts when the last one is cut short).</summary>
+    /// <summary>Activation rows (≤ the rows of <see cref="Contexts"/> contexts when the last one is cut
+    /// short).</summary>
     public long Rows { get; }
 
     /// <summary>Activation width at the site.</summary>
     public int Width { get; }
 
     /// <summary>Plans a request.</summary>
-    /// <exception cref="ArgumentException">Bad site or context size, or the corpus is too small for the tokens asked for.</exception>
-    public static ActivationPlan Create(LanguageModel model, LmTokenizer tokenizer, ActivationRequest request, CancellationToken cancellationToken = default)
+    /// <exception cref="ArgumentException">Bad site or context size, or the corpus is too small for the
+    /// tokens asked for.</exception>
+    public static ActivationPlan Create(
+        LanguageModel model,
+        LmTokenizer tokenizer,
+        ActivationRequest request,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(request);
@@ -83,17 +100,28 @@ public sealed class ActivationPlan
         int context = request.ContextSize == 0 ? model.Config.ContextLength : request.ContextSize;
         if (context < 2 || context > model.Config.ContextLength)
         {
-            throw new ArgumentException($"Context size {context} must be between 2 and the model's context of {model.Config.ContextLength}.");
+            throw new ArgumentException(
+                $"Context size {context} must be between 2 and the model's context of {model.Config.ContextLength}."
+            );
         }
 
         if (request.Tokens < 0 || request.Batch <= 0)
         {
-            throw new ArgumentException($"Tokens must be ≥ 0 and batch positive (got {request.Tokens}, {request.Batch}).");
+            throw new ArgumentException(
+                $"Tokens must be ≥ 0 and batch positive (got {request.Tokens}, {request.Batch})."
+            );
         }
 
         // Read a little more text than needed (special positions are dropped), or everything for Tokens = 0.
-        long wanted = request.Tokens == 0 ? long.MaxValue : request.Tokens + request.Tokens / 4 + 4L * context;
-        var corpus = TokenCorpus.Load(request.Corpus, tokenizer, model.Config.BosTokenId, wanted, cancellationToken);
+        long wanted =
+            request.Tokens == 0 ? long.MaxValue : request.Tokens + request.Tokens / 4 + 4L * context;
+        var corpus = TokenCorpus.Load(
+            request.Corpus,
+            tokenizer,
+            model.Config.BosTokenId,
+            wanted,
+            cancellationToken
+        );
         int available = corpus.ContextCount(context);
         var special = model.Config.SpecialTokens;
         var starts = new List<long> { 0 };
@@ -108,14 +136,16 @@ public sealed class ActivationPlan
         if (rows == 0 || (request.Tokens > 0 && rows < request.Tokens && !request.AllowFewerTokens))
         {
             throw new ArgumentException(
-                $"{request.Corpus} yields {rows} activation rows at context {context}, fewer than the {request.Tokens} asked for; ask for fewer tokens or use a larger corpus.");
+                $"{request.Corpus} yields {rows} activation rows at context {context}, fewer than the {request.Tokens} asked for; ask for fewer tokens or use a larger corpus."
+            );
         }
 
         long total = request.Tokens == 0 ? rows : Math.Min(rows, request.Tokens);
         return new ActivationPlan(model, request, corpus, context, starts.Count - 1, [.. starts], total);
     }
 
-    /// <summary>First row of context <paramref name="c"/> (c = <see cref="Contexts"/> gives the end).</summary>
+    /// <summary>First row of context <paramref name="c"/> (c = <see cref="Contexts"/> gives the
+    /// end).</summary>
     public long ContextStart(int c) => Math.Min(_starts[c], Rows);
 
     /// <summary>The context holding row <paramref name="row"/>.</summary>
@@ -132,7 +162,8 @@ public sealed class ActivationPlan
     }
 
     /// <summary>
-    /// Runs the model on contexts [<paramref name="first"/>, <paramref name="first"/> + <paramref name="count"/>)
+    /// Runs the model on contexts [<paramref name="first"/>, <paramref name="first"/> +
+    /// <paramref name="count"/>)
     /// and returns their kept rows [k, width] (cut at <see cref="Rows"/>).
     /// </summary>
     public float[] Compute(int first, int count)
@@ -159,20 +190,21 @@ public sealed class ActivationPlan
     }
 
     /// <summary>What the rows are, for manifests.</summary>
-    public Dictionary<string, object?> Describe() => new()
-    {
-        ["model"] = Model.Name,
-        ["architecture"] = Model.Config.Architecture.ToString(),
-        ["hook_name"] = Request.Site,
-        ["d_in"] = Width,
-        ["context_size"] = ContextSize,
-        ["prepend_bos"] = true,
-        ["exclude_special_tokens"] = Request.ExcludeSpecialTokens,
-        ["corpus"] = Path.GetFullPath(Request.Corpus),
-        ["corpus_sha256"] = ActivationCache.Sha256Of(Request.Corpus),
-        ["contexts"] = Contexts,
-        ["tokens"] = Rows,
-    };
+    public Dictionary<string, object?> Describe() =>
+        new()
+        {
+            ["model"] = Model.Name,
+            ["architecture"] = Model.Config.Architecture.ToString(),
+            ["hook_name"] = Request.Site,
+            ["d_in"] = Width,
+            ["context_size"] = ContextSize,
+            ["prepend_bos"] = true,
+            ["exclude_special_tokens"] = Request.ExcludeSpecialTokens,
+            ["corpus"] = Path.GetFullPath(Request.Corpus),
+            ["corpus_sha256"] = ActivationCache.Sha256Of(Request.Corpus),
+            ["contexts"] = Contexts,
+            ["tokens"] = Rows,
+        };
 }
 
 /// <summary>
@@ -203,7 +235,10 @@ public sealed class StreamingModelActivations(ActivationPlan plan) : IActivation
         long rows = destination.Length / Dim;
         if (destination.Length % Dim != 0 || firstRow < 0 || firstRow + rows > Rows)
         {
-            throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows [{firstRow}, {firstRow + rows}) are outside {Description} ({Rows} rows).");
+            throw new ArgumentOutOfRangeException(
+                nameof(firstRow),
+                $"Rows [{firstRow}, {firstRow + rows}) are outside {Description} ({Rows} rows)."
+            );
         }
 
         long row = firstRow;
@@ -240,9 +275,7 @@ public sealed class StreamingModelActivations(ActivationPlan plan) : IActivation
     }
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-    }
+    public void Dispose() { }
 }
 
 /// <summary>Progress of <see cref="ActivationCacheBuilder"/>.</summary>
@@ -261,10 +294,16 @@ public static class ActivationCacheBuilder
     private const string ProgressFile = "progress.json";
 
     /// <summary>Builds (or resumes, or confirms a finished) cache in <paramref name="folder"/>.</summary>
-    /// <exception cref="InvalidOperationException">The folder holds a cache or a partial run of a different request.</exception>
+    /// <exception cref="InvalidOperationException">The folder holds a cache or a partial run of a different
+    /// request.</exception>
     public static ActivationManifest Build(
-        ActivationPlan plan, string folder, int shardRows = 1 << 16, ulong seed = 0, IProgress<ActivationProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        ActivationPlan plan,
+        string folder,
+        int shardRows = 1 << 16,
+        ulong seed = 0,
+        IProgress<ActivationProgress>? progress = null,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(shardRows);
@@ -277,9 +316,18 @@ public static class ActivationCacheBuilder
         if (File.Exists(manifestPath))
         {
             using var existing = ActivationCache.Open(folder);
-            if (JsonSerializer.Serialize(existing.Manifest.Source.Where(kv => source.ContainsKey(kv.Key)).ToDictionary()) != JsonSerializer.Serialize(source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value))))
+            if (
+                JsonSerializer.Serialize(
+                    existing.Manifest.Source.Where(kv => source.ContainsKey(kv.Key)).ToDictionary()
+                )
+                != JsonSerializer.Serialize(
+                    source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value))
+                )
+            )
             {
-                throw new InvalidOperationException($"{folder} already holds an activation cache of a different request; choose another --out folder.");
+                throw new InvalidOperationException(
+                    $"{folder} already holds an activation cache of a different request; choose another --out folder."
+                );
             }
 
             progress?.Report(new ActivationProgress(existing.Rows, existing.Rows));
@@ -298,7 +346,9 @@ public static class ActivationCacheBuilder
             var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
             if (state["fingerprint"]!.GetValue<string>() != fingerprint)
             {
-                throw new InvalidOperationException($"{folder} holds a partial run of a different request ({ProgressFile}); choose another --out folder or delete it.");
+                throw new InvalidOperationException(
+                    $"{folder} holds a partial run of a different request ({ProgressFile}); choose another --out folder or delete it."
+                );
             }
 
             nextContext = state["next_context"]!.GetValue<int>();
@@ -311,7 +361,9 @@ public static class ActivationCacheBuilder
                 var path = Path.Combine(folder, shard.File);
                 if (!File.Exists(path) || ActivationCache.Sha256Of(path) != shard.Sha256)
                 {
-                    throw new InvalidDataException($"{folder}: shard {shard.File} is missing or changed since the interrupted run; delete the folder and start again.");
+                    throw new InvalidDataException(
+                        $"{folder}: shard {shard.File} is missing or changed since the interrupted run; delete the folder and start again."
+                    );
                 }
             }
 
@@ -378,10 +430,15 @@ public static class ActivationCacheBuilder
         source["created"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture);
         var manifest = new ActivationManifest
         {
-            DIn = width, TotalRows = total, Shards = shards,
+            DIn = width,
+            TotalRows = total,
+            Shards = shards,
             Source = source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value)),
         };
-        AtomicFile.WriteAllText(manifestPath, JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(
+            manifestPath,
+            JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
+        );
         foreach (var f in Directory.GetFiles(folder, "pending-*.npy").Append(progressPath))
         {
             File.Delete(f);
@@ -398,17 +455,36 @@ public static class ActivationCacheBuilder
         return new ActivationShard(name, rows.Length / width, ActivationCache.Sha256Of(path));
     }
 
-    private static void SaveProgress(string folder, string fingerprint, int nextContext, long produced, double[] stats, List<ActivationShard> shards, List<float> buffer, int width)
+    private static void SaveProgress(
+        string folder,
+        string fingerprint,
+        int nextContext,
+        long produced,
+        double[] stats,
+        List<ActivationShard> shards,
+        List<float> buffer,
+        int width
+    )
     {
         string pending = $"pending-{shards.Count:D5}.npy";
         Npy.WriteFloats(Path.Combine(folder, pending), [.. buffer], buffer.Count / width, width);
         var state = new JsonObject
         {
-            ["fingerprint"] = fingerprint, ["next_context"] = nextContext, ["produced"] = produced, ["sum_norm"] = stats[0], ["sum_sq_norm"] = stats[1],
-            ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(shards)), ["pending"] = pending,
+            ["fingerprint"] = fingerprint,
+            ["next_context"] = nextContext,
+            ["produced"] = produced,
+            ["sum_norm"] = stats[0],
+            ["sum_sq_norm"] = stats[1],
+            ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(shards)),
+            ["pending"] = pending,
         };
-        AtomicFile.WriteAllText(Path.Combine(folder, ProgressFile), state.ToJsonString(new() { WriteIndented = true }));
-        foreach (var old in Directory.GetFiles(folder, "pending-*.npy").Where(f => Path.GetFileName(f) != pending))
+        AtomicFile.WriteAllText(
+            Path.Combine(folder, ProgressFile),
+            state.ToJsonString(new() { WriteIndented = true })
+        );
+        foreach (
+            var old in Directory.GetFiles(folder, "pending-*.npy").Where(f => Path.GetFileName(f) != pending)
+        )
         {
             File.Delete(old);
         }

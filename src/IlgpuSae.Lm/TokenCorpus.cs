@@ -34,7 +34,13 @@ public sealed class TokenCorpus
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The corpus has no text.</exception>
-    public static TokenCorpus Load(string path, LmTokenizer tokenizer, int bos, long minTokens = long.MaxValue, CancellationToken cancellationToken = default)
+    public static TokenCorpus Load(
+        string path,
+        LmTokenizer tokenizer,
+        int bos,
+        long minTokens = long.MaxValue,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         if (!File.Exists(path))
@@ -69,13 +75,22 @@ public sealed class TokenCorpus
     }
 
     /// <summary>
-    /// The held-out evaluation contexts every evaluation uses (the <c>eval</c> command, the study): enough text for
-    /// <paramref name="tokens"/> predicted tokens in contexts of <paramref name="contextLength"/> (a margin of four
+    /// The held-out evaluation contexts every evaluation uses (the <c>eval</c> command, the study): enough
+    /// text for
+    /// <paramref name="tokens"/> predicted tokens in contexts of <paramref name="contextLength"/> (a margin
+    /// of four
     /// contexts covers documents cut at the end), as row-major [count, L] token ids and their count.
     /// </summary>
-    /// <exception cref="ArgumentException">The token budget is not positive or the corpus holds less than one context.</exception>
+    /// <exception cref="ArgumentException">The token budget is not positive or the corpus holds less than one
+    /// context.</exception>
     public static (int[] Contexts, int Count) EvaluationContexts(
-        string path, LmTokenizer tokenizer, int bos, long tokens, int contextLength, CancellationToken cancellationToken = default)
+        string path,
+        LmTokenizer tokenizer,
+        int bos,
+        long tokens,
+        int contextLength,
+        CancellationToken cancellationToken = default
+    )
     {
         if (tokens <= 0)
         {
@@ -84,7 +99,8 @@ public sealed class TokenCorpus
 
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 2);
         var text = Load(path, tokenizer, bos, tokens + 4L * contextLength, cancellationToken);
-        int count = (int)Math.Min(text.ContextCount(contextLength), Math.Max(1, tokens / (contextLength - 1)));
+        int count = (int)
+            Math.Min(text.ContextCount(contextLength), Math.Max(1, tokens / (contextLength - 1)));
         if (count == 0)
         {
             throw new ArgumentException($"{path} holds fewer than {contextLength} tokens: not one context.");
@@ -93,37 +109,51 @@ public sealed class TokenCorpus
         return (text.Contexts(0, count, contextLength), count);
     }
 
-    /// <summary>Number of whole contexts of length <paramref name="contextLength"/> the stream holds.</summary>
+    /// <summary>Number of whole contexts of length <paramref name="contextLength"/> the stream
+    /// holds.</summary>
     public int ContextCount(int contextLength)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 2);
         return Stream.Length / (contextLength - 1);
     }
 
-    /// <summary>Contexts <paramref name="first"/> … <paramref name="first"/> + <paramref name="count"/> − 1, row-major [count, L].</summary>
+    /// <summary>Contexts <paramref name="first"/> … <paramref name="first"/> + <paramref name="count"/> − 1,
+    /// row-major [count, L].</summary>
     public int[] Contexts(int first, int count, int contextLength)
     {
         int available = ContextCount(contextLength);
         if (first < 0 || count < 0 || first + count > available)
         {
-            throw new ArgumentOutOfRangeException(nameof(count), $"Contexts [{first}, {first + count}) requested; {Path} holds {available} of length {contextLength}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(count),
+                $"Contexts [{first}, {first + count}) requested; {Path} holds {available} of length {contextLength}."
+            );
         }
 
         var result = new int[count * contextLength];
         for (int c = 0; c < count; c++)
         {
             result[c * contextLength] = Bos;
-            Array.Copy(Stream, (long)(first + c) * (contextLength - 1), result, c * contextLength + 1, contextLength - 1);
+            Array.Copy(
+                Stream,
+                (long)(first + c) * (contextLength - 1),
+                result,
+                c * contextLength + 1,
+                contextLength - 1
+            );
         }
 
         return result;
     }
 
-    /// <summary>The documents of a corpus file, split at blank lines, without surrounding whitespace.</summary>
+    /// <summary>The documents of a corpus file, split at blank lines, without surrounding
+    /// whitespace.</summary>
     public static IEnumerable<string> Documents(string path)
     {
         using var file = File.OpenRead(path);
-        using Stream input = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
+        using Stream input = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase)
+            ? new GZipStream(file, CompressionMode.Decompress)
+            : file;
         using var reader = new StreamReader(input, Encoding.UTF8);
         var doc = new StringBuilder();
         string? line;

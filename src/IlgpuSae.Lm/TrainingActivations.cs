@@ -4,16 +4,29 @@ namespace IlgpuSae.Lm;
 
 /// <summary>
 /// The activations a training run reads, with the SAELens provenance keys its <c>cfg.json</c> should carry
-/// (<c>model_name</c>, <c>hook_name</c>, <c>context_size</c>, <c>prepend_bos</c>, <c>exclude_special_tokens</c>,
+/// (<c>model_name</c>, <c>hook_name</c>, <c>context_size</c>, <c>prepend_bos</c>,
+/// <c>exclude_special_tokens</c>,
 /// <c>dataset_path</c>): from a file or cache folder, or from a language model's hook site over a corpus —
 /// streamed, or first written to a resumable cache.
 /// </summary>
 public static class TrainingActivations
 {
-    private static readonly string[] CacheKeys = ["model_name", "hook_name", "context_size", "prepend_bos", "exclude_special_tokens"];
+    private static readonly string[] CacheKeys =
+    [
+        "model_name",
+        "hook_name",
+        "context_size",
+        "prepend_bos",
+        "exclude_special_tokens",
+    ];
 
-    /// <summary>Opens an activation file or cache folder; fills <paramref name="metadata"/> from a cache's manifest.</summary>
-    public static IActivationSource OpenFile(string path, string? tensor, IDictionary<string, object?> metadata)
+    /// <summary>Opens an activation file or cache folder; fills <paramref name="metadata"/> from a cache's
+    /// manifest.</summary>
+    public static IActivationSource OpenFile(
+        string path,
+        string? tensor,
+        IDictionary<string, object?> metadata
+    )
     {
         ArgumentNullException.ThrowIfNull(metadata);
         var source = ActivationSources.Open(path, tensor);
@@ -34,24 +47,46 @@ public static class TrainingActivations
 
     /// <summary>
     /// Activations of <paramref name="site"/> of <paramref name="model"/> over <paramref name="corpus"/>, for
-    /// <paramref name="tokens"/> rows (fewer when the corpus is shorter: training then passes over them again,
-    /// which <paramref name="log"/> is told). With <paramref name="cacheFolder"/> they are written there first and
+    /// <paramref name="tokens"/> rows (fewer when the corpus is shorter: training then passes over them
+    /// again,
+    /// which <paramref name="log"/> is told). With <paramref name="cacheFolder"/> they are written there
+    /// first and
     /// read back (the model is disposed then); otherwise they stream and the returned source owns the model.
     /// Fills <paramref name="metadata"/> with the SAELens provenance keys.
     /// </summary>
     public static IActivationSource FromModel(
-        LanguageModel model, LmTokenizer tokenizer, string site, string corpus, long tokens, int contextSize, int lmBatch,
-        string? cacheFolder, IDictionary<string, object?> metadata, IProgress<long>? cacheProgress = null, Action<string>? log = null,
-        CancellationToken cancellationToken = default)
+        LanguageModel model,
+        LmTokenizer tokenizer,
+        string site,
+        string corpus,
+        long tokens,
+        int contextSize,
+        int lmBatch,
+        string? cacheFolder,
+        IDictionary<string, object?> metadata,
+        IProgress<long>? cacheProgress = null,
+        Action<string>? log = null,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metadata);
         try
         {
-            var plan = ActivationPlan.Create(model, tokenizer, new ActivationRequest
-            {
-                Site = site, Corpus = corpus, Tokens = tokens, ContextSize = contextSize, Batch = lmBatch, AllowFewerTokens = true,
-            }, cancellationToken);
+            var plan = ActivationPlan.Create(
+                model,
+                tokenizer,
+                new ActivationRequest
+                {
+                    Site = site,
+                    Corpus = corpus,
+                    Tokens = tokens,
+                    ContextSize = contextSize,
+                    Batch = lmBatch,
+                    AllowFewerTokens = true,
+                },
+                cancellationToken
+            );
             metadata["model_name"] = model.Name;
             metadata["hook_name"] = site;
             metadata["context_size"] = plan.ContextSize;
@@ -60,13 +95,19 @@ public static class TrainingActivations
             metadata["dataset_path"] = Path.GetFullPath(corpus);
             if (plan.Rows < tokens)
             {
-                log?.Invoke($"{corpus} gives {plan.Rows} activation rows at {site}; training passes over them {tokens / (double)plan.Rows:0.##} times.");
+                log?.Invoke(
+                    $"{corpus} gives {plan.Rows} activation rows at {site}; training passes over them {tokens / (double)plan.Rows:0.##} times."
+                );
             }
 
             if (cacheFolder is not null)
             {
-                ActivationCacheBuilder.Build(plan, cacheFolder,
-                    progress: cacheProgress is null ? null : new Relay(p => cacheProgress.Report(p.Rows)), cancellationToken: cancellationToken);
+                ActivationCacheBuilder.Build(
+                    plan,
+                    cacheFolder,
+                    progress: cacheProgress is null ? null : new Relay(p => cacheProgress.Report(p.Rows)),
+                    cancellationToken: cancellationToken
+                );
                 model.Dispose();
                 return ActivationCache.Open(cacheFolder);
             }

@@ -20,12 +20,24 @@ public static class StudyReport
     /// <summary>Plot colours per arm (colour-blind-safe Okabe–Ito palette).</summary>
     private static readonly Dictionary<string, string> Colors = new()
     {
-        [StudyArms.Gated] = "#0072B2", [StudyArms.Standard] = "#D55E00", [StudyArms.UnfrozenAux] = "#009E73", [StudyArms.NoRMag] = "#CC79A7",
-        [StudyArms.Untied] = "#56B4E9", [StudyArms.RescaleShift] = "#E69F00", ["ito:" + StudyArms.Gated] = "#0072B2", ["ito:" + StudyArms.Standard] = "#D55E00",
+        [StudyArms.Gated] = "#0072B2",
+        [StudyArms.Standard] = "#D55E00",
+        [StudyArms.UnfrozenAux] = "#009E73",
+        [StudyArms.NoRMag] = "#CC79A7",
+        [StudyArms.Untied] = "#56B4E9",
+        [StudyArms.RescaleShift] = "#E69F00",
+        ["ito:" + StudyArms.Gated] = "#0072B2",
+        ["ito:" + StudyArms.Standard] = "#D55E00",
     };
 
-    /// <summary>Writes every file of the report into <paramref name="folder"/>; returns the report path.</summary>
-    public static string Write(string folder, StudyConfig config, IReadOnlyList<RunResult> results, string device)
+    /// <summary>Writes every file of the report into <paramref name="folder"/>; returns the report
+    /// path.</summary>
+    public static string Write(
+        string folder,
+        StudyConfig config,
+        IReadOnlyList<RunResult> results,
+        string device
+    )
     {
         AtomicFile.WriteAllText(Path.Combine(folder, "results.csv"), StudyResults.ToCsv(results));
         AtomicFile.WriteAllText(Path.Combine(folder, "results.json"), StudyResults.ToJson(results));
@@ -42,21 +54,67 @@ public static class StudyReport
             // Which plots exist depends on the arms run; collapsed runs are left out of the points.
             var shown = here.Where(r => !r.IsDegenerate).ToList();
             var main = shown.Where(r => r.Arm is StudyArms.Gated or StudyArms.Standard).ToList();
-            plots.Add((site, $"loss-recovered-{slug}.png", "Loss recovered vs L0, gated vs baseline, with Pareto frontiers (Fig. 1)"));
-            PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: loss recovered vs L0", main, "loss recovered (ce_loss_score)", r => r.LossRecovered);
+            plots.Add(
+                (
+                    site,
+                    $"loss-recovered-{slug}.png",
+                    "Loss recovered vs L0, gated vs baseline, with Pareto frontiers (Fig. 1)"
+                )
+            );
+            PlotFrontiers(
+                Path.Combine(folder, plots[^1].File),
+                $"{site}: loss recovered vs L0",
+                main,
+                "loss recovered (ce_loss_score)",
+                r => r.LossRecovered
+            );
             plots.Add((site, $"gamma-{slug}.png", "Relative reconstruction bias γ vs L0 (Fig. 4)"));
-            PlotPoints(Path.Combine(folder, plots[^1].File), $"{site}: shrinkage", shown.Where(r => !r.IsIto).ToList(), "γ (1 = no shrinkage)", r => r.Gamma);
-            if (here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard).Select(r => r.Arm).Distinct().Count() > 1)
+            PlotPoints(
+                Path.Combine(folder, plots[^1].File),
+                $"{site}: shrinkage",
+                shown.Where(r => !r.IsIto).ToList(),
+                "γ (1 = no shrinkage)",
+                r => r.Gamma
+            );
+            if (
+                here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard)
+                    .Select(r => r.Arm)
+                    .Distinct()
+                    .Count() > 1
+            )
             {
-                plots.Add((site, $"ablations-{slug}.png", "Ablations and baseline + rescale & shift against the gated frontier (Figs. 8–9)"));
-                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ablations", shown.Where(r => !r.IsIto).ToList(), "loss recovered", r => r.LossRecovered);
+                plots.Add(
+                    (
+                        site,
+                        $"ablations-{slug}.png",
+                        "Ablations and baseline + rescale & shift against the gated frontier (Figs. 8–9)"
+                    )
+                );
+                PlotFrontiers(
+                    Path.Combine(folder, plots[^1].File),
+                    $"{site}: ablations",
+                    shown.Where(r => !r.IsIto).ToList(),
+                    "loss recovered",
+                    r => r.LossRecovered
+                );
             }
 
             if (here.Any(r => r.IsIto))
             {
-                plots.Add((site, $"ito-{slug}.png", "Inference-time optimisation (gradient pursuit) vs the encoders (Fig. 10)"));
-                PlotFrontiers(Path.Combine(folder, plots[^1].File), $"{site}: ITO vs encoders", shown.Where(r => r.IsIto || r.Arm is StudyArms.Gated or StudyArms.Standard).ToList(),
-                    "loss recovered", r => r.LossRecovered);
+                plots.Add(
+                    (
+                        site,
+                        $"ito-{slug}.png",
+                        "Inference-time optimisation (gradient pursuit) vs the encoders (Fig. 10)"
+                    )
+                );
+                PlotFrontiers(
+                    Path.Combine(folder, plots[^1].File),
+                    $"{site}: ITO vs encoders",
+                    shown.Where(r => r.IsIto || r.Arm is StudyArms.Gated or StudyArms.Standard).ToList(),
+                    "loss recovered",
+                    r => r.LossRecovered
+                );
             }
         }
 
@@ -81,21 +139,53 @@ public static class StudyReport
 
             var gg = gated.Where(r => !r.IsDegenerate).OrderBy(r => r.L1).ToList();
             bool near1 = gg.Count > 0 && gg.All(r => Math.Abs(r.Gamma - 1) <= 0.05);
-            checks.Add(new(site, "Gated SAEs do not shrink: γ ≈ 1",
-                gg.Count == 0 ? "not measured" : near1 ? "holds" : gg.Any(r => Math.Abs(r.Gamma - 1) <= 0.05) ? "partly" : "does not hold",
-                "gated γ " + string.Join(", ", gg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(gated)));
+            checks.Add(
+                new(
+                    site,
+                    "Gated SAEs do not shrink: γ ≈ 1",
+                    gg.Count == 0 ? "not measured"
+                        : near1 ? "holds"
+                        : gg.Any(r => Math.Abs(r.Gamma - 1) <= 0.05) ? "partly"
+                        : "does not hold",
+                    "gated γ "
+                        + string.Join(
+                            ", ",
+                            gg.Select(r =>
+                                $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})"
+                            )
+                        )
+                        + Excluded(gated)
+                )
+            );
             var bg = baseline.Where(r => !r.IsDegenerate).OrderBy(r => r.L1).ToList();
-            // Holds: every baseline shrinks, more so as λ grows. Partly: most shrink (a barely penalised baseline at the
+            // Holds: every baseline shrinks, more so as λ grows. Partly: most shrink (a barely penalised
+            // baseline at the
             // smallest λ may not), or the trend is not monotone. Does not hold: most do not shrink.
             int shrinking = bg.Count(r => r.Gamma < 1);
             bool worseWithLambda = bg.Zip(bg.Skip(1)).All(p => p.Second.Gamma <= p.First.Gamma + 0.01);
-            checks.Add(new(site, "Baseline SAEs shrink: γ < 1, lower as λ grows",
-                bg.Count == 0 ? "not measured" : shrinking == bg.Count && worseWithLambda ? "holds" : 2 * shrinking >= bg.Count ? "partly" : "does not hold",
-                "baseline γ " + string.Join(", ", bg.Select(r => $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})")) + Excluded(baseline)));
+            checks.Add(
+                new(
+                    site,
+                    "Baseline SAEs shrink: γ < 1, lower as λ grows",
+                    bg.Count == 0 ? "not measured"
+                        : shrinking == bg.Count && worseWithLambda ? "holds"
+                        : 2 * shrinking >= bg.Count ? "partly"
+                        : "does not hold",
+                    "baseline γ "
+                        + string.Join(
+                            ", ",
+                            bg.Select(r =>
+                                $"{r.Gamma.ToString("F3", Inv)} (λ {r.L1.ToString(Inv)}, L0 {r.L0:F1})"
+                            )
+                        )
+                        + Excluded(baseline)
+                )
+            );
 
             var gf = StudyResults.Frontier(gated.Select(r => (r.L0, r.LossRecovered)));
             var bf = StudyResults.Frontier(baseline.Select(r => (r.L0, r.LossRecovered)));
-            int compared = 0, above = 0;
+            int compared = 0,
+                above = 0;
             var ratios = new List<double>();
             foreach (var b in baseline)
             {
@@ -111,11 +201,21 @@ public static class StudyReport
                 }
             }
 
-            string ratioText = ratios.Count == 0 ? "no baseline point lies within the gated frontier's range"
-                : $"at equal loss recovered the gated L0 is {ratios.Min():F2}–{ratios.Max():F2}× the baseline's (median {Median(ratios):F2})";
-            checks.Add(new(site, "Gated Pareto-dominates the baseline (loss recovered vs L0, baseline 1.5× wider)",
-                compared == 0 ? "not measured" : above == compared ? "holds" : above > 0 ? "partly" : "does not hold",
-                $"gated frontier ≥ baseline at {above} of {compared} baseline points in its L0 range; {ratioText}"));
+            string ratioText =
+                ratios.Count == 0
+                    ? "no baseline point lies within the gated frontier's range"
+                    : $"at equal loss recovered the gated L0 is {ratios.Min():F2}–{ratios.Max():F2}× the baseline's (median {Median(ratios):F2})";
+            checks.Add(
+                new(
+                    site,
+                    "Gated Pareto-dominates the baseline (loss recovered vs L0, baseline 1.5× wider)",
+                    compared == 0 ? "not measured"
+                        : above == compared ? "holds"
+                        : above > 0 ? "partly"
+                        : "does not hold",
+                    $"gated frontier ≥ baseline at {above} of {compared} baseline points in its L0 range; {ratioText}"
+                )
+            );
 
             foreach (var arm in new[] { StudyArms.UnfrozenAux, StudyArms.NoRMag, StudyArms.Untied })
             {
@@ -125,11 +225,25 @@ public static class StudyReport
                     continue;
                 }
 
-                var gaps = runs.Select(r => StudyResults.ScoreAt(gf, r.L0) is { } g ? r.LossRecovered - g : (double?)null).Where(v => v is not null).Select(v => v!.Value).ToList();
-                checks.Add(new(site, $"Ablation {arm} is slightly worse than gated",
-                    gaps.Count == 0 ? "not measured" : gaps.All(g => g <= 0.002) ? "holds" : gaps.Any(g => g <= 0.002) ? "partly" : "does not hold",
-                    gaps.Count == 0 ? "no point in the gated frontier's L0 range"
-                        : $"loss recovered minus the gated frontier at the same L0: {string.Join(", ", gaps.Select(g => g.ToString("+0.0000;-0.0000", Inv)))}"));
+                var gaps = runs.Select(r =>
+                        StudyResults.ScoreAt(gf, r.L0) is { } g ? r.LossRecovered - g : (double?)null
+                    )
+                    .Where(v => v is not null)
+                    .Select(v => v!.Value)
+                    .ToList();
+                checks.Add(
+                    new(
+                        site,
+                        $"Ablation {arm} is slightly worse than gated",
+                        gaps.Count == 0 ? "not measured"
+                            : gaps.All(g => g <= 0.002) ? "holds"
+                            : gaps.Any(g => g <= 0.002) ? "partly"
+                            : "does not hold",
+                        gaps.Count == 0
+                            ? "no point in the gated frontier's L0 range"
+                            : $"loss recovered minus the gated frontier at the same L0: {string.Join(", ", gaps.Select(g => g.ToString("+0.0000;-0.0000", Inv)))}"
+                    )
+                );
             }
 
             var rescaled = results.Where(r => r.Site == site && r.Arm == StudyArms.RescaleShift).ToList();
@@ -141,7 +255,12 @@ public static class StudyReport
                 foreach (var r in rescaled)
                 {
                     var b = baseline.FirstOrDefault(x => x.L1 == r.L1);
-                    if (b is null || StudyResults.ScoreAt(gf, r.L0) is not { } g || StudyResults.ScoreAt(bf, r.L0) is not { } bs || g <= bs)
+                    if (
+                        b is null
+                        || StudyResults.ScoreAt(gf, r.L0) is not { } g
+                        || StudyResults.ScoreAt(bf, r.L0) is not { } bs
+                        || g <= bs
+                    )
                     {
                         continue;
                     }
@@ -151,63 +270,141 @@ public static class StudyReport
                     closed.Add(fraction.ToString("P0", Inv));
                 }
 
-                checks.Add(new(site, "Baseline + rescale & shift fixes shrinkage but closes only part of the gap",
-                    !fixesShrinkage ? "does not hold" : closed.Count == 0 ? "partly" : partial == closed.Count ? "holds" : "partly",
-                    $"γ {string.Join(", ", rescaled.Select(r => r.Gamma.ToString("F3", Inv)))}; gap to the gated frontier closed: {(closed.Count == 0 ? "not measurable (outside both frontiers)" : string.Join(", ", closed))}"));
+                checks.Add(
+                    new(
+                        site,
+                        "Baseline + rescale & shift fixes shrinkage but closes only part of the gap",
+                        !fixesShrinkage ? "does not hold"
+                            : closed.Count == 0 ? "partly"
+                            : partial == closed.Count ? "holds"
+                            : "partly",
+                        $"γ {string.Join(", ", rescaled.Select(r => r.Gamma.ToString("F3", Inv)))}; gap to the gated frontier closed: {(closed.Count == 0 ? "not measurable (outside both frontiers)" : string.Join(", ", closed))}"
+                    )
+                );
             }
 
             var ito = results.Where(r => r.Site == site && r.IsIto).ToList();
             foreach (var group in ito.GroupBy(r => (r.Arm, r.L1)))
             {
-                var source = results.FirstOrDefault(r => r.Site == site && r.Arm == group.Key.Arm[4..] && r.L1 == group.Key.L1);
+                var source = results.FirstOrDefault(r =>
+                    r.Site == site && r.Arm == group.Key.Arm[4..] && r.L1 == group.Key.L1
+                );
                 var enc = group.Key.Arm[4..] == StudyArms.Gated ? gf : bf;
-                var points = group.OrderBy(r => r.ItoK).Select(r => $"k {r.ItoK}: L0 {r.L0:F1}, {r.LossRecovered.ToString("P2", Inv)}").ToList();
-                int better = group.Count(r => StudyResults.ScoreAt(enc, r.L0) is { } e && r.LossRecovered >= e);
-                checks.Add(new(site, $"ITO with the {group.Key.Arm[4..]} decoder (λ {group.Key.L1.ToString(Inv)}) traces its own frontier",
-                    "measured", $"{string.Join("; ", points)}; at or above the {group.Key.Arm[4..]} encoders' frontier at {better} of {group.Count()} points" +
-                    (source is null ? "" : $"; the encoder itself: L0 {source.L0:F1}, {source.LossRecovered.ToString("P2", Inv)}")));
+                var points = group
+                    .OrderBy(r => r.ItoK)
+                    .Select(r => $"k {r.ItoK}: L0 {r.L0:F1}, {r.LossRecovered.ToString("P2", Inv)}")
+                    .ToList();
+                int better = group.Count(r =>
+                    StudyResults.ScoreAt(enc, r.L0) is { } e && r.LossRecovered >= e
+                );
+                checks.Add(
+                    new(
+                        site,
+                        $"ITO with the {group.Key.Arm[4..]} decoder (λ {group.Key.L1.ToString(Inv)}) traces its own frontier",
+                        "measured",
+                        $"{string.Join("; ", points)}; at or above the {group.Key.Arm[4..]} encoders' frontier at {better} of {group.Count()} points"
+                            + (
+                                source is null
+                                    ? ""
+                                    : $"; the encoder itself: L0 {source.L0:F1}, {source.LossRecovered.ToString("P2", Inv)}"
+                            )
+                    )
+                );
             }
 
             var itoGated = ito.Where(r => r.Arm == "ito:" + StudyArms.Gated).ToList();
             var itoBaseline = ito.Where(r => r.Arm == "ito:" + StudyArms.Standard).ToList();
             if (itoGated.Count > 0 && itoBaseline.Count > 0)
             {
-                // Best dictionary of each kind at each target L0 (the paper compares dictionaries at equal k).
-                var ks = itoGated.Select(r => r.ItoK).Intersect(itoBaseline.Select(r => r.ItoK)).Order().ToList();
-                var pairs = ks.Select(k => (K: k, G: itoGated.Where(r => r.ItoK == k).Max(r => r.LossRecovered), B: itoBaseline.Where(r => r.ItoK == k).Max(r => r.LossRecovered))).ToList();
+                // Best dictionary of each kind at each target L0 (the paper compares dictionaries at equal
+                // k).
+                var ks = itoGated
+                    .Select(r => r.ItoK)
+                    .Intersect(itoBaseline.Select(r => r.ItoK))
+                    .Order()
+                    .ToList();
+                var pairs = ks.Select(k =>
+                        (
+                            K: k,
+                            G: itoGated.Where(r => r.ItoK == k).Max(r => r.LossRecovered),
+                            B: itoBaseline.Where(r => r.ItoK == k).Max(r => r.LossRecovered)
+                        )
+                    )
+                    .ToList();
                 int gatedAhead = pairs.Count(p => p.G >= p.B);
-                checks.Add(new(site, "Under ITO, gated decoders are (slightly) better dictionaries than baseline decoders",
-                    pairs.Count == 0 ? "not measured" : gatedAhead == pairs.Count ? "holds" : gatedAhead > 0 ? "partly" : "does not hold",
-                    "best loss recovered at each k, gated vs baseline decoder: " +
-                    string.Join("; ", pairs.Select(p => $"k {p.K}: {p.G.ToString("P2", Inv)} vs {p.B.ToString("P2", Inv)}"))));
+                checks.Add(
+                    new(
+                        site,
+                        "Under ITO, gated decoders are (slightly) better dictionaries than baseline decoders",
+                        pairs.Count == 0 ? "not measured"
+                            : gatedAhead == pairs.Count ? "holds"
+                            : gatedAhead > 0 ? "partly"
+                            : "does not hold",
+                        "best loss recovered at each k, gated vs baseline decoder: "
+                            + string.Join(
+                                "; ",
+                                pairs.Select(p =>
+                                    $"k {p.K}: {p.G.ToString("P2", Inv)} vs {p.B.ToString("P2", Inv)}"
+                                )
+                            )
+                    )
+                );
 
-                // How far each encoder falls below what ITO gets from the same kind of dictionary at the same L0.
+                // How far each encoder falls below what ITO gets from the same kind of dictionary at the same
+                // L0.
                 double? Gap(List<RunResult> itoRuns, List<RunResult> encoders)
                 {
                     var frontier = StudyResults.Frontier(itoRuns.Select(r => (r.L0, r.LossRecovered)));
-                    var gaps = encoders.Where(r => !r.IsDegenerate).Select(r => StudyResults.ScoreAt(frontier, r.L0) is { } f ? f - r.LossRecovered : (double?)null)
-                        .Where(v => v is not null).Select(v => v!.Value).ToList();
+                    var gaps = encoders
+                        .Where(r => !r.IsDegenerate)
+                        .Select(r =>
+                            StudyResults.ScoreAt(frontier, r.L0) is { } f
+                                ? f - r.LossRecovered
+                                : (double?)null
+                        )
+                        .Where(v => v is not null)
+                        .Select(v => v!.Value)
+                        .ToList();
                     return gaps.Count == 0 ? null : Median(gaps);
                 }
 
                 var gatedGap = Gap(itoGated, gated);
                 var baselineGap = Gap(itoBaseline, baseline);
-                checks.Add(new(site, "The encoder-vs-ITO gap is smaller for gated than for the baseline",
-                    gatedGap is null || baselineGap is null ? "not measured" : gatedGap < baselineGap ? "holds" : "does not hold",
-                    gatedGap is null || baselineGap is null ? "no encoder point lies within the ITO frontiers' L0 range"
-                        : $"median (ITO frontier − encoder) loss recovered at the encoders' L0: gated {gatedGap.Value.ToString("+0.0000;-0.0000", Inv)}, baseline {baselineGap.Value.ToString("+0.0000;-0.0000", Inv)}"));
+                checks.Add(
+                    new(
+                        site,
+                        "The encoder-vs-ITO gap is smaller for gated than for the baseline",
+                        gatedGap is null || baselineGap is null ? "not measured"
+                            : gatedGap < baselineGap ? "holds"
+                            : "does not hold",
+                        gatedGap is null || baselineGap is null
+                            ? "no encoder point lies within the ITO frontiers' L0 range"
+                            : $"median (ITO frontier − encoder) loss recovered at the encoders' L0: gated {gatedGap.Value.ToString("+0.0000;-0.0000", Inv)}, baseline {baselineGap.Value.ToString("+0.0000;-0.0000", Inv)}"
+                    )
+                );
             }
         }
 
         return checks;
     }
 
-    /// <summary>The evidence suffix naming collapsed runs left out of a γ claim, with the numbers that show it.</summary>
+    /// <summary>The evidence suffix naming collapsed runs left out of a γ claim, with the numbers that show
+    /// it.</summary>
     private static string Excluded(IEnumerable<RunResult> runs)
     {
         var bad = runs.Where(r => r.IsDegenerate).OrderBy(r => r.L1).ToList();
-        return bad.Count == 0 ? "" : "; left out as collapsed (explained variance ≤ 0): " +
-            string.Join(", ", bad.Select(r => string.Create(Inv, $"λ {r.L1} (L0 {r.L0:F1}, explained variance {r.ExplainedVariance:F3}, γ {r.Gamma:F3})")));
+        return bad.Count == 0
+            ? ""
+            : "; left out as collapsed (explained variance ≤ 0): "
+                + string.Join(
+                    ", ",
+                    bad.Select(r =>
+                        string.Create(
+                            Inv,
+                            $"λ {r.L1} (L0 {r.L0:F1}, explained variance {r.ExplainedVariance:F3}, γ {r.Gamma:F3})"
+                        )
+                    )
+                );
     }
 
     private static double Median(List<double> values)
@@ -216,15 +413,38 @@ public static class StudyReport
         return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
     }
 
-    private static string Markdown(StudyConfig config, IReadOnlyList<RunResult> results, IReadOnlyList<ClaimCheck> claims,
-        List<(string Site, string File, string Caption)> plots, string device)
+    private static string Markdown(
+        StudyConfig config,
+        IReadOnlyList<RunResult> results,
+        IReadOnlyList<ClaimCheck> claims,
+        List<(string Site, string File, string Caption)> plots,
+        string device
+    )
     {
         var sb = new StringBuilder();
         sb.AppendLine("# Gated vs baseline SAEs: reproduction report").AppendLine();
-        sb.AppendLine(string.Create(Inv, $"Generated {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC by `ilgpu-sae` on {device}."));
-        sb.AppendLine(string.Create(Inv, $"Model `{config.Model}`; training text `{config.TrainCorpus}`, evaluation text `{config.EvalCorpus}` ({config.EvalTokens} tokens, contexts of {config.Context})."));
-        sb.AppendLine(string.Create(Inv, $"Each SAE: {config.TrainTokens} training tokens, batch {config.BatchSize}, lr {config.LearningRate}, paper recipe (unit-norm decoder, Adam β1 = 0, frozen aux decoder), activations normalised to E‖x‖ = √d (folded into the saved weights). Gated width {config.Expansion}× the site, baseline {config.BaselineWidthFactor}× wider (equal compute)."));
-        sb.AppendLine("Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean) over every next-token prediction; BOS positions keep their clean activations.").AppendLine();
+        sb.AppendLine(
+            string.Create(
+                Inv,
+                $"Generated {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC by `ilgpu-sae` on {device}."
+            )
+        );
+        sb.AppendLine(
+            string.Create(
+                Inv,
+                $"Model `{config.Model}`; training text `{config.TrainCorpus}`, evaluation text `{config.EvalCorpus}` ({config.EvalTokens} tokens, contexts of {config.Context})."
+            )
+        );
+        sb.AppendLine(
+            string.Create(
+                Inv,
+                $"Each SAE: {config.TrainTokens} training tokens, batch {config.BatchSize}, lr {config.LearningRate}, paper recipe (unit-norm decoder, Adam β1 = 0, frozen aux decoder), activations normalised to E‖x‖ = √d (folded into the saved weights). Gated width {config.Expansion}× the site, baseline {config.BaselineWidthFactor}× wider (equal compute)."
+            )
+        );
+        sb.AppendLine(
+                "Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean) over every next-token prediction; BOS positions keep their clean activations."
+            )
+            .AppendLine();
         sb.AppendLine("## The paper's claims against these numbers").AppendLine();
         sb.AppendLine("| site | claim | verdict | evidence |").AppendLine("|---|---|---|---|");
         foreach (var c in claims)
@@ -235,7 +455,15 @@ public static class StudyReport
         sb.AppendLine();
         foreach (var site in config.Sites)
         {
-            var here = results.Where(r => r.Site == site).OrderBy(r => r.IsIto).ThenBy(r => StudyArms.All.ToList().IndexOf(r.Arm.Replace("ito:", "", StringComparison.Ordinal))).ThenBy(r => r.L1).ThenBy(r => r.ItoK).ToList();
+            var here = results
+                .Where(r => r.Site == site)
+                .OrderBy(r => r.IsIto)
+                .ThenBy(r =>
+                    StudyArms.All.ToList().IndexOf(r.Arm.Replace("ito:", "", StringComparison.Ordinal))
+                )
+                .ThenBy(r => r.L1)
+                .ThenBy(r => r.ItoK)
+                .ToList();
             if (here.Count == 0)
             {
                 continue;
@@ -243,21 +471,34 @@ public static class StudyReport
 
             sb.AppendLine($"## `{site}`").AppendLine();
             var first = here[0];
-            sb.AppendLine(string.Create(Inv, $"Clean CE {first.CeClean:F4} nats, zero-ablated {first.CeWithAblation:F4}.")).AppendLine();
-            sb.AppendLine("| arm | λ | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |");
+            sb.AppendLine(
+                    string.Create(
+                        Inv,
+                        $"Clean CE {first.CeClean:F4} nats, zero-ablated {first.CeWithAblation:F4}."
+                    )
+                )
+                .AppendLine();
+            sb.AppendLine(
+                "| arm | λ | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |"
+            );
             sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var r in here)
             {
                 string F(double v, string f) => double.IsNaN(v) ? "–" : v.ToString(f, Inv);
-                sb.AppendLine($"| {r.Arm}{(r.IsDegenerate ? " †" : "")} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |");
+                sb.AppendLine(
+                    $"| {r.Arm}{(r.IsDegenerate ? " †" : "")} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |"
+                );
             }
 
             sb.AppendLine();
             if (here.Any(r => r.IsDegenerate))
             {
-                sb.AppendLine("† Collapsed: the reconstruction explains no variance (worse than predicting the batch mean) — λ is too large for this site, " +
-                              "nearly every feature is dead and the L1 gradient has pulled b_dec off the data, so γ is meaningless. " +
-                              "Listed here, left out of the plots and the γ claims.").AppendLine();
+                sb.AppendLine(
+                        "† Collapsed: the reconstruction explains no variance (worse than predicting the batch mean) — λ is too large for this site, "
+                            + "nearly every feature is dead and the L1 gradient has pulled b_dec off the data, so γ is meaningless. "
+                            + "Listed here, left out of the plots and the γ claims."
+                    )
+                    .AppendLine();
             }
 
             foreach (var (_, file, caption) in plots.Where(p => p.Site == site))
@@ -267,44 +508,80 @@ public static class StudyReport
         }
 
         sb.AppendLine("## Files and how to re-run").AppendLine();
-        sb.AppendLine("`results.csv` / `results.json` hold every run; `runs/<site>/<arm>/l1-<λ>/` each SAE (SAELens layout) with `metrics.jsonl` and `result.json`; `ito/` the ITO points; `acts/` the activation caches; `study.json` the settings. Re-running the same command skips finished runs.").AppendLine();
+        sb.AppendLine(
+                "`results.csv` / `results.json` hold every run; `runs/<site>/<arm>/l1-<λ>/` each SAE (SAELens layout) with `metrics.jsonl` and `result.json`; `ito/` the ITO points; `acts/` the activation caches; `study.json` the settings. Re-running the same command skips finished runs."
+            )
+            .AppendLine();
         sb.AppendLine("```bash");
-        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce            # the reduced default study (this report, when it is the default)");
-        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce --full     # the full study on the bundled model: 4 sites, every arm, 5 λ, ITO");
-        sb.AppendLine("dotnet run --project src/IlgpuSae.Cli -c Release -- sweep --config study.json --out DIR   # any model, sites, arms, λ");
+        sb.AppendLine(
+            "dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce            # the reduced default study (this report, when it is the default)"
+        );
+        sb.AppendLine(
+            "dotnet run --project src/IlgpuSae.Cli -c Release -- reproduce --full     # the full study on the bundled model: 4 sites, every arm, 5 λ, ITO"
+        );
+        sb.AppendLine(
+            "dotnet run --project src/IlgpuSae.Cli -c Release -- sweep --config study.json --out DIR   # any model, sites, arms, λ"
+        );
         sb.AppendLine("```");
         return sb.ToString();
     }
 
-    private static void PlotFrontiers(string path, string title, IReadOnlyList<RunResult> runs, string yLabel, Func<RunResult, double> y)
+    private static void PlotFrontiers(
+        string path,
+        string title,
+        IReadOnlyList<RunResult> runs,
+        string yLabel,
+        Func<RunResult, double> y
+    )
     {
         var plot = NewPlot(title, yLabel);
         foreach (var group in runs.GroupBy(r => r.Arm).OrderBy(g => g.Key, StringComparer.Ordinal))
         {
-            var points = group.Select(r => (r.L0, Score: y(r))).Where(p => p.L0 > 0 && double.IsFinite(p.Score)).ToList();
+            var points = group
+                .Select(r => (r.L0, Score: y(r)))
+                .Where(p => p.L0 > 0 && double.IsFinite(p.Score))
+                .ToList();
             if (points.Count == 0)
             {
                 continue;
             }
 
             var color = Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000"));
-            var scatter = plot.Add.ScatterPoints(points.Select(p => Math.Log10(p.L0)).ToArray(), points.Select(p => p.Score).ToArray(), color);
+            var scatter = plot.Add.ScatterPoints(
+                points.Select(p => Math.Log10(p.L0)).ToArray(),
+                points.Select(p => p.Score).ToArray(),
+                color
+            );
             scatter.MarkerSize = 8;
-            scatter.MarkerShape = group.Key.StartsWith("ito:", StringComparison.Ordinal) ? MarkerShape.OpenTriangleUp : MarkerShape.FilledCircle;
+            scatter.MarkerShape = group.Key.StartsWith("ito:", StringComparison.Ordinal)
+                ? MarkerShape.OpenTriangleUp
+                : MarkerShape.FilledCircle;
             scatter.LegendText = group.Key;
             var frontier = StudyResults.Frontier(points);
             if (frontier.Count > 1)
             {
-                var line = plot.Add.ScatterLine(frontier.Select(p => Math.Log10(p.L0)).ToArray(), frontier.Select(p => p.Score).ToArray(), color);
+                var line = plot.Add.ScatterLine(
+                    frontier.Select(p => Math.Log10(p.L0)).ToArray(),
+                    frontier.Select(p => p.Score).ToArray(),
+                    color
+                );
                 line.LineWidth = 2;
-                line.LinePattern = group.Key.StartsWith("ito:", StringComparison.Ordinal) ? LinePattern.Dashed : LinePattern.Solid;
+                line.LinePattern = group.Key.StartsWith("ito:", StringComparison.Ordinal)
+                    ? LinePattern.Dashed
+                    : LinePattern.Solid;
             }
         }
 
         Save(plot, path, runs.Select(r => r.L0));
     }
 
-    private static void PlotPoints(string path, string title, IReadOnlyList<RunResult> runs, string yLabel, Func<RunResult, double> y)
+    private static void PlotPoints(
+        string path,
+        string title,
+        IReadOnlyList<RunResult> runs,
+        string yLabel,
+        Func<RunResult, double> y
+    )
     {
         var plot = NewPlot(title, yLabel);
         foreach (var group in runs.GroupBy(r => r.Arm).OrderBy(g => g.Key, StringComparer.Ordinal))
@@ -315,7 +592,11 @@ public static class StudyReport
                 continue;
             }
 
-            var s = plot.Add.Scatter(points.Select(r => Math.Log10(r.L0)).ToArray(), points.Select(y).ToArray(), Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000")));
+            var s = plot.Add.Scatter(
+                points.Select(r => Math.Log10(r.L0)).ToArray(),
+                points.Select(y).ToArray(),
+                Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000"))
+            );
             s.MarkerSize = 8;
             s.LegendText = group.Key;
         }
@@ -344,7 +625,8 @@ public static class StudyReport
         if (values.Count > 0)
         {
             var ticks = new ScottPlot.TickGenerators.NumericManual();
-            int lo = (int)Math.Floor(Math.Log10(values.Min())), hi = (int)Math.Ceiling(Math.Log10(values.Max()));
+            int lo = (int)Math.Floor(Math.Log10(values.Min())),
+                hi = (int)Math.Ceiling(Math.Log10(values.Max()));
             for (int e = lo; e <= hi; e++)
             {
                 foreach (var m in new[] { 1, 2, 5 })

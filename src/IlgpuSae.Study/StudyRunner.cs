@@ -24,14 +24,24 @@ public readonly record struct StudyProgress(int Done, int Total, string Current)
 /// </summary>
 public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice device)
 {
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
 
     /// <summary>The study folder.</summary>
     public string Folder { get; } = folder;
 
-    /// <summary>Runs (or finishes) the study and writes results.csv, results.json, report.md and the plots.</summary>
-    /// <exception cref="InvalidOperationException">The folder holds a study with different settings.</exception>
-    public IReadOnlyList<RunResult> Run(IProgress<StudyProgress>? progress = null, Action<string>? log = null, CancellationToken cancellationToken = default)
+    /// <summary>Runs (or finishes) the study and writes results.csv, results.json, report.md and the
+    /// plots.</summary>
+    /// <exception cref="InvalidOperationException">The folder holds a study with different
+    /// settings.</exception>
+    public IReadOnlyList<RunResult> Run(
+        IProgress<StudyProgress>? progress = null,
+        Action<string>? log = null,
+        CancellationToken cancellationToken = default
+    )
     {
         config.Validate();
         Directory.CreateDirectory(Folder);
@@ -39,7 +49,9 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         var settings = config.ToJson();
         if (File.Exists(studyFile) && File.ReadAllText(studyFile) != settings)
         {
-            throw new InvalidOperationException($"{Folder} holds a study with different settings (study.json); choose another output folder.");
+            throw new InvalidOperationException(
+                $"{Folder} holds a study with different settings (study.json); choose another output folder."
+            );
         }
 
         AtomicFile.WriteAllText(studyFile, settings);
@@ -47,11 +59,22 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         using var model = LanguageModel.Load(device, config.Model);
         var tokenizer = LmTokenizer.Load(config.Model, model.Config);
         int context = Math.Min(config.Context, model.Config.ContextLength);
-        var (evalContexts, _) = TokenCorpus.EvaluationContexts(config.EvalCorpus, tokenizer, model.Config.BosTokenId, config.EvalTokens, context, cancellationToken);
+        var (evalContexts, _) = TokenCorpus.EvaluationContexts(
+            config.EvalCorpus,
+            tokenizer,
+            model.Config.BosTokenId,
+            config.EvalTokens,
+            context,
+            cancellationToken
+        );
         var splice = new SpliceOptions { Batch = config.LmBatch };
         var results = new List<RunResult>();
-        int total = config.Sites.Sum(site => config.ArmsAt(site).Sum(a => StudyArms.IsGated(a) ? config.L1Gated.Count : config.L1Standard.Count))
-                    + (config.ItoSite is null ? 0 : ItoSources().Count() * config.ItoL0.Count);
+        int total =
+            config.Sites.Sum(site =>
+                config
+                    .ArmsAt(site)
+                    .Sum(a => StudyArms.IsGated(a) ? config.L1Gated.Count : config.L1Standard.Count)
+            ) + (config.ItoSite is null ? 0 : ItoSources().Count() * config.ItoL0.Count);
         int done = 0;
         void Step(string what)
         {
@@ -62,13 +85,29 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         foreach (var site in config.Sites)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var plan = ActivationPlan.Create(model, tokenizer, new ActivationRequest
-            {
-                Site = site, Corpus = config.TrainCorpus, Tokens = config.TrainTokens, ContextSize = context, Batch = config.LmBatch, AllowFewerTokens = true,
-            }, cancellationToken);
+            var plan = ActivationPlan.Create(
+                model,
+                tokenizer,
+                new ActivationRequest
+                {
+                    Site = site,
+                    Corpus = config.TrainCorpus,
+                    Tokens = config.TrainTokens,
+                    ContextSize = context,
+                    Batch = config.LmBatch,
+                    AllowFewerTokens = true,
+                },
+                cancellationToken
+            );
             var cacheDir = Path.Combine(Folder, "acts", site);
             Step($"{site}: activation cache ({plan.Rows} rows)");
-            ActivationCacheBuilder.Build(plan, cacheDir, shardRows: 1 << 15, seed: config.Seed, cancellationToken: cancellationToken);
+            ActivationCacheBuilder.Build(
+                plan,
+                cacheDir,
+                shardRows: 1 << 15,
+                seed: config.Seed,
+                cancellationToken: cancellationToken
+            );
             using var cache = ActivationCache.Open(cacheDir);
             int dGated = config.Expansion * plan.Width;
             int dStandard = (int)Math.Round(dGated * config.BaselineWidthFactor);
@@ -82,29 +121,65 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                     var resultFile = Path.Combine(Folder, runDir, "result.json");
                     if (File.Exists(resultFile))
                     {
-                        results.Add(JsonSerializer.Deserialize<RunResult>(File.ReadAllText(resultFile), Json)!);
+                        results.Add(
+                            JsonSerializer.Deserialize<RunResult>(File.ReadAllText(resultFile), Json)!
+                        );
                         done++;
                         continue;
                     }
 
-                    Step($"{site}: {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} ({(StudyArms.IsGated(arm) ? dGated : dStandard)} features)");
+                    Step(
+                        $"{site}: {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} ({(StudyArms.IsGated(arm) ? dGated : dStandard)} features)"
+                    );
                     var watch = Stopwatch.StartNew();
-                    Train(site, arm, l1, StudyArms.IsGated(arm) ? dGated : dStandard, cache, Path.Combine(Folder, runDir), cancellationToken);
+                    Train(
+                        site,
+                        arm,
+                        l1,
+                        StudyArms.IsGated(arm) ? dGated : dStandard,
+                        cache,
+                        Path.Combine(Folder, runDir),
+                        cancellationToken
+                    );
                     double trainSeconds = watch.Elapsed.TotalSeconds;
                     watch.Restart();
                     using var sae = SaeFiles.Load(device, Path.Combine(Folder, runDir));
-                    var m = DownstreamEvaluator.Evaluate(model, site, sae, evalContexts, context, splice, cancellationToken: cancellationToken);
+                    var m = DownstreamEvaluator.Evaluate(
+                        model,
+                        site,
+                        sae,
+                        evalContexts,
+                        context,
+                        splice,
+                        cancellationToken: cancellationToken
+                    );
                     var result = new RunResult
                     {
-                        Site = site, Arm = arm, L1 = l1, DSae = sae.DSae, L0 = m.Reconstruction!.L0, LossRecovered = m.CeLossScore, KlScore = m.KlDivScore,
-                        CeClean = m.CeLossWithoutSae, CeWithSae = m.CeLossWithSae, CeWithAblation = m.CeLossWithAblation,
-                        Gamma = m.Reconstruction.RelativeReconstructionBias, FracAlive = m.Reconstruction.FractionAlive,
-                        ExplainedVariance = m.Reconstruction.ExplainedVariance, TrainTokens = config.TrainTokens / config.BatchSize * config.BatchSize,
-                        TrainSeconds = trainSeconds, EvalSeconds = watch.Elapsed.TotalSeconds, Folder = runDir,
+                        Site = site,
+                        Arm = arm,
+                        L1 = l1,
+                        DSae = sae.DSae,
+                        L0 = m.Reconstruction!.L0,
+                        LossRecovered = m.CeLossScore,
+                        KlScore = m.KlDivScore,
+                        CeClean = m.CeLossWithoutSae,
+                        CeWithSae = m.CeLossWithSae,
+                        CeWithAblation = m.CeLossWithAblation,
+                        Gamma = m.Reconstruction.RelativeReconstructionBias,
+                        FracAlive = m.Reconstruction.FractionAlive,
+                        ExplainedVariance = m.Reconstruction.ExplainedVariance,
+                        TrainTokens = config.TrainTokens / config.BatchSize * config.BatchSize,
+                        TrainSeconds = trainSeconds,
+                        EvalSeconds = watch.Elapsed.TotalSeconds,
+                        Folder = runDir,
                     };
                     AtomicFile.WriteAllText(resultFile, JsonSerializer.Serialize(result, Json));
-                    log(string.Create(CultureInfo.InvariantCulture,
-                        $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2}, γ {result.Gamma:F3}, alive {result.FracAlive:P0} ({trainSeconds:F0} s + {result.EvalSeconds:F0} s)"));
+                    log(
+                        string.Create(
+                            CultureInfo.InvariantCulture,
+                            $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2}, γ {result.Gamma:F3}, alive {result.FracAlive:P0} ({trainSeconds:F0} s + {result.EvalSeconds:F0} s)"
+                        )
+                    );
                     results.Add(result);
                     done++;
                 }
@@ -127,34 +202,59 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                             continue;
                         }
 
-                        Step($"{site}: ITO with the {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} decoder, k = {k}");
+                        Step(
+                            $"{site}: ITO with the {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} decoder, k = {k}"
+                        );
                         var watch = Stopwatch.StartNew();
                         double l0Sum = 0;
                         long rows = 0;
-                        var m = DownstreamEvaluator.Evaluate(model, site, (acts, keep) =>
-                        {
-                            // L0 over the replaced (non-special) positions, as for the encoders.
-                            var xhat = pursuit.Reconstruct(acts, k);
-                            for (int n = 0; n < keep.Length; n++)
+                        var m = DownstreamEvaluator.Evaluate(
+                            model,
+                            site,
+                            (acts, keep) =>
                             {
-                                if (keep[n])
+                                // L0 over the replaced (non-special) positions, as for the encoders.
+                                var xhat = pursuit.Reconstruct(acts, k);
+                                for (int n = 0; n < keep.Length; n++)
                                 {
-                                    l0Sum += pursuit.LastRowL0[n];
-                                    rows++;
+                                    if (keep[n])
+                                    {
+                                        l0Sum += pursuit.LastRowL0[n];
+                                        rows++;
+                                    }
                                 }
-                            }
 
-                            return xhat;
-                        }, evalContexts, context, splice, cancellationToken: cancellationToken);
+                                return xhat;
+                            },
+                            evalContexts,
+                            context,
+                            splice,
+                            cancellationToken: cancellationToken
+                        );
                         var result = new RunResult
                         {
-                            Site = site, Arm = "ito:" + arm, L1 = l1, DSae = sae.DSae, ItoK = k, L0 = l0Sum / rows, LossRecovered = m.CeLossScore,
-                            KlScore = m.KlDivScore, CeClean = m.CeLossWithoutSae, CeWithSae = m.CeLossWithSae, CeWithAblation = m.CeLossWithAblation,
-                            EvalSeconds = watch.Elapsed.TotalSeconds, Folder = RunFolder(site, arm, l1),
+                            Site = site,
+                            Arm = "ito:" + arm,
+                            L1 = l1,
+                            DSae = sae.DSae,
+                            ItoK = k,
+                            L0 = l0Sum / rows,
+                            LossRecovered = m.CeLossScore,
+                            KlScore = m.KlDivScore,
+                            CeClean = m.CeLossWithoutSae,
+                            CeWithSae = m.CeLossWithSae,
+                            CeWithAblation = m.CeLossWithAblation,
+                            EvalSeconds = watch.Elapsed.TotalSeconds,
+                            Folder = RunFolder(site, arm, l1),
                         };
                         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
                         AtomicFile.WriteAllText(file, JsonSerializer.Serialize(result, Json));
-                        log(string.Create(CultureInfo.InvariantCulture, $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2} ({result.EvalSeconds:F0} s)"));
+                        log(
+                            string.Create(
+                                CultureInfo.InvariantCulture,
+                                $"  L0 {result.L0:F1}, loss recovered {result.LossRecovered:P2} ({result.EvalSeconds:F0} s)"
+                            )
+                        );
                         results.Add(result);
                         done++;
                     }
@@ -167,13 +267,18 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         return results;
     }
 
-    /// <summary>The (arm, λ) runs whose decoders ITO uses: gated and baseline at the configured λ indices (default: the middle one).</summary>
+    /// <summary>The (arm, λ) runs whose decoders ITO uses: gated and baseline at the configured λ indices
+    /// (default: the middle one).</summary>
     private IEnumerable<(string Arm, double L1)> ItoSources()
     {
         foreach (var arm in new[] { StudyArms.Gated, StudyArms.Standard }.Where(config.Arms.Contains))
         {
             var lambdas = arm == StudyArms.Gated ? config.L1Gated : config.L1Standard;
-            foreach (int i in (config.ItoRuns ?? [lambdas.Count / 2]).Where(i => i >= 0 && i < lambdas.Count).Distinct())
+            foreach (
+                int i in (config.ItoRuns ?? [lambdas.Count / 2])
+                    .Where(i => i >= 0 && i < lambdas.Count)
+                    .Distinct()
+            )
             {
                 yield return (arm, lambdas[i]);
             }
@@ -182,37 +287,57 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
 
     private static string Name(double l1) => l1.ToString("R", CultureInfo.InvariantCulture);
 
-    private static string RunFolder(string site, string arm, double l1) => Path.Combine("runs", site, arm, $"l1-{Name(l1)}");
+    private static string RunFolder(string site, string arm, double l1) =>
+        Path.Combine("runs", site, arm, $"l1-{Name(l1)}");
 
-    private void Train(string site, string arm, double l1, int dSae, IActivationSource data, string runDir, CancellationToken cancellationToken)
+    private void Train(
+        string site,
+        string arm,
+        double l1,
+        int dSae,
+        IActivationSource data,
+        string runDir,
+        CancellationToken cancellationToken
+    )
     {
         long steps = config.TrainTokens / config.BatchSize;
         var recipe = StudyArms.Recipe(arm);
-        var options = recipe.Apply(new TrainerOptions
-        {
-            Steps = steps,
-            BatchSize = config.BatchSize,
-            LearningRate = (float)config.LearningRate,
-            LrWarmupSteps = config.LrWarmup,
-            L1WarmupSteps = config.L1Warmup,
-            NormalizeActivations = true,
-            Seed = config.Seed,
-            LogEvery = (int)Math.Max(1, steps / 20),
-            CheckpointEvery = (int)Math.Max(1, steps / 4),
-            ShuffleBufferRows = (int)Math.Min(1 << 16, data.Rows),
-            Loss = new SaeLossOptions { L1Coefficient = (float)l1 },
-        });
+        var options = recipe.Apply(
+            new TrainerOptions
+            {
+                Steps = steps,
+                BatchSize = config.BatchSize,
+                LearningRate = (float)config.LearningRate,
+                LrWarmupSteps = config.LrWarmup,
+                L1WarmupSteps = config.L1Warmup,
+                NormalizeActivations = true,
+                Seed = config.Seed,
+                LogEvery = (int)Math.Max(1, steps / 20),
+                CheckpointEvery = (int)Math.Max(1, steps / 4),
+                ShuffleBufferRows = (int)Math.Min(1 << 16, data.Rows),
+                Loss = new SaeLossOptions { L1Coefficient = (float)l1 },
+            }
+        );
         var metadata = new Dictionary<string, object?>
         {
-            ["model_name"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(config.Model))), ["hook_name"] = site,
-            ["context_size"] = config.Context, ["prepend_bos"] = true, ["exclude_special_tokens"] = true,
+            ["model_name"] = Path.GetFileName(
+                Path.TrimEndingDirectorySeparator(Path.GetFullPath(config.Model))
+            ),
+            ["hook_name"] = site,
+            ["context_size"] = config.Context,
+            ["prepend_bos"] = true,
+            ["exclude_special_tokens"] = true,
             ["training"] = recipe.Provenance(options, new Dictionary<string, object?> { ["arm"] = arm }),
         };
         SparseAutoencoder sae;
         if (recipe.RescaleShift)
         {
-            // The frozen baseline is saved with its normalisation folded in, so the wrapper trains on raw activations.
-            using var baseline = SaeFiles.Load(device, Path.Combine(Folder, RunFolder(site, StudyArms.Standard, l1)));
+            // The frozen baseline is saved with its normalisation folded in, so the wrapper trains on raw
+            // activations.
+            using var baseline = SaeFiles.Load(
+                device,
+                Path.Combine(Folder, RunFolder(site, StudyArms.Standard, l1))
+            );
             sae = recipe.WrapBaseline(baseline, metadata);
         }
         else

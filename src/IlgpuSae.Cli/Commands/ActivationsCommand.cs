@@ -4,7 +4,8 @@ using IlgpuSae.Lm;
 
 namespace IlgpuSae.Cli.Commands;
 
-/// <summary><c>activations</c>: a shuffled, sharded activation cache of one hook site (<see cref="ActivationCacheBuilder"/>).</summary>
+/// <summary><c>activations</c>: a shuffled, sharded activation cache of one hook site
+/// (<see cref="ActivationCacheBuilder"/>).</summary>
 internal static class ActivationsCommand
 {
     public static Command Create()
@@ -13,38 +14,95 @@ internal static class ActivationsCommand
         lm.Model.Required = true;
         lm.Site.Required = true;
         lm.Corpus.Required = true;
-        var tokens = new Option<long>("--tokens") { Description = "Activation rows to write (0 = the whole corpus).", Required = true };
-        var shardRows = new Option<int>("--shard-rows") { Description = "Rows per shard (the shuffle buffer holds two shards).", DefaultValueFactory = _ => 1 << 16 };
-        var seed = new Option<ulong>("--seed") { Description = "Shuffle seed.", DefaultValueFactory = _ => 0UL };
-        var keepSpecial = new Option<bool>("--keep-special-tokens") { Description = "Keep rows at BOS/EOS/PAD positions (dropped by default)." };
-        var output = new Option<string>("--out") { Description = "Cache folder (manifest.json + shards); re-running resumes an interrupted run.", Required = true };
-        var command = new Command("activations", "Run a language model over a corpus and write a shuffled, sharded activation cache of one hook site.")
+        var tokens = new Option<long>("--tokens")
         {
-            tokens, shardRows, seed, keepSpecial, output,
+            Description = "Activation rows to write (0 = the whole corpus).",
+            Required = true,
+        };
+        var shardRows = new Option<int>("--shard-rows")
+        {
+            Description = "Rows per shard (the shuffle buffer holds two shards).",
+            DefaultValueFactory = _ => 1 << 16,
+        };
+        var seed = new Option<ulong>("--seed")
+        {
+            Description = "Shuffle seed.",
+            DefaultValueFactory = _ => 0UL,
+        };
+        var keepSpecial = new Option<bool>("--keep-special-tokens")
+        {
+            Description = "Keep rows at BOS/EOS/PAD positions (dropped by default).",
+        };
+        var output = new Option<string>("--out")
+        {
+            Description = "Cache folder (manifest.json + shards); re-running resumes an interrupted run.",
+            Required = true,
+        };
+        var command = new Command(
+            "activations",
+            "Run a language model over a corpus and write a shuffled, sharded activation cache of one hook site."
+        )
+        {
+            tokens,
+            shardRows,
+            seed,
+            keepSpecial,
+            output,
         };
         foreach (var o in lm.All)
         {
             command.Options.Add(o);
         }
 
-        command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
-        {
-            using var device = CommonOptions.OpenDevice(parse);
-            var (model, tokenizer, site, corpus) = lm.Open(parse, device);
-            using var _ = model;
-            var plan = ActivationPlan.Create(model, tokenizer, new ActivationRequest
-            {
-                Site = site, Corpus = corpus, Tokens = parse.GetValue(tokens), ContextSize = parse.GetValue(lm.Context),
-                Batch = parse.GetValue(lm.LmBatch), ExcludeSpecialTokens = !parse.GetValue(keepSpecial),
-            }, cancel);
-            var outDir = parse.GetValue(output)!;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{model.Name} ({model.Config.Architecture}, {model.Config.Layers} layers, d {model.Config.DModel}) on {device}: {plan.Rows} rows of {site} (d {plan.Width}) from {plan.Contexts} contexts of {plan.ContextSize} tokens ({tokenizer.Kind} tokenizer) → {outDir}"));
-            var manifest = ConsoleProgress.Run("activations", plan.Rows, report => ActivationCacheBuilder.Build(
-                plan, outDir, parse.GetValue(shardRows), parse.GetValue(seed), new ConsoleProgress.Relay<ActivationProgress>(p => report(p.Rows)), cancel));
-            Console.WriteLine($"Wrote {manifest.TotalRows} rows in {manifest.Shards.Count} shard(s) to {outDir}.");
-            return 0;
-        })));
+        command.SetAction(
+            (parse, cancel) =>
+                Task.FromResult(
+                    CommonOptions.Guard(() =>
+                    {
+                        using var device = CommonOptions.OpenDevice(parse);
+                        var (model, tokenizer, site, corpus) = lm.Open(parse, device);
+                        using var _ = model;
+                        var plan = ActivationPlan.Create(
+                            model,
+                            tokenizer,
+                            new ActivationRequest
+                            {
+                                Site = site,
+                                Corpus = corpus,
+                                Tokens = parse.GetValue(tokens),
+                                ContextSize = parse.GetValue(lm.Context),
+                                Batch = parse.GetValue(lm.LmBatch),
+                                ExcludeSpecialTokens = !parse.GetValue(keepSpecial),
+                            },
+                            cancel
+                        );
+                        var outDir = parse.GetValue(output)!;
+                        Console.WriteLine(
+                            string.Create(
+                                CultureInfo.InvariantCulture,
+                                $"{model.Name} ({model.Config.Architecture}, {model.Config.Layers} layers, d {model.Config.DModel}) on {device}: {plan.Rows} rows of {site} (d {plan.Width}) from {plan.Contexts} contexts of {plan.ContextSize} tokens ({tokenizer.Kind} tokenizer) → {outDir}"
+                            )
+                        );
+                        var manifest = ConsoleProgress.Run(
+                            "activations",
+                            plan.Rows,
+                            report =>
+                                ActivationCacheBuilder.Build(
+                                    plan,
+                                    outDir,
+                                    parse.GetValue(shardRows),
+                                    parse.GetValue(seed),
+                                    new ConsoleProgress.Relay<ActivationProgress>(p => report(p.Rows)),
+                                    cancel
+                                )
+                        );
+                        Console.WriteLine(
+                            $"Wrote {manifest.TotalRows} rows in {manifest.Shards.Count} shard(s) to {outDir}."
+                        );
+                        return 0;
+                    })
+                )
+        );
         return command;
     }
 }

@@ -7,29 +7,36 @@ namespace IlgpuSae.Cli.Commands;
 /// <summary>Options every command takes, and shared helpers.</summary>
 internal static class CommonOptions
 {
-    /// <summary><c>--backend auto|cpu|opencl|cuda</c>; falls back to <c>ILGPUSAE_BACKEND</c>, then auto.</summary>
+    /// <summary><c>--backend auto|cpu|opencl|cuda</c>; falls back to <c>ILGPUSAE_BACKEND</c>, then
+    /// auto.</summary>
     public static Option<string?> Backend { get; } = CreateBackend();
 
     /// <summary><c>--device N</c>: which device of the backend (of the full list with auto).</summary>
-    public static Option<int?> Device { get; } = new("--device")
-    {
-        Description = "Device number within the backend (within the full list for --backend auto); see 'devices'.",
-        Recursive = true,
-    };
+    public static Option<int?> Device { get; } =
+        new("--device")
+        {
+            Description =
+                "Device number within the backend (within the full list for --backend auto); see 'devices'.",
+            Recursive = true,
+        };
 
-    /// <summary><c>--tensor-cores</c>: TF32 tensor-core matrix products (CUDA sm_80+; emulated on the CPU accelerator).</summary>
-    public static Option<bool> TensorCores { get; } = new("--tensor-cores")
-    {
-        Description = "Run matrix products on TF32 tensor cores (CUDA sm_80+, ~10-bit mantissa inputs; not yet verified on a GPU). " +
-                      "On the CPU accelerator the instruction is emulated (slow, for testing); OpenCL refuses it.",
-        Recursive = true,
-    };
+    /// <summary><c>--tensor-cores</c>: TF32 tensor-core matrix products (CUDA sm_80+; emulated on the CPU
+    /// accelerator).</summary>
+    public static Option<bool> TensorCores { get; } =
+        new("--tensor-cores")
+        {
+            Description =
+                "Run matrix products on TF32 tensor cores (CUDA sm_80+, ~10-bit mantissa inputs; not yet verified on a GPU). "
+                + "On the CPU accelerator the instruction is emulated (slow, for testing); OpenCL refuses it.",
+            Recursive = true,
+        };
 
     private static Option<string?> CreateBackend()
     {
         var option = new Option<string?>("--backend")
         {
-            Description = $"Compute backend: auto, cpu, opencl or cuda (default: ${BackendKinds.EnvironmentVariable}, else auto).",
+            Description =
+                $"Compute backend: auto, cpu, opencl or cuda (default: ${BackendKinds.EnvironmentVariable}, else auto).",
             Recursive = true,
             HelpName = "auto|cpu|opencl|cuda",
         };
@@ -38,7 +45,9 @@ internal static class CommonOptions
             var value = result.GetValueOrDefault<string?>();
             if (value is not null && !BackendKinds.Names.Contains(value.ToLowerInvariant()))
             {
-                result.AddError($"Unknown backend '{value}'. Expected one of: {string.Join(", ", BackendKinds.Names)}.");
+                result.AddError(
+                    $"Unknown backend '{value}'. Expected one of: {string.Join(", ", BackendKinds.Names)}."
+                );
             }
         });
         return option;
@@ -50,10 +59,18 @@ internal static class CommonOptions
         options ??= new SaeDeviceOptions();
         if (parse.GetValue(TensorCores))
         {
-            options = options with { TensorCores = true, Variant = options.Variant == KernelVariant.Auto ? KernelVariant.GpuShaped : options.Variant };
+            options = options with
+            {
+                TensorCores = true,
+                Variant = options.Variant == KernelVariant.Auto ? KernelVariant.GpuShaped : options.Variant,
+            };
         }
 
-        return SaeDevice.Create(BackendKinds.Resolve(parse.GetValue(Backend)), parse.GetValue(Device), options);
+        return SaeDevice.Create(
+            BackendKinds.Resolve(parse.GetValue(Backend)),
+            parse.GetValue(Device),
+            options
+        );
     }
 
     /// <summary>Runs a command body, turning expected failures into a message and exit code 2.</summary>
@@ -73,17 +90,27 @@ internal static class CommonOptions
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or KeyNotFoundException or InvalidOperationException)
+        catch (Exception e)
+            when (e
+                    is IOException
+                        or InvalidDataException
+                        or NotSupportedException
+                        or KeyNotFoundException
+                        or InvalidOperationException
+            )
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 2;
         }
     }
 
-    /// <summary>A console on the current standard output that does not wrap tables at 80 columns when redirected.</summary>
+    /// <summary>A console on the current standard output that does not wrap tables at 80 columns when
+    /// redirected.</summary>
     public static IAnsiConsole CreateConsole()
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+        var console = AnsiConsole.Create(
+            new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) }
+        );
         if (Console.IsOutputRedirected)
         {
             console.Profile.Width = 200;

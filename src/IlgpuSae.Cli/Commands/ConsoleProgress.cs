@@ -19,15 +19,26 @@ internal static class ConsoleProgress
                 if (bucket != lastPrinted)
                 {
                     lastPrinted = bucket;
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{label}: {value}/{total} ({100.0 * value / Math.Max(total, 1):F0}%, {(DateTime.UtcNow - started).TotalSeconds:F0} s)"));
+                    Console.WriteLine(
+                        string.Create(
+                            CultureInfo.InvariantCulture,
+                            $"{label}: {value}/{total} ({100.0 * value / Math.Max(total, 1):F0}%, {(DateTime.UtcNow - started).TotalSeconds:F0} s)"
+                        )
+                    );
                 }
             });
         }
 
         T result = default!;
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+        AnsiConsole
+            .Progress()
+            .Columns(
+                new TaskDescriptionColumn(),
+                new ProgressBarColumn(),
+                new PercentageColumn(),
+                new RemainingTimeColumn(),
+                new SpinnerColumn()
+            )
             .Start(ctx =>
             {
                 var task = ctx.AddTask(label, maxValue: Math.Max(total, 1));
@@ -36,7 +47,8 @@ internal static class ConsoleProgress
         return result;
     }
 
-    /// <summary>Reports on the calling thread (System.Progress would post to the thread pool and reorder lines).</summary>
+    /// <summary>Reports on the calling thread (System.Progress would post to the thread pool and reorder
+    /// lines).</summary>
     public sealed class Relay<T>(Action<T> report) : IProgress<T>
     {
         public void Report(T value) => report(value);

@@ -13,57 +13,82 @@ internal static class DevicesCommand
     public static Command Create()
     {
         var json = new Option<bool>("--json") { Description = "Print machine-readable JSON." };
-        var command = new Command("devices", "List every device ILGPU sees (CUDA, OpenCL, CPU) and the one 'auto' picks.") { json };
-        command.SetAction(parse => CommonOptions.Guard(() =>
+        var command = new Command(
+            "devices",
+            "List every device ILGPU sees (CUDA, OpenCL, CPU) and the one 'auto' picks."
+        )
         {
-            var devices = DeviceCatalog.ListDevices();
-            if (parse.GetValue(json))
+            json,
+        };
+        command.SetAction(parse =>
+            CommonOptions.Guard(() =>
             {
-                var payload = new
+                var devices = DeviceCatalog.ListDevices();
+                if (parse.GetValue(json))
                 {
-                    auto = devices.FirstOrDefault(d => d.IsAutoChoice)?.Index,
-                    devices = devices.Select(d => new
+                    var payload = new
                     {
-                        index = d.Index,
-                        backend = d.Backend.ToName(),
-                        backendIndex = d.BackendIndex,
-                        label = d.Label,
-                        type = d.Type,
-                        name = d.Name,
-                        memoryBytes = d.MemoryBytes,
-                        warpSize = d.WarpSize,
-                        maxGroupSize = d.MaxGroupSize,
-                        multiprocessors = d.Multiprocessors,
-                        supported = d.IsSupported,
-                        unsupportedReason = d.UnsupportedReason,
-                        kernelVariant = d.DefaultVariant.ToString(),
-                        auto = d.IsAutoChoice,
-                    }),
-                };
-                Console.WriteLine(JsonSerializer.Serialize(payload, Json));
+                        auto = devices.FirstOrDefault(d => d.IsAutoChoice)?.Index,
+                        devices = devices.Select(d => new
+                        {
+                            index = d.Index,
+                            backend = d.Backend.ToName(),
+                            backendIndex = d.BackendIndex,
+                            label = d.Label,
+                            type = d.Type,
+                            name = d.Name,
+                            memoryBytes = d.MemoryBytes,
+                            warpSize = d.WarpSize,
+                            maxGroupSize = d.MaxGroupSize,
+                            multiprocessors = d.Multiprocessors,
+                            supported = d.IsSupported,
+                            unsupportedReason = d.UnsupportedReason,
+                            kernelVariant = d.DefaultVariant.ToString(),
+                            auto = d.IsAutoChoice,
+                        }),
+                    };
+                    Console.WriteLine(JsonSerializer.Serialize(payload, Json));
+                    return 0;
+                }
+
+                var table = new Table().AddColumns(
+                    "#",
+                    "device",
+                    "type",
+                    "name",
+                    "memory",
+                    "warp",
+                    "max group",
+                    "MPs",
+                    "kernels",
+                    "auto"
+                );
+                foreach (var d in devices)
+                {
+                    table.AddRow(
+                        d.Index.ToString(),
+                        d.Label,
+                        d.Type,
+                        Markup.Escape(d.Name),
+                        $"{d.MemoryBytes / (1024.0 * 1024 * 1024):0.##} GiB",
+                        d.WarpSize > 0 ? d.WarpSize.ToString() : "?",
+                        d.MaxGroupSize.ToString(),
+                        d.Multiprocessors.ToString(),
+                        d.IsSupported ? d.DefaultVariant.ToString() : "[red]unsupported[/]",
+                        d.IsAutoChoice ? "[green]<- auto[/]" : ""
+                    );
+                }
+
+                var console = CommonOptions.CreateConsole();
+                console.Write(table);
+                foreach (var d in devices.Where(d => !d.IsSupported))
+                {
+                    console.MarkupLine($"[yellow]{d.Label}[/]: {Markup.Escape(d.UnsupportedReason!)}");
+                }
+
                 return 0;
-            }
-
-            var table = new Table().AddColumns("#", "device", "type", "name", "memory", "warp", "max group", "MPs", "kernels", "auto");
-            foreach (var d in devices)
-            {
-                table.AddRow(
-                    d.Index.ToString(), d.Label, d.Type, Markup.Escape(d.Name),
-                    $"{d.MemoryBytes / (1024.0 * 1024 * 1024):0.##} GiB", d.WarpSize > 0 ? d.WarpSize.ToString() : "?", d.MaxGroupSize.ToString(),
-                    d.Multiprocessors.ToString(),
-                    d.IsSupported ? d.DefaultVariant.ToString() : "[red]unsupported[/]",
-                    d.IsAutoChoice ? "[green]<- auto[/]" : "");
-            }
-
-            var console = CommonOptions.CreateConsole();
-            console.Write(table);
-            foreach (var d in devices.Where(d => !d.IsSupported))
-            {
-                console.MarkupLine($"[yellow]{d.Label}[/]: {Markup.Escape(d.UnsupportedReason!)}");
-            }
-
-            return 0;
-        }));
+            })
+        );
         return command;
     }
 }

@@ -3,30 +3,49 @@ using IlgpuSae.Sae;
 
 namespace IlgpuSae.Cli.Commands;
 
-/// <summary><c>export</c>: the exact JumpReLU form of a tied gated SAE (<see cref="SaeFiles.ExportJumpRelu"/>).</summary>
+/// <summary><c>export</c>: the exact JumpReLU form of a tied gated SAE
+/// (<see cref="SaeFiles.ExportJumpRelu"/>).</summary>
 internal static class ExportCommand
 {
     public static Command Create()
     {
         var sae = new Option<string>("--sae") { Description = "A gated SAE folder.", Required = true };
-        var to = new Option<string>("--to") { Description = "Target architecture (jumprelu).", Required = true };
+        var to = new Option<string>("--to")
+        {
+            Description = "Target architecture (jumprelu).",
+            Required = true,
+        };
         to.AcceptOnlyFromAmong("jumprelu");
         var output = new Option<string>("--out") { Description = "Output SAE folder.", Required = true };
-        var command = new Command("export", "Export a gated SAE as the exactly equivalent JumpReLU SAE (SAELens layout).") { sae, to, output };
-        command.SetAction(parse => CommonOptions.Guard(() =>
+        var command = new Command(
+            "export",
+            "Export a gated SAE as the exactly equivalent JumpReLU SAE (SAELens layout)."
+        )
         {
-            using var device = CommonOptions.OpenDevice(parse);
-            using var gated = SaeFiles.Load(device, parse.GetValue(sae)!);
-            if (gated.Config.Architecture != SaeArchitecture.Gated)
+            sae,
+            to,
+            output,
+        };
+        command.SetAction(parse =>
+            CommonOptions.Guard(() =>
             {
-                throw new ArgumentException($"{parse.GetValue(sae)} is a {gated.Config.Architecture} SAE; export --to jumprelu needs a gated one.");
-            }
+                using var device = CommonOptions.OpenDevice(parse);
+                using var gated = SaeFiles.Load(device, parse.GetValue(sae)!);
+                if (gated.Config.Architecture != SaeArchitecture.Gated)
+                {
+                    throw new ArgumentException(
+                        $"{parse.GetValue(sae)} is a {gated.Config.Architecture} SAE; export --to jumprelu needs a gated one."
+                    );
+                }
 
-            using var jump = SaeFiles.ExportJumpRelu(gated);
-            SaeFiles.Save(jump, parse.GetValue(output)!);
-            Console.WriteLine($"Wrote the JumpReLU form of {parse.GetValue(sae)} to {parse.GetValue(output)}.");
-            return 0;
-        }));
+                using var jump = SaeFiles.ExportJumpRelu(gated);
+                SaeFiles.Save(jump, parse.GetValue(output)!);
+                Console.WriteLine(
+                    $"Wrote the JumpReLU form of {parse.GetValue(sae)} to {parse.GetValue(output)}."
+                );
+                return 0;
+            })
+        );
         return command;
     }
 }

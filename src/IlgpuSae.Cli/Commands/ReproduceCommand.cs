@@ -8,24 +8,59 @@ internal static class ReproduceCommand
 {
     public static Command Create()
     {
-        var full = new Option<bool>("--full") { Description = "Run the full-size study (4 sites, every arm, 5 λ, ITO; about an hour on 2 cores with PoCL) instead of the reduced default (about 10 minutes on 2 cores)." };
-        var data = new Option<string?>("--data") { Description = "The bundled data folder (default: the data/ folder of this repository, found upwards from the current directory)." };
-        var output = new Option<string?>("--out") { Description = "Output folder (default: runs/reproduction, or runs/reproduction-full)." };
-        var command = new Command("reproduce", "Reproduce the Gated SAE paper on the bundled model: train gated and baseline SAEs over λ at several sites, evaluate loss recovered, γ and ITO, and write a report with plots.")
+        var full = new Option<bool>("--full")
         {
-            full, data, output,
+            Description =
+                "Run the full-size study (4 sites, every arm, 5 λ, ITO; about an hour on 2 cores with PoCL) instead of the reduced default (about 10 minutes on 2 cores).",
         };
-        command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
+        var data = new Option<string?>("--data")
         {
-            var folder = parse.GetValue(data) ?? FindData() ?? throw new ArgumentException("The bundled data folder (data/lm, data/corpus) was not found above the current directory; pass --data DIR.");
-            var config = parse.GetValue(full) ? StudyConfig.Full(folder) : StudyConfig.Reduced(folder);
-            var outDir = parse.GetValue(output) ?? (parse.GetValue(full) ? Path.Combine("runs", "reproduction-full") : Path.Combine("runs", "reproduction"));
-            return StudyConsole.Run(parse, config, outDir, cancel);
-        })));
+            Description =
+                "The bundled data folder (default: the data/ folder of this repository, found upwards from the current directory).",
+        };
+        var output = new Option<string?>("--out")
+        {
+            Description = "Output folder (default: runs/reproduction, or runs/reproduction-full).",
+        };
+        var command = new Command(
+            "reproduce",
+            "Reproduce the Gated SAE paper on the bundled model: train gated and baseline SAEs over λ at several sites, evaluate loss recovered, γ and ITO, and write a report with plots."
+        )
+        {
+            full,
+            data,
+            output,
+        };
+        command.SetAction(
+            (parse, cancel) =>
+                Task.FromResult(
+                    CommonOptions.Guard(() =>
+                    {
+                        var folder =
+                            parse.GetValue(data)
+                            ?? FindData()
+                            ?? throw new ArgumentException(
+                                "The bundled data folder (data/lm, data/corpus) was not found above the current directory; pass --data DIR."
+                            );
+                        var config = parse.GetValue(full)
+                            ? StudyConfig.Full(folder)
+                            : StudyConfig.Reduced(folder);
+                        var outDir =
+                            parse.GetValue(output)
+                            ?? (
+                                parse.GetValue(full)
+                                    ? Path.Combine("runs", "reproduction-full")
+                                    : Path.Combine("runs", "reproduction")
+                            );
+                        return StudyConsole.Run(parse, config, outDir, cancel);
+                    })
+                )
+        );
         return command;
     }
 
-    /// <summary>The repository's data folder, searched upwards from the current directory, then from the tool's own folder.</summary>
+    /// <summary>The repository's data folder, searched upwards from the current directory, then from the
+    /// tool's own folder.</summary>
     private static string? FindData()
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
@@ -33,7 +68,10 @@ internal static class ReproduceCommand
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
             {
                 var candidate = Path.Combine(dir.FullName, "data");
-                if (File.Exists(Path.Combine(candidate, "lm", "config.json")) && Directory.Exists(Path.Combine(candidate, "corpus")))
+                if (
+                    File.Exists(Path.Combine(candidate, "lm", "config.json"))
+                    && Directory.Exists(Path.Combine(candidate, "corpus"))
+                )
                 {
                     return candidate;
                 }

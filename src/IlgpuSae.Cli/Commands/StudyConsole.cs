@@ -11,15 +11,37 @@ internal static class StudyConsole
     {
         config.Validate();
         using var device = CommonOptions.OpenDevice(parse);
-        Console.WriteLine($"Study → {outDir} on {device}: sites {string.Join(", ", config.Sites)}; arms {string.Join(", ", config.Arms)}; " +
-                          $"λ gated {string.Join("/", config.L1Gated.Select(l => l.ToString(CultureInfo.InvariantCulture)))}, baseline {string.Join("/", config.L1Standard.Select(l => l.ToString(CultureInfo.InvariantCulture)))}; {config.TrainTokens} tokens per SAE.");
+        Console.WriteLine(
+            $"Study → {outDir} on {device}: sites {string.Join(", ", config.Sites)}; arms {string.Join(", ", config.Arms)}; "
+                + $"λ gated {string.Join("/", config.L1Gated.Select(l => l.ToString(CultureInfo.InvariantCulture)))}, baseline {string.Join("/", config.L1Standard.Select(l => l.ToString(CultureInfo.InvariantCulture)))}; {config.TrainTokens} tokens per SAE."
+        );
         var started = DateTime.UtcNow;
         var runner = new StudyRunner(config, outDir, device);
-        runner.Run(new ConsoleProgress.Relay<StudyProgress>(p =>
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{p.Done}/{p.Total} {(DateTime.UtcNow - started).TotalMinutes:F1} min] {p.Current}"))),
-            line => { if (line.StartsWith("  ", StringComparison.Ordinal)) { Console.WriteLine(line); } }, cancel);
+        runner.Run(
+            new ConsoleProgress.Relay<StudyProgress>(p =>
+                Console.WriteLine(
+                    string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"[{p.Done}/{p.Total} {(DateTime.UtcNow - started).TotalMinutes:F1} min] {p.Current}"
+                    )
+                )
+            ),
+            line =>
+            {
+                if (line.StartsWith("  ", StringComparison.Ordinal))
+                {
+                    Console.WriteLine(line);
+                }
+            },
+            cancel
+        );
         var report = Path.GetFullPath(Path.Combine(outDir, "report.md"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Done in {(DateTime.UtcNow - started).TotalMinutes:F1} min. Report: {report}"));
+        Console.WriteLine(
+            string.Create(
+                CultureInfo.InvariantCulture,
+                $"Done in {(DateTime.UtcNow - started).TotalMinutes:F1} min. Report: {report}"
+            )
+        );
         return 0;
     }
 }

@@ -9,7 +9,8 @@ using Spectre.Console;
 
 namespace IlgpuSae.Cli.Commands;
 
-/// <summary><c>train</c>: parses the options into an <see cref="SaeRecipe"/> and <see cref="TrainerOptions"/> and runs <see cref="SaeTrainer"/>.</summary>
+/// <summary><c>train</c>: parses the options into an <see cref="SaeRecipe"/> and <see cref="TrainerOptions"/>
+/// and runs <see cref="SaeTrainer"/>.</summary>
 internal static class TrainCommand
 {
     public static Command Create()
@@ -18,7 +19,8 @@ internal static class TrainCommand
         arch.AcceptOnlyFromAmong("standard", "gated");
         var mode = new Option<string>("--mode")
         {
-            Description = "paper (default: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated) or april-update (standard).",
+            Description =
+                "paper (default: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated) or april-update (standard).",
             DefaultValueFactory = _ => "paper",
         };
         mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
@@ -29,77 +31,215 @@ internal static class TrainCommand
         };
         ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
         var acts = new ActivationOptions();
-        var dSae = new Option<int?>("--d-sae") { Description = "Dictionary size (required unless --init or --rescale-shift-of)." };
-        var l1 = new Option<float>("--l1") { Description = "Sparsity coefficient λ.", DefaultValueFactory = _ => 1f };
-        var lr = new Option<float>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 3e-4f };
-        var batch = new Option<int>("--batch-size") { Description = "Rows per step.", DefaultValueFactory = _ => 4096 };
-        var tokens = new Option<long>("--tokens") { Description = "Training tokens (rows); steps = tokens / batch size.", Required = true };
-        var lrWarmup = new Option<int>("--lr-warmup") { Description = "Learning-rate warm-up steps.", DefaultValueFactory = _ => 1000 };
-        var lrDecay = new Option<string>("--lr-decay") { Description = "none, linear or cosine (over the last 20%).", DefaultValueFactory = _ => "none" };
+        var dSae = new Option<int?>("--d-sae")
+        {
+            Description = "Dictionary size (required unless --init or --rescale-shift-of).",
+        };
+        var l1 = new Option<float>("--l1")
+        {
+            Description = "Sparsity coefficient λ.",
+            DefaultValueFactory = _ => 1f,
+        };
+        var lr = new Option<float>("--lr")
+        {
+            Description = "Peak learning rate.",
+            DefaultValueFactory = _ => 3e-4f,
+        };
+        var batch = new Option<int>("--batch-size")
+        {
+            Description = "Rows per step.",
+            DefaultValueFactory = _ => 4096,
+        };
+        var tokens = new Option<long>("--tokens")
+        {
+            Description = "Training tokens (rows); steps = tokens / batch size.",
+            Required = true,
+        };
+        var lrWarmup = new Option<int>("--lr-warmup")
+        {
+            Description = "Learning-rate warm-up steps.",
+            DefaultValueFactory = _ => 1000,
+        };
+        var lrDecay = new Option<string>("--lr-decay")
+        {
+            Description = "none, linear or cosine (over the last 20%).",
+            DefaultValueFactory = _ => "none",
+        };
         lrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
-        var l1Warmup = new Option<int>("--l1-warmup") { Description = "λ warm-up steps.", DefaultValueFactory = _ => 0 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed for initialisation, data order and resampling.", DefaultValueFactory = _ => 42UL };
-        var beta1 = new Option<float>("--beta1") { Description = "Adam β1 (paper: 0).", DefaultValueFactory = _ => 0f };
-        var beta2 = new Option<float>("--beta2") { Description = "Adam β2.", DefaultValueFactory = _ => 0.999f };
-        var eps = new Option<float>("--adam-eps") { Description = "Adam ε.", DefaultValueFactory = _ => 1e-8f };
-        var clip = new Option<float>("--grad-clip") { Description = "Clip the global gradient norm (0 = off; saelens/april default 1).", DefaultValueFactory = _ => 0f };
-        var resample = new Option<int>("--resample-every") { Description = "Resample dead features every N steps (0 = never).", DefaultValueFactory = _ => 0 };
-        var normalize = new Option<bool>("--normalize-activations") { Description = "Scale inputs so E‖x‖ = √d; folded into the saved weights." };
-        var scale = new Option<string>("--loss-scale") { Description = "sum (default: Σ_j (x − x̂)²) or mean-d (the paper's /d).", DefaultValueFactory = _ => "sum" };
+        var l1Warmup = new Option<int>("--l1-warmup")
+        {
+            Description = "λ warm-up steps.",
+            DefaultValueFactory = _ => 0,
+        };
+        var seed = new Option<ulong>("--seed")
+        {
+            Description = "Seed for initialisation, data order and resampling.",
+            DefaultValueFactory = _ => 42UL,
+        };
+        var beta1 = new Option<float>("--beta1")
+        {
+            Description = "Adam β1 (paper: 0).",
+            DefaultValueFactory = _ => 0f,
+        };
+        var beta2 = new Option<float>("--beta2")
+        {
+            Description = "Adam β2.",
+            DefaultValueFactory = _ => 0.999f,
+        };
+        var eps = new Option<float>("--adam-eps")
+        {
+            Description = "Adam ε.",
+            DefaultValueFactory = _ => 1e-8f,
+        };
+        var clip = new Option<float>("--grad-clip")
+        {
+            Description = "Clip the global gradient norm (0 = off; saelens/april default 1).",
+            DefaultValueFactory = _ => 0f,
+        };
+        var resample = new Option<int>("--resample-every")
+        {
+            Description = "Resample dead features every N steps (0 = never).",
+            DefaultValueFactory = _ => 0,
+        };
+        var normalize = new Option<bool>("--normalize-activations")
+        {
+            Description = "Scale inputs so E‖x‖ = √d; folded into the saved weights.",
+        };
+        var scale = new Option<string>("--loss-scale")
+        {
+            Description = "sum (default: Σ_j (x − x̂)²) or mean-d (the paper's /d).",
+            DefaultValueFactory = _ => "sum",
+        };
         scale.AcceptOnlyFromAmong("sum", "mean-d");
-        var init = new Option<string?>("--init") { Description = "Start from this SAE folder (same architecture and shape)." };
-        var rescaleOf = new Option<string?>("--rescale-shift-of") { Description = "Baseline + rescale & shift (paper §5.2): freeze this standard SAE and train only r_mag, b_mag of a gated wrapper." };
-        var logEvery = new Option<int>("--log-every") { Description = "Metrics log period in steps.", DefaultValueFactory = _ => 100 };
-        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint period in steps (0 = none).", DefaultValueFactory = _ => 0 };
-        var resume = new Option<bool>("--resume") { Description = "Continue from the newest checkpoint in --out (every setting must equal the checkpoint's trainer_config.json)." };
+        var init = new Option<string?>("--init")
+        {
+            Description = "Start from this SAE folder (same architecture and shape).",
+        };
+        var rescaleOf = new Option<string?>("--rescale-shift-of")
+        {
+            Description =
+                "Baseline + rescale & shift (paper §5.2): freeze this standard SAE and train only r_mag, b_mag of a gated wrapper.",
+        };
+        var logEvery = new Option<int>("--log-every")
+        {
+            Description = "Metrics log period in steps.",
+            DefaultValueFactory = _ => 100,
+        };
+        var ckptEvery = new Option<int>("--checkpoint-every")
+        {
+            Description = "Checkpoint period in steps (0 = none).",
+            DefaultValueFactory = _ => 0,
+        };
+        var resume = new Option<bool>("--resume")
+        {
+            Description =
+                "Continue from the newest checkpoint in --out (every setting must equal the checkpoint's trainer_config.json).",
+        };
         var overrides = new Option<string[]>("--override")
         {
-            Description = "With --resume: accept a changed setting, by its trainer_config.json name (e.g. --override learning_rate); repeatable. The SAE's shape, batch size and seed never change.",
+            Description =
+                "With --resume: accept a changed setting, by its trainer_config.json name (e.g. --override learning_rate); repeatable. The SAE's shape, batch size and seed never change.",
             AllowMultipleArgumentsPerToken = false,
         };
-        var output = new Option<string>("--out") { Description = "Output folder: the SAE (cfg.json, sae_weights.safetensors), metrics.jsonl, checkpoints/.", Required = true };
-        var lm = new ModelOptions();
-        var cacheActs = new Option<string?>("--cache-activations") { Description = "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming." };
-        var command = new Command("train", "Train a standard or gated SAE on activations (from files, or streamed from a language model).")
+        var output = new Option<string>("--out")
         {
-            arch, mode, ablation, dSae, l1, lr, batch, tokens, lrWarmup, lrDecay, l1Warmup, seed, beta1, beta2, eps,
-            clip, resample, normalize, scale, init, rescaleOf, logEvery, ckptEvery, resume, overrides, output, cacheActs,
+            Description =
+                "Output folder: the SAE (cfg.json, sae_weights.safetensors), metrics.jsonl, checkpoints/.",
+            Required = true,
+        };
+        var lm = new ModelOptions();
+        var cacheActs = new Option<string?>("--cache-activations")
+        {
+            Description =
+                "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming.",
+        };
+        var command = new Command(
+            "train",
+            "Train a standard or gated SAE on activations (from files, or streamed from a language model)."
+        )
+        {
+            arch,
+            mode,
+            ablation,
+            dSae,
+            l1,
+            lr,
+            batch,
+            tokens,
+            lrWarmup,
+            lrDecay,
+            l1Warmup,
+            seed,
+            beta1,
+            beta2,
+            eps,
+            clip,
+            resample,
+            normalize,
+            scale,
+            init,
+            rescaleOf,
+            logEvery,
+            ckptEvery,
+            resume,
+            overrides,
+            output,
+            cacheActs,
         };
         foreach (var o in acts.All.Concat(lm.All))
         {
             command.Options.Add(o);
         }
 
-        command.SetAction((parse, cancel) => Task.FromResult(CommonOptions.Guard(() =>
-        {
-            // A run that fails before its first checkpoint leaves nothing behind in a folder it created.
-            var outDir = parse.GetValue(output)!;
-            bool created = !Directory.Exists(outDir);
-            try
-            {
-                return Run(parse, cancel);
-            }
-            catch when (created && Directory.Exists(outDir) && SaeTrainer.LatestCheckpoint(outDir) is null)
-            {
-                Directory.Delete(outDir, recursive: true);
-                throw;
-            }
-        })));
+        command.SetAction(
+            (parse, cancel) =>
+                Task.FromResult(
+                    CommonOptions.Guard(() =>
+                    {
+                        // A run that fails before its first checkpoint leaves nothing behind in a folder it
+                        // created.
+                        var outDir = parse.GetValue(output)!;
+                        bool created = !Directory.Exists(outDir);
+                        try
+                        {
+                            return Run(parse, cancel);
+                        }
+                        catch
+                            when (created
+                                && Directory.Exists(outDir)
+                                && SaeTrainer.LatestCheckpoint(outDir) is null
+                            )
+                        {
+                            Directory.Delete(outDir, recursive: true);
+                            throw;
+                        }
+                    })
+                )
+        );
 
         int Run(ParseResult parse, CancellationToken cancel)
         {
-            var recipe = SaeRecipe.Parse(parse.GetValue(arch)!, parse.GetValue(mode)!, parse.GetValue(ablation)!, parse.GetValue(rescaleOf) is not null);
+            var recipe = SaeRecipe.Parse(
+                parse.GetValue(arch)!,
+                parse.GetValue(mode)!,
+                parse.GetValue(ablation)!,
+                parse.GetValue(rescaleOf) is not null
+            );
             int batchSize = parse.GetValue(batch);
             long steps = parse.GetValue(tokens) / batchSize;
             var outDir = parse.GetValue(output)!;
             if (!parse.GetValue(resume) && File.Exists(Path.Combine(outDir, SaeTrainer.MetricsFile)))
             {
-                throw new ArgumentException($"{outDir} already holds a training run; pass --resume to continue it or choose another --out.");
+                throw new ArgumentException(
+                    $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
+                );
             }
 
             if (parse.GetValue(resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
             {
-                throw new ArgumentException($"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER.");
+                throw new ArgumentException(
+                    $"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER."
+                );
             }
 
             if (parse.GetValue(overrides) is { Length: > 0 } && !parse.GetValue(resume))
@@ -109,53 +249,90 @@ internal static class TrainCommand
 
             using var device = CommonOptions.OpenDevice(parse);
             var provenance = new Dictionary<string, object?>();
-            using var data = OpenData(parse, device, acts, lm, parse.GetValue(cacheActs), parse.GetValue(tokens), provenance, cancel);
+            using var data = OpenData(
+                parse,
+                device,
+                acts,
+                lm,
+                parse.GetValue(cacheActs),
+                parse.GetValue(tokens),
+                provenance,
+                cancel
+            );
             if (steps < 1)
             {
-                throw new ArgumentException($"--tokens {parse.GetValue(tokens)} is less than one batch of {batchSize}.");
+                throw new ArgumentException(
+                    $"--tokens {parse.GetValue(tokens)} is less than one batch of {batchSize}."
+                );
             }
 
-            var options = recipe.Apply(new TrainerOptions
-            {
-                Steps = steps,
-                BatchSize = batchSize,
-                LearningRate = parse.GetValue(lr),
-                Beta1 = parse.GetValue(beta1),
-                Beta2 = parse.GetValue(beta2),
-                Epsilon = parse.GetValue(eps),
-                LrWarmupSteps = parse.GetValue(lrWarmup),
-                LrDecay = Enum.Parse<LrDecay>(parse.GetValue(lrDecay)!, ignoreCase: true),
-                L1WarmupSteps = parse.GetValue(l1Warmup),
-                GradClipNorm = parse.GetValue(clip),
-                ResampleEvery = parse.GetValue(resample),
-                NormalizeActivations = parse.GetValue(normalize),
-                Seed = parse.GetValue(seed),
-                LogEvery = parse.GetValue(logEvery),
-                CheckpointEvery = parse.GetValue(ckptEvery),
-                Loss = new SaeLossOptions
+            var options = recipe.Apply(
+                new TrainerOptions
                 {
-                    L1Coefficient = parse.GetValue(l1),
-                    Scale = parse.GetValue(scale) == "mean-d" ? ReconstructionScale.MeanOverDim : ReconstructionScale.Sum,
-                },
-            });
+                    Steps = steps,
+                    BatchSize = batchSize,
+                    LearningRate = parse.GetValue(lr),
+                    Beta1 = parse.GetValue(beta1),
+                    Beta2 = parse.GetValue(beta2),
+                    Epsilon = parse.GetValue(eps),
+                    LrWarmupSteps = parse.GetValue(lrWarmup),
+                    LrDecay = Enum.Parse<LrDecay>(parse.GetValue(lrDecay)!, ignoreCase: true),
+                    L1WarmupSteps = parse.GetValue(l1Warmup),
+                    GradClipNorm = parse.GetValue(clip),
+                    ResampleEvery = parse.GetValue(resample),
+                    NormalizeActivations = parse.GetValue(normalize),
+                    Seed = parse.GetValue(seed),
+                    LogEvery = parse.GetValue(logEvery),
+                    CheckpointEvery = parse.GetValue(ckptEvery),
+                    Loss = new SaeLossOptions
+                    {
+                        L1Coefficient = parse.GetValue(l1),
+                        Scale =
+                            parse.GetValue(scale) == "mean-d"
+                                ? ReconstructionScale.MeanOverDim
+                                : ReconstructionScale.Sum,
+                    },
+                }
+            );
             if (parse.GetValue(normalize) && recipe.RescaleShift)
             {
-                throw new ArgumentException("--normalize-activations does not apply to --rescale-shift-of: the baseline's normalisation is folded into its weights.");
+                throw new ArgumentException(
+                    "--normalize-activations does not apply to --rescale-shift-of: the baseline's normalisation is folded into its weights."
+                );
             }
 
             if (parse.GetValue(init) is null && !recipe.RescaleShift)
             {
-                var planned = recipe.Config(data.Dim, parse.GetValue(dSae) ?? throw new ArgumentException("--d-sae is required for a new SAE."));
-                var plan = MemoryPlan.EnsureFits(planned, batchSize, device.Description.MemoryBytes, device.Description.Label);
-                Console.WriteLine($"Device memory plan: {plan}; {device.Description.Label} has {device.Description.MemoryBytes / (double)(1L << 30):0.##} GiB.");
+                var planned = recipe.Config(
+                    data.Dim,
+                    parse.GetValue(dSae) ?? throw new ArgumentException("--d-sae is required for a new SAE.")
+                );
+                var plan = MemoryPlan.EnsureFits(
+                    planned,
+                    batchSize,
+                    device.Description.MemoryBytes,
+                    device.Description.Label
+                );
+                Console.WriteLine(
+                    $"Device memory plan: {plan}; {device.Description.Label} has {device.Description.MemoryBytes / (double)(1L << 30):0.##} GiB."
+                );
             }
 
             var metadata = new Dictionary<string, object?>(provenance)
             {
-                ["training"] = recipe.Provenance(options, new Dictionary<string, object?> { ["activations"] = data.Description, ["backend"] = device.Description.Label }),
+                ["training"] = recipe.Provenance(
+                    options,
+                    new Dictionary<string, object?>
+                    {
+                        ["activations"] = data.Description,
+                        ["backend"] = device.Description.Label,
+                    }
+                ),
             };
-            using var sae = parse.GetValue(rescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
-                : parse.GetValue(init) is { } initPath ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(dSae))
+            using var sae =
+                parse.GetValue(rescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
+                : parse.GetValue(init) is { } initPath
+                    ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(dSae))
                 : recipe.Create(device, data.Dim, parse.GetValue(dSae)!.Value, options, metadata);
             using var trainer = new SaeTrainer(sae, data, options, outDir);
             if (parse.GetValue(resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
@@ -164,27 +341,46 @@ internal static class TrainCommand
                 Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
             }
 
-            Console.WriteLine($"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}" +
-                              $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}.");
+            Console.WriteLine(
+                $"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}"
+                    + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}."
+            );
             var last = RunWithProgress(trainer, options, cancel);
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."));
+            Console.WriteLine(
+                string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
+                )
+            );
             return 0;
         }
 
         return command;
     }
 
-    private static SparseAutoencoder Wrap(SaeRecipe recipe, SaeDevice device, string baselinePath, Dictionary<string, object?> metadata)
+    private static SparseAutoencoder Wrap(
+        SaeRecipe recipe,
+        SaeDevice device,
+        string baselinePath,
+        Dictionary<string, object?> metadata
+    )
     {
         using var baseline = SaeFiles.Load(device, baselinePath);
         return recipe.WrapBaseline(baseline, metadata);
     }
 
-    /// <summary>The training activations: a file or cache (--acts), or a language model's site over a corpus.</summary>
+    /// <summary>The training activations: a file or cache (--acts), or a language model's site over a
+    /// corpus.</summary>
     private static IActivationSource OpenData(
-        ParseResult parse, SaeDevice device, ActivationOptions acts, ModelOptions lm, string? cacheFolder, long tokens,
-        Dictionary<string, object?> metadata, CancellationToken cancel)
+        ParseResult parse,
+        SaeDevice device,
+        ActivationOptions acts,
+        ModelOptions lm,
+        string? cacheFolder,
+        long tokens,
+        Dictionary<string, object?> metadata,
+        CancellationToken cancel
+    )
     {
         if (!lm.Given(parse))
         {
@@ -199,42 +395,92 @@ internal static class TrainCommand
         var (model, tokenizer, site, corpus) = lm.Open(parse, device);
         if (cacheFolder is null)
         {
-            return TrainingActivations.FromModel(model, tokenizer, site, corpus, tokens, parse.GetValue(lm.Context), parse.GetValue(lm.LmBatch),
-                null, metadata, log: Console.WriteLine, cancellationToken: cancel);
+            return TrainingActivations.FromModel(
+                model,
+                tokenizer,
+                site,
+                corpus,
+                tokens,
+                parse.GetValue(lm.Context),
+                parse.GetValue(lm.LmBatch),
+                null,
+                metadata,
+                log: Console.WriteLine,
+                cancellationToken: cancel
+            );
         }
 
-        return ConsoleProgress.Run("activations", tokens, report => TrainingActivations.FromModel(
-            model, tokenizer, site, corpus, tokens, parse.GetValue(lm.Context), parse.GetValue(lm.LmBatch), cacheFolder, metadata,
-            new ConsoleProgress.Relay<long>(report), Console.WriteLine, cancel));
+        return ConsoleProgress.Run(
+            "activations",
+            tokens,
+            report =>
+                TrainingActivations.FromModel(
+                    model,
+                    tokenizer,
+                    site,
+                    corpus,
+                    tokens,
+                    parse.GetValue(lm.Context),
+                    parse.GetValue(lm.LmBatch),
+                    cacheFolder,
+                    metadata,
+                    new ConsoleProgress.Relay<long>(report),
+                    Console.WriteLine,
+                    cancel
+                )
+        );
     }
 
-    private static LossBreakdown? RunWithProgress(SaeTrainer trainer, TrainerOptions options, CancellationToken cancel)
+    private static LossBreakdown? RunWithProgress(
+        SaeTrainer trainer,
+        TrainerOptions options,
+        CancellationToken cancel
+    )
     {
         if (Console.IsOutputRedirected)
         {
-            return trainer.Train(new ConsoleProgress.Relay<TrainingProgress>(p =>
-            {
-                if (p.Step % options.LogEvery == 0 || p.Step == p.TotalSteps)
+            return trainer.Train(
+                new ConsoleProgress.Relay<TrainingProgress>(p =>
                 {
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"step {p.Step}/{p.TotalSteps}  tokens {p.Tokens}  {p.TokensPerSecond:F0} tok/s  L0 {p.Loss?.L0:F2}  mse {p.Loss?.Mse:G4}  dead {p.DeadFeatures}"));
-                }
-            }), cancel);
+                    if (p.Step % options.LogEvery == 0 || p.Step == p.TotalSteps)
+                    {
+                        Console.WriteLine(
+                            string.Create(
+                                CultureInfo.InvariantCulture,
+                                $"step {p.Step}/{p.TotalSteps}  tokens {p.Tokens}  {p.TokensPerSecond:F0} tok/s  L0 {p.Loss?.L0:F2}  mse {p.Loss?.Mse:G4}  dead {p.DeadFeatures}"
+                            )
+                        );
+                    }
+                }),
+                cancel
+            );
         }
 
         LossBreakdown? result = null;
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+        AnsiConsole
+            .Progress()
+            .Columns(
+                new TaskDescriptionColumn(),
+                new ProgressBarColumn(),
+                new PercentageColumn(),
+                new RemainingTimeColumn(),
+                new SpinnerColumn()
+            )
             .Start(ctx =>
             {
                 var task = ctx.AddTask("training", maxValue: options.Steps);
                 task.Value = trainer.Step;
-                result = trainer.Train(new ConsoleProgress.Relay<TrainingProgress>(p =>
-                {
-                    task.Value = p.Step;
-                    task.Description = string.Create(CultureInfo.InvariantCulture,
-                        $"{p.TokensPerSecond:F0} tok/s  L0 {p.Loss?.L0:F1}  mse {p.Loss?.Mse:G3}");
-                }), cancel);
+                result = trainer.Train(
+                    new ConsoleProgress.Relay<TrainingProgress>(p =>
+                    {
+                        task.Value = p.Step;
+                        task.Description = string.Create(
+                            CultureInfo.InvariantCulture,
+                            $"{p.TokensPerSecond:F0} tok/s  L0 {p.Loss?.L0:F1}  mse {p.Loss?.Mse:G3}"
+                        );
+                    }),
+                    cancel
+                );
             });
         return result;
     }

@@ -25,18 +25,21 @@ public static class BackendKinds
     /// <summary>The environment variable that chooses the backend when no option does.</summary>
     public const string EnvironmentVariable = "ILGPUSAE_BACKEND";
 
-    /// <summary>The names accepted by <see cref="Parse"/>, in the order the documentation lists them.</summary>
+    /// <summary>The names accepted by <see cref="Parse"/>, in the order the documentation lists
+    /// them.</summary>
     public static IReadOnlyList<string> Names { get; } = ["auto", "cpu", "opencl", "cuda"];
 
-    /// <summary>The lower-case name of <paramref name="kind"/> (<c>auto</c>, <c>cpu</c>, <c>opencl</c>, <c>cuda</c>).</summary>
-    public static string ToName(this BackendKind kind) => kind switch
-    {
-        BackendKind.Auto => "auto",
-        BackendKind.Cpu => "cpu",
-        BackendKind.OpenCL => "opencl",
-        BackendKind.Cuda => "cuda",
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown backend kind."),
-    };
+    /// <summary>The lower-case name of <paramref name="kind"/> (<c>auto</c>, <c>cpu</c>, <c>opencl</c>,
+    /// <c>cuda</c>).</summary>
+    public static string ToName(this BackendKind kind) =>
+        kind switch
+        {
+            BackendKind.Auto => "auto",
+            BackendKind.Cpu => "cpu",
+            BackendKind.OpenCL => "opencl",
+            BackendKind.Cuda => "cuda",
+            _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown backend kind."),
+        };
 
     /// <summary>Parses a backend name (case-insensitive).</summary>
     /// <exception cref="ArgumentException">The name is not one of <see cref="Names"/>.</exception>
@@ -50,7 +53,9 @@ public static class BackendKinds
             "opencl" or "cl" => BackendKind.OpenCL,
             "cuda" => BackendKind.Cuda,
             _ => throw new ArgumentException(
-                $"Unknown backend '{name}'. Expected one of: {string.Join(", ", Names)}.", nameof(name)),
+                $"Unknown backend '{name}'. Expected one of: {string.Join(", ", Names)}.",
+                nameof(name)
+            ),
         };
     }
 

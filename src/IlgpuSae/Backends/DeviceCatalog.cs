@@ -7,7 +7,8 @@ using ILGPU.Runtime.OpenCL;
 
 namespace IlgpuSae.Backends;
 
-/// <summary>Enumerates the devices ILGPU sees and applies the <see cref="BackendKind.Auto"/> preference order.</summary>
+/// <summary>Enumerates the devices ILGPU sees and applies the <see cref="BackendKind.Auto"/> preference
+/// order.</summary>
 public static class DeviceCatalog
 {
     /// <summary>
@@ -17,13 +18,12 @@ public static class DeviceCatalog
     /// </summary>
     public static CPUDevice CpuDevice { get; } = new(32, 8, Math.Max(1, Environment.ProcessorCount));
 
-    /// <summary>Creates an ILGPU context that knows every CUDA, OpenCL and CPU device IlgpuSae may use.</summary>
-    internal static Context CreateContext() => Context.Create(builder => builder
-        .Cuda()
-        .OpenCL(_ => true)
-        .CPU(CpuDevice)
-        .EnableAlgorithms()
-        .Optimize(OptimizationLevel.O1));
+    /// <summary>Creates an ILGPU context that knows every CUDA, OpenCL and CPU device IlgpuSae may
+    /// use.</summary>
+    internal static Context CreateContext() =>
+        Context.Create(builder =>
+            builder.Cuda().OpenCL(_ => true).CPU(CpuDevice).EnableAlgorithms().Optimize(OptimizationLevel.O1)
+        );
 
     /// <summary>Lists every device ILGPU sees, supported or not, marking the one auto picks.</summary>
     public static IReadOnlyList<DeviceDescription> ListDevices()
@@ -50,26 +50,44 @@ public static class DeviceCatalog
             var (type, isGpu, unsupported) = device switch
             {
                 CudaDevice => ("CUDA GPU", true, (string?)null),
-                CLDevice cl => (cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU ? "OpenCL GPU" :
-                                cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_CPU ? "OpenCL CPU" : "OpenCL device",
-                                cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU,
-                                OpenClUnsupportedReason(cl)),
+                CLDevice cl => (
+                    cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU ? "OpenCL GPU"
+                    : cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_CPU ? "OpenCL CPU"
+                    : "OpenCL device",
+                    cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU,
+                    OpenClUnsupportedReason(cl)
+                ),
                 _ => ("ILGPU CPU accelerator", false, (string?)null),
             };
             var name = device switch
             {
                 CLDevice c => $"{device.Name} ({c.PlatformName})",
-                CPUDevice => $"{HostProcessorName()} ({device.NumMultiprocessors} × {device.MaxNumThreadsPerGroup} threads)",
+                CPUDevice =>
+                    $"{HostProcessorName()} ({device.NumMultiprocessors} × {device.MaxNumThreadsPerGroup} threads)",
                 _ => device.Name,
             };
             // The CPU accelerator reports long.MaxValue; the memory it can really use is the host's.
-            var memory = device is CPUDevice ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : device.MemorySize;
-            raw.Add(new DeviceDescription(
-                raw.Count, backend, backendIndex, type, name, memory, device.WarpSize,
-                device.MaxNumThreadsPerGroup, device.NumMultiprocessors, isGpu, unsupported, IsAutoChoice: false)
-            {
-                IlgpuDevice = device,
-            });
+            var memory =
+                device is CPUDevice ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : device.MemorySize;
+            raw.Add(
+                new DeviceDescription(
+                    raw.Count,
+                    backend,
+                    backendIndex,
+                    type,
+                    name,
+                    memory,
+                    device.WarpSize,
+                    device.MaxNumThreadsPerGroup,
+                    device.NumMultiprocessors,
+                    isGpu,
+                    unsupported,
+                    IsAutoChoice: false
+                )
+                {
+                    IlgpuDevice = device,
+                }
+            );
         }
 
         var auto = PickAuto(raw);
@@ -81,9 +99,12 @@ public static class DeviceCatalog
         try
         {
             var line = File.Exists("/proc/cpuinfo")
-                ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
+                ? File.ReadLines("/proc/cpuinfo")
+                    .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
                 : null;
-            return line is null ? "host CPU" : line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim();
+            return line is null
+                ? "host CPU"
+                : line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim();
         }
         catch (IOException)
         {
@@ -107,26 +128,34 @@ public static class DeviceCatalog
             : "no generic address space support (ILGPU 1.5.3 needs it; e.g. PoCL 6 has it, PoCL 3.1 and rusticl do not)";
     }
 
-    /// <summary>CUDA, then an OpenCL GPU, then an OpenCL CPU device ILGPU accepts, then the CPU accelerator.</summary>
+    /// <summary>CUDA, then an OpenCL GPU, then an OpenCL CPU device ILGPU accepts, then the CPU
+    /// accelerator.</summary>
     internal static DeviceDescription? PickAuto(IReadOnlyList<DeviceDescription> devices)
     {
-        static int Rank(DeviceDescription d) => d switch
-        {
-            { Backend: BackendKind.Cuda } => 0,
-            { Backend: BackendKind.OpenCL, IsGpu: true } => 1,
-            { Backend: BackendKind.OpenCL } => 2,
-            _ => 3,
-        };
+        static int Rank(DeviceDescription d) =>
+            d switch
+            {
+                { Backend: BackendKind.Cuda } => 0,
+                { Backend: BackendKind.OpenCL, IsGpu: true } => 1,
+                { Backend: BackendKind.OpenCL } => 2,
+                _ => 3,
+            };
 
         return devices.Where(d => d.IsSupported).OrderBy(Rank).ThenBy(d => d.Index).FirstOrDefault();
     }
 
     /// <summary>
     /// Chooses the device for <paramref name="backend"/>. <paramref name="deviceIndex"/> counts among the
-    /// devices of that backend, or in the full list when <paramref name="backend"/> is <see cref="BackendKind.Auto"/>.
+    /// devices of that backend, or in the full list when <paramref name="backend"/> is
+    /// <see cref="BackendKind.Auto"/>.
     /// </summary>
-    /// <exception cref="BackendUnavailableException">No such (supported) device; the message lists what is there.</exception>
-    public static DeviceDescription Choose(IReadOnlyList<DeviceDescription> devices, BackendKind backend, int? deviceIndex)
+    /// <exception cref="BackendUnavailableException">No such (supported) device; the message lists what is
+    /// there.</exception>
+    public static DeviceDescription Choose(
+        IReadOnlyList<DeviceDescription> devices,
+        BackendKind backend,
+        int? deviceIndex
+    )
     {
         ArgumentNullException.ThrowIfNull(devices);
         DeviceDescription? chosen;
@@ -145,7 +174,9 @@ public static class DeviceCatalog
             if (chosen is null && deviceIndex is null && ofKind.Length > 0)
             {
                 throw new BackendUnavailableException(
-                    $"Backend '{backend.ToName()}' has no device ILGPU can use.", devices);
+                    $"Backend '{backend.ToName()}' has no device ILGPU can use.",
+                    devices
+                );
             }
         }
 
@@ -160,14 +191,17 @@ public static class DeviceCatalog
         if (!chosen.IsSupported)
         {
             throw new BackendUnavailableException(
-                $"Device {chosen.Label} '{chosen.Name}' cannot run ILGPU kernels: {chosen.UnsupportedReason}.", devices);
+                $"Device {chosen.Label} '{chosen.Name}' cannot run ILGPU kernels: {chosen.UnsupportedReason}.",
+                devices
+            );
         }
 
         return chosen;
     }
 }
 
-/// <summary>Thrown when the requested backend or device is not available; the message lists the devices that are.</summary>
+/// <summary>Thrown when the requested backend or device is not available; the message lists the devices that
+/// are.</summary>
 public sealed class BackendUnavailableException : InvalidOperationException
 {
     /// <summary>Creates the exception with a problem statement and the devices that exist.</summary>
@@ -183,10 +217,12 @@ public sealed class BackendUnavailableException : InvalidOperationException
     private static string Format(string problem, IReadOnlyList<DeviceDescription> available)
     {
         ArgumentNullException.ThrowIfNull(available);
-        var lines = available.Count == 0
-            ? "  (none)"
-            : string.Join(Environment.NewLine, available.Select(d => "  " + d));
-        return $"{problem}{Environment.NewLine}Devices ILGPU sees here:{Environment.NewLine}{lines}{Environment.NewLine}" +
-               "Choose one with --backend auto|cpu|opencl|cuda (or ILGPUSAE_BACKEND) and --device N.";
+        var lines =
+            available.Count == 0
+                ? "  (none)"
+                : string.Join(Environment.NewLine, available.Select(d => "  " + d));
+        var nl = Environment.NewLine;
+        return $"{problem}{nl}Devices ILGPU sees here:{nl}{lines}{nl}"
+            + "Choose one with --backend auto|cpu|opencl|cuda (or ILGPUSAE_BACKEND) and --device N.";
     }
 }

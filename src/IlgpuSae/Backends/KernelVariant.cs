@@ -10,10 +10,12 @@ namespace IlgpuSae.Backends;
 /// </remarks>
 public enum KernelVariant
 {
-    /// <summary>Choose from the device: <see cref="GpuShaped"/> on CUDA and OpenCL GPUs, otherwise <see cref="CpuShaped"/>.</summary>
+    /// <summary>Choose from the device: <see cref="GpuShaped"/> on CUDA and OpenCL GPUs, otherwise
+    /// <see cref="CpuShaped"/>.</summary>
     Auto,
 
-    /// <summary>Coarse-grained, barrier-free, register-blocked kernels (one work item per output block or row).</summary>
+    /// <summary>Coarse-grained, barrier-free, register-blocked kernels (one work item per output block or
+    /// row).</summary>
     CpuShaped,
 
     /// <summary>Shared-memory tiled, register-blocked kernels with explicit 256-thread groups.</summary>

@@ -8,7 +8,8 @@ namespace IlgpuSae.Backends;
 /// <summary>Options for <see cref="SaeDevice.Create(BackendKind, int?, SaeDeviceOptions?)"/>.</summary>
 public sealed record SaeDeviceOptions
 {
-    /// <summary>The kernel shape for heavy operations; <see cref="KernelVariant.Auto"/> picks by device type.</summary>
+    /// <summary>The kernel shape for heavy operations; <see cref="KernelVariant.Auto"/> picks by device
+    /// type.</summary>
     public KernelVariant Variant { get; init; } = KernelVariant.Auto;
 
     /// <summary>
@@ -32,7 +33,13 @@ public sealed class SaeDevice : IDisposable
     private readonly Context _context;
     private bool _disposed;
 
-    private SaeDevice(Context context, Accelerator accelerator, DeviceDescription description, KernelVariant variant, bool tensorCores)
+    private SaeDevice(
+        Context context,
+        Accelerator accelerator,
+        DeviceDescription description,
+        KernelVariant variant,
+        bool tensorCores
+    )
     {
         TensorCores = tensorCores;
         _context = context;
@@ -49,10 +56,12 @@ public sealed class SaeDevice : IDisposable
     /// <summary>The device as listed by <see cref="DeviceCatalog.ListDevices"/>.</summary>
     public DeviceDescription Description { get; }
 
-    /// <summary>The kernel shape used for heavy operations (never <see cref="KernelVariant.Auto"/>).</summary>
+    /// <summary>The kernel shape used for heavy operations (never
+    /// <see cref="KernelVariant.Auto"/>).</summary>
     public KernelVariant Variant { get; }
 
-    /// <summary>Whether matrix products run on TF32 tensor cores (<see cref="SaeDeviceOptions.TensorCores"/>).</summary>
+    /// <summary>Whether matrix products run on TF32 tensor cores
+    /// (<see cref="SaeDeviceOptions.TensorCores"/>).</summary>
     public bool TensorCores { get; }
 
     /// <summary>The ILGPU accelerator.</summary>
@@ -61,7 +70,8 @@ public sealed class SaeDevice : IDisposable
     /// <summary>The stream every operation of <see cref="Ops"/> is queued on.</summary>
     public AcceleratorStream Stream { get; }
 
-    /// <summary>The kernel core: matrix products, element-wise maps, reductions, norms, Adam, random init.</summary>
+    /// <summary>The kernel core: matrix products, element-wise maps, reductions, norms, Adam, random
+    /// init.</summary>
     public DeviceOps Ops { get; }
 
     /// <summary>
@@ -70,11 +80,17 @@ public sealed class SaeDevice : IDisposable
     /// </summary>
     /// <param name="backend">Which backend to use.</param>
     /// <param name="deviceIndex">
-    /// Which device of that backend (the full list's index for <see cref="BackendKind.Auto"/>); <see langword="null"/> for the first usable one.
+    /// Which device of that backend (the full list's index for <see cref="BackendKind.Auto"/>);
+    /// <see langword="null"/> for the first usable one.
     /// </param>
     /// <param name="options">Further options, or <see langword="null"/> for the defaults.</param>
-    /// <exception cref="BackendUnavailableException">The backend or device is not there; the message lists what is.</exception>
-    public static SaeDevice Create(BackendKind backend = BackendKind.Auto, int? deviceIndex = null, SaeDeviceOptions? options = null)
+    /// <exception cref="BackendUnavailableException">The backend or device is not there; the message lists
+    /// what is.</exception>
+    public static SaeDevice Create(
+        BackendKind backend = BackendKind.Auto,
+        int? deviceIndex = null,
+        SaeDeviceOptions? options = null
+    )
     {
         options ??= new SaeDeviceOptions();
         var context = DeviceCatalog.CreateContext();
@@ -82,20 +98,28 @@ public sealed class SaeDevice : IDisposable
         {
             var description = DeviceCatalog.Choose(DeviceCatalog.Describe(context), backend, deviceIndex);
             var accelerator = description.IlgpuDevice!.CreateAccelerator(context);
-            var variant = options.Variant == KernelVariant.Auto ? description.DefaultVariant : options.Variant;
-            if (variant == KernelVariant.GpuShaped && accelerator.MaxNumThreadsPerGroup < TiledKernels.GroupSize)
+            var variant =
+                options.Variant == KernelVariant.Auto ? description.DefaultVariant : options.Variant;
+            if (
+                variant == KernelVariant.GpuShaped
+                && accelerator.MaxNumThreadsPerGroup < TiledKernels.GroupSize
+            )
             {
                 accelerator.Dispose();
                 throw new ArgumentException(
-                    $"GPU-shaped kernels need work-groups of {TiledKernels.GroupSize} threads; " +
-                    $"{description.Label} allows {accelerator.MaxNumThreadsPerGroup}.", nameof(options));
+                    $"GPU-shaped kernels need work-groups of {TiledKernels.GroupSize} threads; "
+                        + $"{description.Label} allows {accelerator.MaxNumThreadsPerGroup}.",
+                    nameof(options)
+                );
             }
 
             if (options.TensorCores)
             {
                 string? why = accelerator switch
                 {
-                    ILGPU.Runtime.Cuda.CudaAccelerator cuda when cuda.Architecture is { } arch && arch < ILGPU.Runtime.Cuda.CudaArchitecture.SM_80 =>
+                    ILGPU.Runtime.Cuda.CudaAccelerator cuda
+                        when cuda.Architecture is { } arch
+                            && arch < ILGPU.Runtime.Cuda.CudaArchitecture.SM_80 =>
                         $"{description.Label} is {arch}; TF32 mma needs sm_80 or newer",
                     ILGPU.Runtime.OpenCL.CLAccelerator => "OpenCL has no tensor-core instructions",
                     _ => null,
@@ -116,7 +140,8 @@ public sealed class SaeDevice : IDisposable
         }
     }
 
-    /// <summary>Allocates an uninitialised <paramref name="rows"/>×<paramref name="cols"/> float32 tensor.</summary>
+    /// <summary>Allocates an uninitialised <paramref name="rows"/>×<paramref name="cols"/> float32
+    /// tensor.</summary>
     public DeviceTensor Allocate(int rows, int cols, string? name = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -124,7 +149,8 @@ public sealed class SaeDevice : IDisposable
     }
 
     /// <summary>Allocates a tensor and copies row-major <paramref name="data"/> into it.</summary>
-    /// <exception cref="ArgumentException"><paramref name="data"/> does not hold rows×cols values.</exception>
+    /// <exception cref="ArgumentException"><paramref name="data"/> does not hold rows×cols
+    /// values.</exception>
     public DeviceTensor Upload(float[] data, int rows, int cols, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(data);
@@ -146,7 +172,8 @@ public sealed class SaeDevice : IDisposable
     public void Synchronize() => Stream.Synchronize();
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Description.Label} {Description.Type} '{Description.Name}' ({Variant} kernels{(TensorCores ? ", TF32 tensor cores" : "")})";
+    public override string ToString() =>
+        $"{Description.Label} {Description.Type} '{Description.Name}' ({Variant} kernels{(TensorCores ? ", TF32 tensor cores" : "")})";
 
     /// <inheritdoc/>
     public void Dispose()

@@ -6,7 +6,8 @@ namespace IlgpuSae.Backends;
 
 /// <summary>
 /// Wall time per phase of training steps, accumulated over the steps it is attached to
-/// (<see cref="Sae.SparseAutoencoder.Profile"/>): the device is synchronised at each mark, so each phase's time is
+/// (<see cref="Sae.SparseAutoencoder.Profile"/>): the device is synchronised at each mark, so each phase's
+/// time is
 /// the time its kernels took.
 /// </summary>
 public sealed class StepProfile
@@ -26,7 +27,8 @@ public sealed class StepProfile
         _watch.Restart();
     }
 
-    /// <summary>Synchronises <paramref name="device"/> and adds the time since the last mark to <paramref name="phase"/>.</summary>
+    /// <summary>Synchronises <paramref name="device"/> and adds the time since the last mark to
+    /// <paramref name="phase"/>.</summary>
     public void Mark(SaeDevice device, string phase)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -43,10 +45,18 @@ public sealed class StepProfile
         }
     }
 
-    /// <summary>One line: each phase's share of the total, e.g. <c>encoder 41 %, decoder 12 %, …</c>.</summary>
+    /// <summary>One line: each phase's share of the total, e.g. <c>encoder 41 %, decoder 12 %,
+    /// …</c>.</summary>
     public override string ToString()
     {
         double total = _seconds.Values.Sum();
-        return total <= 0 ? "" : string.Join(", ", Phases.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Phase} {p.Seconds / total * 100:0} %")));
+        return total <= 0
+            ? ""
+            : string.Join(
+                ", ",
+                Phases.Select(p =>
+                    string.Create(CultureInfo.InvariantCulture, $"{p.Phase} {p.Seconds / total * 100:0} %")
+                )
+            );
     }
 }

@@ -1,6 +1,7 @@
 namespace IlgpuSae.Data;
 
-/// <summary>SplitMix64: a tiny, fully specified generator for host-side shuffles (same sequence everywhere).</summary>
+/// <summary>SplitMix64: a tiny, fully specified generator for host-side shuffles (same sequence
+/// everywhere).</summary>
 public struct SplitMix64
 {
     private ulong _state;
@@ -42,7 +43,8 @@ public struct SplitMix64
 /// <summary>
 /// Deterministic, resumable batches from an <see cref="IActivationSource"/> larger than RAM.
 /// Rows are grouped into blocks of <see cref="BlockRows"/>; each epoch visits the blocks in a seeded random
-/// order, <c>ceil(bufferRows / BlockRows)</c> blocks at a time are loaded into a shuffle buffer whose rows are
+/// order, <c>ceil(bufferRows / BlockRows)</c> blocks at a time are loaded into a shuffle buffer whose rows
+/// are
 /// permuted, and batches are consecutive rows of that stream. The stream depends only on (seed, source,
 /// range, rank, world size), so a run resumes exactly from <see cref="Cursor"/> (rows consumed), and data can
 /// be sharded across processes by block (rank, world size).
@@ -68,23 +70,37 @@ public sealed class ActivationLoader
     private int _fill;
     private int[] _myBlocks = [];
 
-    /// <summary>Creates a loader over rows [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>).</summary>
+    /// <summary>Creates a loader over rows [<paramref name="start"/>, <paramref name="start"/> +
+    /// <paramref name="count"/>).</summary>
     public ActivationLoader(
-        IActivationSource source, int batchSize, ulong seed, bool shuffle = true, int shuffleBufferRows = 1 << 16,
-        long start = 0, long count = -1, int rank = 0, int worldSize = 1)
+        IActivationSource source,
+        int batchSize,
+        ulong seed,
+        bool shuffle = true,
+        int shuffleBufferRows = 1 << 16,
+        long start = 0,
+        long count = -1,
+        int rank = 0,
+        int worldSize = 1
+    )
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(worldSize);
         if (rank < 0 || rank >= worldSize)
         {
-            throw new ArgumentOutOfRangeException(nameof(rank), $"Rank {rank} is outside world size {worldSize}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(rank),
+                $"Rank {rank} is outside world size {worldSize}."
+            );
         }
 
         count = count < 0 ? source.Rows - start : count;
         if (start < 0 || count <= 0 || start + count > source.Rows)
         {
-            throw new ArgumentException($"Rows [{start}, {start + count}) are not inside {source.Description} ({source.Rows} rows).");
+            throw new ArgumentException(
+                $"Rows [{start}, {start + count}) are not inside {source.Description} ({source.Rows} rows)."
+            );
         }
 
         _source = source;
@@ -98,7 +114,9 @@ public sealed class ActivationLoader
         _worldSize = worldSize;
         if (BlockCount < worldSize)
         {
-            throw new ArgumentException($"{count} rows make {BlockCount} blocks of {BlockRows}, fewer than the {worldSize} processes.");
+            throw new ArgumentException(
+                $"{count} rows make {BlockCount} blocks of {BlockRows}, fewer than the {worldSize} processes."
+            );
         }
 
         Seek(0);
@@ -156,13 +174,17 @@ public sealed class ActivationLoader
     }
 
     /// <summary>Fills <paramref name="destination"/> (BatchSize × Dim) with the next batch.</summary>
-    /// <exception cref="InvalidDataException">A row holds NaN or ±Inf; the message names the source row.</exception>
+    /// <exception cref="InvalidDataException">A row holds NaN or ±Inf; the message names the source
+    /// row.</exception>
     public void NextBatch(Span<float> destination)
     {
         int d = Dim;
         if (destination.Length != BatchSize * d)
         {
-            throw new ArgumentException($"The batch needs {BatchSize * d} floats, got {destination.Length}.", nameof(destination));
+            throw new ArgumentException(
+                $"The batch needs {BatchSize * d} floats, got {destination.Length}.",
+                nameof(destination)
+            );
         }
 
         for (int r = 0; r < BatchSize; r++)
@@ -187,7 +209,8 @@ public sealed class ActivationLoader
                 if (!float.IsFinite(src[j]))
                 {
                     throw new InvalidDataException(
-                        $"{_source.Description}: row {SourceRow(row)} has a non-finite value ({src[j]}) at column {j}.");
+                        $"{_source.Description}: row {SourceRow(row)} has a non-finite value ({src[j]}) at column {j}."
+                    );
                 }
             }
 
@@ -232,7 +255,8 @@ public sealed class ActivationLoader
         _myBlocks = blocks.Where((_, i) => i % _worldSize == _rank).ToArray();
     }
 
-    private IEnumerable<int> FillBlocks(int fill) => _myBlocks.Skip(fill * _blocksPerFill).Take(_blocksPerFill);
+    private IEnumerable<int> FillBlocks(int fill) =>
+        _myBlocks.Skip(fill * _blocksPerFill).Take(_blocksPerFill);
 
     private void LoadFill()
     {

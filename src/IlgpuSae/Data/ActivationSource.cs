@@ -21,7 +21,8 @@ public interface IActivationSource : IDisposable
     /// <summary>A description for messages (path and tensor).</summary>
     string Description { get; }
 
-    /// <summary>Reads <c>destination.Length / Dim</c> consecutive rows starting at <paramref name="firstRow"/>.</summary>
+    /// <summary>Reads <c>destination.Length / Dim</c> consecutive rows starting at
+    /// <paramref name="firstRow"/>.</summary>
     void ReadRows(long firstRow, Span<float> destination);
 }
 
@@ -52,12 +53,14 @@ public static class ActivationSources
             ".npy" => new NpyActivations(path),
             ".safetensors" => new SafetensorsActivations(path, tensor),
             var ext => throw new InvalidDataException(
-                $"{path}: unknown activation format '{ext}'. Use .npy, .safetensors or a cache folder with manifest.json."),
+                $"{path}: unknown activation format '{ext}'. Use .npy, .safetensors or a cache folder with manifest.json."
+            ),
         };
     }
 }
 
-/// <summary>Activations in a 2-D float <c>.npy</c> file (float32, float16 or float64), memory-mapped.</summary>
+/// <summary>Activations in a 2-D float <c>.npy</c> file (float32, float16 or float64),
+/// memory-mapped.</summary>
 internal sealed class NpyActivations : IActivationSource
 {
     private readonly MappedNpy _file;
@@ -69,7 +72,9 @@ internal sealed class NpyActivations : IActivationSource
         if (_file.Header.Shape[1] is <= 0 or > int.MaxValue)
         {
             _file.Dispose();
-            throw new InvalidDataException($"{path}: activation width {_file.Header.Shape[1]} is not usable.");
+            throw new InvalidDataException(
+                $"{path}: activation width {_file.Header.Shape[1]} is not usable."
+            );
         }
     }
 
@@ -104,17 +109,23 @@ internal sealed class SafetensorsActivations : IActivationSource
                 if (_file.Entries.Count != 1)
                 {
                     throw new ArgumentException(
-                        $"{path} holds {_file.Entries.Count} tensors; choose one by name ({string.Join(", ", _file.Entries.Keys)}).");
+                        $"{path} holds {_file.Entries.Count} tensors; choose one by name ({string.Join(", ", _file.Entries.Keys)})."
+                    );
                 }
 
                 tensor = _file.Entries.Keys.Single();
             }
 
             _entry = _file[tensor];
-            if (_entry.Shape.Length != 2 || !_entry.DType.IsFloat() || _entry.Shape[1] is <= 0 or > int.MaxValue)
+            if (
+                _entry.Shape.Length != 2
+                || !_entry.DType.IsFloat()
+                || _entry.Shape[1] is <= 0 or > int.MaxValue
+            )
             {
                 throw new InvalidDataException(
-                    $"{path}: tensor '{tensor}' must be a 2-D float array [N, d], got {_entry.DType}{_entry.ShapeText}.");
+                    $"{path}: tensor '{tensor}' must be a 2-D float array [N, d], got {_entry.DType}{_entry.ShapeText}."
+                );
             }
         }
         catch
@@ -147,13 +158,18 @@ internal static class Ranges
     {
         if (length % source.Dim != 0)
         {
-            throw new ArgumentException($"Destination length {length} is not a multiple of d = {source.Dim}.");
+            throw new ArgumentException(
+                $"Destination length {length} is not a multiple of d = {source.Dim}."
+            );
         }
 
         long rows = length / source.Dim;
         if (firstRow < 0 || firstRow + rows > source.Rows)
         {
-            throw new ArgumentOutOfRangeException(nameof(firstRow), $"Rows [{firstRow}, {firstRow + rows}) are outside {source.Description} ({source.Rows} rows).");
+            throw new ArgumentOutOfRangeException(
+                nameof(firstRow),
+                $"Rows [{firstRow}, {firstRow + rows}) are outside {source.Description} ({source.Rows} rows)."
+            );
         }
     }
 }
@@ -165,31 +181,39 @@ internal static class Ranges
 public sealed record ActivationShard(
     [property: JsonPropertyName("file")] string File,
     [property: JsonPropertyName("rows")] long Rows,
-    [property: JsonPropertyName("sha256")] string Sha256);
+    [property: JsonPropertyName("sha256")] string Sha256
+);
 
 /// <summary>The <c>manifest.json</c> of an activation cache folder.</summary>
 public sealed record ActivationManifest
 {
     /// <summary>The format tag, <c>ilgpusae-activation-cache</c>.</summary>
-    [JsonPropertyName("format")] public string Format { get; init; } = ActivationCache.FormatName;
+    [JsonPropertyName("format")]
+    public string Format { get; init; } = ActivationCache.FormatName;
 
     /// <summary>The format version (1).</summary>
-    [JsonPropertyName("version")] public int Version { get; init; } = 1;
+    [JsonPropertyName("version")]
+    public int Version { get; init; } = 1;
 
     /// <summary>Activation width.</summary>
-    [JsonPropertyName("d_in")] public int DIn { get; init; }
+    [JsonPropertyName("d_in")]
+    public int DIn { get; init; }
 
     /// <summary>Element type of the shards (<c>float32</c> or <c>float16</c>).</summary>
-    [JsonPropertyName("dtype")] public string DType { get; init; } = "float32";
+    [JsonPropertyName("dtype")]
+    public string DType { get; init; } = "float32";
 
     /// <summary>Total rows (tokens) over all shards.</summary>
-    [JsonPropertyName("total_rows")] public long TotalRows { get; init; }
+    [JsonPropertyName("total_rows")]
+    public long TotalRows { get; init; }
 
     /// <summary>Where the activations came from (model, hook, corpus, context size, …); free-form.</summary>
-    [JsonPropertyName("source")] public Dictionary<string, JsonElement> Source { get; init; } = [];
+    [JsonPropertyName("source")]
+    public Dictionary<string, JsonElement> Source { get; init; } = [];
 
     /// <summary>The shards in order.</summary>
-    [JsonPropertyName("shards")] public List<ActivationShard> Shards { get; init; } = [];
+    [JsonPropertyName("shards")]
+    public List<ActivationShard> Shards { get; init; } = [];
 }
 
 /// <summary>
@@ -231,7 +255,8 @@ public sealed class ActivationCache : IActivationSource
     public string Description => _folder;
 
     /// <summary>Opens a cache folder.</summary>
-    /// <exception cref="InvalidDataException">The manifest is missing, malformed or disagrees with a shard.</exception>
+    /// <exception cref="InvalidDataException">The manifest is missing, malformed or disagrees with a
+    /// shard.</exception>
     public static ActivationCache Open(string folder)
     {
         var manifestPath = Path.Combine(folder, "manifest.json");
@@ -243,8 +268,11 @@ public sealed class ActivationCache : IActivationSource
         ActivationManifest manifest;
         try
         {
-            manifest = JsonSerializer.Deserialize<ActivationManifest>(File.ReadAllText(manifestPath), new JsonSerializerOptions { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow })
-                       ?? throw new InvalidDataException($"{manifestPath} is empty.");
+            manifest =
+                JsonSerializer.Deserialize<ActivationManifest>(
+                    File.ReadAllText(manifestPath),
+                    new JsonSerializerOptions { UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow }
+                ) ?? throw new InvalidDataException($"{manifestPath} is empty.");
         }
         catch (JsonException e)
         {
@@ -253,12 +281,16 @@ public sealed class ActivationCache : IActivationSource
 
         if (manifest.Format != FormatName || manifest.Version != 1)
         {
-            throw new InvalidDataException($"{manifestPath}: expected format '{FormatName}' version 1, got '{manifest.Format}' version {manifest.Version}.");
+            throw new InvalidDataException(
+                $"{manifestPath}: expected format '{FormatName}' version 1, got '{manifest.Format}' version {manifest.Version}."
+            );
         }
 
         if (manifest.DIn <= 0 || manifest.Shards.Count == 0)
         {
-            throw new InvalidDataException($"{manifestPath}: d_in must be positive and at least one shard must be listed.");
+            throw new InvalidDataException(
+                $"{manifestPath}: d_in must be positive and at least one shard must be listed."
+            );
         }
 
         var shards = new List<NpyActivations>();
@@ -266,9 +298,15 @@ public sealed class ActivationCache : IActivationSource
         {
             foreach (var shard in manifest.Shards)
             {
-                if (shard.File.Contains('/', StringComparison.Ordinal) || shard.File.Contains('\\', StringComparison.Ordinal) || shard.File.StartsWith('.'))
+                if (
+                    shard.File.Contains('/', StringComparison.Ordinal)
+                    || shard.File.Contains('\\', StringComparison.Ordinal)
+                    || shard.File.StartsWith('.')
+                )
                 {
-                    throw new InvalidDataException($"{manifestPath}: shard name '{shard.File}' must be a plain file name.");
+                    throw new InvalidDataException(
+                        $"{manifestPath}: shard name '{shard.File}' must be a plain file name."
+                    );
                 }
 
                 var path = Path.Combine(folder, shard.File);
@@ -282,13 +320,16 @@ public sealed class ActivationCache : IActivationSource
                 if (npy.Dim != manifest.DIn || npy.Rows != shard.Rows)
                 {
                     throw new InvalidDataException(
-                        $"{path}: holds [{npy.Rows}, {npy.Dim}] but the manifest says [{shard.Rows}, {manifest.DIn}].");
+                        $"{path}: holds [{npy.Rows}, {npy.Dim}] but the manifest says [{shard.Rows}, {manifest.DIn}]."
+                    );
                 }
             }
 
             if (shards.Sum(s => s.Rows) != manifest.TotalRows)
             {
-                throw new InvalidDataException($"{manifestPath}: total_rows {manifest.TotalRows} differs from the shards' {shards.Sum(s => s.Rows)}.");
+                throw new InvalidDataException(
+                    $"{manifestPath}: total_rows {manifest.TotalRows} differs from the shards' {shards.Sum(s => s.Rows)}."
+                );
             }
         }
         catch
@@ -309,7 +350,9 @@ public sealed class ActivationCache : IActivationSource
             var actual = Sha256Of(Path.Combine(_folder, shard.File));
             if (!string.Equals(actual, shard.Sha256, StringComparison.OrdinalIgnoreCase))
             {
-                throw new InvalidDataException($"{_folder}: shard {shard.File} has SHA-256 {actual}, the manifest says {shard.Sha256} (corrupt or modified).");
+                throw new InvalidDataException(
+                    $"{_folder}: shard {shard.File} has SHA-256 {actual}, the manifest says {shard.Sha256} (corrupt or modified)."
+                );
             }
         }
     }
@@ -368,7 +411,12 @@ public sealed class ActivationCacheWriter
     private readonly Dictionary<string, JsonElement> _source;
 
     /// <summary>Starts a cache in <paramref name="folder"/> (created if needed).</summary>
-    public ActivationCacheWriter(string folder, int dim, int shardRows = 1 << 16, IReadOnlyDictionary<string, object?>? source = null)
+    public ActivationCacheWriter(
+        string folder,
+        int dim,
+        int shardRows = 1 << 16,
+        IReadOnlyDictionary<string, object?>? source = null
+    )
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(dim);
@@ -376,7 +424,10 @@ public sealed class ActivationCacheWriter
         _folder = folder;
         _dim = dim;
         _shardRows = shardRows;
-        _source = (source ?? new Dictionary<string, object?>()).ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+        _source = (source ?? new Dictionary<string, object?>()).ToDictionary(
+            kv => kv.Key,
+            kv => JsonSerializer.SerializeToElement(kv.Value)
+        );
         Directory.CreateDirectory(folder);
     }
 
@@ -388,14 +439,20 @@ public sealed class ActivationCacheWriter
     {
         if (rows.Length % _dim != 0)
         {
-            throw new ArgumentException($"Appended length {rows.Length} is not a multiple of d = {_dim}.", nameof(rows));
+            throw new ArgumentException(
+                $"Appended length {rows.Length} is not a multiple of d = {_dim}.",
+                nameof(rows)
+            );
         }
 
         for (int i = 0; i < rows.Length; i++)
         {
             if (!float.IsFinite(rows[i]))
             {
-                throw new ArgumentException($"Row {Rows + i / _dim} has a non-finite value ({rows[i]}) at column {i % _dim}.", nameof(rows));
+                throw new ArgumentException(
+                    $"Row {Rows + i / _dim} has a non-finite value ({rows[i]}) at column {i % _dim}.",
+                    nameof(rows)
+                );
             }
         }
 
@@ -427,8 +484,17 @@ public sealed class ActivationCacheWriter
     public ActivationManifest Complete()
     {
         Flush();
-        var manifest = new ActivationManifest { DIn = _dim, TotalRows = _shards.Sum(s => s.Rows), Source = _source, Shards = [.. _shards] };
-        AtomicFile.WriteAllText(Path.Combine(_folder, "manifest.json"), JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }));
+        var manifest = new ActivationManifest
+        {
+            DIn = _dim,
+            TotalRows = _shards.Sum(s => s.Rows),
+            Source = _source,
+            Shards = [.. _shards],
+        };
+        AtomicFile.WriteAllText(
+            Path.Combine(_folder, "manifest.json"),
+            JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
+        );
         return manifest;
     }
 }

@@ -12,8 +12,10 @@ namespace IlgpuSae.Data;
 public sealed record SyntheticData(float[] Rows, float[] Directions, int N, int D, int Features)
 {
     /// <summary>
-    /// Generates the toy: each feature fires independently with probability <paramref name="meanL0"/>/F and, when
-    /// it fires, with magnitude 1 + Exp(1) (so magnitudes are bounded away from 0 and heavy-tailed, as SAE features are).
+    /// Generates the toy: each feature fires independently with probability <paramref name="meanL0"/>/F and,
+    /// when
+    /// it fires, with magnitude 1 + Exp(1) (so magnitudes are bounded away from 0 and heavy-tailed, as SAE
+    /// features are).
     /// </summary>
     public static SyntheticData Generate(int n, int d, int features, double meanL0, ulong seed)
     {
@@ -28,7 +30,8 @@ public sealed record SyntheticData(float[] Rows, float[] Directions, int N, int 
         var rng = new SplitMix64(SplitMix64.Mix(seed, 0x5917));
         double Gaussian()
         {
-            double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
+            double u1 = 1 - rng.NextDouble(),
+                u2 = rng.NextDouble();
             return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
         }
 

@@ -16,7 +16,15 @@ public static class AtomicFile
         var temp = full + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            using (
+                var stream = new FileStream(
+                    temp,
+                    FileMode.CreateNew,
+                    FileAccess.Write,
+                    FileShare.None,
+                    1 << 20
+                )
+            )
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);

@@ -17,7 +17,8 @@ public sealed record NpyHeader(TensorDType DType, long[] Shape, long DataOffset)
 
 /// <summary>
 /// Reads and writes NumPy <c>.npy</c> files (format versions 1–3, C order, little-endian
-/// <c>f2</c>/<c>f4</c>/<c>f8</c>/<c>i4</c>/<c>i8</c>) and reads <c>.npz</c> archives of them (e.g. Gemma Scope
+/// <c>f2</c>/<c>f4</c>/<c>f8</c>/<c>i4</c>/<c>i8</c>) and reads <c>.npz</c> archives of them (e.g. Gemma
+/// Scope
 /// <c>params.npz</c>). Headers are validated; a bad file gives an <see cref="InvalidDataException"/>.
 /// </summary>
 public static partial class Npy
@@ -33,12 +34,16 @@ public static partial class Npy
     [GeneratedRegex(@"'shape'\s*:\s*\((?<s>[^)]*)\)")]
     private static partial Regex ShapeRegex();
 
-    /// <summary>Parses the header at the start of <paramref name="stream"/>; <paramref name="name"/> is used in errors.</summary>
+    /// <summary>Parses the header at the start of <paramref name="stream"/>; <paramref name="name"/> is used
+    /// in errors.</summary>
     public static NpyHeader ReadHeader(Stream stream, string name, long? totalLength = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
         var prefix = new byte[8];
-        if (stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8 || !prefix.AsSpan(0, 6).SequenceEqual(Magic))
+        if (
+            stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8
+            || !prefix.AsSpan(0, 6).SequenceEqual(Magic)
+        )
         {
             throw new InvalidDataException($"{name} is not a .npy file (bad magic).");
         }
@@ -86,12 +91,16 @@ public static partial class Npy
         var shapeMatch = ShapeRegex().Match(header);
         if (!descr.Success || !fortran.Success || !shapeMatch.Success)
         {
-            throw new InvalidDataException($"{name}: the .npy header lacks descr, fortran_order or shape: {header.Trim()}");
+            throw new InvalidDataException(
+                $"{name}: the .npy header lacks descr, fortran_order or shape: {header.Trim()}"
+            );
         }
 
         if (fortran.Groups["f"].Value == "True")
         {
-            throw new InvalidDataException($"{name}: Fortran-ordered arrays are not supported; save with C order (np.ascontiguousarray).");
+            throw new InvalidDataException(
+                $"{name}: Fortran-ordered arrays are not supported; save with C order (np.ascontiguousarray)."
+            );
         }
 
         var dtype = descr.Groups["d"].Value switch
@@ -101,23 +110,36 @@ public static partial class Npy
             "<f8" => TensorDType.F64,
             "<i4" => TensorDType.I32,
             "<i8" => TensorDType.I64,
-            var d => throw new InvalidDataException($"{name}: unsupported .npy dtype '{d}' (supported: <f4, <f2, <f8, <i4, <i8)."),
+            var d => throw new InvalidDataException(
+                $"{name}: unsupported .npy dtype '{d}' (supported: <f4, <f2, <f8, <i4, <i8)."
+            ),
         };
-        var shape = shapeMatch.Groups["s"].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(s => long.TryParse(s.TrimEnd('L'), out var v) && v >= 0 ? v : throw new InvalidDataException($"{name}: invalid shape in .npy header: {header.Trim()}"))
+        var shape = shapeMatch
+            .Groups["s"]
+            .Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s =>
+                long.TryParse(s.TrimEnd('L'), out var v) && v >= 0
+                    ? v
+                    : throw new InvalidDataException($"{name}: invalid shape in .npy header: {header.Trim()}")
+            )
             .ToArray();
         var result = new NpyHeader(dtype, shape, offset + headerLength);
         if (totalLength is long total && total - result.DataOffset < result.Count * dtype.Size())
         {
             throw new InvalidDataException(
-                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {result.Count * dtype.Size()} bytes of data, the file has {total - result.DataOffset} (truncated?).");
+                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {result.Count * dtype.Size()} bytes of data, the file has {total - result.DataOffset} (truncated?)."
+            );
         }
 
         return result;
     }
 
     /// <summary>Reads a whole floating-point array as float32, with its shape.</summary>
-    public static (float[] Data, long[] Shape) ReadFloats(Stream stream, string name, long? totalLength = null)
+    public static (float[] Data, long[] Shape) ReadFloats(
+        Stream stream,
+        string name,
+        long? totalLength = null
+    )
     {
         var header = ReadHeader(stream, name, totalLength);
         if (!header.DType.IsFloat())
@@ -148,7 +170,9 @@ public static partial class Npy
         try
         {
             using var zip = ZipFile.OpenRead(path);
-            foreach (var entry in zip.Entries.Where(e => e.FullName.EndsWith(".npy", StringComparison.Ordinal)))
+            foreach (
+                var entry in zip.Entries.Where(e => e.FullName.EndsWith(".npy", StringComparison.Ordinal))
+            )
             {
                 using var s = entry.Open();
                 result[entry.FullName[..^4]] = ReadFloats(s, $"{path}:{entry.FullName}", entry.Length);
@@ -169,7 +193,10 @@ public static partial class Npy
         ArgumentNullException.ThrowIfNull(shape);
         if (shape.Aggregate(1L, (a, b) => a * b) != data.LongLength)
         {
-            throw new ArgumentException($"Shape [{string.Join(", ", shape)}] does not hold {data.Length} values.", nameof(shape));
+            throw new ArgumentException(
+                $"Shape [{string.Join(", ", shape)}] does not hold {data.Length} values.",
+                nameof(shape)
+            );
         }
 
         var shapeText = shape.Length == 1 ? $"({shape[0]},)" : "(" + string.Join(", ", shape) + ")";
@@ -177,15 +204,18 @@ public static partial class Npy
         int total = 10 + dict.Length + 1;
         int padded = (total + 63) / 64 * 64;
         var header = dict + new string(' ', padded - total) + "\n";
-        AtomicFile.Write(path, stream =>
-        {
-            stream.Write(Magic);
-            stream.WriteByte(1);
-            stream.WriteByte(0);
-            stream.Write(BitConverter.GetBytes((ushort)header.Length));
-            stream.Write(Encoding.Latin1.GetBytes(header));
-            stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-        });
+        AtomicFile.Write(
+            path,
+            stream =>
+            {
+                stream.Write(Magic);
+                stream.WriteByte(1);
+                stream.WriteByte(0);
+                stream.Write(BitConverter.GetBytes((ushort)header.Length));
+                stream.Write(Encoding.Latin1.GetBytes(header));
+                stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+            }
+        );
     }
 }
 
@@ -206,7 +236,8 @@ internal sealed unsafe class MappedNpy : IDisposable
         if (!Header.DType.IsFloat() || Header.Shape.Length != 2)
         {
             throw new InvalidDataException(
-                $"{path}: activations must be a 2-D float array [N, d], got {Header.DType} [{string.Join(", ", Header.Shape)}].");
+                $"{path}: activations must be a 2-D float array [N, d], got {Header.DType} [{string.Join(", ", Header.Shape)}]."
+            );
         }
 
         _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
@@ -222,7 +253,10 @@ internal sealed unsafe class MappedNpy : IDisposable
         try
         {
             int size = Header.DType.Size();
-            var bytes = new ReadOnlySpan<byte>(basePtr + _view.PointerOffset + Header.DataOffset + firstElement * size, checked(destination.Length * size));
+            var bytes = new ReadOnlySpan<byte>(
+                basePtr + _view.PointerOffset + Header.DataOffset + firstElement * size,
+                checked(destination.Length * size)
+            );
             TensorDTypes.ToFloat32(bytes, Header.DType, destination);
         }
         finally

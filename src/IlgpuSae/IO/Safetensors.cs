@@ -61,7 +61,9 @@ public sealed class SafetensorsFile : IDisposable
             long headerLength = BitConverter.ToInt64(lenBytes);
             if (headerLength <= 0 || headerLength > MaxHeader || headerLength > length - 8)
             {
-                throw Bad($"declares a header of {headerLength} bytes but the file holds {length - 8} after the length field (truncated or not safetensors)");
+                throw Bad(
+                    $"declares a header of {headerLength} bytes but the file holds {length - 8} after the length field (truncated or not safetensors)"
+                );
             }
 
             header = new byte[headerLength];
@@ -88,11 +90,14 @@ public sealed class SafetensorsFile : IDisposable
     public IReadOnlyDictionary<string, SafetensorsEntry> Entries => _entries;
 
     /// <summary>Finds a tensor.</summary>
-    /// <exception cref="KeyNotFoundException">No tensor has that name; the message lists the names.</exception>
-    public SafetensorsEntry this[string name] => _entries.TryGetValue(name, out var e)
-        ? e
-        : throw new KeyNotFoundException(
-            $"{Path} has no tensor '{name}'. Tensors: {string.Join(", ", _entries.Keys.Order(StringComparer.Ordinal))}.");
+    /// <exception cref="KeyNotFoundException">No tensor has that name; the message lists the
+    /// names.</exception>
+    public SafetensorsEntry this[string name] =>
+        _entries.TryGetValue(name, out var e)
+            ? e
+            : throw new KeyNotFoundException(
+                $"{Path} has no tensor '{name}'. Tensors: {string.Join(", ", _entries.Keys.Order(StringComparer.Ordinal))}."
+            );
 
     /// <summary>Reads a whole floating-point tensor as float32.</summary>
     public float[] ReadFloats(string name)
@@ -103,13 +108,17 @@ public sealed class SafetensorsFile : IDisposable
         return result;
     }
 
-    /// <summary>Reads <paramref name="destination"/>.Length elements starting at element <paramref name="start"/>.</summary>
+    /// <summary>Reads <paramref name="destination"/>.Length elements starting at element
+    /// <paramref name="start"/>.</summary>
     public unsafe void ReadFloats(SafetensorsEntry entry, long start, Span<float> destination)
     {
         ArgumentNullException.ThrowIfNull(entry);
         if (start < 0 || start + destination.Length > entry.Count)
         {
-            throw new ArgumentOutOfRangeException(nameof(start), $"Elements [{start}, {start + destination.Length}) are outside {entry.Name}{entry.ShapeText}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(start),
+                $"Elements [{start}, {start + destination.Length}) are outside {entry.Name}{entry.ShapeText}."
+            );
         }
 
         if (destination.Length == 0)
@@ -122,7 +131,10 @@ public sealed class SafetensorsFile : IDisposable
         try
         {
             long offset = _view.PointerOffset + _dataStart + entry.Begin + start * entry.DType.Size();
-            var bytes = new ReadOnlySpan<byte>(basePtr + offset, checked(destination.Length * entry.DType.Size()));
+            var bytes = new ReadOnlySpan<byte>(
+                basePtr + offset,
+                checked(destination.Length * entry.DType.Size())
+            );
             TensorDTypes.ToFloat32(bytes, entry.DType, destination);
         }
         finally
@@ -145,14 +157,19 @@ public sealed class SafetensorsFile : IDisposable
         _view!.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
         try
         {
-            var bytes = new ReadOnlySpan<byte>(basePtr + _view.PointerOffset + _dataStart + e.Begin, checked((int)(e.End - e.Begin)));
+            var bytes = new ReadOnlySpan<byte>(
+                basePtr + _view.PointerOffset + _dataStart + e.Begin,
+                checked((int)(e.End - e.Begin))
+            );
             for (int i = 0; i < result.Length; i++)
             {
                 result[i] = e.DType switch
                 {
                     TensorDType.I32 => BitConverter.ToInt32(bytes.Slice(i * 4, 4)),
                     TensorDType.I64 => BitConverter.ToInt64(bytes.Slice(i * 8, 8)),
-                    _ => throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DType}, not an integer tensor."),
+                    _ => throw new InvalidDataException(
+                        $"{Path}: tensor '{name}' is {e.DType}, not an integer tensor."
+                    ),
                 };
             }
         }
@@ -164,13 +181,17 @@ public sealed class SafetensorsFile : IDisposable
         return result;
     }
 
-    private (Dictionary<string, SafetensorsEntry>, IReadOnlyDictionary<string, string>) ParseHeader(byte[] header, long dataLength)
+    private (Dictionary<string, SafetensorsEntry>, IReadOnlyDictionary<string, string>) ParseHeader(
+        byte[] header,
+        long dataLength
+    )
     {
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(Encoding.UTF8.GetString(header).TrimEnd(' ', '\0')) as JsonObject
-                   ?? throw Bad("has a header that is not a JSON object");
+            root =
+                JsonNode.Parse(Encoding.UTF8.GetString(header).TrimEnd(' ', '\0')) as JsonObject
+                ?? throw Bad("has a header that is not a JSON object");
         }
         catch (JsonException e)
         {
@@ -190,7 +211,10 @@ public sealed class SafetensorsFile : IDisposable
 
                 foreach (var (k, v) in meta)
                 {
-                    metadata[k] = v is JsonValue jv && jv.TryGetValue<string>(out var str) ? str : throw Bad($"has non-string metadata '{k}'");
+                    metadata[k] =
+                        v is JsonValue jv && jv.TryGetValue<string>(out var str)
+                            ? str
+                            : throw Bad($"has non-string metadata '{k}'");
                 }
 
                 continue;
@@ -201,14 +225,21 @@ public sealed class SafetensorsFile : IDisposable
                 throw Bad($"describes tensor '{name}' with something other than an object");
             }
 
-            var dtypeText = (t["dtype"] as JsonValue)?.GetValue<string>() ?? throw Bad($"gives tensor '{name}' no dtype");
+            var dtypeText =
+                (t["dtype"] as JsonValue)?.GetValue<string>() ?? throw Bad($"gives tensor '{name}' no dtype");
             if (!Enum.TryParse<TensorDType>(dtypeText, ignoreCase: false, out var dtype))
             {
-                throw Bad($"gives tensor '{name}' the unsupported dtype '{dtypeText}' (supported: F32, F16, BF16, F64, I32, I64)");
+                throw Bad(
+                    $"gives tensor '{name}' the unsupported dtype '{dtypeText}' (supported: F32, F16, BF16, F64, I32, I64)"
+                );
             }
 
             var shape = (t["shape"] as JsonArray ?? throw Bad($"gives tensor '{name}' no shape"))
-                .Select(v => v is JsonValue sv && sv.TryGetValue<long>(out var dim) && dim >= 0 ? dim : throw Bad($"gives tensor '{name}' an invalid dimension"))
+                .Select(v =>
+                    v is JsonValue sv && sv.TryGetValue<long>(out var dim) && dim >= 0
+                        ? dim
+                        : throw Bad($"gives tensor '{name}' an invalid dimension")
+                )
                 .ToArray();
             var offsets = t["data_offsets"] as JsonArray;
             if (offsets is null || offsets.Count != 2 || offsets.Any(o => o is not JsonValue))
@@ -216,7 +247,8 @@ public sealed class SafetensorsFile : IDisposable
                 throw Bad($"gives tensor '{name}' no valid data_offsets");
             }
 
-            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            long begin = offsets[0]!.GetValue<long>(),
+                end = offsets[1]!.GetValue<long>();
             var entry = new SafetensorsEntry(name, dtype, shape, begin, end);
             long expected;
             try
@@ -230,12 +262,16 @@ public sealed class SafetensorsFile : IDisposable
 
             if (begin < 0 || end < begin || end - begin != expected)
             {
-                throw Bad($"gives tensor '{name}' {dtype}{entry.ShapeText} the byte range [{begin}, {end}), but that shape needs {expected} bytes");
+                throw Bad(
+                    $"gives tensor '{name}' {dtype}{entry.ShapeText} the byte range [{begin}, {end}), but that shape needs {expected} bytes"
+                );
             }
 
             if (end > dataLength)
             {
-                throw Bad($"places tensor '{name}' at bytes [{begin}, {end}) but the data section has only {dataLength} bytes (truncated file?)");
+                throw Bad(
+                    $"places tensor '{name}' at bytes [{begin}, {end}) but the data section has only {dataLength} bytes (truncated file?)"
+                );
             }
 
             entries[name] = entry;
@@ -246,7 +282,9 @@ public sealed class SafetensorsFile : IDisposable
         {
             if (previous is not null && e.Begin < previous.End)
             {
-                throw Bad($"has overlapping tensors '{previous.Name}' [{previous.Begin}, {previous.End}) and '{e.Name}' [{e.Begin}, {e.End})");
+                throw Bad(
+                    $"has overlapping tensors '{previous.Name}' [{previous.Begin}, {previous.End}) and '{e.Name}' [{e.Begin}, {e.End})"
+                );
             }
 
             previous = e;
@@ -271,9 +309,18 @@ public sealed class SafetensorsFile : IDisposable
 /// <param name="Floats">float32 data (exactly one of the data arrays is set).</param>
 /// <param name="Ints">int32 data.</param>
 /// <param name="Longs">int64 data.</param>
-public sealed record TensorToWrite(string Name, long[] Shape, float[]? Floats = null, int[]? Ints = null, long[]? Longs = null)
+public sealed record TensorToWrite(
+    string Name,
+    long[] Shape,
+    float[]? Floats = null,
+    int[]? Ints = null,
+    long[]? Longs = null
+)
 {
-    internal TensorDType DType => Floats is not null ? TensorDType.F32 : Ints is not null ? TensorDType.I32 : TensorDType.I64;
+    internal TensorDType DType =>
+        Floats is not null ? TensorDType.F32
+        : Ints is not null ? TensorDType.I32
+        : TensorDType.I64;
 
     internal long Count => Floats?.LongLength ?? Ints?.LongLength ?? Longs!.LongLength;
 }
@@ -281,9 +328,15 @@ public sealed record TensorToWrite(string Name, long[] Shape, float[]? Floats = 
 /// <summary>Writes safetensors files atomically (a temporary file renamed into place).</summary>
 public static class SafetensorsWriter
 {
-    /// <summary>Writes <paramref name="tensors"/> (in name order, as the Python library does) with optional metadata.</summary>
-    /// <exception cref="ArgumentException">A tensor's data length does not match its shape, or names repeat.</exception>
-    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>Writes <paramref name="tensors"/> (in name order, as the Python library does) with optional
+    /// metadata.</summary>
+    /// <exception cref="ArgumentException">A tensor's data length does not match its shape, or names
+    /// repeat.</exception>
+    public static void Write(
+        string path,
+        IEnumerable<TensorToWrite> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null
+    )
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ArgumentNullException.ThrowIfNull(tensors);
@@ -311,7 +364,9 @@ public static class SafetensorsWriter
             long count = t.Shape.Aggregate(1L, (a, b) => a * b);
             if (count != t.Count || (t.Floats is null && t.Ints is null && t.Longs is null))
             {
-                throw new ArgumentException($"Tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}] ({count} values) but {t.Count} values were given.");
+                throw new ArgumentException(
+                    $"Tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}] ({count} values) but {t.Count} values were given."
+                );
             }
 
             long bytes = count * t.DType.Size();
@@ -326,30 +381,33 @@ public static class SafetensorsWriter
 
         var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
         int padded = (headerBytes.Length + 7) / 8 * 8;
-        AtomicFile.Write(path, stream =>
-        {
-            stream.Write(BitConverter.GetBytes((long)padded));
-            stream.Write(headerBytes);
-            for (int i = headerBytes.Length; i < padded; i++)
+        AtomicFile.Write(
+            path,
+            stream =>
             {
-                stream.WriteByte((byte)' ');
-            }
+                stream.Write(BitConverter.GetBytes((long)padded));
+                stream.Write(headerBytes);
+                for (int i = headerBytes.Length; i < padded; i++)
+                {
+                    stream.WriteByte((byte)' ');
+                }
 
-            foreach (var t in list)
-            {
-                if (t.Floats is not null)
+                foreach (var t in list)
                 {
-                    stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Floats.AsSpan()));
-                }
-                else if (t.Ints is not null)
-                {
-                    stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Ints.AsSpan()));
-                }
-                else
-                {
-                    stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Longs!.AsSpan()));
+                    if (t.Floats is not null)
+                    {
+                        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Floats.AsSpan()));
+                    }
+                    else if (t.Ints is not null)
+                    {
+                        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Ints.AsSpan()));
+                    }
+                    else
+                    {
+                        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Longs!.AsSpan()));
+                    }
                 }
             }
-        });
+        );
     }
 }

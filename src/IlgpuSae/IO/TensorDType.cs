@@ -1,6 +1,7 @@
 namespace IlgpuSae.IO;
 
-/// <summary>Element types IlgpuSae reads and writes (safetensors names: F32, F16, BF16, F64, I32, I64).</summary>
+/// <summary>Element types IlgpuSae reads and writes (safetensors names: F32, F16, BF16, F64, I32,
+/// I64).</summary>
 public enum TensorDType
 {
     /// <summary>32-bit IEEE float.</summary>
@@ -26,15 +27,17 @@ public enum TensorDType
 public static class TensorDTypes
 {
     /// <summary>Bytes per element.</summary>
-    public static int Size(this TensorDType type) => type switch
-    {
-        TensorDType.F16 or TensorDType.BF16 => 2,
-        TensorDType.F32 or TensorDType.I32 => 4,
-        _ => 8,
-    };
+    public static int Size(this TensorDType type) =>
+        type switch
+        {
+            TensorDType.F16 or TensorDType.BF16 => 2,
+            TensorDType.F32 or TensorDType.I32 => 4,
+            _ => 8,
+        };
 
     /// <summary>Whether the type is a floating-point type.</summary>
-    public static bool IsFloat(this TensorDType type) => type is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 or TensorDType.F64;
+    public static bool IsFloat(this TensorDType type) =>
+        type is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 or TensorDType.F64;
 
     /// <summary>Converts little-endian elements of <paramref name="type"/> to float32.</summary>
     public static void ToFloat32(ReadOnlySpan<byte> source, TensorDType type, Span<float> destination)
@@ -42,13 +45,18 @@ public static class TensorDTypes
         int n = destination.Length;
         if (source.Length < (long)n * type.Size())
         {
-            throw new ArgumentException($"Need {n} elements of {type}, got {source.Length} bytes.", nameof(source));
+            throw new ArgumentException(
+                $"Need {n} elements of {type}, got {source.Length} bytes.",
+                nameof(source)
+            );
         }
 
         switch (type)
         {
             case TensorDType.F32:
-                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(source)[..n].CopyTo(destination);
+                System
+                    .Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(source)[..n]
+                    .CopyTo(destination);
                 break;
             case TensorDType.F16:
                 var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(source);

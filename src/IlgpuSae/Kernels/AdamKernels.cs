@@ -3,7 +3,8 @@ using ILGPU.Algorithms;
 
 namespace IlgpuSae.Kernels;
 
-/// <summary>Scalar arguments of one Adam step (bias corrections computed on the host in double precision).</summary>
+/// <summary>Scalar arguments of one Adam step (bias corrections computed on the host in double
+/// precision).</summary>
 internal struct AdamArgs
 {
     public float LearningRate;
@@ -29,29 +30,37 @@ internal static class AdamKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void AdamKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> param,
+        ArrayView<float> grad,
+        ArrayView<float> m,
+        ArrayView<float> v,
+        AdamArgs a
+    )
     {
         for (int i = gridIndex; i < count; i += stride)
         {
-        float p = param[i];
-        float g = grad[i] * a.GradScale;
-        if (a.Decoupled == 0)
-        {
-            g += a.WeightDecay * p;
-        }
-
-        float mi = a.Beta1 * m[i] + (1f - a.Beta1) * g;
-        float vi = a.Beta2 * v[i] + (1f - a.Beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        if (a.Decoupled != 0)
-        {
-            p -= a.LearningRate * a.WeightDecay * p;
-        }
-
-        float mHat = mi / a.BiasCorrection1;
-        float vHat = vi / a.BiasCorrection2;
-        param[i] = p - a.LearningRate * mHat / (XMath.Sqrt(vHat) + a.Epsilon);
+            float p = param[i];
+            float g = grad[i] * a.GradScale;
+            if (a.Decoupled == 0)
+            {
+                g += a.WeightDecay * p;
             }
+
+            float mi = a.Beta1 * m[i] + (1f - a.Beta1) * g;
+            float vi = a.Beta2 * v[i] + (1f - a.Beta2) * g * g;
+            m[i] = mi;
+            v[i] = vi;
+            if (a.Decoupled != 0)
+            {
+                p -= a.LearningRate * a.WeightDecay * p;
+            }
+
+            float mHat = mi / a.BiasCorrection1;
+            float vHat = vi / a.BiasCorrection2;
+            param[i] = p - a.LearningRate * mHat / (XMath.Sqrt(vHat) + a.Epsilon);
+        }
     }
 }

@@ -17,12 +17,19 @@ public sealed partial class DeviceOps
         RequireValid(x, nameof(x));
         RequireValid(y, nameof(y));
         RequireSameLength(x, y, $"Map<{typeof(TOp).Name}>", nameof(x), nameof(y));
-        var kernel = Kernel("Map", typeof(TOp), () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, TOp>(ElementwiseKernels.MapKernel<TOp>));
+        var kernel = Kernel(
+            "Map",
+            typeof(TOp),
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, TOp>(
+                    ElementwiseKernels.MapKernel<TOp>
+                )
+        );
         kernel(Stream, Items(ToIndex(x.Length)), ToIndex(x.Length), Items(ToIndex(x.Length)), x, y, op);
     }
 
-    /// <summary><c>y[i] = op(a[i], b[i])</c>; <paramref name="y"/> may be <paramref name="a"/> or <paramref name="b"/>.</summary>
+    /// <summary><c>y[i] = op(a[i], b[i])</c>; <paramref name="y"/> may be <paramref name="a"/> or
+    /// <paramref name="b"/>.</summary>
     public void Map<TOp>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, TOp op = default)
         where TOp : struct, IBinaryOp
     {
@@ -31,13 +38,25 @@ public sealed partial class DeviceOps
         RequireValid(y, nameof(y));
         RequireSameLength(a, b, $"Map<{typeof(TOp).Name}>", nameof(a), nameof(b));
         RequireSameLength(a, y, $"Map<{typeof(TOp).Name}>", nameof(a), nameof(y));
-        var kernel = Kernel("Map2", typeof(TOp), () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, TOp>(
-                ElementwiseKernels.Map2Kernel<TOp>));
+        var kernel = Kernel(
+            "Map2",
+            typeof(TOp),
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    TOp
+                >(ElementwiseKernels.Map2Kernel<TOp>)
+        );
         kernel(Stream, Items(ToIndex(a.Length)), ToIndex(a.Length), Items(ToIndex(a.Length)), a, b, y, op);
     }
 
-    /// <summary><c>y[r,c] = op(x[r,c], v[c])</c>: <paramref name="v"/> holds one value per column (e.g. a bias).</summary>
+    /// <summary><c>y[r,c] = op(x[r,c], v[c])</c>: <paramref name="v"/> holds one value per column (e.g. a
+    /// bias).</summary>
     public void MapBroadcastRows<TOp>(MatrixView x, ArrayView<float> v, MatrixView y, TOp op = default)
         where TOp : struct, IBinaryOp
     {
@@ -55,16 +74,48 @@ public sealed partial class DeviceOps
         LaunchBroadcast(x, v, y, x.Cols, x.Rows, op);
     }
 
-    private void LaunchBroadcast<TOp>(MatrixView x, ArrayView<float> v, MatrixView y, int divisor, int modulus, TOp op)
+    private void LaunchBroadcast<TOp>(
+        MatrixView x,
+        ArrayView<float> v,
+        MatrixView y,
+        int divisor,
+        int modulus,
+        TOp op
+    )
         where TOp : struct, IBinaryOp
     {
-        var kernel = Kernel("MapBroadcast", typeof(TOp), () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, TOp>(
-                ElementwiseKernels.MapBroadcastKernel<TOp>));
-        kernel(Stream, Items(ToIndex(x.Length)), ToIndex(x.Length), Items(ToIndex(x.Length)), x.Data, v, y.Data, divisor, modulus, op);
+        var kernel = Kernel(
+            "MapBroadcast",
+            typeof(TOp),
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int,
+                    int,
+                    TOp
+                >(ElementwiseKernels.MapBroadcastKernel<TOp>)
+        );
+        kernel(
+            Stream,
+            Items(ToIndex(x.Length)),
+            ToIndex(x.Length),
+            Items(ToIndex(x.Length)),
+            x.Data,
+            v,
+            y.Data,
+            divisor,
+            modulus,
+            op
+        );
     }
 
-    /// <summary><c>y = xᵀ</c>: <paramref name="y"/> must be [x.Cols, x.Rows] and must not overlap <paramref name="x"/>.</summary>
+    /// <summary><c>y = xᵀ</c>: <paramref name="y"/> must be [x.Cols, x.Rows] and must not overlap
+    /// <paramref name="x"/>.</summary>
     public void Transpose(MatrixView x, MatrixView y)
     {
         string Shapes() => $"Transpose: x{Dims(x)} y{Dims(y)}";
@@ -79,12 +130,20 @@ public sealed partial class DeviceOps
         LaunchTranspose(x.Data, y.Data, x.Rows, x.Cols);
     }
 
-    /// <summary>Queues <c>dst[c, r] = src[r, c]</c> for src [rows, cols], one work item per 16×16 block (no checks).</summary>
+    /// <summary>Queues <c>dst[c, r] = src[r, c]</c> for src [rows, cols], one work item per 16×16 block (no
+    /// checks).</summary>
     private void LaunchTranspose(ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
     {
-        var kernel = Kernel("Transpose", null, () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(ElementwiseKernels.TransposeKernel));
-        int blocks = Ceil(rows, ElementwiseKernels.TransposeBlock) * Ceil(cols, ElementwiseKernels.TransposeBlock);
+        var kernel = Kernel(
+            "Transpose",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(
+                    ElementwiseKernels.TransposeKernel
+                )
+        );
+        int blocks =
+            Ceil(rows, ElementwiseKernels.TransposeBlock) * Ceil(cols, ElementwiseKernels.TransposeBlock);
         kernel(Stream, Items(blocks), blocks, Items(blocks), src, dst, rows, cols);
     }
 

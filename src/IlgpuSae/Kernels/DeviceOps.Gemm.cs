@@ -14,8 +14,16 @@ public sealed partial class DeviceOps
     /// <c>C = alpha·op(A)·op(B) + beta·C</c> on row-major float32 matrices. Shapes: NN A[M,K]·B[K,N];
     /// NT A[M,K]·B[N,K]ᵀ; TN A[K,M]ᵀ·B[K,N]; C[M,N]. With <paramref name="beta"/> = 0, C is only written.
     /// </summary>
-    /// <exception cref="ArgumentException">A view is null, the shapes disagree, or C overlaps A or B.</exception>
-    public void MatMul(MatrixView a, MatrixView b, MatrixView c, GemmLayout layout, float alpha = 1f, float beta = 0f)
+    /// <exception cref="ArgumentException">A view is null, the shapes disagree, or C overlaps A or
+    /// B.</exception>
+    public void MatMul(
+        MatrixView a,
+        MatrixView b,
+        MatrixView c,
+        GemmLayout layout,
+        float alpha = 1f,
+        float beta = 0f
+    )
     {
         var (m, k, kb, n) = layout switch
         {
@@ -30,7 +38,9 @@ public sealed partial class DeviceOps
         RequireValid(c, "C", Shapes);
         if (k != kb)
         {
-            throw new ArgumentException($"{Shapes()}: the inner dimensions differ (op(A) has {k} columns, op(B) has {kb} rows).");
+            throw new ArgumentException(
+                $"{Shapes()}: the inner dimensions differ (op(A) has {k} columns, op(B) has {kb} rows)."
+            );
         }
 
         if (c.Rows != m || c.Cols != n)
@@ -40,12 +50,25 @@ public sealed partial class DeviceOps
 
         RequireNoOverlap(c.Data, a.Data, () => $"{Shapes()}: C overlaps A.");
         RequireNoOverlap(c.Data, b.Data, () => $"{Shapes()}: C overlaps B.");
-        var args = new GemmArgs { M = m, N = n, K = k, Alpha = alpha, Beta = beta };
+        var args = new GemmArgs
+        {
+            M = m,
+            N = n,
+            K = k,
+            Alpha = alpha,
+            Beta = beta,
+        };
         switch (layout)
         {
-            case GemmLayout.NN: Gemm<LayoutNN>(a.Data, b.Data, c.Data, args); break;
-            case GemmLayout.NT: Gemm<LayoutNT>(a.Data, b.Data, c.Data, args); break;
-            default: Gemm<LayoutTN>(a.Data, b.Data, c.Data, args); break;
+            case GemmLayout.NN:
+                Gemm<LayoutNN>(a.Data, b.Data, c.Data, args);
+                break;
+            case GemmLayout.NT:
+                Gemm<LayoutNT>(a.Data, b.Data, c.Data, args);
+                break;
+            default:
+                Gemm<LayoutTN>(a.Data, b.Data, c.Data, args);
+                break;
         }
     }
 
@@ -54,23 +77,34 @@ public sealed partial class DeviceOps
     {
         if (_device.TensorCores)
         {
-            var kernel = Kernel("GemmMmaTf32", typeof(TLayout), () =>
-                Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
-                    TensorCoreKernels.GemmMmaTf32Kernel<TLayout>));
+            var kernel = Kernel(
+                "GemmMmaTf32",
+                typeof(TLayout),
+                () =>
+                    Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
+                        TensorCoreKernels.GemmMmaTf32Kernel<TLayout>
+                    )
+            );
             var grid = new Index2D(Ceil(p.N, TensorCoreKernels.Tile), Ceil(p.M, TensorCoreKernels.Tile));
             kernel(Stream, new KernelConfig(grid, new Index2D(TensorCoreKernels.Threads, 1)), a, b, c, p);
         }
         else if (Gpu)
         {
-            var kernel = Kernel("GemmTiled", typeof(TLayout), () =>
-                Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
-                    GemmKernels.GemmTiledKernel<TLayout>));
+            var kernel = Kernel(
+                "GemmTiled",
+                typeof(TLayout),
+                () =>
+                    Acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
+                        GemmKernels.GemmTiledKernel<TLayout>
+                    )
+            );
             var grid = new Index2D(Ceil(p.N, GemmKernels.Tile), Ceil(p.M, GemmKernels.Tile));
             kernel(Stream, new KernelConfig(grid, new Index2D(16, 16)), a, b, c, p);
         }
         else if (typeof(TLayout) == typeof(LayoutNT))
         {
-            // The strip kernel reads rows of B; B[N, K] is transposed into scratch [K, N] first (O(N·K), against
+            // The strip kernel reads rows of B; B[N, K] is transposed into scratch [K, N] first (O(N·K),
+            // against
             // the product's O(M·N·K)).
             var bt = GemmScratch((long)p.N * p.K);
             LaunchTranspose(b, bt, p.N, p.K);
@@ -89,15 +123,27 @@ public sealed partial class DeviceOps
     private void Strip<TLayout>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
         where TLayout : struct, IGemmLayoutRowMajorB
     {
-        var kernel = Kernel("GemmStrip", typeof(TLayout), () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(
-                GemmKernels.GemmStripKernel<TLayout>));
+        var kernel = Kernel(
+            "GemmStrip",
+            typeof(TLayout),
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    GemmArgs
+                >(GemmKernels.GemmStripKernel<TLayout>)
+        );
         int strips = Ceil(p.M, GemmKernels.StripRows) * Ceil(p.N, GemmKernels.StripCols);
         kernel(Stream, Items(strips), strips, Items(strips), a, b, c, p);
     }
 
     /// <summary>
-    /// The CPU-shaped NT product's scratch for the transposed B, grown on demand and kept for the device's lifetime
+    /// The CPU-shaped NT product's scratch for the transposed B, grown on demand and kept for the device's
+    /// lifetime
     /// (its largest NT operand; <see cref="Training.MemoryPlan"/> counts it).
     /// </summary>
     private ArrayView<float> GemmScratch(long length)

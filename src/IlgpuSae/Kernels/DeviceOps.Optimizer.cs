@@ -24,7 +24,8 @@ public sealed record AdamSettings
     /// <summary>Weight decay (0 disables it).</summary>
     public float WeightDecay { get; init; }
 
-    /// <summary>Decoupled decay (AdamW, <c>p ← p − lr·wd·p</c>) when true; L2 decay added to the gradient (Adam) when false.</summary>
+    /// <summary>Decoupled decay (AdamW, <c>p ← p − lr·wd·p</c>) when true; L2 decay added to the gradient
+    /// (Adam) when false.</summary>
     public bool DecoupledWeightDecay { get; init; } = true;
 }
 
@@ -34,12 +35,19 @@ public sealed partial class DeviceOps
 
     /// <summary>
     /// One Adam/AdamW step over flat views of equal length (usually <see cref="ParameterBuffer"/> sections).
-    /// <paramref name="step"/> is the 1-based step number used for bias correction; gradients are multiplied by
+    /// <paramref name="step"/> is the 1-based step number used for bias correction; gradients are multiplied
+    /// by
     /// <paramref name="gradScale"/> first (gradient clipping).
     /// </summary>
     public void AdamStep(
-        ArrayView<float> parameters, ArrayView<float> gradients, ArrayView<float> firstMoment,
-        ArrayView<float> secondMoment, AdamSettings settings, long step, float gradScale = 1f)
+        ArrayView<float> parameters,
+        ArrayView<float> gradients,
+        ArrayView<float> firstMoment,
+        ArrayView<float> secondMoment,
+        AdamSettings settings,
+        long step,
+        float gradScale = 1f
+    )
     {
         ArgumentNullException.ThrowIfNull(settings);
         RequireValid(parameters, nameof(parameters));
@@ -51,14 +59,19 @@ public sealed partial class DeviceOps
         RequireSameLength(parameters, secondMoment, "AdamStep", nameof(parameters), nameof(secondMoment));
         if (step < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(step), step, "AdamStep: the step number starts at 1.");
+            throw new ArgumentOutOfRangeException(
+                nameof(step),
+                step,
+                "AdamStep: the step number starts at 1."
+            );
         }
 
         if (settings.Beta1 is < 0f or >= 1f || settings.Beta2 is < 0f or >= 1f || !(settings.Epsilon > 0f))
         {
             throw new ArgumentException(
                 $"AdamStep: need 0 ≤ β1, β2 < 1 and ε > 0; got β1={settings.Beta1}, β2={settings.Beta2}, ε={settings.Epsilon}.",
-                nameof(settings));
+                nameof(settings)
+            );
         }
 
         var args = new AdamArgs
@@ -73,9 +86,31 @@ public sealed partial class DeviceOps
             GradScale = gradScale,
             Decoupled = settings.DecoupledWeightDecay ? 1 : 0,
         };
-        var kernel = Kernel("Adam", null, () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(
-                AdamKernels.AdamKernel));
-        kernel(Stream, Items(ToIndex(parameters.Length)), ToIndex(parameters.Length), Items(ToIndex(parameters.Length)), parameters, gradients, firstMoment, secondMoment, args);
+        var kernel = Kernel(
+            "Adam",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    AdamArgs
+                >(AdamKernels.AdamKernel)
+        );
+        kernel(
+            Stream,
+            Items(ToIndex(parameters.Length)),
+            ToIndex(parameters.Length),
+            Items(ToIndex(parameters.Length)),
+            parameters,
+            gradients,
+            firstMoment,
+            secondMoment,
+            args
+        );
     }
 }

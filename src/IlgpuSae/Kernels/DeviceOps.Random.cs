@@ -12,7 +12,8 @@ public sealed partial class DeviceOps
 
     /// <summary>
     /// Fills <paramref name="y"/> from <paramref name="distribution"/> with Philox4x32-10 keyed by
-    /// <paramref name="seed"/>; <paramref name="stream"/> selects an independent sequence (e.g. one per tensor).
+    /// <paramref name="seed"/>; <paramref name="stream"/> selects an independent sequence (e.g. one per
+    /// tensor).
     /// The same (seed, stream) gives the same values on every backend (uniform: bit-identical).
     /// </summary>
     public void FillRandom<TDist>(ArrayView<float> y, TDist distribution, ulong seed, ulong stream = 0)
@@ -27,8 +28,14 @@ public sealed partial class DeviceOps
             StreamHi = (uint)(stream >> 32),
             Length = ToIndex(y.Length),
         };
-        var kernel = Kernel("RandomFill", typeof(TDist), () =>
-            Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, RandomArgs, TDist>(RandomKernels.RandomFillKernel<TDist>));
+        var kernel = Kernel(
+            "RandomFill",
+            typeof(TDist),
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, RandomArgs, TDist>(
+                    RandomKernels.RandomFillKernel<TDist>
+                )
+        );
         int blocks = Ceil(args.Length, 4);
         kernel(Stream, Items(blocks), blocks, Items(blocks), y, args, distribution);
     }
@@ -38,7 +45,9 @@ public sealed partial class DeviceOps
     {
         if (!(high > low) || float.IsInfinity(high - low))
         {
-            throw new ArgumentException($"FillUniform: need a finite interval with low < high, got [{low}, {high}).");
+            throw new ArgumentException(
+                $"FillUniform: need a finite interval with low < high, got [{low}, {high})."
+            );
         }
 
         FillRandom(y, new UniformDistribution(low, high), seed, stream);
@@ -49,7 +58,9 @@ public sealed partial class DeviceOps
     {
         if (!(std >= 0f) || float.IsInfinity(std) || !float.IsFinite(mean))
         {
-            throw new ArgumentException($"FillNormal: need a finite mean and std ≥ 0, got mean {mean}, std {std}.");
+            throw new ArgumentException(
+                $"FillNormal: need a finite mean and std ≥ 0, got mean {mean}, std {std}."
+            );
         }
 
         FillRandom(y, new NormalDistribution(mean, std), seed, stream);

@@ -46,9 +46,12 @@ public sealed partial class DeviceOps
 
     private static string Dims(MatrixView m) => m.Data.IsValid ? $"[{m.Rows}, {m.Cols}]" : "[null]";
 
-    private static int ToIndex(long length) => length <= int.MaxValue
-        ? (int)length
-        : throw new ArgumentException($"Views longer than {int.MaxValue} elements are not supported (got {length}).");
+    private static int ToIndex(long length) =>
+        length <= int.MaxValue
+            ? (int)length
+            : throw new ArgumentException(
+                $"Views longer than {int.MaxValue} elements are not supported (got {length})."
+            );
 
     private static void RequireValid(MatrixView m, string name, Func<string> shapes)
     {
@@ -68,15 +71,29 @@ public sealed partial class DeviceOps
         }
     }
 
-    private static void RequireSameLength(ArrayView<float> a, ArrayView<float> b, string op, string nameA, string nameB)
+    private static void RequireSameLength(
+        ArrayView<float> a,
+        ArrayView<float> b,
+        string op,
+        string nameA,
+        string nameB
+    )
     {
         if (a.Length != b.Length)
         {
-            throw new ArgumentException($"{op}: {nameA}[{a.Length}] and {nameB}[{b.Length}] differ in length.");
+            throw new ArgumentException(
+                $"{op}: {nameA}[{a.Length}] and {nameB}[{b.Length}] differ in length."
+            );
         }
     }
 
-    private static void RequireBroadcast(MatrixView x, ArrayView<float> v, MatrixView y, int vLength, Func<string> shapes)
+    private static void RequireBroadcast(
+        MatrixView x,
+        ArrayView<float> v,
+        MatrixView y,
+        int vLength,
+        Func<string> shapes
+    )
     {
         RequireValid(x, "x", shapes);
         RequireValid(y, "y", shapes);
@@ -96,16 +113,23 @@ public sealed partial class DeviceOps
         }
     }
 
-    private static void RequireNoOverlap(ArrayView<float> output, ArrayView<float> input, Func<string> message)
+    private static void RequireNoOverlap(
+        ArrayView<float> output,
+        ArrayView<float> input,
+        Func<string> message
+    )
     {
-        IContiguousArrayView o = output, i = input;
+        IContiguousArrayView o = output,
+            i = input;
         if (!ReferenceEquals(o.Buffer, i.Buffer))
         {
             return;
         }
 
-        long o0 = o.Index, o1 = o.Index + output.Length;
-        long i0 = i.Index, i1 = i.Index + input.Length;
+        long o0 = o.Index,
+            o1 = o.Index + output.Length;
+        long i0 = i.Index,
+            i1 = i.Index + input.Length;
         if (o0 < i1 && i0 < o1)
         {
             throw new ArgumentException(message());

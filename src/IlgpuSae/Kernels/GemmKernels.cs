@@ -3,13 +3,15 @@ using ILGPU.Runtime;
 
 namespace IlgpuSae.Kernels;
 
-/// <summary>Matrix-product kernels: a barrier-free register-blocked strip kernel for CPUs, a shared-memory tiled one for GPUs.</summary>
+/// <summary>Matrix-product kernels: a barrier-free register-blocked strip kernel for CPUs, a shared-memory
+/// tiled one for GPUs.</summary>
 internal static class GemmKernels
 {
     /// <summary>Rows of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/>.</summary>
     public const int StripRows = 6;
 
-    /// <summary>Columns of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/> (two <see cref="Row16"/>).</summary>
+    /// <summary>Columns of C computed by one work item of <see cref="GemmStripKernel{TLayout}"/> (two
+    /// <see cref="Row16"/>).</summary>
     public const int StripCols = 2 * Row16.Width;
 
     /// <summary>Edge of the C tile computed by one group of <see cref="GemmTiledKernel{TLayout}"/>.</summary>
@@ -19,19 +21,29 @@ internal static class GemmKernels
     public const int TileK = 16;
 
     /// <summary>
-    /// CPU-shaped: each work item computes a 6×32 strip of C — six rows of op(A) times 32 adjacent columns of B —
-    /// with 192 accumulators and no barrier. Per k it reads 32 contiguous floats of B's row k and one value of each
+    /// CPU-shaped: each work item computes a 6×32 strip of C — six rows of op(A) times 32 adjacent columns of
+    /// B —
+    /// with 192 accumulators and no barrier. Per k it reads 32 contiguous floats of B's row k and one value
+    /// of each
     /// of the six A rows, so a CPU compiler turns the columns into SIMD lanes: PoCL's LLVM vectorises the
     /// <see cref="Row16"/> arithmetic into twelve independent AVX-512 multiply-add chains, and ILGPU's CPU
     /// accelerator gets a long register-blocked inner loop. Strips are numbered down the columns (row blocks
     /// fastest), so consecutive work items reuse one K×32 panel of B from cache while streaming rows of A.
     /// Only for layouts whose B is stored [K, N] (NN and TN); NT products transpose B first
-    /// (<see cref="DeviceOps.MatMul"/>). A strip that reaches past the last column takes a guarded scalar path;
+    /// (<see cref="DeviceOps.MatMul"/>). A strip that reaches past the last column takes a guarded scalar
+    /// path;
     /// rows past the last are clamped for loading and skipped for storing.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GemmStripKernel<TLayout>(
-        Index1D gridIndex, int count, int stride, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> a,
+        ArrayView<float> b,
+        ArrayView<float> c,
+        GemmArgs p
+    )
         where TLayout : struct, IGemmLayoutRowMajorB
     {
         for (int strip = gridIndex; strip < count; strip += stride)
@@ -49,8 +61,18 @@ internal static class GemmKernels
             int a5 = layout.AOffset(Math.Min(i0 + 5, p.M - 1), p.M, p.K);
             if (j0 + StripCols <= p.N)
             {
-                Row16 c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
-                Row16 d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
+                Row16 c0 = default,
+                    c1 = default,
+                    c2 = default,
+                    c3 = default,
+                    c4 = default,
+                    c5 = default;
+                Row16 d0 = default,
+                    d1 = default,
+                    d2 = default,
+                    d3 = default,
+                    d4 = default,
+                    d5 = default;
                 for (int k = 0; k < p.K; k++)
                 {
                     int bk = k * p.N + j0;
@@ -121,11 +143,16 @@ internal static class GemmKernels
         else
         {
             Row16.Store(c, o, Row16.Combine(left, p.Alpha, Row16.Load(c, o), p.Beta));
-            Row16.Store(c, o + Row16.Width, Row16.Combine(right, p.Alpha, Row16.Load(c, o + Row16.Width), p.Beta));
+            Row16.Store(
+                c,
+                o + Row16.Width,
+                Row16.Combine(right, p.Alpha, Row16.Load(c, o + Row16.Width), p.Beta)
+            );
         }
     }
 
-    /// <summary>Writes <c>C[i, j] = α·acc + β·C[i, j]</c> (C unread when β = 0) when (i, j) lies inside C.</summary>
+    /// <summary>Writes <c>C[i, j] = α·acc + β·C[i, j]</c> (C unread when β = 0) when (i, j) lies inside
+    /// C.</summary>
     internal static void Store(ArrayView<float> c, GemmArgs p, int i, int j, float acc)
     {
         if (i < p.M && j < p.N)
@@ -141,7 +168,12 @@ internal static class GemmKernels
     /// thread accumulates a 4×4 register block at rows ty+16r, columns tx+16s (conflict-free reads).
     /// </summary>
     [Kernel(KernelGrouping.Explicit)]
-    public static void GemmTiledKernel<TLayout>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+    public static void GemmTiledKernel<TLayout>(
+        ArrayView<float> a,
+        ArrayView<float> b,
+        ArrayView<float> c,
+        GemmArgs p
+    )
         where TLayout : struct, IGemmLayout
     {
         var layout = default(TLayout);
@@ -155,8 +187,22 @@ internal static class GemmKernels
         int sa = layout.AStride(p.M, p.K);
         int sb = layout.BStride(p.K, p.N);
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        float c00 = 0,
+            c01 = 0,
+            c02 = 0,
+            c03 = 0,
+            c10 = 0,
+            c11 = 0,
+            c12 = 0,
+            c13 = 0;
+        float c20 = 0,
+            c21 = 0,
+            c22 = 0,
+            c23 = 0,
+            c30 = 0,
+            c31 = 0,
+            c32 = 0,
+            c33 = 0;
         for (int k0 = 0; k0 < p.K; k0 += TileK)
         {
             for (int l = 0; l < TileK * Tile / 256; l++)
@@ -166,13 +212,15 @@ internal static class GemmKernels
                 int ka = layout.AKContiguous ? e % TileK : e / Tile;
                 int gi = rowBase + m;
                 int gka = k0 + ka;
-                aTile[ka * Tile + m] = gi < p.M && gka < p.K ? a[layout.AOffset(gi, p.M, p.K) + gka * sa] : 0f;
+                aTile[ka * Tile + m] =
+                    gi < p.M && gka < p.K ? a[layout.AOffset(gi, p.M, p.K) + gka * sa] : 0f;
 
                 int n = layout.BKContiguous ? e / TileK : e % Tile;
                 int kb = layout.BKContiguous ? e % TileK : e / Tile;
                 int gj = colBase + n;
                 int gkb = k0 + kb;
-                bTile[kb * Tile + n] = gj < p.N && gkb < p.K ? b[layout.BOffset(gj, p.K, p.N) + gkb * sb] : 0f;
+                bTile[kb * Tile + n] =
+                    gj < p.N && gkb < p.K ? b[layout.BOffset(gj, p.K, p.N) + gkb * sb] : 0f;
             }
 
             Group.Barrier();
@@ -180,12 +228,30 @@ internal static class GemmKernels
             {
                 int ak = k * Tile + ty;
                 int bk = k * Tile + tx;
-                float x0 = aTile[ak], x1 = aTile[ak + 16], x2 = aTile[ak + 32], x3 = aTile[ak + 48];
-                float y0 = bTile[bk], y1 = bTile[bk + 16], y2 = bTile[bk + 32], y3 = bTile[bk + 48];
-                c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
-                c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
-                c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
-                c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
+                float x0 = aTile[ak],
+                    x1 = aTile[ak + 16],
+                    x2 = aTile[ak + 32],
+                    x3 = aTile[ak + 48];
+                float y0 = bTile[bk],
+                    y1 = bTile[bk + 16],
+                    y2 = bTile[bk + 32],
+                    y3 = bTile[bk + 48];
+                c00 += x0 * y0;
+                c01 += x0 * y1;
+                c02 += x0 * y2;
+                c03 += x0 * y3;
+                c10 += x1 * y0;
+                c11 += x1 * y1;
+                c12 += x1 * y2;
+                c13 += x1 * y3;
+                c20 += x2 * y0;
+                c21 += x2 * y1;
+                c22 += x2 * y2;
+                c23 += x2 * y3;
+                c30 += x3 * y0;
+                c31 += x3 * y1;
+                c32 += x3 * y2;
+                c33 += x3 * y3;
             }
 
             Group.Barrier();
@@ -199,7 +265,16 @@ internal static class GemmKernels
         StoreStrided(c, p, i + 48, j, c30, c31, c32, c33);
     }
 
-    private static void StoreStrided(ArrayView<float> c, GemmArgs p, int i, int j, float v0, float v1, float v2, float v3)
+    private static void StoreStrided(
+        ArrayView<float> c,
+        GemmArgs p,
+        int i,
+        int j,
+        float v0,
+        float v1,
+        float v2,
+        float v3
+    )
     {
         Store(c, p, i, j, v0);
         Store(c, p, i, j + 16, v1);

@@ -12,14 +12,16 @@ public enum GemmLayout
     /// <summary><c>C[M,N] = A[M,K] · B[K,N]</c>.</summary>
     NN,
 
-    /// <summary><c>C[M,N] = A[M,K] · B[N,K]ᵀ</c> (e.g. encoder input times a weight stored [out, in]).</summary>
+    /// <summary><c>C[M,N] = A[M,K] · B[N,K]ᵀ</c> (e.g. encoder input times a weight stored [out,
+    /// in]).</summary>
     NT,
 
     /// <summary><c>C[M,N] = A[K,M]ᵀ · B[K,N]</c> (e.g. a weight gradient Xᵀ·δ).</summary>
     TN,
 }
 
-/// <summary>Addressing of op(A)[i,k] and op(B)[k,j] for one <see cref="GemmLayout"/>, resolved at kernel compile time.</summary>
+/// <summary>Addressing of op(A)[i,k] and op(B)[k,j] for one <see cref="GemmLayout"/>, resolved at kernel
+/// compile time.</summary>
 public interface IGemmLayout
 {
     /// <summary>Offset of op(A)[i, 0].</summary>
@@ -34,7 +36,8 @@ public interface IGemmLayout
     /// <summary>Distance between op(B)[k, j] and op(B)[k + 1, j].</summary>
     int BStride(int k, int n);
 
-    /// <summary>Whether consecutive k are adjacent in A's storage (decides the coalesced tile load order).</summary>
+    /// <summary>Whether consecutive k are adjacent in A's storage (decides the coalesced tile load
+    /// order).</summary>
     bool AKContiguous { get; }
 
     /// <summary>Whether consecutive k are adjacent in B's storage.</summary>
@@ -42,9 +45,7 @@ public interface IGemmLayout
 }
 
 /// <summary>A layout whose B operand is stored [K, N] (row k of op(B) is contiguous): NN and TN.</summary>
-public interface IGemmLayoutRowMajorB : IGemmLayout
-{
-}
+public interface IGemmLayoutRowMajorB : IGemmLayout { }
 
 /// <summary><see cref="GemmLayout.NN"/> addressing.</summary>
 public readonly struct LayoutNN : IGemmLayoutRowMajorB

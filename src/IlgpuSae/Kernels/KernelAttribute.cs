@@ -3,10 +3,12 @@ namespace IlgpuSae.Kernels;
 /// <summary>How a kernel is launched.</summary>
 internal enum KernelGrouping
 {
-    /// <summary>Implicitly grouped: the first parameter is the global index; no shared memory or barriers.</summary>
+    /// <summary>Implicitly grouped: the first parameter is the global index; no shared memory or
+    /// barriers.</summary>
     Implicit,
 
-    /// <summary>Explicitly grouped: launched with a grid and group size; may use shared memory and barriers.</summary>
+    /// <summary>Explicitly grouped: launched with a grid and group size; may use shared memory and
+    /// barriers.</summary>
     Explicit,
 }
 

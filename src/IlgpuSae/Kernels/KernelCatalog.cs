@@ -20,11 +20,18 @@ public static class KernelCatalog
     private static KernelEntry[] Build()
     {
         var assembly = typeof(KernelCatalog).Assembly;
-        var structs = assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition && !t.IsEnum).ToArray();
+        var structs = assembly
+            .GetTypes()
+            .Where(t => t.IsValueType && !t.IsGenericTypeDefinition && !t.IsEnum)
+            .ToArray();
         var result = new List<KernelEntry>();
         foreach (var type in assembly.GetTypes())
         {
-            foreach (var method in type.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic))
+            foreach (
+                var method in type.GetMethods(
+                    BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic
+                )
+            )
             {
                 var attribute = method.GetCustomAttribute<KernelAttribute>();
                 if (attribute is null)
@@ -40,11 +47,19 @@ public static class KernelCatalog
                 }
 
                 var parameter = method.GetGenericArguments().Single();
-                var constraints = parameter.GetGenericParameterConstraints().Where(c => c.IsInterface).ToArray();
+                var constraints = parameter
+                    .GetGenericParameterConstraints()
+                    .Where(c => c.IsInterface)
+                    .ToArray();
                 foreach (var candidate in structs.Where(s => constraints.All(c => c.IsAssignableFrom(s))))
                 {
-                    result.Add(new KernelEntry(
-                        $"{method.Name}_{candidate.Name}", method.MakeGenericMethod(candidate), explicitGroups));
+                    result.Add(
+                        new KernelEntry(
+                            $"{method.Name}_{candidate.Name}",
+                            method.MakeGenericMethod(candidate),
+                            explicitGroups
+                        )
+                    );
                 }
             }
         }

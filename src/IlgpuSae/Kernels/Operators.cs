@@ -229,7 +229,8 @@ public readonly struct CountNonZero : IReduceOp
 public readonly struct GeluTanh : IUnaryOp
 {
     /// <inheritdoc/>
-    public float Apply(float x) => 0.5f * x * (1f + XMath.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    public float Apply(float x) =>
+        0.5f * x * (1f + XMath.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
 
 /// <summary>
@@ -247,7 +248,12 @@ public readonly struct GeluErf : IUnaryOp
         float sign = x < 0f ? -1f : 1f;
         float a = XMath.Abs(x);
         float t = 1f / (1f + 0.3275911f * a);
-        float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+        float poly =
+            t
+            * (
+                0.254829592f
+                + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f)))
+            );
         return sign * (1f - poly * XMath.Exp(-a * a));
     }
 }

@@ -26,7 +26,8 @@ public static class PtxEmitter
         string outputDirectory,
         CudaArchitecture? architecture = null,
         CudaInstructionSet? instructionSet = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(outputDirectory);
         var arch = architecture ?? CudaArchitecture.SM_80;
@@ -36,7 +37,12 @@ public static class PtxEmitter
         // One context per target: a second PTX backend on the same context would return cached kernels.
         using var context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O1));
         using var backend = new PTXBackend(
-            context, new CudaCapabilityContext(arch), arch, isa, nvvmAPI: null);
+            context,
+            new CudaCapabilityContext(arch),
+            arch,
+            isa,
+            nvvmAPI: null
+        );
         var files = new List<PtxFile>();
         foreach (var kernel in KernelCatalog.All)
         {

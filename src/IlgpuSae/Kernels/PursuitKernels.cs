@@ -7,19 +7,33 @@ namespace IlgpuSae.Kernels;
 /// optimisation, paper App. A) with the support kept as a per-row list: row b has <c>count[b]</c> selected
 /// atoms <c>idx[b, t]</c> with coefficients <c>coef[b, t]</c> (t &lt; k). Atoms are the rows of a dictionary
 /// D [M, d] with unit norm. Per iteration: residual (sparse decode), inner products c = r·Dᵀ (a GEMM),
-/// <see cref="PursuitSelectKernel"/> (argmax → support, gradient on the support), <see cref="PursuitStepKernel"/>
+/// <see cref="PursuitSelectKernel"/> (argmax → support, gradient on the support),
+/// <see cref="PursuitStepKernel"/>
 /// (exact line search and clipping at zero).
 /// </summary>
 internal static class PursuitKernels
 {
     /// <summary>
-    /// <c>out[b, j] = sign·Σ_t coef[b, t]·D[idx[b, t], j] + base[b, j]</c>: with sign −1 and base = x the residual,
+    /// <c>out[b, j] = sign·Σ_t coef[b, t]·D[idx[b, t], j] + base[b, j]</c>: with sign −1 and base = x the
+    /// residual,
     /// with sign +1 and base = b_dec broadcast (baseStride 0) the reconstruction. One element per work item.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void PursuitDecodeKernel(
-        Index1D gridIndex, int total, int stride, ArrayView<float> baseValues, ArrayView<int> idx, ArrayView<float> coef, ArrayView<int> count,
-        ArrayView<float> dictionary, ArrayView<float> output, int d, int k, int baseRowStride, float sign)
+        Index1D gridIndex,
+        int total,
+        int stride,
+        ArrayView<float> baseValues,
+        ArrayView<int> idx,
+        ArrayView<float> coef,
+        ArrayView<int> count,
+        ArrayView<float> dictionary,
+        ArrayView<float> output,
+        int d,
+        int k,
+        int baseRowStride,
+        float sign
+    )
     {
         for (int e = gridIndex; e < total; e += stride)
         {
@@ -37,14 +51,25 @@ internal static class PursuitKernels
     }
 
     /// <summary>
-    /// Per row: adds <c>argmax_i c[b, i]</c> (the largest inner product, not its absolute value; lowest index on
-    /// ties) to the support unless it is already there or the support is full, then writes the gradient on the
+    /// Per row: adds <c>argmax_i c[b, i]</c> (the largest inner product, not its absolute value; lowest index
+    /// on
+    /// ties) to the support unless it is already there or the support is full, then writes the gradient on
+    /// the
     /// support, <c>g[b, t] = c[b, idx[b, t]]</c>. One row per work item.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void PursuitSelectKernel(
-        Index1D gridIndex, int rows, int stride, ArrayView<float> c, ArrayView<int> idx, ArrayView<float> coef, ArrayView<int> count,
-        ArrayView<float> g, int m, int k)
+        Index1D gridIndex,
+        int rows,
+        int stride,
+        ArrayView<float> c,
+        ArrayView<int> idx,
+        ArrayView<float> coef,
+        ArrayView<int> count,
+        ArrayView<float> g,
+        int m,
+        int k
+    )
     {
         for (int b = gridIndex; b < rows; b += stride)
         {
@@ -83,13 +108,24 @@ internal static class PursuitKernels
     }
 
     /// <summary>
-    /// Per row: <c>v = Σ_t g_t·D[idx_t]</c>, <c>η = ⟨v, r⟩ / ⟨v, v⟩</c> (0 when v = 0), <c>coef_t ← max(coef_t + η·g_t, 0)</c>.
+    /// Per row: <c>v = Σ_t g_t·D[idx_t]</c>, <c>η = ⟨v, r⟩ / ⟨v, v⟩</c> (0 when v = 0), <c>coef_t ←
+    /// max(coef_t + η·g_t, 0)</c>.
     /// One row per work item.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void PursuitStepKernel(
-        Index1D gridIndex, int rows, int stride, ArrayView<float> r, ArrayView<int> idx, ArrayView<float> coef, ArrayView<int> count,
-        ArrayView<float> g, ArrayView<float> dictionary, int d, int k)
+        Index1D gridIndex,
+        int rows,
+        int stride,
+        ArrayView<float> r,
+        ArrayView<int> idx,
+        ArrayView<float> coef,
+        ArrayView<int> count,
+        ArrayView<float> g,
+        ArrayView<float> dictionary,
+        int d,
+        int k
+    )
     {
         for (int b = gridIndex; b < rows; b += stride)
         {

@@ -43,7 +43,8 @@ public readonly struct UniformDistribution(float low, float high) : IRandomDistr
     }
 }
 
-/// <summary>Normal with the given mean and standard deviation, by the Box–Muller transform on word pairs.</summary>
+/// <summary>Normal with the given mean and standard deviation, by the Box–Muller transform on word
+/// pairs.</summary>
 /// <param name="mean">The mean.</param>
 /// <param name="std">The standard deviation.</param>
 public readonly struct NormalDistribution(float mean, float std) : IRandomDistribution
@@ -107,8 +108,10 @@ public static class Philox
 
             ulong p0 = (ulong)M0 * c0;
             ulong p1 = (ulong)M1 * c2;
-            uint hi0 = (uint)(p0 >> 32), lo0 = (uint)p0;
-            uint hi1 = (uint)(p1 >> 32), lo1 = (uint)p1;
+            uint hi0 = (uint)(p0 >> 32),
+                lo0 = (uint)p0;
+            uint hi1 = (uint)(p1 >> 32),
+                lo1 = (uint)p1;
             c0 = hi1 ^ c1 ^ k0;
             c1 = lo1;
             c2 = hi0 ^ c3 ^ k1;
@@ -130,29 +133,36 @@ internal static class RandomKernels
 {
     /// <summary>Work item <c>b</c> writes elements 4b … 4b+3 (those below the length).</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void RandomFillKernel<TDist>(Index1D gridIndex, int count, int stride, ArrayView<float> y, RandomArgs a, TDist dist)
+    public static void RandomFillKernel<TDist>(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> y,
+        RandomArgs a,
+        TDist dist
+    )
         where TDist : struct, IRandomDistribution
     {
         for (int block = gridIndex; block < count; block += stride)
         {
-        var (r0, r1, r2, r3) = Philox.Block((uint)block, 0u, a.StreamLo, a.StreamHi, a.SeedLo, a.SeedHi);
-        var f = dist.Transform(r0, r1, r2, r3);
-        int e = block * 4;
-        y[e] = f.X;
-        if (e + 1 < a.Length)
-        {
-            y[e + 1] = f.Y;
-        }
-
-        if (e + 2 < a.Length)
-        {
-            y[e + 2] = f.Z;
-        }
-
-        if (e + 3 < a.Length)
-        {
-            y[e + 3] = f.W;
-        }
+            var (r0, r1, r2, r3) = Philox.Block((uint)block, 0u, a.StreamLo, a.StreamHi, a.SeedLo, a.SeedHi);
+            var f = dist.Transform(r0, r1, r2, r3);
+            int e = block * 4;
+            y[e] = f.X;
+            if (e + 1 < a.Length)
+            {
+                y[e + 1] = f.Y;
             }
+
+            if (e + 2 < a.Length)
+            {
+                y[e + 2] = f.Z;
+            }
+
+            if (e + 3 < a.Length)
+            {
+                y[e + 3] = f.W;
+            }
+        }
     }
 }

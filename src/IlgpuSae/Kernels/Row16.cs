@@ -131,8 +131,8 @@ internal struct Row16
 
     /// <summary>The sum of the sixteen elements (pairwise).</summary>
     public static float Sum(Row16 v) =>
-        (((v.V0 + v.V1) + (v.V2 + v.V3)) + ((v.V4 + v.V5) + (v.V6 + v.V7))) +
-        (((v.V8 + v.V9) + (v.V10 + v.V11)) + ((v.V12 + v.V13) + (v.V14 + v.V15)));
+        (((v.V0 + v.V1) + (v.V2 + v.V3)) + ((v.V4 + v.V5) + (v.V6 + v.V7)))
+        + (((v.V8 + v.V9) + (v.V10 + v.V11)) + ((v.V12 + v.V13) + (v.V14 + v.V15)));
 
     /// <summary><c>v[o + k·stride] += r[k]</c> for k = 0 … 15 (a column of a row-major matrix).</summary>
     public static void AddStrided(ArrayView<float> v, int o, int stride, Row16 r)

@@ -33,47 +33,74 @@ internal static class SaeKernels
 {
     /// <summary>
     /// Gated encoder, one work item per element of U: <c>π_gate = U + b_gate</c>,
-    /// <c>π_mag = s·Um + b_mag</c> with <c>s = exp(r_mag)</c> (or 1 without r_mag), <c>F = 1[π_gate &gt; 0]·ReLU(π_mag)</c>,
+    /// <c>π_mag = s·Um + b_mag</c> with <c>s = exp(r_mag)</c> (or 1 without r_mag), <c>F = 1[π_gate &gt;
+    /// 0]·ReLU(π_mag)</c>,
     /// <c>A = ReLU(π_gate)</c>. Um is U for tied weights. F goes to rows [0, B) of FA, A to rows [B, 2B).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedEncodeKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> um, ArrayView<float> bGate, ArrayView<float> bMag,
-        ArrayView<float> rMag, ArrayView<float> fa, GatedArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> u,
+        ArrayView<float> um,
+        ArrayView<float> bGate,
+        ArrayView<float> bMag,
+        ArrayView<float> rMag,
+        ArrayView<float> fa,
+        GatedArgs p
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
-        int i = e % p.M;
-        float pg = u[e] + bGate[i];
-        float scale = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
-        float pm = scale * um[e] + bMag[i];
-        fa[e] = pg > 0f && pm > 0f ? pm : 0f;
-        fa[p.Rows * p.M + e] = pg > 0f ? pg : 0f;
-            }
+            int i = e % p.M;
+            float pg = u[e] + bGate[i];
+            float scale = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
+            float pm = scale * um[e] + bMag[i];
+            fa[e] = pg > 0f && pm > 0f ? pm : 0f;
+            fa[p.Rows * p.M + e] = pg > 0f ? pg : 0f;
+        }
     }
 
     /// <summary>Standard encoder: <c>F = ReLU(U + b_enc)</c>.</summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void ReluEncodeKernel(Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> f, int m)
+    public static void ReluEncodeKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> f,
+        int m
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
-        float z = u[e] + bEnc[e % m];
-        f[e] = z > 0f ? z : 0f;
-            }
+            float z = u[e] + bEnc[e % m];
+            f[e] = z > 0f ? z : 0f;
+        }
     }
 
-    /// <summary>JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·1[z &gt; θ]</c> (SAELens semantics).</summary>
+    /// <summary>JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·1[z &gt; θ]</c> (SAELens
+    /// semantics).</summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluEncodeKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> threshold, ArrayView<float> f, int m)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> threshold,
+        ArrayView<float> f,
+        int m
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
-        int i = e % m;
-        float z = u[e] + bEnc[i];
-        f[e] = z > 0f && z > threshold[i] ? z : 0f;
-            }
+            int i = e % m;
+            float z = u[e] + bEnc[i];
+            f[e] = z > 0f && z > threshold[i] ? z : 0f;
+        }
     }
 
     /// <summary>
@@ -82,17 +109,26 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void ResidualKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> xhat, ArrayView<float> x, ArrayView<float> bDec, ArrayView<float> delta,
-        int d, int batch, float scale)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> xhat,
+        ArrayView<float> x,
+        ArrayView<float> bDec,
+        ArrayView<float> delta,
+        int d,
+        int batch,
+        float scale
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
-        int row = e / d;
-        int j = e - row * d;
-        float v = xhat[e] + bDec[j];
-        xhat[e] = v;
-        delta[e] = scale * (v - x[(row % batch) * d + j]);
-            }
+            int row = e / d;
+            int j = e - row * d;
+            float v = xhat[e] + bDec[j];
+            xhat[e] = v;
+            delta[e] = scale * (v - x[(row % batch) * d + j]);
+        }
     }
 
     /// <summary>
@@ -104,59 +140,77 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedBackwardKernel(
-        Index1D gridIndex, ArrayView<float> u, ArrayView<float> um, ArrayView<float> phiPsi, ArrayView<float> bGate,
-        ArrayView<float> bMag, ArrayView<float> rMag, ArrayView<float> norms, ArrayView<float> du, ArrayView<float> dum,
-        ArrayView<float> gBGate, ArrayView<float> gBMag, ArrayView<float> gRMag, ArrayView<float> sums, GatedArgs p)
+        Index1D gridIndex,
+        ArrayView<float> u,
+        ArrayView<float> um,
+        ArrayView<float> phiPsi,
+        ArrayView<float> bGate,
+        ArrayView<float> bMag,
+        ArrayView<float> rMag,
+        ArrayView<float> norms,
+        ArrayView<float> du,
+        ArrayView<float> dum,
+        ArrayView<float> gBGate,
+        ArrayView<float> gBMag,
+        ArrayView<float> gRMag,
+        ArrayView<float> sums,
+        GatedArgs p
+    )
     {
         for (int i = gridIndex; i < p.M; i += p.Stride)
         {
-        float bg = bGate[i];
-        float bm = bMag[i];
-        float s = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
-        float w = p.WeightedL1 != 0 ? norms[i] : 1f;
-        float sparsity = p.LambdaOverB * w;
-        float sumG = 0f, sumM = 0f, sumR = 0f, sumDu = 0f, sumDum = 0f, sumA = 0f;
-        int psiOffset = p.Rows * p.M;
-        for (int b = 0; b < p.Rows; b++)
-        {
-            int e = b * p.M + i;
-            float ue = u[e];
-            float ume = um[e];
-            float pg = ue + bg;
-            float pm = s * ume + bm;
-            float dpm = pg > 0f && pm > 0f ? phiPsi[e] : 0f;
-            float dpg = pg > 0f ? phiPsi[psiOffset + e] + sparsity : 0f;
-            if (p.Untied != 0)
+            float bg = bGate[i];
+            float bm = bMag[i];
+            float s = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
+            float w = p.WeightedL1 != 0 ? norms[i] : 1f;
+            float sparsity = p.LambdaOverB * w;
+            float sumG = 0f,
+                sumM = 0f,
+                sumR = 0f,
+                sumDu = 0f,
+                sumDum = 0f,
+                sumA = 0f;
+            int psiOffset = p.Rows * p.M;
+            for (int b = 0; b < p.Rows; b++)
             {
-                du[e] = dpg;
-                dum[e] = dpm;
-                sumDu += dpg;
-                sumDum += dpm;
+                int e = b * p.M + i;
+                float ue = u[e];
+                float ume = um[e];
+                float pg = ue + bg;
+                float pm = s * ume + bm;
+                float dpm = pg > 0f && pm > 0f ? phiPsi[e] : 0f;
+                float dpg = pg > 0f ? phiPsi[psiOffset + e] + sparsity : 0f;
+                if (p.Untied != 0)
+                {
+                    du[e] = dpg;
+                    dum[e] = dpm;
+                    sumDu += dpg;
+                    sumDum += dpm;
+                }
+                else
+                {
+                    float g = dpg + s * dpm;
+                    du[e] = g;
+                    sumDu += g;
+                }
+
+                sumG += dpg;
+                sumM += dpm;
+                sumR += dpm * ume;
+                sumA += pg > 0f ? pg : 0f;
             }
-            else
+
+            gBGate[i] += sumG;
+            gBMag[i] += sumM;
+            if (p.UseRMag != 0)
             {
-                float g = dpg + s * dpm;
-                du[e] = g;
-                sumDu += g;
+                gRMag[i] += s * sumR;
             }
 
-            sumG += dpg;
-            sumM += dpm;
-            sumR += dpm * ume;
-            sumA += pg > 0f ? pg : 0f;
+            sums[i] = sumDu;
+            sums[p.M + i] = sumDum;
+            sums[2 * p.M + i] = sumA;
         }
-
-        gBGate[i] += sumG;
-        gBMag[i] += sumM;
-        if (p.UseRMag != 0)
-        {
-            gRMag[i] += s * sumR;
-        }
-
-        sums[i] = sumDu;
-        sums[p.M + i] = sumDum;
-        sums[2 * p.M + i] = sumA;
-            }
     }
 
     /// <summary>
@@ -165,47 +219,66 @@ internal static class SaeKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void StandardBackwardKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> f, ArrayView<float> phi, ArrayView<float> norms, ArrayView<float> du,
-        ArrayView<float> gBEnc, ArrayView<float> sums, StandardArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> f,
+        ArrayView<float> phi,
+        ArrayView<float> norms,
+        ArrayView<float> du,
+        ArrayView<float> gBEnc,
+        ArrayView<float> sums,
+        StandardArgs p
+    )
     {
         for (int i = gridIndex; i < count; i += stride)
         {
-        float sparsity = p.LambdaOverB * (p.WeightedL1 != 0 ? norms[i] : 1f);
-        float sumDu = 0f, sumF = 0f;
-        for (int b = 0; b < p.Rows; b++)
-        {
-            int e = b * p.M + i;
-            float fe = f[e];
-            float g = fe > 0f ? phi[e] + sparsity : 0f;
-            du[e] = g;
-            sumDu += g;
-            sumF += fe;
-        }
-
-        gBEnc[i] += sumDu;
-        sums[i] = sumDu;
-        sums[2 * p.M + i] = sumF;
+            float sparsity = p.LambdaOverB * (p.WeightedL1 != 0 ? norms[i] : 1f);
+            float sumDu = 0f,
+                sumF = 0f;
+            for (int b = 0; b < p.Rows; b++)
+            {
+                int e = b * p.M + i;
+                float fe = f[e];
+                float g = fe > 0f ? phi[e] + sparsity : 0f;
+                du[e] = g;
+                sumDu += g;
+                sumF += fe;
             }
+
+            gBEnc[i] += sumDu;
+            sums[i] = sumDu;
+            sums[2 * p.M + i] = sumF;
+        }
     }
 
     /// <summary>
-    /// Gradient of the decoder-norm-weighted sparsity penalty <c>(λ/B)·Σ_b Σ_i a_bi·‖W_dec[i]‖</c> with respect to
+    /// Gradient of the decoder-norm-weighted sparsity penalty <c>(λ/B)·Σ_b Σ_i a_bi·‖W_dec[i]‖</c> with
+    /// respect to
     /// W_dec: <c>dW_dec[i,:] += (λ/B)·colsum(a)_i·W_dec[i,:]/‖W_dec[i]‖</c>.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void DecoderNormPenaltyGradKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> wDec, ArrayView<float> colA, ArrayView<float> norms, ArrayView<float> gWDec,
-        int d, float lambdaOverB)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> wDec,
+        ArrayView<float> colA,
+        ArrayView<float> norms,
+        ArrayView<float> gWDec,
+        int d,
+        float lambdaOverB
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
-        int row = e / d;
-        float n = norms[row];
-        if (n > 0f)
-        {
-            gWDec[e] += lambdaOverB * colA[row] * wDec[e] / n;
-        }
+            int row = e / d;
+            float n = norms[row];
+            if (n > 0f)
+            {
+                gWDec[e] += lambdaOverB * colA[row] * wDec[e] / n;
             }
+        }
     }
 
     /// <summary>
@@ -213,28 +286,36 @@ internal static class SaeKernels
     /// unit-norm decoder rows): <c>g_i ← g_i − (g_i·w_i / ‖w_i‖²)·w_i</c>. One work item per row.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
-    public static void ProjectRowsKernel(Index1D gridIndex, int count, int stride, ArrayView<float> g, ArrayView<float> w, int d)
+    public static void ProjectRowsKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> g,
+        ArrayView<float> w,
+        int d
+    )
     {
         for (int row = gridIndex; row < count; row += stride)
         {
-        int start = row * d;
-        float dot = 0f, nn = 0f;
-        for (int j = 0; j < d; j++)
-        {
-            float wj = w[start + j];
-            dot += g[start + j] * wj;
-            nn += wj * wj;
-        }
-
-        if (nn > 0f)
-        {
-            float c = dot / nn;
+            int start = row * d;
+            float dot = 0f,
+                nn = 0f;
             for (int j = 0; j < d; j++)
             {
-                g[start + j] -= c * w[start + j];
+                float wj = w[start + j];
+                dot += g[start + j] * wj;
+                nn += wj * wj;
+            }
+
+            if (nn > 0f)
+            {
+                float c = dot / nn;
+                for (int j = 0; j < d; j++)
+                {
+                    g[start + j] -= c * w[start + j];
+                }
             }
         }
-            }
     }
 
     /// <summary>GPU-shaped <see cref="ProjectRowsKernel"/>: one 256-thread group per row.</summary>
@@ -242,7 +323,8 @@ internal static class SaeKernels
     public static void ProjectRowsTiledKernel(ArrayView<float> g, ArrayView<float> w, int d)
     {
         int start = Grid.IdxX * d;
-        float dot = 0f, nn = 0f;
+        float dot = 0f,
+            nn = 0f;
         for (int j = Group.IdxX; j < d; j += TiledKernels.GroupSize)
         {
             float wj = w[start + j];

@@ -2,7 +2,8 @@ using ILGPU;
 
 namespace IlgpuSae.Kernels;
 
-// The sparse training step (the gated loss's gradients, paper §3.2.2, through π_mag and π_gate vanish wherever the gate is closed). After the dense
+// The sparse training step (the gated loss's gradients, paper §3.2.2, through π_mag and π_gate vanish
+// wherever the gate is closed). After the dense
 // encoder, each row's active features (gate open for gated, f > 0 for standard) are compacted into index
 // lists, per row and per feature; the decoder, [Φ; Ψ] and the weight gradients then cost O(B·L0·d)
 // instead of O(B·M·d). Everything is gather-based and deterministic: each output element is summed by one
@@ -20,13 +21,22 @@ internal struct SparseArgs
     public int AuxIntoDecoder;
 }
 
-/// <summary>Compaction, gather-based decoding, active-only [Φ; Ψ] and scatter-free weight gradients.</summary>
+/// <summary>Compaction, gather-based decoding, active-only [Φ; Ψ] and scatter-free weight
+/// gradients.</summary>
 internal static class SparseKernels
 {
-    /// <summary>Row b's active features (active[b, i] &gt; 0) in increasing order into rowIdx[b·M …], their number into rowCount[b].</summary>
+    /// <summary>Row b's active features (active[b, i] &gt; 0) in increasing order into rowIdx[b·M …], their
+    /// number into rowCount[b].</summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void CompactRowsKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> active, ArrayView<int> rowIdx, ArrayView<int> rowCount, int m)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> active,
+        ArrayView<int> rowIdx,
+        ArrayView<int> rowCount,
+        int m
+    )
     {
         for (int b = gridIndex; b < count; b += stride)
         {
@@ -45,16 +55,27 @@ internal static class SparseKernels
         }
     }
 
-    /// <summary>Features per work item of <see cref="CompactColumnsKernel"/> and columns per work item of the strip kernels.</summary>
+    /// <summary>Features per work item of <see cref="CompactColumnsKernel"/> and columns per work item of the
+    /// strip kernels.</summary>
     public const int Strip = Row16.Width;
 
     /// <summary>
-    /// Feature i's active rows (active[b, i] &gt; 0) in increasing order into colIdx[i·B …], their number into colCount[i].
-    /// One work item per block of 16 adjacent features, walking the rows: each row's 16 flags share a cache line.
+    /// Feature i's active rows (active[b, i] &gt; 0) in increasing order into colIdx[i·B …], their number
+    /// into colCount[i].
+    /// One work item per block of 16 adjacent features, walking the rows: each row's 16 flags share a cache
+    /// line.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void CompactColumnsKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> active, ArrayView<int> colIdx, ArrayView<int> colCount, int rows, int m)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> active,
+        ArrayView<int> colIdx,
+        ArrayView<int> colCount,
+        int rows,
+        int m
+    )
     {
         for (int block = gridIndex; block < count; block += stride)
         {
@@ -81,14 +102,28 @@ internal static class SparseKernels
     }
 
     /// <summary>
-    /// Gather-based decoder and residual, one work item per (b, 16 adjacent j): <c>X̂[b,j] = b_dec[j] + Σ_{i active} F[b,i]·W_dec[i,j]</c>
-    /// (and X̂a from A for gated), <c>Δ = scale·(X̂ − X)</c>, accumulated as <see cref="Row16"/> so that CPU compilers
-    /// vectorise over j. Writes the stacked X̂ and Δ like the dense path; a last strip narrower than 16 runs scalar.
+    /// Gather-based decoder and residual, one work item per (b, 16 adjacent j): <c>X̂[b,j] = b_dec[j] + Σ_{i
+    /// active} F[b,i]·W_dec[i,j]</c>
+    /// (and X̂a from A for gated), <c>Δ = scale·(X̂ − X)</c>, accumulated as <see cref="Row16"/> so that CPU
+    /// compilers
+    /// vectorise over j. Writes the stacked X̂ and Δ like the dense path; a last strip narrower than 16 runs
+    /// scalar.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void SparseDecodeKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> fa, ArrayView<float> wDec, ArrayView<float> bDec,
-        ArrayView<float> x, ArrayView<int> rowIdx, ArrayView<int> rowCount, ArrayView<float> xhat, ArrayView<float> delta, SparseArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> fa,
+        ArrayView<float> wDec,
+        ArrayView<float> bDec,
+        ArrayView<float> x,
+        ArrayView<int> rowIdx,
+        ArrayView<int> rowCount,
+        ArrayView<float> xhat,
+        ArrayView<float> delta,
+        SparseArgs p
+    )
     {
         int strips = (p.D + Strip - 1) / Strip;
         for (int e = gridIndex; e < count; e += stride)
@@ -102,7 +137,8 @@ internal static class SparseKernels
             int oa = p.Rows * p.D + o;
             if (j0 + Strip <= p.D)
             {
-                Row16 xf = default, xa = default;
+                Row16 xf = default,
+                    xa = default;
                 for (int s = 0; s < n; s++)
                 {
                     int i = rowIdx[fRow + s];
@@ -130,7 +166,8 @@ internal static class SparseKernels
             {
                 for (int j = j0; j < p.D; j++)
                 {
-                    float xf = 0f, xa = 0f;
+                    float xf = 0f,
+                        xa = 0f;
                     for (int s = 0; s < n; s++)
                     {
                         int i = rowIdx[fRow + s];
@@ -159,14 +196,24 @@ internal static class SparseKernels
     }
 
     /// <summary>
-    /// [Φ; Ψ] at active positions only, one work item per row: <c>Φ[b,i] = Δ[b]·W_dec[i]</c>, <c>Ψ[b,i] = Δa[b]·W_dec[i]</c>,
-    /// each dot product accumulated in 16 lanes (<see cref="Row16"/>) and summed at the end. The dense [Φ; Ψ] buffer
+    /// [Φ; Ψ] at active positions only, one work item per row: <c>Φ[b,i] = Δ[b]·W_dec[i]</c>, <c>Ψ[b,i] =
+    /// Δa[b]·W_dec[i]</c>,
+    /// each dot product accumulated in 16 lanes (<see cref="Row16"/>) and summed at the end. The dense [Φ; Ψ]
+    /// buffer
     /// must be zero elsewhere (its other entries are multiplied by a closed gate anyway).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void SparsePhiPsiKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> delta, ArrayView<float> wDec, ArrayView<int> rowIdx,
-        ArrayView<int> rowCount, ArrayView<float> phiPsi, SparseArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> delta,
+        ArrayView<float> wDec,
+        ArrayView<int> rowIdx,
+        ArrayView<int> rowCount,
+        ArrayView<float> phiPsi,
+        SparseArgs p
+    )
     {
         int body = p.D / Strip * Strip;
         for (int b = gridIndex; b < count; b += stride)
@@ -178,7 +225,8 @@ internal static class SparseKernels
             {
                 int i = rowIdx[b * p.M + s];
                 int wRow = i * p.D;
-                Row16 phi = default, psi = default;
+                Row16 phi = default,
+                    psi = default;
                 for (int j = 0; j < body; j += Strip)
                 {
                     var w = Row16.Load(wDec, wRow + j);
@@ -189,7 +237,8 @@ internal static class SparseKernels
                     }
                 }
 
-                float phiSum = Row16.Sum(phi), psiSum = Row16.Sum(psi);
+                float phiSum = Row16.Sum(phi),
+                    psiSum = Row16.Sum(psi);
                 for (int j = body; j < p.D; j++)
                 {
                     float w = wDec[wRow + j];
@@ -213,14 +262,27 @@ internal static class SparseKernels
     /// Weight gradients over each feature's active rows, one work item per (i, 16 adjacent j), accumulated as
     /// <see cref="Row16"/>: <c>dW_enc[j,i] += Σ_b X̃[b,j]·dU[b,i]</c> (and dW_mag from dUm when untied),
     /// <c>dW_dec[i,j] += Σ_b F[b,i]·Δ[b,j]</c> (+ <c>A[b,i]·Δa[b,j]</c> when the aux decoder is not frozen).
-    /// A last strip narrower than 16 runs scalar. (Measured on PoCL: wider blocks of 64 columns per work item were
+    /// A last strip narrower than 16 runs scalar. (Measured on PoCL: wider blocks of 64 columns per work item
+    /// were
     /// slower; the kernel is bound by gathering the active rows of X̃ and Δ.)
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void SparseWeightGradKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> xc, ArrayView<float> du, ArrayView<float> dum,
-        ArrayView<float> fa, ArrayView<float> delta, ArrayView<int> colIdx, ArrayView<int> colCount,
-        ArrayView<float> gWEnc, ArrayView<float> gWMag, ArrayView<float> gWDec, SparseArgs p)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> xc,
+        ArrayView<float> du,
+        ArrayView<float> dum,
+        ArrayView<float> fa,
+        ArrayView<float> delta,
+        ArrayView<int> colIdx,
+        ArrayView<int> colCount,
+        ArrayView<float> gWEnc,
+        ArrayView<float> gWMag,
+        ArrayView<float> gWDec,
+        SparseArgs p
+    )
     {
         int strips = (p.D + Strip - 1) / Strip;
         for (int e = gridIndex; e < count; e += stride)
@@ -230,7 +292,9 @@ internal static class SparseKernels
             int n = colCount[i];
             if (j0 + Strip <= p.D)
             {
-                Row16 enc = default, mag = default, dec = default;
+                Row16 enc = default,
+                    mag = default,
+                    dec = default;
                 for (int s = 0; s < n; s++)
                 {
                     int b = colIdx[i * p.Rows + s];
@@ -244,7 +308,11 @@ internal static class SparseKernels
                     Row16.MultiplyAdd(ref dec, fa[b * p.M + i], Row16.Load(delta, b * p.D + j0));
                     if (p.AuxIntoDecoder != 0)
                     {
-                        Row16.MultiplyAdd(ref dec, fa[(p.Rows + b) * p.M + i], Row16.Load(delta, (p.Rows + b) * p.D + j0));
+                        Row16.MultiplyAdd(
+                            ref dec,
+                            fa[(p.Rows + b) * p.M + i],
+                            Row16.Load(delta, (p.Rows + b) * p.D + j0)
+                        );
                     }
                 }
 
@@ -261,7 +329,9 @@ internal static class SparseKernels
             {
                 for (int j = j0; j < p.D; j++)
                 {
-                    float encSum = 0f, magSum = 0f, decSum = 0f;
+                    float encSum = 0f,
+                        magSum = 0f,
+                        decSum = 0f;
                     for (int s = 0; s < n; s++)
                     {
                         int b = colIdx[i * p.Rows + s];

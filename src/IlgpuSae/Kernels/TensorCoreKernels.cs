@@ -20,14 +20,19 @@ internal struct MmaAccumulator
 }
 
 /// <summary>
-/// Matrix products on NVIDIA tensor cores in TF32 (sm_80+): <c>mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32</c>
+/// Matrix products on NVIDIA tensor cores in TF32 (sm_80+):
+/// <c>mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32</c>
 /// through ILGPU's inline PTX, which ptxas assembles to <c>HMMA.1688.F32.TF32</c>. Opt-in
-/// (<see cref="Backends.SaeDeviceOptions.TensorCores"/>) until a GPU has verified it: inputs are rounded to TF32
+/// (<see cref="Backends.SaeDeviceOptions.TensorCores"/>) until a GPU has verified it: inputs are rounded to
+/// TF32
 /// (10-bit mantissa, <c>cvt.rna</c>), products accumulate in float32.
 /// <para>
-/// Off CUDA the same kernel runs with <see cref="MmaTf32"/> emulated by warp shuffles on ILGPU's CPU accelerator,
-/// so the tiling, the fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32) and the edge handling
-/// are tested against the double-precision reference without a GPU; only the hardware instruction itself is not.
+/// Off CUDA the same kernel runs with <see cref="MmaTf32"/> emulated by warp shuffles on ILGPU's CPU
+/// accelerator,
+/// so the tiling, the fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32) and the edge
+/// handling
+/// are tested against the double-precision reference without a GPU; only the hardware instruction itself is
+/// not.
 /// </para>
 /// </summary>
 internal static class TensorCoreKernels
@@ -41,17 +46,24 @@ internal static class TensorCoreKernels
     /// <summary>Threads per group: four warps, each computing a 32×32 quarter of the tile.</summary>
     public const int Threads = 128;
 
-    private const int AStride = TileK + 4;   // [m][k] rows padded against bank conflicts
-    private const int BStride = Tile + 8;    // [k][n] rows padded against bank conflicts
+    private const int AStride = TileK + 4; // [m][k] rows padded against bank conflicts
+    private const int BStride = Tile + 8; // [k][n] rows padded against bank conflicts
 
     /// <summary>
-    /// One group of 128 threads computes a 64×64 tile of <c>C = α·op(A)·op(B) + β·C</c>. Per K slice of 16 the
-    /// group stages op(A) as [m][k] and op(B) as [k][n] in shared memory, rounded to TF32; warp w then multiplies
+    /// One group of 128 threads computes a 64×64 tile of <c>C = α·op(A)·op(B) + β·C</c>. Per K slice of 16
+    /// the
+    /// group stages op(A) as [m][k] and op(B) as [k][n] in shared memory, rounded to TF32; warp w then
+    /// multiplies
     /// its 32×32 quarter (rows 32·(w/2), columns 32·(w%2)) as 2×4 tiles of 16×8 with two k-steps of 8.
     /// Rows, columns and k past the edges are staged as zeros and never stored.
     /// </summary>
     [Kernel(KernelGrouping.Explicit)]
-    public static void GemmMmaTf32Kernel<TLayout>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
+    public static void GemmMmaTf32Kernel<TLayout>(
+        ArrayView<float> a,
+        ArrayView<float> b,
+        ArrayView<float> c,
+        GemmArgs p
+    )
         where TLayout : struct, IGemmLayout
     {
         var layout = default(TLayout);
@@ -69,8 +81,14 @@ internal static class TensorCoreKernels
         int sa = layout.AStride(p.M, p.K);
         int sb = layout.BStride(p.K, p.N);
 
-        MmaAccumulator c00 = default, c01 = default, c02 = default, c03 = default;
-        MmaAccumulator c10 = default, c11 = default, c12 = default, c13 = default;
+        MmaAccumulator c00 = default,
+            c01 = default,
+            c02 = default,
+            c03 = default;
+        MmaAccumulator c10 = default,
+            c11 = default,
+            c12 = default,
+            c13 = default;
         for (int k0 = 0; k0 < p.K; k0 += TileK)
         {
             for (int l = 0; l < TileK * Tile / Threads; l++)
@@ -80,30 +98,45 @@ internal static class TensorCoreKernels
                 int ka = layout.AKContiguous ? e % TileK : e / Tile;
                 int gi = rowBase + m;
                 int gka = k0 + ka;
-                aTile[m * AStride + ka] = ToTf32(gi < p.M && gka < p.K ? a[layout.AOffset(gi, p.M, p.K) + gka * sa] : 0f);
+                aTile[m * AStride + ka] = ToTf32(
+                    gi < p.M && gka < p.K ? a[layout.AOffset(gi, p.M, p.K) + gka * sa] : 0f
+                );
 
                 int n = layout.BKContiguous ? e / TileK : e % Tile;
                 int kb = layout.BKContiguous ? e % TileK : e / Tile;
                 int gj = colBase + n;
                 int gkb = k0 + kb;
-                bTile[kb * BStride + n] = ToTf32(gj < p.N && gkb < p.K ? b[layout.BOffset(gj, p.K, p.N) + gkb * sb] : 0f);
+                bTile[kb * BStride + n] = ToTf32(
+                    gj < p.N && gkb < p.K ? b[layout.BOffset(gj, p.K, p.N) + gkb * sb] : 0f
+                );
             }
 
             Group.Barrier();
             for (int kk = 0; kk < TileK; kk += 8)
             {
-                // A fragments of the warp's two 16-row tiles: a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4).
+                // A fragments of the warp's two 16-row tiles: a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g
+                // + 8, t + 4).
                 int r0 = (warpRow + g) * AStride + kk + t;
                 int r1 = (warpRow + 16 + g) * AStride + kk + t;
-                uint x00 = aTile[r0], x01 = aTile[r0 + 8 * AStride], x02 = aTile[r0 + 4], x03 = aTile[r0 + 8 * AStride + 4];
-                uint x10 = aTile[r1], x11 = aTile[r1 + 8 * AStride], x12 = aTile[r1 + 4], x13 = aTile[r1 + 8 * AStride + 4];
+                uint x00 = aTile[r0],
+                    x01 = aTile[r0 + 8 * AStride],
+                    x02 = aTile[r0 + 4],
+                    x03 = aTile[r0 + 8 * AStride + 4];
+                uint x10 = aTile[r1],
+                    x11 = aTile[r1 + 8 * AStride],
+                    x12 = aTile[r1 + 4],
+                    x13 = aTile[r1 + 8 * AStride + 4];
 
                 // B fragments of the warp's four 8-column tiles: b0 (t, g), b1 (t + 4, g).
                 int q = (kk + t) * BStride + warpCol + g;
-                uint y00 = bTile[q], y01 = bTile[q + 4 * BStride];
-                uint y10 = bTile[q + 8], y11 = bTile[q + 8 + 4 * BStride];
-                uint y20 = bTile[q + 16], y21 = bTile[q + 16 + 4 * BStride];
-                uint y30 = bTile[q + 24], y31 = bTile[q + 24 + 4 * BStride];
+                uint y00 = bTile[q],
+                    y01 = bTile[q + 4 * BStride];
+                uint y10 = bTile[q + 8],
+                    y11 = bTile[q + 8 + 4 * BStride];
+                uint y20 = bTile[q + 16],
+                    y21 = bTile[q + 16 + 4 * BStride];
+                uint y30 = bTile[q + 24],
+                    y31 = bTile[q + 24 + 4 * BStride];
 
                 MmaTf32(ref c00, x00, x01, x02, x03, y00, y01);
                 MmaTf32(ref c01, x00, x01, x02, x03, y10, y11);
@@ -140,7 +173,8 @@ internal static class TensorCoreKernels
     }
 
     /// <summary>
-    /// Rounds a float to TF32 (round to nearest, ties away from zero, as <c>cvt.rna.tf32.f32</c>) and returns its bits.
+    /// Rounds a float to TF32 (round to nearest, ties away from zero, as <c>cvt.rna.tf32.f32</c>) and returns
+    /// its bits.
     /// </summary>
     public static uint ToTf32(float x)
     {
@@ -156,9 +190,11 @@ internal static class TensorCoreKernels
     }
 
     /// <summary>
-    /// <c>d += A·B</c> for one 16×8×8 tile held across the warp (PTX fragment layout, g = lane / 4, t = lane % 4):
+    /// <c>d += A·B</c> for one 16×8×8 tile held across the warp (PTX fragment layout, g = lane / 4, t = lane
+    /// % 4):
     /// A as a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B as b0 (t, g), b1 (t + 4, g); D as
-    /// <see cref="MmaAccumulator"/>. On CUDA one tensor-core instruction; elsewhere every lane gathers its row
+    /// <see cref="MmaAccumulator"/>. On CUDA one tensor-core instruction; elsewhere every lane gathers its
+    /// row
     /// and column elements with warp shuffles and accumulates in float32 in k order.
     /// </summary>
     public static void MmaTf32(ref MmaAccumulator d, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
@@ -177,7 +213,17 @@ internal static class TensorCoreKernels
             var ib1 = new Input<uint> { Value = b1 };
             CudaAsm.EmitRef(
                 "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};",
-                ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1);
+                ref d0,
+                ref d1,
+                ref d2,
+                ref d3,
+                ref ia0,
+                ref ia1,
+                ref ia2,
+                ref ia3,
+                ref ib0,
+                ref ib1
+            );
             d.C0 = d0.Value;
             d.C1 = d1.Value;
             d.C2 = d2.Value;
@@ -190,7 +236,8 @@ internal static class TensorCoreKernels
         int t = lane & 3;
         for (int k = 0; k < 8; k++)
         {
-            // A[g, k] and A[g + 8, k] live in lane 4g + k%4 (a0/a1 for k < 4, a2/a3 above); B[k, n] in lane 4n + k%4 (b0 / b1).
+            // A[g, k] and A[g + 8, k] live in lane 4g + k%4 (a0/a1 for k < 4, a2/a3 above); B[k, n] in lane
+            // 4n + k%4 (b0 / b1).
             bool low = k < 4;
             int aLane = g * 4 + (k & 3);
             float top = Interop.IntAsFloat(Warp.Shuffle(low ? a0 : a2, aLane));

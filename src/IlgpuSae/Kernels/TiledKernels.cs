@@ -10,7 +10,8 @@ internal static class TiledKernels
 
     /// <summary>
     /// Reduces one value per thread of a 256-thread 1-D group with a shared-memory tree; every thread
-    /// receives the result. Uses barriers only (no warp intrinsics: PoCL reports the whole group as one warp).
+    /// receives the result. Uses barriers only (no warp intrinsics: PoCL reports the whole group as one
+    /// warp).
     /// </summary>
     public static float GroupReduce<TOp>(float value)
         where TOp : struct, IReduceOp

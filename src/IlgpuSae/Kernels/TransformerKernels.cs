@@ -12,13 +12,23 @@ namespace IlgpuSae.Kernels;
 internal static class TransformerKernels
 {
     /// <summary>
-    /// <c>x[n, j] = wte[ids[n], j] + wpe[n mod T, j]</c> (the position term only when <paramref name="usePositions"/> ≠ 0).
+    /// <c>x[n, j] = wte[ids[n], j] + wpe[n mod T, j]</c> (the position term only when
+    /// <paramref name="usePositions"/> ≠ 0).
     /// One element per work item. Token ids are validated on the host.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void EmbedKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<int> ids, ArrayView<float> wte, ArrayView<float> wpe,
-        ArrayView<float> x, int d, int seqLen, int usePositions)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<int> ids,
+        ArrayView<float> wte,
+        ArrayView<float> wpe,
+        ArrayView<float> x,
+        int d,
+        int seqLen,
+        int usePositions
+    )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
@@ -40,8 +50,16 @@ internal static class TransformerKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void LayerNormKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
-        ArrayView<float> y, int d, float eps)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> x,
+        ArrayView<float> w,
+        ArrayView<float> b,
+        ArrayView<float> y,
+        int d,
+        float eps
+    )
     {
         for (int row = gridIndex; row < count; row += stride)
         {
@@ -77,8 +95,16 @@ internal static class TransformerKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void RotaryKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> qkv, ArrayView<float> invFreq, int seqLen, int heads,
-        int headDim, int rotaryDims)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> qkv,
+        ArrayView<float> invFreq,
+        int seqLen,
+        int heads,
+        int headDim,
+        int rotaryDims
+    )
     {
         int half = rotaryDims / 2;
         int width = heads * headDim;
@@ -103,14 +129,24 @@ internal static class TransformerKernels
 
     /// <summary>
     /// Causal self-attention for one (sequence, head, query position) per work item:
-    /// <c>z[t] = Σ_{s≤t} softmax_s(q_t·k_s · scale) v_s</c>, reading q, k and v from <c>qkv</c> [N, 3·H·dh] and
+    /// <c>z[t] = Σ_{s≤t} softmax_s(q_t·k_s · scale) v_s</c>, reading q, k and v from <c>qkv</c> [N, 3·H·dh]
+    /// and
     /// writing the head's slice of <c>z</c> [N, H·dh] (heads concatenated, TransformerLens' <c>hook_z</c>
     /// flattened). The probabilities of a query row are kept in <paramref name="scratch"/> [B·H·T·T].
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void AttentionKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> qkv, ArrayView<float> scratch, ArrayView<float> z,
-        int seqLen, int heads, int headDim, float scale)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> qkv,
+        ArrayView<float> scratch,
+        ArrayView<float> z,
+        int seqLen,
+        int heads,
+        int headDim,
+        float scale
+    )
     {
         int width = heads * headDim;
         for (int e = gridIndex; e < count; e += stride)
@@ -166,7 +202,14 @@ internal static class TransformerKernels
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void CrossEntropyKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> loss, int vocab)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> logits,
+        ArrayView<int> targets,
+        ArrayView<float> loss,
+        int vocab
+    )
     {
         for (int row = gridIndex; row < count; row += stride)
         {
@@ -195,12 +238,20 @@ internal static class TransformerKernels
     }
 
     /// <summary>
-    /// <c>kl[n] = KL(softmax(clean[n]) ‖ softmax(patched[n])) = Σ_v p_v (log p_v − log q_v)</c> for each row of two
+    /// <c>kl[n] = KL(softmax(clean[n]) ‖ softmax(patched[n])) = Σ_v p_v (log p_v − log q_v)</c> for each row
+    /// of two
     /// logit matrices [N, V]. One row per work item.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void KlDivergenceKernel(
-        Index1D gridIndex, int count, int stride, ArrayView<float> clean, ArrayView<float> patched, ArrayView<float> kl, int vocab)
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> clean,
+        ArrayView<float> patched,
+        ArrayView<float> kl,
+        int vocab
+    )
     {
         for (int row = gridIndex; row < count; row += stride)
         {

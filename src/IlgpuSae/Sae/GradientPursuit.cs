@@ -7,7 +7,8 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// Inference-time optimisation (Rajamanoharan et al. 2024, App. A): reconstructs activations from a trained decoder alone by
+/// Inference-time optimisation (Rajamanoharan et al. 2024, App. A): reconstructs activations from a trained
+/// decoder alone by
 /// non-negative gradient pursuit, <c>min_{α ≥ 0} ‖(x − b_dec) − αD‖²</c> with at most k atoms, one atom
 /// added per iteration (the largest inner product with the residual, not its absolute value), then an
 /// exact line search along the gradient restricted to the support and clipping at zero ([DL]
@@ -39,9 +40,16 @@ public sealed class GradientPursuit : IDisposable
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(dictionary);
-        if (atoms <= 0 || dIn <= 0 || dictionary.Length != atoms * dIn || (bias is not null && bias.Length != dIn))
+        if (
+            atoms <= 0
+            || dIn <= 0
+            || dictionary.Length != atoms * dIn
+            || (bias is not null && bias.Length != dIn)
+        )
         {
-            throw new ArgumentException($"The dictionary must be [{atoms}, {dIn}] and the bias [{dIn}] (got {dictionary.Length} and {bias?.Length} values).");
+            throw new ArgumentException(
+                $"The dictionary must be [{atoms}, {dIn}] and the bias [{dIn}] (got {dictionary.Length} and {bias?.Length} values)."
+            );
         }
 
         Device = device;
@@ -69,14 +77,26 @@ public sealed class GradientPursuit : IDisposable
 
     /// <summary>
     /// Runs <paramref name="k"/> iterations on <paramref name="x"/> [B, d] and returns the reconstruction
-    /// <c>αD̂ + b_dec</c> [B, d] (a view valid until the next call). At most k coefficients per row are non-zero,
+    /// <c>αD̂ + b_dec</c> [B, d] (a view valid until the next call). At most k coefficients per row are
+    /// non-zero,
     /// and none is negative.
     /// </summary>
     public MatrixView Reconstruct(MatrixView x, int k)
     {
         var ws = Solve(x, k);
         var xhat = ws.Xhat.SliceRows(0, x.Rows);
-        Device.Ops.PursuitDecode(_bias.Data, ws.Idx.View, ws.Coef.Data, ws.Count.View, _dictionary.Data, xhat.Data, DIn, k, baseIsRowVector: true, sign: 1f);
+        Device.Ops.PursuitDecode(
+            _bias.Data,
+            ws.Idx.View,
+            ws.Coef.Data,
+            ws.Count.View,
+            _dictionary.Data,
+            xhat.Data,
+            DIn,
+            k,
+            baseIsRowVector: true,
+            sign: 1f
+        );
         var coef = ws.Coef.ToArray();
         var count = new int[x.Rows];
         ws.Count.View.SubView(0, x.Rows).CopyToCPU(Device.Stream, count);
@@ -131,7 +151,9 @@ public sealed class GradientPursuit : IDisposable
 
         if (k < 1 || k > Atoms)
         {
-            throw new ArgumentException($"Gradient pursuit: the target L0 k must be in [1, {Atoms}], got {k}.");
+            throw new ArgumentException(
+                $"Gradient pursuit: the target L0 k must be in [1, {Atoms}], got {k}."
+            );
         }
 
         if (_ws is null || _ws.Rows != x.Rows || _ws.K != k)
@@ -147,10 +169,40 @@ public sealed class GradientPursuit : IDisposable
         ops.Fill(ws.Coef.Data, 0f);
         for (int t = 0; t < k; t++)
         {
-            ops.PursuitDecode(ws.Xc.Data, ws.Idx.View, ws.Coef.Data, ws.Count.View, _dictionary.Data, ws.R.Data, DIn, k, baseIsRowVector: false, sign: -1f);
+            ops.PursuitDecode(
+                ws.Xc.Data,
+                ws.Idx.View,
+                ws.Coef.Data,
+                ws.Count.View,
+                _dictionary.Data,
+                ws.R.Data,
+                DIn,
+                k,
+                baseIsRowVector: false,
+                sign: -1f
+            );
             ops.MatMul(ws.R, _dictionary, ws.C, GemmLayout.NT);
-            ops.PursuitSelect(ws.C.Data, ws.Idx.View, ws.Coef.Data, ws.Count.View, ws.G.Data, x.Rows, Atoms, k);
-            ops.PursuitStep(ws.R.Data, ws.Idx.View, ws.Coef.Data, ws.Count.View, ws.G.Data, _dictionary.Data, x.Rows, DIn, k);
+            ops.PursuitSelect(
+                ws.C.Data,
+                ws.Idx.View,
+                ws.Coef.Data,
+                ws.Count.View,
+                ws.G.Data,
+                x.Rows,
+                Atoms,
+                k
+            );
+            ops.PursuitStep(
+                ws.R.Data,
+                ws.Idx.View,
+                ws.Coef.Data,
+                ws.Count.View,
+                ws.G.Data,
+                _dictionary.Data,
+                x.Rows,
+                DIn,
+                k
+            );
         }
 
         return ws;

@@ -12,26 +12,32 @@ public sealed record SaeConfig
     /// <summary>Dictionary size M.</summary>
     public required int DSae { get; init; }
 
-    /// <summary>Whether <c>b_dec</c> is subtracted from the input before encoding (SAELens <c>apply_b_dec_to_input</c>).</summary>
+    /// <summary>Whether <c>b_dec</c> is subtracted from the input before encoding (SAELens
+    /// <c>apply_b_dec_to_input</c>).</summary>
     public bool ApplyBDecToInput { get; init; } = true;
 
-    /// <summary>Gated only: whether <c>r_mag</c> rescales the magnitude path (false = the "no r_mag" ablation, <c>W_mag = W_gate</c>).</summary>
+    /// <summary>Gated only: whether <c>r_mag</c> rescales the magnitude path (false = the "no r_mag"
+    /// ablation, <c>W_mag = W_gate</c>).</summary>
     public bool UseRMag { get; init; } = true;
 
     /// <summary>
-    /// Gated only: independent magnitude weights <c>W_mag</c> (the "untied" ablation; not a SAELens architecture).
+    /// Gated only: independent magnitude weights <c>W_mag</c> (the "untied" ablation; not a SAELens
+    /// architecture).
     /// An untied SAE has no <c>r_mag</c> (its own <c>W_mag</c> subsumes the rescaling).
     /// </summary>
     public bool Untied { get; init; }
 
-    /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings …).</summary>
+    /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings
+    /// …).</summary>
     public IReadOnlyDictionary<string, object?> Metadata { get; init; } = new Dictionary<string, object?>();
 
-    /// <summary>Whether the magnitude path is rescaled by <c>exp(r_mag)</c> (gated, tied, r_mag not ablated).</summary>
+    /// <summary>Whether the magnitude path is rescaled by <c>exp(r_mag)</c> (gated, tied, r_mag not
+    /// ablated).</summary>
     public bool HasRMag => Architecture == SaeArchitecture.Gated && UseRMag && !Untied;
 
     /// <summary>Checks the configuration.</summary>
-    /// <exception cref="ArgumentException">A dimension is not positive or an option does not apply.</exception>
+    /// <exception cref="ArgumentException">A dimension is not positive or an option does not
+    /// apply.</exception>
     public void Validate()
     {
         if (DIn <= 0 || DSae <= 0)
@@ -41,7 +47,9 @@ public sealed record SaeConfig
 
         if ((long)DIn * DSae > int.MaxValue)
         {
-            throw new ArgumentException($"d_in × d_sae = {(long)DIn * DSae} exceeds the 2^31 elements a weight matrix may hold.");
+            throw new ArgumentException(
+                $"d_in × d_sae = {(long)DIn * DSae} exceeds the 2^31 elements a weight matrix may hold."
+            );
         }
 
         if (Architecture is null)

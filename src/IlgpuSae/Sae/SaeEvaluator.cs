@@ -4,53 +4,72 @@ using IlgpuSae.Data;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// Reconstruction and sparsity metrics of an SAE on held-out activations, under SAELens names (L0, §2.3; γ, §4.2 and Eq. 10 of Rajamanoharan et al. 2024).
+/// Reconstruction and sparsity metrics of an SAE on held-out activations, under SAELens names (L0, §2.3; γ,
+/// §4.2 and Eq. 10 of Rajamanoharan et al. 2024).
 /// </summary>
 public sealed record SaeMetrics
 {
     /// <summary>Rows (tokens) evaluated.</summary>
-    [JsonPropertyName("tokens")] public long Tokens { get; init; }
+    [JsonPropertyName("tokens")]
+    public long Tokens { get; init; }
 
     /// <summary>Mean number of non-zero features per token.</summary>
-    [JsonPropertyName("l0")] public double L0 { get; init; }
+    [JsonPropertyName("l0")]
+    public double L0 { get; init; }
 
     /// <summary>Mean L1 norm of the features per token.</summary>
-    [JsonPropertyName("l1")] public double L1 { get; init; }
+    [JsonPropertyName("l1")]
+    public double L1 { get; init; }
 
     /// <summary>Mean squared error per element, <c>mean_{b,j} (x − x̂)²</c>.</summary>
-    [JsonPropertyName("mse")] public double Mse { get; init; }
+    [JsonPropertyName("mse")]
+    public double Mse { get; init; }
 
     /// <summary>
-    /// SAELens's <c>explained_variance</c>: <c>1 − Σ_b ‖x − x̂‖² / Σ_b ‖x − x̄‖²</c>, x̄ the mean of each evaluation batch.
+    /// SAELens's <c>explained_variance</c>: <c>1 − Σ_b ‖x − x̂‖² / Σ_b ‖x − x̄‖²</c>, x̄ the mean of each
+    /// evaluation batch.
     /// </summary>
-    [JsonPropertyName("explained_variance")] public double ExplainedVariance { get; init; }
+    [JsonPropertyName("explained_variance")]
+    public double ExplainedVariance { get; init; }
 
-    /// <summary>SAELens's <c>explained_variance_legacy</c>: the per-token <c>1 − ‖x − x̂‖²/‖x − x̄‖²</c>, averaged.</summary>
-    [JsonPropertyName("explained_variance_legacy")] public double ExplainedVarianceLegacy { get; init; }
+    /// <summary>SAELens's <c>explained_variance_legacy</c>: the per-token <c>1 − ‖x − x̂‖²/‖x − x̄‖²</c>,
+    /// averaged.</summary>
+    [JsonPropertyName("explained_variance_legacy")]
+    public double ExplainedVarianceLegacy { get; init; }
 
     /// <summary>Mean cosine similarity between x and x̂.</summary>
-    [JsonPropertyName("cossim")] public double CosSim { get; init; }
+    [JsonPropertyName("cossim")]
+    public double CosSim { get; init; }
 
     /// <summary>Mean ‖x‖.</summary>
-    [JsonPropertyName("l2_norm_in")] public double L2NormIn { get; init; }
+    [JsonPropertyName("l2_norm_in")]
+    public double L2NormIn { get; init; }
 
     /// <summary>Mean ‖x̂‖.</summary>
-    [JsonPropertyName("l2_norm_out")] public double L2NormOut { get; init; }
+    [JsonPropertyName("l2_norm_out")]
+    public double L2NormOut { get; init; }
 
     /// <summary>Mean of ‖x̂‖/‖x‖.</summary>
-    [JsonPropertyName("l2_ratio")] public double L2Ratio { get; init; }
+    [JsonPropertyName("l2_ratio")]
+    public double L2Ratio { get; init; }
 
-    /// <summary>γ = E‖x̂‖² / E[x·x̂] (ratio of means; γ &lt; 1 is shrinkage). The corrected formula of the paper's final version.</summary>
-    [JsonPropertyName("relative_reconstruction_bias")] public double RelativeReconstructionBias { get; init; }
+    /// <summary>γ = E‖x̂‖² / E[x·x̂] (ratio of means; γ &lt; 1 is shrinkage). The corrected formula of the
+    /// paper's final version.</summary>
+    [JsonPropertyName("relative_reconstruction_bias")]
+    public double RelativeReconstructionBias { get; init; }
 
     /// <summary>Fraction of features that fire at least once on the evaluation set.</summary>
-    [JsonPropertyName("frac_alive")] public double FractionAlive { get; init; }
+    [JsonPropertyName("frac_alive")]
+    public double FractionAlive { get; init; }
 
     /// <summary>Number of features that never fire on the evaluation set.</summary>
-    [JsonPropertyName("dead_features")] public int DeadFeatures { get; init; }
+    [JsonPropertyName("dead_features")]
+    public int DeadFeatures { get; init; }
 
-    /// <summary>Histogram of log10 feature density (fraction of tokens a feature fires on); dead features excluded.</summary>
-    [JsonPropertyName("log10_feature_density_histogram")] public DensityHistogram DensityHistogram { get; init; } = new([], []);
+    /// <summary>Histogram of log10 feature density (fraction of tokens a feature fires on); dead features
+    /// excluded.</summary>
+    [JsonPropertyName("log10_feature_density_histogram")]
+    public DensityHistogram DensityHistogram { get; init; } = new([], []);
 }
 
 /// <summary>A histogram: bin edges (length n + 1) and counts (length n).</summary>
@@ -58,31 +77,43 @@ public sealed record SaeMetrics
 /// <param name="Counts">Counts per bin.</param>
 public sealed record DensityHistogram(
     [property: JsonPropertyName("edges")] double[] Edges,
-    [property: JsonPropertyName("counts")] int[] Counts);
+    [property: JsonPropertyName("counts")] int[] Counts
+);
 
-/// <summary>Computes <see cref="SaeMetrics"/> by streaming activations through an SAE on its device.</summary>
+/// <summary>Computes <see cref="SaeMetrics"/> by streaming activations through an SAE on its
+/// device.</summary>
 public static class SaeEvaluator
 {
     /// <summary>
-    /// Evaluates <paramref name="sae"/> on up to <paramref name="maxTokens"/> rows of <paramref name="source"/>
+    /// Evaluates <paramref name="sae"/> on up to <paramref name="maxTokens"/> rows of
+    /// <paramref name="source"/>
     /// (from <paramref name="startRow"/>, in order), <paramref name="batchSize"/> rows at a time. Device work
     /// is the SAE forward pass; the metrics are accumulated on the host in double precision.
     /// </summary>
     public static SaeMetrics Evaluate(
-        SparseAutoencoder sae, IActivationSource source, int batchSize = 1024, long maxTokens = long.MaxValue, long startRow = 0,
-        CancellationToken cancellationToken = default)
+        SparseAutoencoder sae,
+        IActivationSource source,
+        int batchSize = 1024,
+        long maxTokens = long.MaxValue,
+        long startRow = 0,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(source);
         if (source.Dim != sae.DIn)
         {
-            throw new ArgumentException($"{source.Description} has d = {source.Dim}, the SAE expects d_in = {sae.DIn}.");
+            throw new ArgumentException(
+                $"{source.Description} has d = {source.Dim}, the SAE expects d_in = {sae.DIn}."
+            );
         }
 
         long end = Math.Min(source.Rows, startRow + maxTokens);
         if (startRow < 0 || startRow >= end)
         {
-            throw new ArgumentException($"No rows to evaluate in [{startRow}, {end}) of {source.Description}.");
+            throw new ArgumentException(
+                $"No rows to evaluate in [{startRow}, {end}) of {source.Description}."
+            );
         }
 
         var acc = new Accumulator(sae.DIn, sae.DSae);
@@ -96,7 +127,9 @@ public static class SaeEvaluator
             int bad = FirstNonFinite(span);
             if (bad >= 0)
             {
-                throw new InvalidDataException($"{source.Description}: row {row + bad / sae.DIn} has a non-finite value at column {bad % sae.DIn}.");
+                throw new InvalidDataException(
+                    $"{source.Description}: row {row + bad / sae.DIn} has a non-finite value at column {bad % sae.DIn}."
+                );
             }
 
             var batch = span.ToArray();
@@ -120,11 +153,22 @@ public static class SaeEvaluator
         return -1;
     }
 
-    /// <summary>Host-side accumulation of the metric sums (public for tests and tools with their own forward pass).</summary>
+    /// <summary>Host-side accumulation of the metric sums (public for tests and tools with their own forward
+    /// pass).</summary>
     public sealed class Accumulator(int dIn, int dSae)
     {
         private readonly long[] _fired = new long[dSae];
-        private double _l0, _l1, _sq, _tv, _legacy, _cos, _normIn, _normOut, _ratio, _xhat2, _dot;
+        private double _l0,
+            _l1,
+            _sq,
+            _tv,
+            _legacy,
+            _cos,
+            _normIn,
+            _normOut,
+            _ratio,
+            _xhat2,
+            _dot;
         private long _tokens;
 
         /// <summary>Adds one batch: inputs, features and reconstructions, row-major.</summary>
@@ -144,10 +188,15 @@ public static class SaeEvaluator
 
             for (int b = 0; b < rows; b++)
             {
-                double sq = 0, tv = 0, xx = 0, hh = 0, xh = 0;
+                double sq = 0,
+                    tv = 0,
+                    xx = 0,
+                    hh = 0,
+                    xh = 0;
                 for (int j = 0; j < dIn; j++)
                 {
-                    double xv = x[(long)b * dIn + j], hv = xhat[(long)b * dIn + j];
+                    double xv = x[(long)b * dIn + j],
+                        hv = xhat[(long)b * dIn + j];
                     sq += (xv - hv) * (xv - hv);
                     tv += (xv - mean[j]) * (xv - mean[j]);
                     xx += xv * xv;

@@ -19,26 +19,66 @@ public static class SaeFiles
     /// <summary>The weights file name.</summary>
     public const string WeightsFile = "sae_weights.safetensors";
 
-    /// <summary>Top-level <c>cfg.json</c> keys understood (SAELens v6, training configs and pre-6.0 legacy keys).</summary>
-    public static IReadOnlySet<string> KnownConfigKeys { get; } = new HashSet<string>(StringComparer.Ordinal)
-    {
-        "architecture", "d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
-        "reshape_activations", "metadata",
-        "decoder_init_norm", "l1_coefficient", "l1_warm_up_steps", "lp_norm", "l0_coefficient", "l0_warm_up_steps",
-        "jumprelu_init_threshold", "jumprelu_bandwidth", "jumprelu_sparsity_loss_mode", "pre_act_loss_coefficient",
-        "jumprelu_tanh_scale", "k", "rescale_acts_by_decoder_norm", "aux_loss_coefficient", "use_sparse_activations",
-        "topk_threshold_lr",
-        "model_name", "hook_name", "hook_point", "hook_layer", "hook_point_layer", "hook_head_index", "hook_point_head_index",
-        "activation_fn_str", "activation_fn", "activation_fn_kwargs", "context_size", "prepend_bos", "dataset_path",
-        "dataset_trust_remote_code", "finetuning_scaling_factor", "sae_lens_training_version", "sae_lens_version",
-        "neuronpedia_id", "model_from_pretrained_kwargs", "seqpos_slice", "exclude_special_tokens", "model_class_name",
-        "normalize_activations_scaling_factor",
-    };
+    /// <summary>Top-level <c>cfg.json</c> keys understood (SAELens v6, training configs and pre-6.0 legacy
+    /// keys).</summary>
+    public static IReadOnlySet<string> KnownConfigKeys { get; } =
+        new HashSet<string>(StringComparer.Ordinal)
+        {
+            "architecture",
+            "d_in",
+            "d_sae",
+            "dtype",
+            "device",
+            "apply_b_dec_to_input",
+            "normalize_activations",
+            "reshape_activations",
+            "metadata",
+            "decoder_init_norm",
+            "l1_coefficient",
+            "l1_warm_up_steps",
+            "lp_norm",
+            "l0_coefficient",
+            "l0_warm_up_steps",
+            "jumprelu_init_threshold",
+            "jumprelu_bandwidth",
+            "jumprelu_sparsity_loss_mode",
+            "pre_act_loss_coefficient",
+            "jumprelu_tanh_scale",
+            "k",
+            "rescale_acts_by_decoder_norm",
+            "aux_loss_coefficient",
+            "use_sparse_activations",
+            "topk_threshold_lr",
+            "model_name",
+            "hook_name",
+            "hook_point",
+            "hook_layer",
+            "hook_point_layer",
+            "hook_head_index",
+            "hook_point_head_index",
+            "activation_fn_str",
+            "activation_fn",
+            "activation_fn_kwargs",
+            "context_size",
+            "prepend_bos",
+            "dataset_path",
+            "dataset_trust_remote_code",
+            "finetuning_scaling_factor",
+            "sae_lens_training_version",
+            "sae_lens_version",
+            "neuronpedia_id",
+            "model_from_pretrained_kwargs",
+            "seqpos_slice",
+            "exclude_special_tokens",
+            "model_class_name",
+            "normalize_activations_scaling_factor",
+        };
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>
-    /// Writes <paramref name="sae"/> into <paramref name="folder"/> (created if needed; other files there are kept).
+    /// Writes <paramref name="sae"/> into <paramref name="folder"/> (created if needed; other files there are
+    /// kept).
     /// Each file is written atomically, weights first, so a crash never leaves a truncated file.
     /// </summary>
     public static void Save(SparseAutoencoder sae, string folder)
@@ -48,12 +88,23 @@ public static class SaeFiles
         Directory.CreateDirectory(folder);
         var values = sae.Parameters.Download();
         var tensors = sae.Parameters.Layout.Entries.Select(e => new TensorToWrite(
-            e.Name, e.Rows == 1 ? [e.Cols] : [e.Rows, e.Cols], values.AsSpan((int)e.Offset, (int)e.Length).ToArray()));
-        SafetensorsWriter.Write(Path.Combine(folder, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), ConfigJson(sae.Config).ToJsonString(Indented));
+            e.Name,
+            e.Rows == 1 ? [e.Cols] : [e.Rows, e.Cols],
+            values.AsSpan((int)e.Offset, (int)e.Length).ToArray()
+        ));
+        SafetensorsWriter.Write(
+            Path.Combine(folder, WeightsFile),
+            tensors,
+            new Dictionary<string, string> { ["format"] = "pt" }
+        );
+        AtomicFile.WriteAllText(
+            Path.Combine(folder, ConfigFile),
+            ConfigJson(sae.Config).ToJsonString(Indented)
+        );
     }
 
-    /// <summary>Moves a finished folder over <paramref name="target"/>, keeping the old one until the move succeeded.</summary>
+    /// <summary>Moves a finished folder over <paramref name="target"/>, keeping the old one until the move
+    /// succeeded.</summary>
     internal static void Replace(string finished, string target)
     {
         string? old = null;
@@ -108,7 +159,8 @@ public static class SaeFiles
     }
 
     /// <summary>Reads and validates a <c>cfg.json</c>.</summary>
-    /// <exception cref="InvalidDataException">The file is malformed, has unknown keys, or describes an unsupported SAE.</exception>
+    /// <exception cref="InvalidDataException">The file is malformed, has unknown keys, or describes an
+    /// unsupported SAE.</exception>
     public static SaeConfig ReadConfig(string configPath)
     {
         try
@@ -133,7 +185,9 @@ public static class SaeFiles
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new InvalidDataException($"{configPath} is not a JSON object.");
+            root =
+                JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject
+                ?? throw new InvalidDataException($"{configPath} is not a JSON object.");
         }
         catch (JsonException e)
         {
@@ -143,19 +197,33 @@ public static class SaeFiles
         var unknown = root.Select(kv => kv.Key).Where(k => !KnownConfigKeys.Contains(k)).ToArray();
         if (unknown.Length > 0)
         {
-            throw new InvalidDataException($"{configPath}: unknown key(s) {string.Join(", ", unknown.Select(k => $"'{k}'"))}. Known keys: {string.Join(", ", KnownConfigKeys.Order(StringComparer.Ordinal))}.");
+            throw new InvalidDataException(
+                $"{configPath}: unknown key(s) {string.Join(", ", unknown.Select(k => $"'{k}'"))}. Known keys: {string.Join(", ", KnownConfigKeys.Order(StringComparer.Ordinal))}."
+            );
         }
 
         string architectureName = root["architecture"]?.GetValue<string>() ?? "standard";
-        var architecture = SaeArchitectures.Find(architectureName)
-            ?? throw new InvalidDataException($"{configPath}: architecture '{architectureName}' is not supported (supported: {string.Join(", ", SaeArchitectures.All.Select(a => a.Name))}).");
-        int Int(string key) => root[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0
-            ? i
-            : throw new InvalidDataException($"{configPath}: '{key}' must be a positive integer.");
+        var architecture =
+            SaeArchitectures.Find(architectureName)
+            ?? throw new InvalidDataException(
+                $"{configPath}: architecture '{architectureName}' is not supported (supported: {string.Join(", ", SaeArchitectures.All.Select(a => a.Name))})."
+            );
+        int Int(string key) =>
+            root[key] is JsonValue v && v.TryGetValue<int>(out var i) && i > 0
+                ? i
+                : throw new InvalidDataException($"{configPath}: '{key}' must be a positive integer.");
         var normalize = root["normalize_activations"];
-        if (normalize is JsonValue nv && ((nv.TryGetValue<string>(out var ns) && ns != "none") || (nv.TryGetValue<bool>(out var nb) && nb)))
+        if (
+            normalize is JsonValue nv
+            && (
+                (nv.TryGetValue<string>(out var ns) && ns != "none")
+                || (nv.TryGetValue<bool>(out var nb) && nb)
+            )
+        )
         {
-            throw new InvalidDataException($"{configPath}: normalize_activations = {normalize.ToJsonString()} is not supported; fold the scaling into the weights first (SAELens fold_activation_norm_scaling_factor).");
+            throw new InvalidDataException(
+                $"{configPath}: normalize_activations = {normalize.ToJsonString()} is not supported; fold the scaling into the weights first (SAELens fold_activation_norm_scaling_factor)."
+            );
         }
 
         var reshape = root["reshape_activations"];
@@ -165,7 +233,8 @@ public static class SaeFiles
         }
 
         var metadata = new Dictionary<string, object?>(StringComparer.Ordinal);
-        bool useRMag = true, untied = false;
+        bool useRMag = true,
+            untied = false;
         if (root["metadata"] is JsonObject meta)
         {
             foreach (var (k, v) in meta)
@@ -204,7 +273,8 @@ public static class SaeFiles
     }
 
     /// <summary>
-    /// Loads an SAE from a SAELens folder (or its <c>cfg.json</c>/<c>sae_weights.safetensors</c> path) or a Gemma
+    /// Loads an SAE from a SAELens folder (or its <c>cfg.json</c>/<c>sae_weights.safetensors</c> path) or a
+    /// Gemma
     /// Scope <c>params.npz</c>. Tensor names, shapes and dtypes are checked; values are converted to float32.
     /// </summary>
     public static SparseAutoencoder Load(SaeDevice device, string path)
@@ -233,7 +303,9 @@ public static class SaeFiles
                 var scaling = weights.ReadFloats(name);
                 if (scaling.Any(v => v != 1f))
                 {
-                    throw new InvalidDataException($"{weightsPath}: a finetuning_scaling_factor other than ones is not supported.");
+                    throw new InvalidDataException(
+                        $"{weightsPath}: a finetuning_scaling_factor other than ones is not supported."
+                    );
                 }
 
                 continue;
@@ -241,7 +313,9 @@ public static class SaeFiles
 
             if (!entry.DType.IsFloat())
             {
-                throw new InvalidDataException($"{weightsPath}: tensor '{name}' has dtype {entry.DType}; SAE weights must be floating point.");
+                throw new InvalidDataException(
+                    $"{weightsPath}: tensor '{name}' has dtype {entry.DType}; SAE weights must be floating point."
+                );
             }
 
             tensors[name] = weights.ReadFloats(name);
@@ -262,7 +336,9 @@ public static class SaeFiles
 
         if (!arrays.TryGetValue("W_enc", out var wEnc) || wEnc.Shape.Length != 2)
         {
-            throw new InvalidDataException($"{path}: a Gemma Scope params.npz needs a 2-D W_enc; found {string.Join(", ", arrays.Keys)}.");
+            throw new InvalidDataException(
+                $"{path}: a Gemma Scope params.npz needs a 2-D W_enc; found {string.Join(", ", arrays.Keys)}."
+            );
         }
 
         var config = new SaeConfig
@@ -284,23 +360,34 @@ public static class SaeFiles
     private static void CheckShape(string path, SaeConfig config, string name, long[] shape)
     {
         var layout = SparseAutoencoder.LayoutFor(config);
-        var entry = layout.Entries.FirstOrDefault(e => e.Name == name)
+        var entry =
+            layout.Entries.FirstOrDefault(e => e.Name == name)
             ?? throw new InvalidDataException(
-                $"{path}: unexpected tensor '{name}' for a {config.Architecture.Name} SAE (expected {string.Join(", ", layout.Entries.Select(e => e.Name))}).");
+                $"{path}: unexpected tensor '{name}' for a {config.Architecture.Name} SAE (expected {string.Join(", ", layout.Entries.Select(e => e.Name))})."
+            );
         long[] expected = entry.Rows == 1 ? [entry.Cols] : [entry.Rows, entry.Cols];
 
         if (!shape.SequenceEqual(expected))
         {
-            throw new InvalidDataException($"{path}: tensor '{name}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", expected)}] for d_in={config.DIn}, d_sae={config.DSae}.");
+            throw new InvalidDataException(
+                $"{path}: tensor '{name}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", expected)}] for d_in={config.DIn}, d_sae={config.DSae}."
+            );
         }
     }
 
-    private static SparseAutoencoder FromTensors(SaeDevice device, SaeConfig config, Dictionary<string, float[]> tensors, string source)
+    private static SparseAutoencoder FromTensors(
+        SaeDevice device,
+        SaeConfig config,
+        Dictionary<string, float[]> tensors,
+        string source
+    )
     {
         var missing = SparseAutoencoder.TensorNames(config).Where(n => !tensors.ContainsKey(n)).ToArray();
         if (missing.Length > 0)
         {
-            throw new InvalidDataException($"{source}: missing tensor(s) {string.Join(", ", missing)} for a {config.Architecture.Name} SAE.");
+            throw new InvalidDataException(
+                $"{source}: missing tensor(s) {string.Join(", ", missing)} for a {config.Architecture.Name} SAE."
+            );
         }
 
         foreach (var (name, values) in tensors)
@@ -308,7 +395,9 @@ public static class SaeFiles
             int bad = Array.FindIndex(values, v => !float.IsFinite(v));
             if (bad >= 0)
             {
-                throw new InvalidDataException($"{source}: tensor '{name}' holds a non-finite value ({values[bad]}) at element {bad}.");
+                throw new InvalidDataException(
+                    $"{source}: tensor '{name}' holds a non-finite value ({values[bad]}) at element {bad}."
+                );
             }
         }
 
@@ -336,7 +425,8 @@ public static class SaeFiles
     /// <c>b_enc' = b_mag</c>, <c>θ = max(b_mag − e^{r_mag} ⊙ b_gate, 0)</c>, decoder unchanged. Exact for
     /// SAELens's JumpReLU, which applies ReLU before the threshold.
     /// </summary>
-    /// <exception cref="NotSupportedException">The SAE is not gated, or is untied (its gate and magnitude directions differ).</exception>
+    /// <exception cref="NotSupportedException">The SAE is not gated, or is untied (its gate and magnitude
+    /// directions differ).</exception>
     public static SparseAutoencoder ExportJumpRelu(SparseAutoencoder gated)
     {
         ArgumentNullException.ThrowIfNull(gated);
@@ -348,11 +438,14 @@ public static class SaeFiles
         var p = gated.Parameters;
         var values = p.Download();
         float[] Get(string n) => values.AsSpan((int)p.Layout[n].Offset, (int)p.Layout[n].Length).ToArray();
-        int d = gated.DIn, m = gated.DSae;
+        int d = gated.DIn,
+            m = gated.DSae;
         var wEnc = Get("W_enc");
         var bGate = Get("b_gate");
         var bMag = Get("b_mag");
-        var scale = gated.Config.HasRMag ? Get("r_mag").Select(MathF.Exp).ToArray() : Enumerable.Repeat(1f, m).ToArray();
+        var scale = gated.Config.HasRMag
+            ? Get("r_mag").Select(MathF.Exp).ToArray()
+            : Enumerable.Repeat(1f, m).ToArray();
         for (int j = 0; j < d; j++)
         {
             for (int i = 0; i < m; i++)
@@ -373,9 +466,18 @@ public static class SaeFiles
             UseRMag = true,
             Metadata = new Dictionary<string, object?>(gated.Config.Metadata) { ["exported_from"] = "gated" },
         };
-        return FromTensors(gated.Device, config, new Dictionary<string, float[]>
-        {
-            ["W_enc"] = wEnc, ["b_enc"] = bMag, ["threshold"] = threshold, ["W_dec"] = Get("W_dec"), ["b_dec"] = Get("b_dec"),
-        }, "gated export");
+        return FromTensors(
+            gated.Device,
+            config,
+            new Dictionary<string, float[]>
+            {
+                ["W_enc"] = wEnc,
+                ["b_enc"] = bMag,
+                ["threshold"] = threshold,
+                ["W_dec"] = Get("W_dec"),
+                ["b_dec"] = Get("b_dec"),
+            },
+            "gated export"
+        );
     }
 }

@@ -3,10 +3,12 @@ namespace IlgpuSae.Sae;
 /// <summary>How the squared reconstruction error is normalised.</summary>
 public enum ReconstructionScale
 {
-    /// <summary><c>Σ_j (x − x̂)_j²</c>, mean over the batch: dictionary_learning and SAELens (default).</summary>
+    /// <summary><c>Σ_j (x − x̂)_j²</c>, mean over the batch: dictionary_learning and SAELens
+    /// (default).</summary>
     Sum,
 
-    /// <summary><c>Σ_j (x − x̂)_j² / d</c>: the paper's own infrastructure (its λ values assume this).</summary>
+    /// <summary><c>Σ_j (x − x̂)_j² / d</c>: the paper's own infrastructure (its λ values assume
+    /// this).</summary>
     MeanOverDim,
 }
 
@@ -35,19 +37,22 @@ public sealed record SaeLossOptions
 /// <summary>How a training step runs after the dense encoder product.</summary>
 public enum TrainingPath
 {
-    /// <summary>Sparse when the fraction of active (row, feature) pairs is at most <see cref="SparseAutoencoder.SparseDensityThreshold"/>, else dense.</summary>
+    /// <summary>Sparse when the fraction of active (row, feature) pairs is at most
+    /// <see cref="SparseAutoencoder.SparseDensityThreshold"/>, else dense.</summary>
     Auto,
 
     /// <summary>Dense matrix products for the decoder, [Φ; Ψ] and the weight gradients.</summary>
     Dense,
 
-    /// <summary>Index lists of the active features; decoder, [Φ; Ψ] and weight gradients cost O(B·L0·d).</summary>
+    /// <summary>Index lists of the active features; decoder, [Φ; Ψ] and weight gradients cost
+    /// O(B·L0·d).</summary>
     Sparse,
 }
 
 /// <summary>Loss terms of one batch (batch means).</summary>
 /// <param name="Mse">Reconstruction term <c>c·Σ_j (x − x̂)²</c> averaged over the batch.</param>
-/// <param name="Sparsity">Sparsity term <c>λ·Σ_i w_i·a_i</c> (a = ReLU(π_gate) for gated, f for standard).</param>
+/// <param name="Sparsity">Sparsity term <c>λ·Σ_i w_i·a_i</c> (a = ReLU(π_gate) for gated, f for
+/// standard).</param>
 /// <param name="Aux">Gated auxiliary reconstruction term (0 for standard).</param>
 /// <param name="L0">Mean number of active features per row.</param>
 public sealed record LossBreakdown(double Mse, double Sparsity, double Aux, double L0)
@@ -55,4 +60,3 @@ public sealed record LossBreakdown(double Mse, double Sparsity, double Aux, doub
     /// <summary>The total loss.</summary>
     public double Total => Mse + Sparsity + Aux;
 }
-

@@ -19,7 +19,8 @@ public sealed class SaeWorkspace : IDisposable
     {
         Batch = batch;
         _device = sae.Device;
-        int d = sae.DIn, m = sae.DSae;
+        int d = sae.DIn,
+            m = sae.DSae;
         Stack = sae.Config.Architecture.ReconstructionRows;
         bool second = sae.Config.Architecture.EncoderMatrices(sae.Config).Count > 1;
         int stacked = Stack * batch;
@@ -60,7 +61,8 @@ public sealed class SaeWorkspace : IDisposable
     /// <summary>Encoder product x̃·W_enc [B, M].</summary>
     public MatrixView U { get; }
 
-    /// <summary>Second encoder product x̃·W_mag [B, M] for families with two encoder matrices; else <see cref="U"/>.</summary>
+    /// <summary>Second encoder product x̃·W_mag [B, M] for families with two encoder matrices; else
+    /// <see cref="U"/>.</summary>
     public MatrixView Um { get; }
 
     /// <summary>The stacked feature rows [S·B, M]: F, then the auxiliary activations.</summary>
@@ -69,7 +71,8 @@ public sealed class SaeWorkspace : IDisposable
     /// <summary>Features f [B, M].</summary>
     public MatrixView F { get; }
 
-    /// <summary>Auxiliary activations [B, M] (rows B…2B of <see cref="FA"/>) when S = 2; else <see cref="F"/>.</summary>
+    /// <summary>Auxiliary activations [B, M] (rows B…2B of <see cref="FA"/>) when S = 2; else
+    /// <see cref="F"/>.</summary>
     public MatrixView A { get; }
 
     /// <summary>Stacked reconstructions [S·B, d].</summary>
@@ -84,7 +87,8 @@ public sealed class SaeWorkspace : IDisposable
     /// <summary>Φ = ∂L/∂f through the main reconstruction [B, M].</summary>
     public MatrixView Phi { get; }
 
-    /// <summary>Ψ = ∂L/∂a through the auxiliary reconstruction [B, M] when S = 2; else <see cref="Phi"/>.</summary>
+    /// <summary>Ψ = ∂L/∂a through the auxiliary reconstruction [B, M] when S = 2; else
+    /// <see cref="Phi"/>.</summary>
     public MatrixView Psi { get; }
 
     /// <summary>∂L/∂U [B, M].</summary>
@@ -96,7 +100,8 @@ public sealed class SaeWorkspace : IDisposable
     /// <summary>Column sums [3·M]: Σ_b dU, Σ_b dUm, Σ_b of the penalised rows.</summary>
     public DeviceTensor ColumnSums { get; }
 
-    /// <summary>Decoder row norms ‖W_dec[i]‖ [M] (filled when the penalty is decoder-norm weighted).</summary>
+    /// <summary>Decoder row norms ‖W_dec[i]‖ [M] (filled when the penalty is decoder-norm
+    /// weighted).</summary>
     public DeviceTensor DecoderNorms { get; }
 
     internal DeviceTensor RowTmp { get; }
@@ -109,7 +114,8 @@ public sealed class SaeWorkspace : IDisposable
 
     internal MemoryBuffer1D<int, Stride1D.Dense> ColCount { get; private set; } = null!;
 
-    /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow possible).</summary>
+    /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow
+    /// possible).</summary>
     internal void EnsureSparseBuffers(int m)
     {
         if (RowIdx is not null)

@@ -7,10 +7,13 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// A sparse autoencoder on a device, of any registered <see cref="SaeArchitecture"/>, with parameters, gradients
+/// A sparse autoencoder on a device, of any registered <see cref="SaeArchitecture"/>, with parameters,
+/// gradients
 /// and Adam moments in one <see cref="ParameterBuffer"/> (tensor names and shapes as SAELens stores them:
-/// <c>W_enc [d_in, d_sae]</c>, the family's tensors, <c>W_dec [d_sae, d_in]</c>, <c>b_dec [d_in]</c>). This class
-/// holds what every family shares: input centring, the encoder product(s), the dense and sparse decoder for the
+/// <c>W_enc [d_in, d_sae]</c>, the family's tensors, <c>W_dec [d_sae, d_in]</c>, <c>b_dec [d_in]</c>). This
+/// class
+/// holds what every family shares: input centring, the encoder product(s), the dense and sparse decoder for
+/// the
 /// stacked reconstructions, [Φ; Ψ], the weight and <c>b_dec</c> gradients, the loss terms and the workspace;
 /// the family supplies the activation and its element-wise backward pass.
 /// </summary>
@@ -62,8 +65,10 @@ public sealed class SparseAutoencoder : IDisposable
     public MatrixView DecoderGradient => Parameters.Gradient(DecoderTensor);
 
     /// <summary>
-    /// When set, <see cref="ComputeGradients"/> synchronises the device after each phase and adds the phase's wall time
-    /// here (for benchmarks: the synchronisations themselves cost a little). Null (the default) adds no synchronisation.
+    /// When set, <see cref="ComputeGradients"/> synchronises the device after each phase and adds the phase's
+    /// wall time
+    /// here (for benchmarks: the synchronisations themselves cost a little). Null (the default) adds no
+    /// synchronisation.
     /// </summary>
     public StepProfile? Profile { get; set; }
 
@@ -71,17 +76,23 @@ public sealed class SparseAutoencoder : IDisposable
     public TrainingPath Path { get; set; } = TrainingPath.Auto;
 
     /// <summary>
-    /// With <see cref="TrainingPath.Auto"/>, the largest fraction of active (row, feature) pairs (gate open for gated,
-    /// f &gt; 0 for standard) for which the sparse path is used. Early in training most gates are open and the dense
+    /// With <see cref="TrainingPath.Auto"/>, the largest fraction of active (row, feature) pairs (gate open
+    /// for gated,
+    /// f &gt; 0 for standard) for which the sparse path is used. Early in training most gates are open and
+    /// the dense
     /// products win. Defaults to <see cref="DefaultSparseDensityThreshold"/> for the device.
     /// </summary>
     public double SparseDensityThreshold { get; set; }
 
     /// <summary>
-    /// Where the sparse step stops paying off, as measured by <c>perf/run-sae.sh</c> (perf/results/sae-step-2026-12-01-*):
-    /// on ILGPU's CPU accelerator, whose matrix products run at ~7 GFLOP/s, the sparse step is still 2–3× faster at
-    /// 5 % density, so 0.10; on PoCL the dense products run at 25–40 % of OpenBLAS and the sparse gated step is
-    /// 1.8–2.1× faster at 1–2 % but 1.2× (512×4096) or 0.7× (768×16384) at 5 %, so 0.03 for OpenCL and CUDA (not yet
+    /// Where the sparse step stops paying off, as measured by <c>perf/run-sae.sh</c>
+    /// (perf/results/sae-step-2026-12-01-*):
+    /// on ILGPU's CPU accelerator, whose matrix products run at ~7 GFLOP/s, the sparse step is still 2–3×
+    /// faster at
+    /// 5 % density, so 0.10; on PoCL the dense products run at 25–40 % of OpenBLAS and the sparse gated step
+    /// is
+    /// 1.8–2.1× faster at 1–2 % but 1.2× (512×4096) or 0.7× (768×16384) at 5 %, so 0.03 for OpenCL and CUDA
+    /// (not yet
     /// measured on a GPU).
     /// </summary>
     public static double DefaultSparseDensityThreshold(SaeDevice device)
@@ -93,7 +104,8 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
 
-    /// <summary>Fraction of active (row, feature) pairs in the latest sparse-capable step (NaN when not measured).</summary>
+    /// <summary>Fraction of active (row, feature) pairs in the latest sparse-capable step (NaN when not
+    /// measured).</summary>
     public double LastDensity { get; private set; } = double.NaN;
 
     /// <summary>The parameter names of <paramref name="config"/>'s architecture, in file order.</summary>
@@ -103,7 +115,8 @@ public sealed class SparseAutoencoder : IDisposable
         return LayoutFor(config).Entries.Select(e => e.Name).ToArray();
     }
 
-    /// <summary>The parameter layout of <paramref name="config"/>: <c>W_enc</c>, the family's tensors, <c>W_dec</c>, <c>b_dec</c>.</summary>
+    /// <summary>The parameter layout of <paramref name="config"/>: <c>W_enc</c>, the family's tensors,
+    /// <c>W_dec</c>, <c>b_dec</c>.</summary>
     public static ParameterLayout LayoutFor(SaeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -123,18 +136,29 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>
     /// Creates an SAE with seeded random initialisation (dictionary_learning / SAELens): decoder rows are
     /// random Gaussian directions scaled to <paramref name="decoderInitNorm"/> (1 = unit norm, the paper's
-    /// constraint; SAELens and the April update use 0.1), <c>W_enc = W_decᵀ</c>, every other tensor zero, then
-    /// the family's own initialisation (<see cref="SaeArchitecture.Initialize"/>: <c>W_mag = W_enc</c> when untied,
+    /// constraint; SAELens and the April update use 0.1), <c>W_enc = W_decᵀ</c>, every other tensor zero,
+    /// then
+    /// the family's own initialisation (<see cref="SaeArchitecture.Initialize"/>: <c>W_mag = W_enc</c> when
+    /// untied,
     /// JumpReLU thresholds <paramref name="initialThreshold"/>).
     /// </summary>
-    public static SparseAutoencoder Create(SaeDevice device, SaeConfig config, ulong seed, float decoderInitNorm = 1f, float initialThreshold = 0.001f)
+    public static SparseAutoencoder Create(
+        SaeDevice device,
+        SaeConfig config,
+        ulong seed,
+        float decoderInitNorm = 1f,
+        float initialThreshold = 0.001f
+    )
     {
         var sae = CreateEmpty(device, config);
         try
         {
             if (!(decoderInitNorm > 0f) || !float.IsFinite(decoderInitNorm))
             {
-                throw new ArgumentException($"decoderInitNorm must be positive and finite, got {decoderInitNorm}.", nameof(decoderInitNorm));
+                throw new ArgumentException(
+                    $"decoderInitNorm must be positive and finite, got {decoderInitNorm}.",
+                    nameof(decoderInitNorm)
+                );
             }
 
             var ops = device.Ops;
@@ -147,7 +171,10 @@ public sealed class SparseAutoencoder : IDisposable
             }
 
             ops.Transpose(wDec, sae.Parameters[EncoderTensor]);
-            config.Architecture.Initialize(sae, new SaeInitOptions { DecoderInitNorm = decoderInitNorm, InitialThreshold = initialThreshold });
+            config.Architecture.Initialize(
+                sae,
+                new SaeInitOptions { DecoderInitNorm = decoderInitNorm, InitialThreshold = initialThreshold }
+            );
             device.Synchronize();
             return sae;
         }
@@ -162,8 +189,10 @@ public sealed class SparseAutoencoder : IDisposable
     public void CopyParametersFrom(SparseAutoencoder other)
     {
         ArgumentNullException.ThrowIfNull(other);
-        if (other.Parameters.Layout.Length != Parameters.Layout.Length ||
-            !TensorNames(other.Config).SequenceEqual(TensorNames(Config)))
+        if (
+            other.Parameters.Layout.Length != Parameters.Layout.Length
+            || !TensorNames(other.Config).SequenceEqual(TensorNames(Config))
+        )
         {
             throw new ArgumentException("The SAEs have different parameter layouts.", nameof(other));
         }
@@ -202,29 +231,39 @@ public sealed class SparseAutoencoder : IDisposable
 
     // ------------------------------------------------------------------ inference
 
-    /// <summary>Encodes rows of <paramref name="x"/> [B, d] into <paramref name="features"/> [B, M].</summary>
+    /// <summary>Encodes rows of <paramref name="x"/> [B, d] into <paramref name="features"/> [B,
+    /// M].</summary>
     public void Encode(MatrixView x, MatrixView features)
     {
         var ws = Prepare(x);
         EncodeCore(ws, x);
-        Device.Ops.Copy(ws.F.Data, features.Data.IsValid && features.Rows == ws.Batch && features.Cols == DSae
-            ? features.Data
-            : throw new ArgumentException($"Encode: features must be [{ws.Batch}, {DSae}], got {features}."));
+        Device.Ops.Copy(
+            ws.F.Data,
+            features.Data.IsValid && features.Rows == ws.Batch && features.Cols == DSae
+                ? features.Data
+                : throw new ArgumentException(
+                    $"Encode: features must be [{ws.Batch}, {DSae}], got {features}."
+                )
+        );
     }
 
-    /// <summary>Decodes <paramref name="features"/> [B, M] into <paramref name="reconstruction"/> [B, d]: <c>f·W_dec + b_dec</c>.</summary>
+    /// <summary>Decodes <paramref name="features"/> [B, M] into <paramref name="reconstruction"/> [B, d]:
+    /// <c>f·W_dec + b_dec</c>.</summary>
     public void Decode(MatrixView features, MatrixView reconstruction)
     {
         if (features.Cols != DSae || reconstruction.Cols != DIn || features.Rows != reconstruction.Rows)
         {
-            throw new ArgumentException($"Decode: features must be [B, {DSae}] and reconstruction [B, {DIn}], got {features} and {reconstruction}.");
+            throw new ArgumentException(
+                $"Decode: features must be [B, {DSae}] and reconstruction [B, {DIn}], got {features} and {reconstruction}."
+            );
         }
 
         Device.Ops.MatMul(features, Decoder, reconstruction, GemmLayout.NN);
         Device.Ops.MapBroadcastRows<Add>(reconstruction, Parameters[DecoderBiasTensor].Data, reconstruction);
     }
 
-    /// <summary>Encodes and decodes a batch; returns views (valid until the next call with this batch size) of the features [B, M] and reconstructions [B, d].</summary>
+    /// <summary>Encodes and decodes a batch; returns views (valid until the next call with this batch size)
+    /// of the features [B, M] and reconstructions [B, d].</summary>
     public (MatrixView Features, MatrixView Reconstruction) Forward(MatrixView x)
     {
         var ws = Prepare(x);
@@ -235,7 +274,8 @@ public sealed class SparseAutoencoder : IDisposable
         return (ws.F, xhat);
     }
 
-    /// <summary>Host convenience: features [rows, M] and reconstructions [rows, d] of row-major <paramref name="x"/> [rows, d].</summary>
+    /// <summary>Host convenience: features [rows, M] and reconstructions [rows, d] of row-major
+    /// <paramref name="x"/> [rows, d].</summary>
     public (float[] Features, float[] Reconstruction) ForwardHost(float[] x, int rows)
     {
         using var tx = Device.Upload(x, rows, DIn, "x");
@@ -256,7 +296,9 @@ public sealed class SparseAutoencoder : IDisposable
     /// <exception cref="InvalidOperationException">No pass has run yet.</exception>
     public void CountFiring(ArrayView<float> counts)
     {
-        var ws = _latest ?? throw new InvalidOperationException("CountFiring: no forward or training pass has run yet.");
+        var ws =
+            _latest
+            ?? throw new InvalidOperationException("CountFiring: no forward or training pass has run yet.");
         Device.Ops.ReduceColumns<CountNonZero>(ws.F, counts);
     }
 
@@ -280,7 +322,8 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>The encoder input: x centred by b_dec when configured (into the workspace), else x.</summary>
     private MatrixView EncoderInput(SaeWorkspace ws, MatrixView x) => Config.ApplyBDecToInput ? ws.Xc : x;
 
-    /// <summary>Centres the input (if configured), computes U (and Um), then lets the family compute F (and A).</summary>
+    /// <summary>Centres the input (if configured), computes U (and Um), then lets the family compute F (and
+    /// A).</summary>
     private void EncodeCore(SaeWorkspace ws, MatrixView x)
     {
         var ops = Device.Ops;
@@ -304,23 +347,29 @@ public sealed class SparseAutoencoder : IDisposable
 
     /// <summary>
     /// Zeroes the gradients, then runs the training forward and backward pass on <paramref name="x"/> [B, d],
-    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (paper §2.2 for the standard SAE, §3.2.2
+    /// leaving <c>∂L/∂θ</c> in <see cref="ParameterBuffer.Gradients"/> (paper §2.2 for the standard SAE,
+    /// §3.2.2
     /// for the gated one). Returns the loss terms when <paramref name="computeLoss"/> (one device
     /// synchronisation), else null.
     /// </summary>
-    /// <exception cref="NotSupportedException">The architecture has no training path here (JumpReLU).</exception>
+    /// <exception cref="NotSupportedException">The architecture has no training path here
+    /// (JumpReLU).</exception>
     public LossBreakdown? ComputeGradients(MatrixView x, SaeLossOptions options, bool computeLoss = false)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (!Architecture.CanTrain)
         {
-            throw new NotSupportedException($"{Architecture.Name} SAEs are inference-only here (load, encode, export); their training arrives with its own issue.");
+            throw new NotSupportedException(
+                $"{Architecture.Name} SAEs are inference-only here (load, encode, export); their training arrives with its own issue."
+            );
         }
 
         var ws = Prepare(x);
         var ops = Device.Ops;
         var p = Parameters;
-        int b = ws.Batch, d = DIn, m = DSae;
+        int b = ws.Batch,
+            d = DIn,
+            m = DSae;
         bool stacked = ws.Stack > 1;
         float c = options.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
         float lambdaOverB = options.L1Coefficient / b;
@@ -342,18 +391,39 @@ public sealed class SparseAutoencoder : IDisposable
         bool second = encoders.Count > 1;
         var sparseArgs = new SparseArgs
         {
-            Rows = b, M = m, D = d, Scale = c * 2f / b, Gated = stacked ? 1 : 0, Untied = second ? 1 : 0,
+            Rows = b,
+            M = m,
+            D = d,
+            Scale = c * 2f / b,
+            Gated = stacked ? 1 : 0,
+            Untied = second ? 1 : 0,
             AuxIntoDecoder = auxIntoDecoder ? 1 : 0,
         };
         var wDec = Decoder;
         var bDec = p[DecoderBiasTensor].Data;
         if (sparse)
         {
-            ops.SparseDecode(ws.FA.Data, wDec.Data, bDec, x.Data, ws.RowIdx.View, ws.RowCount.View,
-                ws.Xhat.Data, ws.Delta.Data, sparseArgs);
+            ops.SparseDecode(
+                ws.FA.Data,
+                wDec.Data,
+                bDec,
+                x.Data,
+                ws.RowIdx.View,
+                ws.RowCount.View,
+                ws.Xhat.Data,
+                ws.Delta.Data,
+                sparseArgs
+            );
             Profile?.Mark(Device, "decoder");
             ops.Fill(phiPsi.Data, 0f);
-            ops.SparsePhiPsi(ws.Delta.Data, wDec.Data, ws.RowIdx.View, ws.RowCount.View, phiPsi.Data, sparseArgs);
+            ops.SparsePhiPsi(
+                ws.Delta.Data,
+                wDec.Data,
+                ws.RowIdx.View,
+                ws.RowCount.View,
+                phiPsi.Data,
+                sparseArgs
+            );
         }
         else
         {
@@ -382,8 +452,19 @@ public sealed class SparseAutoencoder : IDisposable
         if (sparse)
         {
             // dW_enc, dW_mag and dW_dec over each feature's active rows only.
-            ops.SparseWeightGrad(xc.Data, ws.DU.Data, ws.DUm.Data, ws.FA.Data, ws.Delta.Data, ws.ColIdx.View, ws.ColCount.View,
-                gEnc.Data, gMag.Data, DecoderGradient.Data, sparseArgs);
+            ops.SparseWeightGrad(
+                xc.Data,
+                ws.DU.Data,
+                ws.DUm.Data,
+                ws.FA.Data,
+                ws.Delta.Data,
+                ws.ColIdx.View,
+                ws.ColCount.View,
+                gEnc.Data,
+                gMag.Data,
+                DecoderGradient.Data,
+                sparseArgs
+            );
         }
         else
         {
@@ -395,24 +476,55 @@ public sealed class SparseAutoencoder : IDisposable
             }
 
             // Decoder: dW_dec = Fᵀ·Δ (+ Aᵀ·Δa when the aux decoder is not frozen: one GEMM over the stack).
-            ops.MatMul(ws.FA.SliceRows(0, decoderRows), ws.Delta.SliceRows(0, decoderRows), DecoderGradient, GemmLayout.TN, 1f, 1f);
+            ops.MatMul(
+                ws.FA.SliceRows(0, decoderRows),
+                ws.Delta.SliceRows(0, decoderRows),
+                DecoderGradient,
+                GemmLayout.TN,
+                1f,
+                1f
+            );
         }
 
         Profile?.Mark(Device, "weight gradients");
         if (options.DecoderNormWeightedL1)
         {
-            ops.DecoderNormPenaltyGrad(wDec, sums.SubView(2L * m, m), ws.DecoderNorms.Data, DecoderGradient, lambdaOverB);
+            ops.DecoderNormPenaltyGrad(
+                wDec,
+                sums.SubView(2L * m, m),
+                ws.DecoderNorms.Data,
+                DecoderGradient,
+                lambdaOverB
+            );
         }
 
         // b_dec: output term colsum(Δ) (+ colsum(Δa) if unfrozen), input-centring term −W_enc·colsum(dU).
-        ops.ReduceColumns<Sum>(ws.Delta.SliceRows(0, decoderRows), p.Gradient(DecoderBiasTensor).Data, accumulate: true);
+        ops.ReduceColumns<Sum>(
+            ws.Delta.SliceRows(0, decoderRows),
+            p.Gradient(DecoderBiasTensor).Data,
+            accumulate: true
+        );
         if (Config.ApplyBDecToInput)
         {
             var gbDec = new MatrixView(p.Gradient(DecoderBiasTensor).Data, d, 1);
-            ops.MatMul(p[encoders[0]], new MatrixView(sums.SubView(0, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
+            ops.MatMul(
+                p[encoders[0]],
+                new MatrixView(sums.SubView(0, m), 1, m),
+                gbDec,
+                GemmLayout.NT,
+                -1f,
+                1f
+            );
             if (second)
             {
-                ops.MatMul(p[encoders[1]], new MatrixView(sums.SubView(m, m), 1, m), gbDec, GemmLayout.NT, -1f, 1f);
+                ops.MatMul(
+                    p[encoders[1]],
+                    new MatrixView(sums.SubView(m, m), 1, m),
+                    gbDec,
+                    GemmLayout.NT,
+                    -1f,
+                    1f
+                );
             }
         }
 
@@ -430,7 +542,8 @@ public sealed class SparseAutoencoder : IDisposable
             return false;
         }
 
-        int b = ws.Batch, m = DSae;
+        int b = ws.Batch,
+            m = DSae;
         var active = Architecture.SupportRows(ws);
         ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
@@ -477,7 +590,10 @@ public sealed class SparseAutoencoder : IDisposable
         Device.Synchronize();
         // Σ Δ² = (2c/B)²·Σ (x̂ − x)²  ⇒  c·Σ(x̂ − x)²/B = Σ Δ²·B/(4c).
         double toLoss = b / (4.0 * c);
-        double mse = 0, aux = 0, sparsity = 0, l0 = 0;
+        double mse = 0,
+            aux = 0,
+            sparsity = 0,
+            l0 = 0;
         for (int r = 0; r < b; r++)
         {
             mse += host[r] * toLoss;

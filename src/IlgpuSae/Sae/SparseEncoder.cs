@@ -2,22 +2,30 @@ using IlgpuSae.Data;
 
 namespace IlgpuSae.Sae;
 
-/// <summary>Encodes activations into sparse features in CSR form (row pointers, feature indices, values).</summary>
+/// <summary>Encodes activations into sparse features in CSR form (row pointers, feature indices,
+/// values).</summary>
 public static class SparseEncoder
 {
     /// <summary>
     /// Encodes up to <paramref name="maxRows"/> rows of <paramref name="source"/>. Row r's features are
-    /// <c>indices[indptr[r]..indptr[r+1]]</c> with <c>values</c> at the same positions, in increasing index order.
+    /// <c>indices[indptr[r]..indptr[r+1]]</c> with <c>values</c> at the same positions, in increasing index
+    /// order.
     /// </summary>
     public static (long[] IndPtr, int[] Indices, float[] Values) Encode(
-        SparseAutoencoder sae, IActivationSource source, int batchSize = 1024, long maxRows = long.MaxValue,
-        CancellationToken cancellationToken = default)
+        SparseAutoencoder sae,
+        IActivationSource source,
+        int batchSize = 1024,
+        long maxRows = long.MaxValue,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(source);
         if (source.Dim != sae.DIn)
         {
-            throw new ArgumentException($"{source.Description} has d = {source.Dim}, the SAE expects d_in = {sae.DIn}.");
+            throw new ArgumentException(
+                $"{source.Description} has d = {source.Dim}, the SAE expects d_in = {sae.DIn}."
+            );
         }
 
         long rows = Math.Min(maxRows, source.Rows);
@@ -35,7 +43,9 @@ public static class SparseEncoder
             {
                 if (!float.IsFinite(batch[i]))
                 {
-                    throw new InvalidDataException($"{source.Description}: row {row + i / sae.DIn} has a non-finite value at column {i % sae.DIn}.");
+                    throw new InvalidDataException(
+                        $"{source.Description}: row {row + i / sae.DIn} has a non-finite value at column {i % sae.DIn}."
+                    );
                 }
             }
 

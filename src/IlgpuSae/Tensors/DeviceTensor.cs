@@ -13,7 +13,9 @@ public sealed class DeviceTensor : IDisposable
     {
         if (rows <= 0 || cols <= 0)
         {
-            throw new ArgumentException($"Tensor {name ?? ""} must have positive dimensions, got [{rows}, {cols}].");
+            throw new ArgumentException(
+                $"Tensor {name ?? ""} must have positive dimensions, got [{rows}, {cols}]."
+            );
         }
 
         Device = device;
@@ -47,7 +49,9 @@ public sealed class DeviceTensor : IDisposable
         if (values.Length != View.Length)
         {
             throw new ArgumentException(
-                $"{View.Describe()} needs {View.Length} values, got {values.Length}.", nameof(values));
+                $"{View.Describe()} needs {View.Length} values, got {values.Length}.",
+                nameof(values)
+            );
         }
 
         _buffer.View.CopyFromCPU(Device.Stream, values);

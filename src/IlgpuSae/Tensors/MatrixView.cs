@@ -2,23 +2,29 @@ using ILGPU;
 
 namespace IlgpuSae.Tensors;
 
-/// <summary>A row-major float32 matrix on a device: a view of <see cref="Rows"/>×<see cref="Cols"/> values.</summary>
+/// <summary>A row-major float32 matrix on a device: a view of <see cref="Rows"/>×<see cref="Cols"/>
+/// values.</summary>
 /// <remarks>A vector is a 1×n matrix. A default instance is a null view; operations reject it.</remarks>
 public readonly struct MatrixView
 {
-    /// <summary>Wraps <paramref name="data"/> as a <paramref name="rows"/>×<paramref name="cols"/> matrix.</summary>
-    /// <exception cref="ArgumentException">The view's length is not rows×cols, or a dimension is not positive.</exception>
+    /// <summary>Wraps <paramref name="data"/> as a <paramref name="rows"/>×<paramref name="cols"/>
+    /// matrix.</summary>
+    /// <exception cref="ArgumentException">The view's length is not rows×cols, or a dimension is not
+    /// positive.</exception>
     public MatrixView(ArrayView<float> data, int rows, int cols, string? name = null)
     {
         if (rows <= 0 || cols <= 0)
         {
-            throw new ArgumentException($"Matrix {name ?? "view"} must have positive dimensions, got [{rows}, {cols}].");
+            throw new ArgumentException(
+                $"Matrix {name ?? "view"} must have positive dimensions, got [{rows}, {cols}]."
+            );
         }
 
         if (data.IsValid && data.Length != (long)rows * cols)
         {
             throw new ArgumentException(
-                $"Matrix {name ?? "view"} of shape [{rows}, {cols}] needs {(long)rows * cols} values, the view has {data.Length}.");
+                $"Matrix {name ?? "view"} of shape [{rows}, {cols}] needs {(long)rows * cols} values, the view has {data.Length}."
+            );
         }
 
         Data = data;
@@ -53,7 +59,10 @@ public readonly struct MatrixView
     {
         if (start < 0 || count <= 0 || start + count > Rows)
         {
-            throw new ArgumentOutOfRangeException(nameof(start), $"Rows [{start}, {start + count}) are outside {Describe()}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(start),
+                $"Rows [{start}, {start + count}) are outside {Describe()}."
+            );
         }
 
         return new MatrixView(Data.SubView((long)start * Cols, (long)count * Cols), count, Cols, Name);

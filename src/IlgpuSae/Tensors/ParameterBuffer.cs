@@ -30,7 +30,8 @@ public sealed class ParameterLayout
     /// <summary>The tensors in the order they were added.</summary>
     public IReadOnlyList<ParameterEntry> Entries => _entries;
 
-    /// <summary>Length of one section (parameters, gradients, each moment) including alignment padding.</summary>
+    /// <summary>Length of one section (parameters, gradients, each moment) including alignment
+    /// padding.</summary>
     public long Length { get; private set; }
 
     /// <summary>Adds a tensor; returns this layout for chaining.</summary>
@@ -40,7 +41,10 @@ public sealed class ParameterLayout
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (rows <= 0 || cols <= 0)
         {
-            throw new ArgumentException($"Parameter '{name}' must have positive dimensions, got [{rows}, {cols}].", nameof(rows));
+            throw new ArgumentException(
+                $"Parameter '{name}' must have positive dimensions, got [{rows}, {cols}].",
+                nameof(rows)
+            );
         }
 
         if (_byName.ContainsKey(name))
@@ -56,11 +60,14 @@ public sealed class ParameterLayout
     }
 
     /// <summary>Finds a tensor by name.</summary>
-    /// <exception cref="KeyNotFoundException">No tensor has that name; the message lists the names.</exception>
-    public ParameterEntry this[string name] => _byName.TryGetValue(name, out var e)
-        ? e
-        : throw new KeyNotFoundException(
-            $"No parameter named '{name}'. Parameters: {string.Join(", ", _entries.Select(x => x.Name))}.");
+    /// <exception cref="KeyNotFoundException">No tensor has that name; the message lists the
+    /// names.</exception>
+    public ParameterEntry this[string name] =>
+        _byName.TryGetValue(name, out var e)
+            ? e
+            : throw new KeyNotFoundException(
+                $"No parameter named '{name}'. Parameters: {string.Join(", ", _entries.Select(x => x.Name))}."
+            );
 }
 
 /// <summary>Which copy of the parameters a view refers to.</summary>
@@ -111,7 +118,8 @@ public sealed class ParameterBuffer : IDisposable
     /// <summary>The names and shapes.</summary>
     public ParameterLayout Layout { get; }
 
-    /// <summary>The whole allocation: values, gradients, first and second moments, one after the other.</summary>
+    /// <summary>The whole allocation: values, gradients, first and second moments, one after the
+    /// other.</summary>
     public ArrayView<float> All => _buffer.View;
 
     /// <summary>All parameter values as one flat view.</summary>
@@ -134,7 +142,12 @@ public sealed class ParameterBuffer : IDisposable
     public MatrixView Get(string name, ParameterSection section = ParameterSection.Values)
     {
         var e = Layout[name];
-        return new MatrixView(Section(section).SubView(e.Offset, e.Length), e.Rows, e.Cols, $"{name}.{section}");
+        return new MatrixView(
+            Section(section).SubView(e.Offset, e.Length),
+            e.Rows,
+            e.Cols,
+            $"{name}.{section}"
+        );
     }
 
     /// <summary>The named parameter's values.</summary>
@@ -144,7 +157,8 @@ public sealed class ParameterBuffer : IDisposable
     public MatrixView Gradient(string name) => Get(name, ParameterSection.Gradients);
 
     /// <summary>Zeroes every gradient (one kernel launch).</summary>
-    /// <remarks>A fill kernel, not ILGPU's memset: PoCL 6 rejects ILGPU's memset of a sub-view (CLException).</remarks>
+    /// <remarks>A fill kernel, not ILGPU's memset: PoCL 6 rejects ILGPU's memset of a sub-view
+    /// (CLException).</remarks>
     public void ZeroGradients() => Device.Ops.Fill(Gradients, 0f);
 
     /// <summary>Copies one section to the host (padding included).</summary>
@@ -158,13 +172,17 @@ public sealed class ParameterBuffer : IDisposable
     }
 
     /// <summary>Copies a whole section from the host.</summary>
-    /// <exception cref="ArgumentException">The array length is not <see cref="ParameterLayout.Length"/>.</exception>
+    /// <exception cref="ArgumentException">The array length is not
+    /// <see cref="ParameterLayout.Length"/>.</exception>
     public void Upload(float[] values, ParameterSection section = ParameterSection.Values)
     {
         ArgumentNullException.ThrowIfNull(values);
         if (values.Length != Layout.Length)
         {
-            throw new ArgumentException($"Section {section} holds {Layout.Length} floats, got {values.Length}.", nameof(values));
+            throw new ArgumentException(
+                $"Section {section} holds {Layout.Length} floats, got {values.Length}.",
+                nameof(values)
+            );
         }
 
         Section(section).CopyFromCPU(Device.Stream, values);

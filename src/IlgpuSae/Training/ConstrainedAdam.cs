@@ -25,7 +25,13 @@ public sealed class ConstrainedAdam : IDisposable
     /// <param name="clipNorm">Clip the global gradient norm to this (0 = off).</param>
     /// <param name="constrainDecoderNorm">Project the decoder gradient and renormalise decoder rows.</param>
     /// <param name="trainable">Tensors to update (null = all).</param>
-    public ConstrainedAdam(SparseAutoencoder sae, AdamSettings adam, float clipNorm = 0f, bool constrainDecoderNorm = true, IReadOnlyList<string>? trainable = null)
+    public ConstrainedAdam(
+        SparseAutoencoder sae,
+        AdamSettings adam,
+        float clipNorm = 0f,
+        bool constrainDecoderNorm = true,
+        IReadOnlyList<string>? trainable = null
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         _sae = sae;
@@ -35,7 +41,11 @@ public sealed class ConstrainedAdam : IDisposable
         _trainable = trainable;
         if (clipNorm > 0)
         {
-            _normPartials = sae.Device.Allocate(1, (int)(sae.Parameters.Layout.Length / ParameterLayout.Alignment), "grad_norm_partials");
+            _normPartials = sae.Device.Allocate(
+                1,
+                (int)(sae.Parameters.Layout.Length / ParameterLayout.Alignment),
+                "grad_norm_partials"
+            );
         }
     }
 
@@ -43,18 +53,31 @@ public sealed class ConstrainedAdam : IDisposable
     public static ConstrainedAdam For(SparseAutoencoder sae, TrainerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new ConstrainedAdam(sae, new AdamSettings { Beta1 = options.Beta1, Beta2 = options.Beta2, Epsilon = options.Epsilon, WeightDecay = 0f },
-            options.GradClipNorm, options.ConstrainDecoderNorm, options.TrainableParameters);
+        return new ConstrainedAdam(
+            sae,
+            new AdamSettings
+            {
+                Beta1 = options.Beta1,
+                Beta2 = options.Beta2,
+                Epsilon = options.Epsilon,
+                WeightDecay = 0f,
+            },
+            options.GradClipNorm,
+            options.ConstrainDecoderNorm,
+            options.TrainableParameters
+        );
     }
 
-    /// <summary>Bytes of device memory the optimizer allocates besides the SAE (the clipping partial sums).</summary>
+    /// <summary>Bytes of device memory the optimizer allocates besides the SAE (the clipping partial
+    /// sums).</summary>
     public static long DeviceBytes(ParameterLayout layout)
     {
         ArgumentNullException.ThrowIfNull(layout);
         return layout.Length / ParameterLayout.Alignment * sizeof(float);
     }
 
-    /// <summary>Applies update number <paramref name="t"/> (1-based, for bias correction) at learning rate <paramref name="learningRate"/>.</summary>
+    /// <summary>Applies update number <paramref name="t"/> (1-based, for bias correction) at learning rate
+    /// <paramref name="learningRate"/>.</summary>
     public void Step(long t, float learningRate)
     {
         var ops = _sae.Device.Ops;
@@ -82,8 +105,15 @@ public sealed class ConstrainedAdam : IDisposable
         {
             foreach (var name in _trainable)
             {
-                ops.AdamStep(p[name].Data, p.Gradient(name).Data, p.Get(name, ParameterSection.FirstMoment).Data,
-                    p.Get(name, ParameterSection.SecondMoment).Data, settings, t, gradScale);
+                ops.AdamStep(
+                    p[name].Data,
+                    p.Gradient(name).Data,
+                    p.Get(name, ParameterSection.FirstMoment).Data,
+                    p.Get(name, ParameterSection.SecondMoment).Data,
+                    settings,
+                    t,
+                    gradScale
+                );
             }
         }
 

@@ -10,7 +10,8 @@ namespace IlgpuSae.Training;
 /// describe: each dead feature gets a batch row drawn with probability ∝ its squared reconstruction error;
 /// its decoder row becomes that row's unit direction, its encoder column the same direction × 0.2 × the mean
 /// encoder-column norm of alive features, its feature biases (<see cref="SaeArchitecture.FeatureBiases"/>) 0,
-/// and the Adam moments of all of those 0. The trainer then drops the learning rate to 0.1× and lets it recover.
+/// and the Adam moments of all of those 0. The trainer then drops the learning rate to 0.1× and lets it
+/// recover.
 /// </summary>
 public sealed class DeadFeatureResampler : IDisposable
 {
@@ -19,7 +20,8 @@ public sealed class DeadFeatureResampler : IDisposable
     private readonly DeviceTensor _firedCounts;
     private readonly ulong _seed;
 
-    /// <summary>Tracks the features of <paramref name="sae"/>; a feature is dead after <paramref name="deadWindow"/> steps without firing.</summary>
+    /// <summary>Tracks the features of <paramref name="sae"/>; a feature is dead after
+    /// <paramref name="deadWindow"/> steps without firing.</summary>
     public DeadFeatureResampler(SparseAutoencoder sae, int deadWindow, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(sae);
@@ -35,11 +37,17 @@ public sealed class DeadFeatureResampler : IDisposable
     /// <summary>Steps without firing after which a feature counts as dead.</summary>
     public int DeadWindow { get; }
 
-    /// <summary>After a training step: counts the features that fired in it and advances the counters.</summary>
+    /// <summary>After a training step: counts the features that fired in it and advances the
+    /// counters.</summary>
     public void Observe()
     {
         _sae.CountFiring(_firedCounts.Data);
-        _sae.Device.Ops.Map(_stepsSinceFired.Data, _firedCounts.Data, _stepsSinceFired.Data, default(StepsSinceFired));
+        _sae.Device.Ops.Map(
+            _stepsSinceFired.Data,
+            _firedCounts.Data,
+            _stepsSinceFired.Data,
+            default(StepsSinceFired)
+        );
     }
 
     /// <summary>Features that have not fired within the dead window.</summary>
@@ -58,14 +66,17 @@ public sealed class DeadFeatureResampler : IDisposable
         ArgumentNullException.ThrowIfNull(stepsSinceFired);
         if (stepsSinceFired.Length != _sae.DSae)
         {
-            throw new InvalidDataException($"steps_since_fired has {stepsSinceFired.Length} entries, the SAE has {_sae.DSae} features.");
+            throw new InvalidDataException(
+                $"steps_since_fired has {stepsSinceFired.Length} entries, the SAE has {_sae.DSae} features."
+            );
         }
 
         _stepsSinceFired.CopyFrom(stepsSinceFired);
     }
 
     /// <summary>
-    /// Resamples the dead features from <paramref name="batch"/> [rows, d] (the step's inputs) at training step
+    /// Resamples the dead features from <paramref name="batch"/> [rows, d] (the step's inputs) at training
+    /// step
     /// <paramref name="step"/>; returns the number resampled (at most one per batch row).
     /// </summary>
     public int Resample(float[] batch, int rows, long step)
@@ -78,7 +89,9 @@ public sealed class DeadFeatureResampler : IDisposable
             return 0;
         }
 
-        int d = _sae.DIn, m = _sae.DSae, b = rows;
+        int d = _sae.DIn,
+            m = _sae.DSae,
+            b = rows;
         var (_, xhat) = _sae.ForwardHost(batch, b);
         var weights = new double[b];
         for (int r = 0; r < b; r++)
@@ -98,19 +111,23 @@ public sealed class DeadFeatureResampler : IDisposable
         var m1 = p.Download(ParameterSection.FirstMoment);
         var m2 = p.Download(ParameterSection.SecondMoment);
         var layout = p.Layout;
-        long wEnc = layout[SparseAutoencoder.EncoderTensor].Offset, wDec = layout[SparseAutoencoder.DecoderTensor].Offset;
+        long wEnc = layout[SparseAutoencoder.EncoderTensor].Offset,
+            wDec = layout[SparseAutoencoder.DecoderTensor].Offset;
         var biases = _sae.Architecture.FeatureBiases(_sae.Config);
         var alive = Enumerable.Range(0, m).Where(i => steps[i] < DeadWindow).ToArray();
-        double aliveNorm = alive.Length == 0 ? 1 : alive.Average(i =>
-        {
-            double s = 0;
-            for (int j = 0; j < d; j++)
-            {
-                s += values[wEnc + (long)j * m + i] * values[wEnc + (long)j * m + i];
-            }
+        double aliveNorm =
+            alive.Length == 0
+                ? 1
+                : alive.Average(i =>
+                {
+                    double s = 0;
+                    for (int j = 0; j < d; j++)
+                    {
+                        s += values[wEnc + (long)j * m + i] * values[wEnc + (long)j * m + i];
+                    }
 
-            return Math.Sqrt(s);
-        });
+                    return Math.Sqrt(s);
+                });
         var rng = new SplitMix64(SplitMix64.Mix(_seed, 0x2E5A, (ulong)step));
         double total = weights.Sum();
         int resampled = 0;
@@ -157,7 +174,8 @@ public sealed class DeadFeatureResampler : IDisposable
             return (int)(u * weights.Length);
         }
 
-        double target = u * total, acc = 0;
+        double target = u * total,
+            acc = 0;
         for (int r = 0; r < weights.Length; r++)
         {
             acc += weights[r];

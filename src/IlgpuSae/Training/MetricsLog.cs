@@ -4,7 +4,8 @@ using IlgpuSae.IO;
 namespace IlgpuSae.Training;
 
 /// <summary>
-/// The JSONL metrics log of a run (one object per logged step, SAELens's wandb names), appended as training goes
+/// The JSONL metrics log of a run (one object per logged step, SAELens's wandb names), appended as training
+/// goes
 /// and truncated to a checkpoint's step on resume so that a resumed run's log equals an uninterrupted one.
 /// </summary>
 public sealed class MetricsLog
@@ -38,7 +39,9 @@ public sealed class MetricsLog
             return;
         }
 
-        var kept = File.ReadAllLines(Path).Where(l => JsonNode.Parse(l)?["step"]?.GetValue<long>() <= step).ToArray();
+        var kept = File.ReadAllLines(Path)
+            .Where(l => JsonNode.Parse(l)?["step"]?.GetValue<long>() <= step)
+            .ToArray();
         AtomicFile.WriteAllText(Path, kept.Length == 0 ? "" : string.Join("\n", kept) + "\n");
     }
 }

@@ -9,7 +9,8 @@ public enum GatedAblation
     /// <summary>The full gated SAE.</summary>
     None,
 
-    /// <summary>Gradients flow into the decoder through the auxiliary reconstruction (no stop-gradient).</summary>
+    /// <summary>Gradients flow into the decoder through the auxiliary reconstruction (no
+    /// stop-gradient).</summary>
     UnfrozenAux,
 
     /// <summary>No <c>r_mag</c>: the magnitude path uses the gate's weights unscaled.</summary>
@@ -20,10 +21,13 @@ public enum GatedAblation
 }
 
 /// <summary>
-/// What to train, in the words users pick it by — an architecture, a mode (the paper's recipe, SAELens's gated
-/// one, or Anthropic's April-2024 update), a gated ablation, or the paper's "baseline + rescale &amp; shift" — turned
+/// What to train, in the words users pick it by — an architecture, a mode (the paper's recipe, SAELens's
+/// gated
+/// one, or Anthropic's April-2024 update), a gated ablation, or the paper's "baseline + rescale &amp; shift"
+/// — turned
 /// into the <see cref="SaeConfig"/> and <see cref="TrainerOptions"/> that implement it, with the provenance
-/// metadata written into <c>cfg.json</c>. The command line, the study and the tests all build runs through it.
+/// metadata written into <c>cfg.json</c>. The command line, the study and the tests all build runs through
+/// it.
 /// </summary>
 public sealed record SaeRecipe
 {
@@ -37,7 +41,8 @@ public sealed record SaeRecipe
     public GatedAblation Ablation { get; init; } = GatedAblation.None;
 
     /// <summary>
-    /// "Baseline + learned rescale &amp; shift" (paper §5.2): a gated wrapper around a frozen standard SAE of which only
+    /// "Baseline + learned rescale &amp; shift" (paper §5.2): a gated wrapper around a frozen standard SAE of
+    /// which only
     /// <c>r_mag</c> and <c>b_mag</c> train, without sparsity penalty, on raw (unnormalised) activations.
     /// </summary>
     public bool RescaleShift { get; init; }
@@ -46,33 +51,45 @@ public sealed record SaeRecipe
     public static IReadOnlyList<string> ModeNames { get; } = ["paper", "saelens", "april-update"];
 
     /// <summary>Ablation names as the command line spells them.</summary>
-    public static IReadOnlyList<string> AblationNames { get; } = ["none", "unfrozen-aux", "no-rmag", "untied"];
+    public static IReadOnlyList<string> AblationNames { get; } =
+    ["none", "unfrozen-aux", "no-rmag", "untied"];
 
     /// <summary>The mode's command-line name.</summary>
-    public string ModeName => Mode switch
-    {
-        TrainingRecipe.Paper => "paper",
-        TrainingRecipe.SaeLens => "saelens",
-        TrainingRecipe.AprilUpdate => "april-update",
-        _ => throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "Unknown mode."),
-    };
+    public string ModeName =>
+        Mode switch
+        {
+            TrainingRecipe.Paper => "paper",
+            TrainingRecipe.SaeLens => "saelens",
+            TrainingRecipe.AprilUpdate => "april-update",
+            _ => throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "Unknown mode."),
+        };
 
     /// <summary>The ablation's command-line name.</summary>
-    public string AblationName => Ablation switch
-    {
-        GatedAblation.None => "none",
-        GatedAblation.UnfrozenAux => "unfrozen-aux",
-        GatedAblation.NoRMag => "no-rmag",
-        GatedAblation.Untied => "untied",
-        _ => throw new ArgumentOutOfRangeException(nameof(Ablation), Ablation, "Unknown ablation."),
-    };
+    public string AblationName =>
+        Ablation switch
+        {
+            GatedAblation.None => "none",
+            GatedAblation.UnfrozenAux => "unfrozen-aux",
+            GatedAblation.NoRMag => "no-rmag",
+            GatedAblation.Untied => "untied",
+            _ => throw new ArgumentOutOfRangeException(nameof(Ablation), Ablation, "Unknown ablation."),
+        };
 
-    /// <summary>A short name, e.g. <c>gated-paper</c>, <c>gated-paper-untied</c>, <c>standard-april-update</c>.</summary>
-    public string Name => $"{Architecture.Name}-{ModeName}" + (Ablation == GatedAblation.None ? "" : "-" + AblationName) + (RescaleShift ? "-rescale-shift" : "");
+    /// <summary>A short name, e.g. <c>gated-paper</c>, <c>gated-paper-untied</c>,
+    /// <c>standard-april-update</c>.</summary>
+    public string Name =>
+        $"{Architecture.Name}-{ModeName}"
+        + (Ablation == GatedAblation.None ? "" : "-" + AblationName)
+        + (RescaleShift ? "-rescale-shift" : "");
 
     /// <summary>Parses the command line's words.</summary>
     /// <exception cref="ArgumentException">A word is unknown or the combination does not apply.</exception>
-    public static SaeRecipe Parse(string architecture, string mode = "paper", string ablation = "none", bool rescaleShift = false)
+    public static SaeRecipe Parse(
+        string architecture,
+        string mode = "paper",
+        string ablation = "none",
+        bool rescaleShift = false
+    )
     {
         ArgumentNullException.ThrowIfNull(mode);
         ArgumentNullException.ThrowIfNull(ablation);
@@ -84,7 +101,9 @@ public sealed record SaeRecipe
                 "paper" => TrainingRecipe.Paper,
                 "saelens" => TrainingRecipe.SaeLens,
                 "april-update" => TrainingRecipe.AprilUpdate,
-                _ => throw new ArgumentException($"Unknown mode '{mode}' (modes: {string.Join(", ", ModeNames)})."),
+                _ => throw new ArgumentException(
+                    $"Unknown mode '{mode}' (modes: {string.Join(", ", ModeNames)})."
+                ),
             },
             Ablation = ablation switch
             {
@@ -92,7 +111,9 @@ public sealed record SaeRecipe
                 "unfrozen-aux" => GatedAblation.UnfrozenAux,
                 "no-rmag" => GatedAblation.NoRMag,
                 "untied" => GatedAblation.Untied,
-                _ => throw new ArgumentException($"Unknown ablation '{ablation}' (ablations: {string.Join(", ", AblationNames)})."),
+                _ => throw new ArgumentException(
+                    $"Unknown ablation '{ablation}' (ablations: {string.Join(", ", AblationNames)})."
+                ),
             },
             RescaleShift = rescaleShift,
         };
@@ -112,7 +133,9 @@ public sealed record SaeRecipe
         bool gated = Architecture == SaeArchitecture.Gated;
         if ((Mode == TrainingRecipe.SaeLens && !gated) || (Mode == TrainingRecipe.AprilUpdate && gated))
         {
-            throw new ArgumentException($"--mode {ModeName} applies to {(gated ? "standard" : "gated")} SAEs only.");
+            throw new ArgumentException(
+                $"--mode {ModeName} applies to {(gated ? "standard" : "gated")} SAEs only."
+            );
         }
 
         if (Ablation != GatedAblation.None && !gated)
@@ -127,7 +150,9 @@ public sealed record SaeRecipe
 
         if (RescaleShift && Ablation != GatedAblation.None)
         {
-            throw new ArgumentException("Rescale & shift trains r_mag and b_mag of a tied wrapper; it takes no ablation.");
+            throw new ArgumentException(
+                "Rescale & shift trains r_mag and b_mag of a tied wrapper; it takes no ablation."
+            );
         }
     }
 
@@ -148,9 +173,11 @@ public sealed record SaeRecipe
     }
 
     /// <summary>
-    /// <paramref name="options"/> with the recipe's settings applied: the mode's (<see cref="TrainerOptions.WithRecipe"/>),
+    /// <paramref name="options"/> with the recipe's settings applied: the mode's
+    /// (<see cref="TrainerOptions.WithRecipe"/>),
     /// the unfrozen auxiliary decoder, and for rescale &amp; shift the trainable tensors, λ = 0 and no norm
-    /// constraint, λ warm-up or activation normalisation (the frozen baseline has its normalisation folded in).
+    /// constraint, λ warm-up or activation normalisation (the frozen baseline has its normalisation folded
+    /// in).
     /// </summary>
     public TrainerOptions Apply(TrainerOptions options)
     {
@@ -166,28 +193,46 @@ public sealed record SaeRecipe
         {
             o = o with
             {
-                TrainableParameters = ["r_mag", "b_mag"], Loss = o.Loss with { L1Coefficient = 0f }, ConstrainDecoderNorm = false,
-                NormalizeActivations = false, L1WarmupSteps = 0,
+                TrainableParameters = ["r_mag", "b_mag"],
+                Loss = o.Loss with { L1Coefficient = 0f },
+                ConstrainDecoderNorm = false,
+                NormalizeActivations = false,
+                L1WarmupSteps = 0,
             };
         }
 
         return o;
     }
 
-    /// <summary>A new SAE of this recipe, initialised as <paramref name="options"/> say (decoder init norm, seed).</summary>
-    public SparseAutoencoder Create(SaeDevice device, int dIn, int dSae, TrainerOptions options, IReadOnlyDictionary<string, object?>? metadata = null)
+    /// <summary>A new SAE of this recipe, initialised as <paramref name="options"/> say (decoder init norm,
+    /// seed).</summary>
+    public SparseAutoencoder Create(
+        SaeDevice device,
+        int dIn,
+        int dSae,
+        TrainerOptions options,
+        IReadOnlyDictionary<string, object?>? metadata = null
+    )
     {
         ArgumentNullException.ThrowIfNull(options);
         if (RescaleShift)
         {
-            throw new InvalidOperationException("A rescale & shift run wraps a trained baseline: use WrapBaseline.");
+            throw new InvalidOperationException(
+                "A rescale & shift run wraps a trained baseline: use WrapBaseline."
+            );
         }
 
-        return SparseAutoencoder.Create(device, Config(dIn, dSae, metadata), options.Seed, options.DecoderInitNorm);
+        return SparseAutoencoder.Create(
+            device,
+            Config(dIn, dSae, metadata),
+            options.Seed,
+            options.DecoderInitNorm
+        );
     }
 
     /// <summary>
-    /// Loads an SAE to continue training from (<c>--init</c>), checking that it is of this recipe's architecture
+    /// Loads an SAE to continue training from (<c>--init</c>), checking that it is of this recipe's
+    /// architecture
     /// and of width <paramref name="dIn"/> (and <paramref name="dSae"/> when given).
     /// </summary>
     /// <exception cref="ArgumentException">The SAE does not match.</exception>
@@ -196,7 +241,8 @@ public sealed record SaeRecipe
         var loaded = SaeFiles.Load(device, path);
         if (loaded.Architecture != Architecture || (dSae is int m && m != loaded.DSae) || loaded.DIn != dIn)
         {
-            var message = $"--init {path} holds a {loaded.Architecture} SAE {loaded.DIn}×{loaded.DSae}; this run needs {Architecture} {dIn}×{dSae ?? loaded.DSae}.";
+            var message =
+                $"--init {path} holds a {loaded.Architecture} SAE {loaded.DIn}×{loaded.DSae}; this run needs {Architecture} {dIn}×{dSae ?? loaded.DSae}.";
             loaded.Dispose();
             throw new ArgumentException(message);
         }
@@ -205,7 +251,10 @@ public sealed record SaeRecipe
     }
 
     /// <summary>The rescale &amp; shift wrapper of a trained standard SAE.</summary>
-    public SparseAutoencoder WrapBaseline(SparseAutoencoder baseline, IReadOnlyDictionary<string, object?>? metadata = null)
+    public SparseAutoencoder WrapBaseline(
+        SparseAutoencoder baseline,
+        IReadOnlyDictionary<string, object?>? metadata = null
+    )
     {
         if (!RescaleShift)
         {
@@ -216,17 +265,27 @@ public sealed record SaeRecipe
     }
 
     /// <summary>
-    /// The <c>training</c> provenance entry of <c>cfg.json</c>'s metadata: recipe, λ, learning rate, batch size,
+    /// The <c>training</c> provenance entry of <c>cfg.json</c>'s metadata: recipe, λ, learning rate, batch
+    /// size,
     /// steps, seed, plus <paramref name="extra"/> (activations, backend, study arm …).
     /// </summary>
-    public Dictionary<string, object?> Provenance(TrainerOptions options, IReadOnlyDictionary<string, object?>? extra = null)
+    public Dictionary<string, object?> Provenance(
+        TrainerOptions options,
+        IReadOnlyDictionary<string, object?>? extra = null
+    )
     {
         ArgumentNullException.ThrowIfNull(options);
         var training = new Dictionary<string, object?>
         {
-            ["recipe"] = Name, ["mode"] = ModeName, ["ablation"] = AblationName, ["rescale_shift"] = RescaleShift,
-            ["l1_coefficient"] = options.Loss.L1Coefficient, ["lr"] = options.LearningRate, ["batch_size"] = options.BatchSize,
-            ["steps"] = options.Steps, ["seed"] = options.Seed,
+            ["recipe"] = Name,
+            ["mode"] = ModeName,
+            ["ablation"] = AblationName,
+            ["rescale_shift"] = RescaleShift,
+            ["l1_coefficient"] = options.Loss.L1Coefficient,
+            ["lr"] = options.LearningRate,
+            ["batch_size"] = options.BatchSize,
+            ["steps"] = options.Steps,
+            ["seed"] = options.Seed,
         };
         foreach (var (k, v) in extra ?? new Dictionary<string, object?>())
         {

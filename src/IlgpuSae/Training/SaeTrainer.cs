@@ -14,13 +14,21 @@ namespace IlgpuSae.Training;
 /// <param name="TokensPerSecond">Throughput since this process started training.</param>
 /// <param name="Loss">Loss terms of the latest logged step.</param>
 /// <param name="DeadFeatures">Features that have not fired within the dead window.</param>
-public sealed record TrainingProgress(long Step, long TotalSteps, long Tokens, double TokensPerSecond, LossBreakdown? Loss, int DeadFeatures);
+public sealed record TrainingProgress(
+    long Step,
+    long TotalSteps,
+    long Tokens,
+    double TokensPerSecond,
+    LossBreakdown? Loss,
+    int DeadFeatures
+);
 
 /// <summary>
 /// Trains an SAE with Adam on activations. The loop is assembled from parts: <see cref="TrainingSchedule"/>
 /// (learning-rate warm-up and decay, λ warm-up, recovery after resampling), <see cref="ConstrainedAdam"/>
 /// (clipping, decoder projection, Adam, renormalisation), <see cref="DeadFeatureResampler"/>,
-/// <see cref="MetricsLog"/> (JSONL, SAELens names) and <see cref="TrainingCheckpoint"/> (atomic checkpoints with
+/// <see cref="MetricsLog"/> (JSONL, SAELens names) and <see cref="TrainingCheckpoint"/> (atomic checkpoints
+/// with
 /// <see cref="TrainerConfig"/>, from which training resumes exactly). Optional activation normalisation is
 /// folded into the saved weights. Runs are deterministic on the CPU accelerator for a given seed.
 /// </summary>
@@ -49,8 +57,14 @@ public sealed class SaeTrainer : IDisposable
     private float _normScale = 1f;
     private LossBreakdown? _lastLoss;
 
-    /// <summary>Prepares training of <paramref name="sae"/> on <paramref name="data"/>; writes to <paramref name="outputFolder"/> if given.</summary>
-    public SaeTrainer(SparseAutoencoder sae, IActivationSource data, TrainerOptions options, string? outputFolder)
+    /// <summary>Prepares training of <paramref name="sae"/> on <paramref name="data"/>; writes to
+    /// <paramref name="outputFolder"/> if given.</summary>
+    public SaeTrainer(
+        SparseAutoencoder sae,
+        IActivationSource data,
+        TrainerOptions options,
+        string? outputFolder
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(data);
@@ -63,7 +77,9 @@ public sealed class SaeTrainer : IDisposable
 
         if (data.Dim != sae.DIn)
         {
-            throw new ArgumentException($"{data.Description} has d = {data.Dim}, the SAE expects d_in = {sae.DIn}.");
+            throw new ArgumentException(
+                $"{data.Description} has d = {data.Dim}, the SAE expects d_in = {sae.DIn}."
+            );
         }
 
         var names = SparseAutoencoder.TensorNames(sae.Config);
@@ -72,13 +88,17 @@ public sealed class SaeTrainer : IDisposable
             var unknown = trainable.Where(n => !names.Contains(n)).ToArray();
             if (unknown.Length > 0)
             {
-                throw new ArgumentException($"Unknown trainable parameter(s) {string.Join(", ", unknown)}; the SAE has {string.Join(", ", names)}.");
+                throw new ArgumentException(
+                    $"Unknown trainable parameter(s) {string.Join(", ", unknown)}; the SAE has {string.Join(", ", names)}."
+                );
             }
         }
 
         if (options.TrainableParameters is not null && options.ResampleEvery > 0)
         {
-            throw new ArgumentException("Resampling rewrites encoder and decoder rows; it cannot be combined with a restricted set of trainable parameters.");
+            throw new ArgumentException(
+                "Resampling rewrites encoder and decoder rows; it cannot be combined with a restricted set of trainable parameters."
+            );
         }
 
         _sae = sae;
@@ -87,7 +107,13 @@ public sealed class SaeTrainer : IDisposable
         _config = TrainerConfig.Of(sae.Config, options);
         _output = outputFolder;
         _log = outputFolder is null ? null : new MetricsLog(outputFolder);
-        _loader = new ActivationLoader(data, options.BatchSize, options.Seed, shuffle: true, options.ShuffleBufferRows);
+        _loader = new ActivationLoader(
+            data,
+            options.BatchSize,
+            options.Seed,
+            shuffle: true,
+            options.ShuffleBufferRows
+        );
         _schedule = new TrainingSchedule(options);
         _batch = sae.Device.Allocate(options.BatchSize, sae.DIn, "batch");
         _optimizer = ConstrainedAdam.For(sae, options);
@@ -98,7 +124,8 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Steps done so far.</summary>
     public long Step => _step;
 
-    /// <summary>The activation scale in use (1 unless <see cref="TrainerOptions.NormalizeActivations"/>).</summary>
+    /// <summary>The activation scale in use (1 unless
+    /// <see cref="TrainerOptions.NormalizeActivations"/>).</summary>
     public float NormalizationScale => _normScale;
 
     /// <summary>Every setting of this run, as saved with its checkpoints.</summary>
@@ -107,7 +134,8 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Features that have not fired within the dead window.</summary>
     public int DeadFeatures() => _resampler.DeadFeatures();
 
-    private static int DeadWindowOf(TrainerOptions o) => o.ResampleDeadWindow ?? Math.Max(1, o.ResampleEvery > 0 ? o.ResampleEvery / 2 : 1000);
+    private static int DeadWindowOf(TrainerOptions o) =>
+        o.ResampleDeadWindow ?? Math.Max(1, o.ResampleEvery > 0 ? o.ResampleEvery / 2 : 1000);
 
     /// <summary>Learning rate at a step (warm-up, decay, resampling recovery).</summary>
     public double LearningRateAt(long step) => _schedule.LearningRateAt(step, _lastResample);
@@ -119,7 +147,10 @@ public sealed class SaeTrainer : IDisposable
     /// Runs the remaining steps. Saves the final SAE (activation scale folded in) to the output folder and
     /// returns its loss at the last logged step.
     /// </summary>
-    public LossBreakdown? Train(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    public LossBreakdown? Train(
+        IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellationToken = default
+    )
     {
         if (_step == 0 && _options.NormalizeActivations && _normScale == 1f)
         {
@@ -142,7 +173,14 @@ public sealed class SaeTrainer : IDisposable
 
             _batch.CopyFrom(_hostBatch);
             bool log = (_step + 1) % _options.LogEvery == 0 || _step + 1 == _options.Steps;
-            var loss = _sae.ComputeGradients(_batch, _options.Loss with { L1Coefficient = (float)L1At(_step) }, computeLoss: log);
+            var loss = _sae.ComputeGradients(
+                _batch,
+                _options.Loss with
+                {
+                    L1Coefficient = (float)L1At(_step),
+                },
+                computeLoss: log
+            );
             _optimizer.Step(_step + 1, (float)LearningRateAt(_step));
             _resampler.Observe();
             _step++;
@@ -158,17 +196,33 @@ public sealed class SaeTrainer : IDisposable
             if (log)
             {
                 _lastLoss = loss;
-                WriteMetrics(loss!, watch.Elapsed.TotalSeconds, (_step - startStep) * (double)_options.BatchSize);
+                WriteMetrics(
+                    loss!,
+                    watch.Elapsed.TotalSeconds,
+                    (_step - startStep) * (double)_options.BatchSize
+                );
             }
 
-            if (_options.CheckpointEvery > 0 && _step % _options.CheckpointEvery == 0 && _step < _options.Steps)
+            if (
+                _options.CheckpointEvery > 0
+                && _step % _options.CheckpointEvery == 0
+                && _step < _options.Steps
+            )
             {
                 SaveCheckpoint();
             }
 
             double seconds = Math.Max(watch.Elapsed.TotalSeconds, 1e-9);
-            progress?.Report(new TrainingProgress(_step, _options.Steps, _step * (long)_options.BatchSize,
-                (_step - startStep) * (double)_options.BatchSize / seconds, _lastLoss, log ? DeadFeatures() : -1));
+            progress?.Report(
+                new TrainingProgress(
+                    _step,
+                    _options.Steps,
+                    _step * (long)_options.BatchSize,
+                    (_step - startStep) * (double)_options.BatchSize / seconds,
+                    _lastLoss,
+                    log ? DeadFeatures() : -1
+                )
+            );
         }
 
         _sae.Device.Synchronize();
@@ -180,10 +234,17 @@ public sealed class SaeTrainer : IDisposable
         return _lastLoss;
     }
 
-    /// <summary>The factor s with E‖s·x‖ = √d over a few batches (SAELens <c>expected_average_only_in</c>).</summary>
+    /// <summary>The factor s with E‖s·x‖ = √d over a few batches (SAELens
+    /// <c>expected_average_only_in</c>).</summary>
     private float EstimateNormalization()
     {
-        var probe = new ActivationLoader(_data, _options.BatchSize, _options.Seed ^ 0x4E4F524DUL, shuffle: true, _options.ShuffleBufferRows);
+        var probe = new ActivationLoader(
+            _data,
+            _options.BatchSize,
+            _options.Seed ^ 0x4E4F524DUL,
+            shuffle: true,
+            _options.ShuffleBufferRows
+        );
         double sum = 0;
         long n = 0;
         var buffer = new float[_hostBatch.Length];
@@ -209,20 +270,23 @@ public sealed class SaeTrainer : IDisposable
         return mean > 0 ? (float)(Math.Sqrt(_sae.DIn) / mean) : 1f;
     }
 
-    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun) => _log?.Append(new JsonObject
-    {
-        ["step"] = _step,
-        ["n_training_tokens"] = _step * (long)_options.BatchSize,
-        ["losses/overall_loss"] = loss.Total,
-        ["losses/mse_loss"] = loss.Mse,
-        ["losses/l1_loss"] = loss.Sparsity,
-        ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
-        ["metrics/l0"] = loss.L0,
-        ["sparsity/dead_features"] = DeadFeatures(),
-        ["details/current_learning_rate"] = LearningRateAt(_step - 1),
-        ["details/current_l1_coefficient"] = L1At(_step - 1),
-        ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
-    });
+    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun) =>
+        _log?.Append(
+            new JsonObject
+            {
+                ["step"] = _step,
+                ["n_training_tokens"] = _step * (long)_options.BatchSize,
+                ["losses/overall_loss"] = loss.Total,
+                ["losses/mse_loss"] = loss.Mse,
+                ["losses/l1_loss"] = loss.Sparsity,
+                ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
+                ["metrics/l0"] = loss.L0,
+                ["sparsity/dead_features"] = DeadFeatures(),
+                ["details/current_learning_rate"] = LearningRateAt(_step - 1),
+                ["details/current_l1_coefficient"] = L1At(_step - 1),
+                ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
+            }
+        );
 
     /// <summary>Writes a checkpoint folder <c>checkpoints/step-NNNNNNNN</c> atomically.</summary>
     public string SaveCheckpoint()
@@ -232,8 +296,13 @@ public sealed class SaeTrainer : IDisposable
             throw new InvalidOperationException("Checkpoints need an output folder.");
         }
 
-        return TrainingCheckpoint.Save(_output, _sae, _resampler.StepsSinceFired(),
-            new TrainerState(_step, _loader.Cursor, _lastResample, _normScale), _config);
+        return TrainingCheckpoint.Save(
+            _output,
+            _sae,
+            _resampler.StepsSinceFired(),
+            new TrainerState(_step, _loader.Cursor, _lastResample, _normScale),
+            _config
+        );
     }
 
     /// <summary>The newest checkpoint folder under <paramref name="outputFolder"/>, or null.</summary>
@@ -243,9 +312,11 @@ public sealed class SaeTrainer : IDisposable
     /// Restores weights, Adam moments, dead-feature counters, the data cursor and the step from a checkpoint,
     /// and truncates the metrics log to that step, so that training continues exactly as if never stopped.
     /// Every setting must equal the checkpoint's <c>trainer_config.json</c>, except those named in
-    /// <paramref name="overrides"/> (which may not include the run-defining ones, <see cref="TrainerConfig.Fixed"/>).
+    /// <paramref name="overrides"/> (which may not include the run-defining ones,
+    /// <see cref="TrainerConfig.Fixed"/>).
     /// </summary>
-    /// <exception cref="InvalidOperationException">A setting differs from the checkpoint's; the message names it.</exception>
+    /// <exception cref="InvalidOperationException">A setting differs from the checkpoint's; the message names
+    /// it.</exception>
     /// <exception cref="InvalidDataException">The checkpoint is malformed or holds another SAE.</exception>
     public void Resume(string checkpoint, IReadOnlyCollection<string>? overrides = null)
     {
@@ -260,7 +331,8 @@ public sealed class SaeTrainer : IDisposable
         _log?.TruncateAfter(_step);
     }
 
-    /// <summary>Saves the SAE with the activation scale folded into the weights, and this run's settings beside it.</summary>
+    /// <summary>Saves the SAE with the activation scale folded into the weights, and this run's settings
+    /// beside it.</summary>
     private void SaveFinal(string folder)
     {
         if (_normScale == 1f)

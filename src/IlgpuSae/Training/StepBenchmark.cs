@@ -8,11 +8,20 @@ namespace IlgpuSae.Training;
 /// <summary>The measured speed of one training step.</summary>
 /// <param name="Config">The SAE shape.</param>
 /// <param name="Batch">Rows per step.</param>
-/// <param name="SecondsPerStep">Median wall time of a step (forward, backward, decoder projection, Adam, renormalisation).</param>
-/// <param name="FlopsPerStep">The dense step's matrix-product FLOPs (see <see cref="StepBenchmark.DenseStepFlops"/>).</param>
+/// <param name="SecondsPerStep">Median wall time of a step (forward, backward, decoder projection, Adam,
+/// renormalisation).</param>
+/// <param name="FlopsPerStep">The dense step's matrix-product FLOPs (see
+/// <see cref="StepBenchmark.DenseStepFlops"/>).</param>
 /// <param name="Plan">The device memory plan.</param>
 /// <param name="Device">The device, described.</param>
-public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerStep, double FlopsPerStep, MemoryPlan Plan, string Device)
+public sealed record StepTiming(
+    SaeConfig Config,
+    int Batch,
+    double SecondsPerStep,
+    double FlopsPerStep,
+    MemoryPlan Plan,
+    string Device
+)
 {
     /// <summary>Whether the timed steps took the sparse path.</summary>
     public bool Sparse { get; init; }
@@ -30,12 +39,14 @@ public sealed record StepTiming(SaeConfig Config, int Batch, double SecondsPerSt
     public double Gflops => FlopsPerStep / SecondsPerStep / 1e9;
 }
 
-/// <summary>Times full training steps of an SAE on random data (the same work as <see cref="SaeTrainer"/> per step).</summary>
+/// <summary>Times full training steps of an SAE on random data (the same work as <see cref="SaeTrainer"/> per
+/// step).</summary>
 public static class StepBenchmark
 {
     /// <summary>
     /// Matrix-product FLOPs of one dense step, 2·B·d·M per product: 3 + 2S with S the
-    /// stacked reconstructions (encoder, dW_enc, dW_dec once; the decoder and [Φ; Ψ] on S·B rows): standard 5, gated 7.
+    /// stacked reconstructions (encoder, dW_enc, dW_dec once; the decoder and [Φ; Ψ] on S·B rows): standard
+    /// 5, gated 7.
     /// </summary>
     public static double DenseStepFlops(SaeConfig config, int batch)
     {
@@ -46,18 +57,33 @@ public static class StepBenchmark
     }
 
     /// <summary>
-    /// Runs <paramref name="warmup"/> + <paramref name="steps"/> steps on the given <paramref name="path"/> and returns the
-    /// median timing. With <paramref name="activeFraction"/> set, each feature's gate (or encoder) bias is placed at
-    /// the quantile of its pre-activations on the batch that leaves that fraction of rows active, the state of a
+    /// Runs <paramref name="warmup"/> + <paramref name="steps"/> steps on the given <paramref name="path"/>
+    /// and returns the
+    /// median timing. With <paramref name="activeFraction"/> set, each feature's gate (or encoder) bias is
+    /// placed at
+    /// the quantile of its pre-activations on the batch that leaves that fraction of rows active, the state
+    /// of a
     /// trained SAE at L0 ≈ fraction·M (random initialisation opens about half of all gates).
     /// </summary>
     public static StepTiming Measure(
-        SaeDevice device, SaeConfig config, int batch, int steps = 3, int warmup = 1, TrainingPath path = TrainingPath.Dense,
-        double? activeFraction = null, CancellationToken cancellationToken = default)
+        SaeDevice device,
+        SaeConfig config,
+        int batch,
+        int steps = 3,
+        int warmup = 1,
+        TrainingPath path = TrainingPath.Dense,
+        double? activeFraction = null,
+        CancellationToken cancellationToken = default
+    )
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(config);
-        var plan = MemoryPlan.EnsureFits(config, batch, device.Description.MemoryBytes, device.Description.Label);
+        var plan = MemoryPlan.EnsureFits(
+            config,
+            batch,
+            device.Description.MemoryBytes,
+            device.Description.Label
+        );
         using var sae = SparseAutoencoder.Create(device, config, seed: 1);
         using var x = device.Allocate(batch, config.DIn, "x");
         device.Ops.FillNormal(x.Data, 0f, 1f, seed: 2);
@@ -68,7 +94,12 @@ public static class StepBenchmark
         }
 
         var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
-        using var optimizer = new ConstrainedAdam(sae, new AdamSettings { Beta1 = 0f }, clipNorm: 0f, constrainDecoderNorm: true);
+        using var optimizer = new ConstrainedAdam(
+            sae,
+            new AdamSettings { Beta1 = 0f },
+            clipNorm: 0f,
+            constrainDecoderNorm: true
+        );
         void Step(int t)
         {
             sae.ComputeGradients(x, loss);
@@ -96,7 +127,14 @@ public static class StepBenchmark
         sae.Profile = null;
 
         times.Sort();
-        return new StepTiming(config, batch, times[times.Count / 2], DenseStepFlops(config, batch), plan, device.ToString())
+        return new StepTiming(
+            config,
+            batch,
+            times[times.Count / 2],
+            DenseStepFlops(config, batch),
+            plan,
+            device.ToString()
+        )
         {
             Sparse = sae.LastStepWasSparse,
             Density = sae.LastDensity,
@@ -107,7 +145,8 @@ public static class StepBenchmark
     private static void SetActiveFraction(SparseAutoencoder sae, Tensors.DeviceTensor x, double fraction)
     {
         var device = sae.Device;
-        int b = x.Rows, m = sae.DSae;
+        int b = x.Rows,
+            m = sae.DSae;
         using var u = device.Allocate(b, m, "U");
         device.Ops.MatMul(x, sae.Parameters[SparseAutoencoder.EncoderTensor], u, GemmLayout.NN);
         var values = u.ToArray();
@@ -122,7 +161,7 @@ public static class StepBenchmark
             }
 
             Array.Sort(column);
-            bias[i] = -column[b - keep] + 1e-6f;   // exactly `keep` rows have U + bias > 0
+            bias[i] = -column[b - keep] + 1e-6f; // exactly `keep` rows have U + bias > 0
         }
 
         var name = sae.Architecture.ActivationBias(sae.Config);

@@ -6,8 +6,10 @@ using IlgpuSae.Sae;
 namespace IlgpuSae.Training;
 
 /// <summary>
-/// Every setting of a training run — the SAE's shape and family and every <see cref="TrainerOptions"/> field — as
-/// flat <c>name → value</c> pairs, saved as <c>trainer_config.json</c> with every checkpoint and checked on resume,
+/// Every setting of a training run — the SAE's shape and family and every <see cref="TrainerOptions"/> field
+/// — as
+/// flat <c>name → value</c> pairs, saved as <c>trainer_config.json</c> with every checkpoint and checked on
+/// resume,
 /// so that continuing a run with another learning rate, λ or architecture never goes unnoticed.
 /// </summary>
 public sealed class TrainerConfig
@@ -15,15 +17,27 @@ public sealed class TrainerConfig
     /// <summary>File name inside a checkpoint (and next to the final SAE).</summary>
     public const string FileName = "trainer_config.json";
 
-    /// <summary>Settings that define the run's identity and data order: a resume can never change them.</summary>
-    public static IReadOnlySet<string> Fixed { get; } = new HashSet<string>(StringComparer.Ordinal)
-    {
-        "architecture", "d_in", "d_sae", "apply_b_dec_to_input", "use_r_mag", "untied", "batch_size", "seed",
-        "shuffle_buffer_rows", "normalize_activations", "trainable_parameters",
-    };
+    /// <summary>Settings that define the run's identity and data order: a resume can never change
+    /// them.</summary>
+    public static IReadOnlySet<string> Fixed { get; } =
+        new HashSet<string>(StringComparer.Ordinal)
+        {
+            "architecture",
+            "d_in",
+            "d_sae",
+            "apply_b_dec_to_input",
+            "use_r_mag",
+            "untied",
+            "batch_size",
+            "seed",
+            "shuffle_buffer_rows",
+            "normalize_activations",
+            "trainable_parameters",
+        };
 
     /// <summary>Settings that change only logging and checkpointing, free to differ on resume.</summary>
-    public static IReadOnlySet<string> Free { get; } = new HashSet<string>(StringComparer.Ordinal) { "log_every", "checkpoint_every" };
+    public static IReadOnlySet<string> Free { get; } =
+        new HashSet<string>(StringComparer.Ordinal) { "log_every", "checkpoint_every" };
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
@@ -71,7 +85,12 @@ public sealed class TrainerConfig
         Put("shuffle_buffer_rows", o.ShuffleBufferRows);
         Put("log_every", o.LogEvery);
         Put("checkpoint_every", o.CheckpointEvery);
-        Put("trainable_parameters", o.TrainableParameters is null ? null : new JsonArray([.. o.TrainableParameters.Select(n => (JsonNode?)n)]));
+        Put(
+            "trainable_parameters",
+            o.TrainableParameters is null
+                ? null
+                : new JsonArray([.. o.TrainableParameters.Select(n => (JsonNode?)n)])
+        );
         return new TrainerConfig(values);
     }
 
@@ -83,7 +102,9 @@ public sealed class TrainerConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path} is not a JSON object.");
+            root =
+                JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new InvalidDataException($"{path} is not a JSON object.");
         }
         catch (JsonException e)
         {
@@ -111,11 +132,15 @@ public sealed class TrainerConfig
         IO.AtomicFile.WriteAllText(path, root.ToJsonString(Indented));
     }
 
-    /// <summary>The settings whose values differ (or exist on one side only), ignoring <see cref="Free"/> ones.</summary>
+    /// <summary>The settings whose values differ (or exist on one side only), ignoring <see cref="Free"/>
+    /// ones.</summary>
     public IReadOnlyList<(string Name, string? Saved, string? Requested)> Differences(TrainerConfig requested)
     {
         ArgumentNullException.ThrowIfNull(requested);
-        return Values.Keys.Union(requested.Values.Keys).Where(k => !Free.Contains(k)).Order(StringComparer.Ordinal)
+        return Values
+            .Keys.Union(requested.Values.Keys)
+            .Where(k => !Free.Contains(k))
+            .Order(StringComparer.Ordinal)
             .Select(k => (k, Values.GetValueOrDefault(k), requested.Values.GetValueOrDefault(k)))
             .Where(t => t.Item2 != t.Item3)
             .ToArray();
@@ -125,35 +150,62 @@ public sealed class TrainerConfig
     /// Throws unless <paramref name="requested"/> equals these saved settings, apart from the names in
     /// <paramref name="overrides"/> (never a <see cref="Fixed"/> one) and the <see cref="Free"/> ones.
     /// </summary>
-    /// <exception cref="InvalidOperationException">A setting differs; the message names each one with both values.</exception>
+    /// <exception cref="InvalidOperationException">A setting differs; the message names each one with both
+    /// values.</exception>
     /// <exception cref="ArgumentException">An override names an unknown or a fixed setting.</exception>
-    public void EnsureResumableWith(TrainerConfig requested, IReadOnlyCollection<string>? overrides, string checkpoint)
+    public void EnsureResumableWith(
+        TrainerConfig requested,
+        IReadOnlyCollection<string>? overrides,
+        string checkpoint
+    )
     {
         ArgumentNullException.ThrowIfNull(requested);
         overrides ??= [];
         var unknown = overrides.Where(n => !requested.Values.ContainsKey(n)).ToArray();
         if (unknown.Length > 0)
         {
-            throw new ArgumentException($"--override {string.Join(", ", unknown)}: no such setting (settings: {string.Join(", ", requested.Values.Keys)}).");
+            throw new ArgumentException(
+                $"--override {string.Join(", ", unknown)}: no such setting (settings: {string.Join(", ", requested.Values.Keys)})."
+            );
         }
 
         var fixedOverrides = overrides.Where(Fixed.Contains).ToArray();
         if (fixedOverrides.Length > 0)
         {
-            throw new ArgumentException($"--override {string.Join(", ", fixedOverrides)}: these settings define the run and its data order and cannot change on resume; start a new run instead.");
+            throw new ArgumentException(
+                $"--override {string.Join(", ", fixedOverrides)}: these settings define the run and its data order and cannot change on resume; start a new run instead."
+            );
         }
 
         var refused = Differences(requested).Where(d => !overrides.Contains(d.Name)).ToArray();
         if (refused.Length > 0)
         {
-            string list = string.Join("; ", refused.Select(d => $"{d.Name}: checkpoint {d.Saved ?? "(absent)"}, this run {d.Requested ?? "(absent)"}"));
+            string list = string.Join(
+                "; ",
+                refused.Select(d =>
+                    $"{d.Name}: checkpoint {d.Saved ?? "(absent)"}, this run {d.Requested ?? "(absent)"}"
+                )
+            );
             bool anyFixed = refused.Any(d => Fixed.Contains(d.Name));
             throw new InvalidOperationException(
-                $"{checkpoint} was trained with other settings: {list}. Resume with the checkpoint's settings" +
-                (anyFixed ? "; " + string.Join(", ", refused.Where(d => Fixed.Contains(d.Name)).Select(d => d.Name)) + " can never change on resume"
-                    : $", or accept the change with --override {string.Join(" --override ", refused.Select(d => d.Name))}") + ".");
+                $"{checkpoint} was trained with other settings: {list}. Resume with the checkpoint's settings"
+                    + (
+                        anyFixed
+                            ? "; "
+                                + string.Join(
+                                    ", ",
+                                    refused.Where(d => Fixed.Contains(d.Name)).Select(d => d.Name)
+                                )
+                                + " can never change on resume"
+                            : $", or accept the change with --override {string.Join(" --override ", refused.Select(d => d.Name))}"
+                    )
+                    + "."
+            );
         }
     }
 
-    private static JsonNode F(float value) => JsonValue.Create(double.Parse(value.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture));
+    private static JsonNode F(float value) =>
+        JsonValue.Create(
+            double.Parse(value.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture)
+        );
 }

@@ -8,10 +8,12 @@ public enum LrDecay
     /// <summary>Constant learning rate.</summary>
     None,
 
-    /// <summary>Linear decay to 0 from <see cref="TrainerOptions.LrDecayStartFraction"/> of training (dictionary_learning).</summary>
+    /// <summary>Linear decay to 0 from <see cref="TrainerOptions.LrDecayStartFraction"/> of training
+    /// (dictionary_learning).</summary>
     Linear,
 
-    /// <summary>Cosine decay to 0 from <see cref="TrainerOptions.LrDecayStartFraction"/> of training.</summary>
+    /// <summary>Cosine decay to 0 from <see cref="TrainerOptions.LrDecayStartFraction"/> of
+    /// training.</summary>
     Cosine,
 }
 
@@ -24,10 +26,12 @@ public enum TrainingRecipe
     /// </summary>
     Paper,
 
-    /// <summary>SAELens gated: decoder-norm-weighted L1, unfrozen auxiliary decoder, no norm constraint, grad-norm clip 1, decoder init norm 0.1.</summary>
+    /// <summary>SAELens gated: decoder-norm-weighted L1, unfrozen auxiliary decoder, no norm constraint,
+    /// grad-norm clip 1, decoder init norm 0.1.</summary>
     SaeLens,
 
-    /// <summary>Anthropic April-2024 standard SAE: decoder-norm-weighted L1, no norm constraint, no b_dec subtraction, grad-norm clip 1, init norm 0.1.</summary>
+    /// <summary>Anthropic April-2024 standard SAE: decoder-norm-weighted L1, no norm constraint, no b_dec
+    /// subtraction, grad-norm clip 1, init norm 0.1.</summary>
     AprilUpdate,
 }
 
@@ -76,19 +80,24 @@ public sealed record TrainerOptions
     /// <summary>Resample dead features every this many steps (0 = never).</summary>
     public int ResampleEvery { get; init; }
 
-    /// <summary>A feature is dead when it has not fired for this many steps (default: half the resampling period).</summary>
+    /// <summary>A feature is dead when it has not fired for this many steps (default: half the resampling
+    /// period).</summary>
     public int? ResampleDeadWindow { get; init; }
 
-    /// <summary>Steps over which the learning rate recovers from 0.1× after a resampling event (cosine).</summary>
+    /// <summary>Steps over which the learning rate recovers from 0.1× after a resampling event
+    /// (cosine).</summary>
     public int ResampleLrRecoverySteps { get; init; } = 1000;
 
     /// <summary>
-    /// Scale activations by a fixed factor so that E‖x‖ = √d (SAELens <c>expected_average_only_in</c>), estimated
-    /// from the data before training and folded into the weights when saving. Off by default, as in the paper.
+    /// Scale activations by a fixed factor so that E‖x‖ = √d (SAELens <c>expected_average_only_in</c>),
+    /// estimated
+    /// from the data before training and folded into the weights when saving. Off by default, as in the
+    /// paper.
     /// </summary>
     public bool NormalizeActivations { get; init; }
 
-    /// <summary>Decoder row norm at initialisation (1 for the paper's constraint; 0.1 for SAELens/April).</summary>
+    /// <summary>Decoder row norm at initialisation (1 for the paper's constraint; 0.1 for
+    /// SAELens/April).</summary>
     public float DecoderInitNorm { get; init; } = 1f;
 
     /// <summary>Seed of initialisation, data order and resampling.</summary>
@@ -103,25 +112,27 @@ public sealed record TrainerOptions
     /// <summary>Write a checkpoint every this many steps (0 = only at the end).</summary>
     public int CheckpointEvery { get; init; }
 
-    /// <summary>Parameters to train (null = all); e.g. <c>r_mag</c>, <c>b_mag</c> for "baseline + rescale &amp; shift".</summary>
+    /// <summary>Parameters to train (null = all); e.g. <c>r_mag</c>, <c>b_mag</c> for "baseline + rescale
+    /// &amp; shift".</summary>
     public IReadOnlyList<string>? TrainableParameters { get; init; }
 
     /// <summary>Applies a recipe's settings on top of these options.</summary>
-    public TrainerOptions WithRecipe(TrainingRecipe recipe) => recipe switch
-    {
-        TrainingRecipe.Paper => this with
+    public TrainerOptions WithRecipe(TrainingRecipe recipe) =>
+        recipe switch
         {
-            ConstrainDecoderNorm = true,
-            Loss = Loss with { DecoderNormWeightedL1 = false, FreezeAuxDecoder = true },
-        },
-        _ => this with
-        {
-            ConstrainDecoderNorm = false,
-            GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
-            DecoderInitNorm = 0.1f,
-            Loss = Loss with { DecoderNormWeightedL1 = true, FreezeAuxDecoder = false },
-        },
-    };
+            TrainingRecipe.Paper => this with
+            {
+                ConstrainDecoderNorm = true,
+                Loss = Loss with { DecoderNormWeightedL1 = false, FreezeAuxDecoder = true },
+            },
+            _ => this with
+            {
+                ConstrainDecoderNorm = false,
+                GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
+                DecoderInitNorm = 0.1f,
+                Loss = Loss with { DecoderNormWeightedL1 = true, FreezeAuxDecoder = false },
+            },
+        };
 
     /// <summary>Checks the options.</summary>
     /// <exception cref="ArgumentException">A value is out of range.</exception>
@@ -137,12 +148,21 @@ public sealed record TrainerOptions
 
         Require(Steps > 0, $"Steps must be positive, got {Steps}.");
         Require(BatchSize > 0, $"The batch size must be positive, got {BatchSize}.");
-        Require(LearningRate > 0 && float.IsFinite(LearningRate), $"The learning rate must be positive, got {LearningRate}.");
-        Require(Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1, $"Adam betas must be in [0, 1), got {Beta1}, {Beta2}.");
+        Require(
+            LearningRate > 0 && float.IsFinite(LearningRate),
+            $"The learning rate must be positive, got {LearningRate}."
+        );
+        Require(
+            Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1,
+            $"Adam betas must be in [0, 1), got {Beta1}, {Beta2}."
+        );
         Require(Epsilon > 0, "Adam ε must be positive.");
         Require(LrWarmupSteps >= 0 && L1WarmupSteps >= 0, "Warm-up lengths cannot be negative.");
         Require(LrDecayStartFraction is >= 0 and <= 1, "LrDecayStartFraction must be in [0, 1].");
-        Require(Loss.L1Coefficient >= 0 && float.IsFinite(Loss.L1Coefficient), $"λ must be ≥ 0, got {Loss.L1Coefficient}.");
+        Require(
+            Loss.L1Coefficient >= 0 && float.IsFinite(Loss.L1Coefficient),
+            $"λ must be ≥ 0, got {Loss.L1Coefficient}."
+        );
         Require(GradClipNorm >= 0, "The gradient clip norm cannot be negative.");
         Require(ResampleEvery >= 0 && (ResampleDeadWindow ?? 1) > 0, "Resampling periods must be positive.");
         Require(LogEvery > 0 && CheckpointEvery >= 0, "LogEvery must be positive and CheckpointEvery ≥ 0.");

@@ -13,9 +13,11 @@ namespace IlgpuSae.Training;
 public sealed record TrainerState(long Step, long DataCursor, long LastResample, float NormalizationScale);
 
 /// <summary>
-/// Checkpoint folders <c>checkpoints/step-NNNNNNNN</c>: the SAE in the SAELens layout, <c>optimizer.safetensors</c>
+/// Checkpoint folders <c>checkpoints/step-NNNNNNNN</c>: the SAE in the SAELens layout,
+/// <c>optimizer.safetensors</c>
 /// (both Adam moments of the flat buffer and the dead-feature counters), <c>trainer_state.json</c> and
-/// <c>trainer_config.json</c>. A checkpoint is written into a temporary folder and moved into place, so a crash
+/// <c>trainer_config.json</c>. A checkpoint is written into a temporary folder and moved into place, so a
+/// crash
 /// never leaves a partial one.
 /// </summary>
 public static class TrainingCheckpoint
@@ -26,8 +28,15 @@ public static class TrainingCheckpoint
     private const string OptimizerFile = "optimizer.safetensors";
     private const string StateFile = "trainer_state.json";
 
-    /// <summary>Writes a checkpoint of <paramref name="sae"/> at <paramref name="state"/> under <paramref name="runFolder"/>; returns its folder.</summary>
-    public static string Save(string runFolder, SparseAutoencoder sae, float[] stepsSinceFired, TrainerState state, TrainerConfig config)
+    /// <summary>Writes a checkpoint of <paramref name="sae"/> at <paramref name="state"/> under
+    /// <paramref name="runFolder"/>; returns its folder.</summary>
+    public static string Save(
+        string runFolder,
+        SparseAutoencoder sae,
+        float[] stepsSinceFired,
+        TrainerState state,
+        TrainerConfig config
+    )
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(runFolder);
         ArgumentNullException.ThrowIfNull(sae);
@@ -38,12 +47,14 @@ public static class TrainingCheckpoint
         var temp = folder + $".tmp-{Guid.NewGuid():N}";
         SaeFiles.Save(sae, temp);
         var p = sae.Parameters;
-        SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile),
-        [
-            new TensorToWrite("exp_avg", [p.Layout.Length], p.Download(ParameterSection.FirstMoment)),
-            new TensorToWrite("exp_avg_sq", [p.Layout.Length], p.Download(ParameterSection.SecondMoment)),
-            new TensorToWrite("steps_since_fired", [sae.DSae], stepsSinceFired),
-        ]);
+        SafetensorsWriter.Write(
+            Path.Combine(temp, OptimizerFile),
+            [
+                new TensorToWrite("exp_avg", [p.Layout.Length], p.Download(ParameterSection.FirstMoment)),
+                new TensorToWrite("exp_avg_sq", [p.Layout.Length], p.Download(ParameterSection.SecondMoment)),
+                new TensorToWrite("steps_since_fired", [sae.DSae], stepsSinceFired),
+            ]
+        );
         var json = new JsonObject
         {
             ["step"] = state.Step,
@@ -66,18 +77,29 @@ public static class TrainingCheckpoint
         ArgumentException.ThrowIfNullOrWhiteSpace(runFolder);
         var root = Path.Combine(runFolder, Folder);
         return Directory.Exists(root)
-            ? Directory.GetDirectories(root, "step-*").Where(d => !d.Contains(".tmp-", StringComparison.Ordinal) && !d.Contains(".old-", StringComparison.Ordinal))
-                .Order(StringComparer.Ordinal).LastOrDefault()
+            ? Directory
+                .GetDirectories(root, "step-*")
+                .Where(d =>
+                    !d.Contains(".tmp-", StringComparison.Ordinal)
+                    && !d.Contains(".old-", StringComparison.Ordinal)
+                )
+                .Order(StringComparer.Ordinal)
+                .LastOrDefault()
             : null;
     }
 
     /// <summary>
     /// Checks that <paramref name="checkpoint"/> was written with <paramref name="requested"/> (apart from
-    /// <paramref name="overrides"/>). Checkpoints from before <c>trainer_config.json</c> existed are checked on
+    /// <paramref name="overrides"/>). Checkpoints from before <c>trainer_config.json</c> existed are checked
+    /// on
     /// their batch size and seed only.
     /// </summary>
     /// <exception cref="InvalidOperationException">A setting differs.</exception>
-    public static void EnsureCompatible(string checkpoint, TrainerConfig requested, IReadOnlyCollection<string>? overrides)
+    public static void EnsureCompatible(
+        string checkpoint,
+        TrainerConfig requested,
+        IReadOnlyCollection<string>? overrides
+    )
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
         ArgumentNullException.ThrowIfNull(requested);
@@ -89,9 +111,14 @@ public static class TrainingCheckpoint
         }
 
         var state = ReadStateJson(checkpoint);
-        if (state["batch_size"]?.ToJsonString() != requested.Values["batch_size"] || state["seed"]?.ToJsonString() != requested.Values["seed"])
+        if (
+            state["batch_size"]?.ToJsonString() != requested.Values["batch_size"]
+            || state["seed"]?.ToJsonString() != requested.Values["seed"]
+        )
         {
-            throw new InvalidOperationException($"{checkpoint} was written with batch size {state["batch_size"]} and seed {state["seed"]}; resume with the same settings.");
+            throw new InvalidOperationException(
+                $"{checkpoint} was written with batch size {state["batch_size"]} and seed {state["seed"]}; resume with the same settings."
+            );
         }
     }
 
@@ -107,9 +134,15 @@ public static class TrainingCheckpoint
         var state = ReadStateJson(checkpoint);
         using (var saved = SaeFiles.Load(sae.Device, checkpoint))
         {
-            if (saved.Config.DIn != sae.DIn || saved.Config.DSae != sae.DSae || saved.Config.Architecture != sae.Config.Architecture)
+            if (
+                saved.Config.DIn != sae.DIn
+                || saved.Config.DSae != sae.DSae
+                || saved.Config.Architecture != sae.Config.Architecture
+            )
             {
-                throw new InvalidDataException($"{checkpoint} holds a different SAE ({saved.Config.Architecture}, {saved.DIn}×{saved.DSae}).");
+                throw new InvalidDataException(
+                    $"{checkpoint} holds a different SAE ({saved.Config.Architecture}, {saved.DIn}×{saved.DSae})."
+                );
             }
 
             sae.CopyParametersFrom(saved);
@@ -125,13 +158,22 @@ public static class TrainingCheckpoint
 
         try
         {
-            return (new TrainerState(
-                state["step"]!.GetValue<long>(), state["data_cursor"]!.GetValue<long>(),
-                state["last_resample_step"]!.GetValue<long>(), state["normalization_scale"]!.GetValue<float>()), steps);
+            return (
+                new TrainerState(
+                    state["step"]!.GetValue<long>(),
+                    state["data_cursor"]!.GetValue<long>(),
+                    state["last_resample_step"]!.GetValue<long>(),
+                    state["normalization_scale"]!.GetValue<float>()
+                ),
+                steps
+            );
         }
         catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
         {
-            throw new InvalidDataException($"{Path.Combine(checkpoint, StateFile)} lacks a field or has one of the wrong type.", e);
+            throw new InvalidDataException(
+                $"{Path.Combine(checkpoint, StateFile)} lacks a field or has one of the wrong type.",
+                e
+            );
         }
     }
 
@@ -140,9 +182,12 @@ public static class TrainingCheckpoint
         var statePath = Path.Combine(checkpoint, StateFile);
         if (!File.Exists(statePath))
         {
-            throw new InvalidDataException($"{checkpoint} is not a training checkpoint: {StateFile} is missing.");
+            throw new InvalidDataException(
+                $"{checkpoint} is not a training checkpoint: {StateFile} is missing."
+            );
         }
 
-        return JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject ?? throw new InvalidDataException($"{statePath} is not a JSON object.");
+        return JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject
+            ?? throw new InvalidDataException($"{statePath} is not a JSON object.");
     }
 }

@@ -16,7 +16,8 @@ public sealed class TrainingSchedule
         _options = options;
     }
 
-    /// <summary>Learning rate at <paramref name="step"/> (0-based), given the step of the latest resampling (−1 = none).</summary>
+    /// <summary>Learning rate at <paramref name="step"/> (0-based), given the step of the latest resampling
+    /// (−1 = none).</summary>
     public double LearningRateAt(long step, long lastResample = -1)
     {
         double lr = _options.LearningRate;
@@ -42,7 +43,8 @@ public sealed class TrainingSchedule
     }
 
     /// <summary>λ at <paramref name="step"/> (linear warm-up).</summary>
-    public double L1At(long step) => _options.L1WarmupSteps > 0 && step < _options.L1WarmupSteps
-        ? _options.Loss.L1Coefficient * (step + 1.0) / _options.L1WarmupSteps
-        : _options.Loss.L1Coefficient;
+    public double L1At(long step) =>
+        _options.L1WarmupSteps > 0 && step < _options.L1WarmupSteps
+            ? _options.Loss.L1Coefficient * (step + 1.0) / _options.L1WarmupSteps
+            : _options.Loss.L1Coefficient;
 }

@@ -22,7 +22,16 @@ public static class CpuReference
     /// (the scale that bounds the float32 rounding error).
     /// </summary>
     public static (double[] Values, double[] Magnitudes) MatMul(
-        float[] a, float[] b, float[]? c, GemmLayout layout, int m, int n, int k, double alpha = 1, double beta = 0)
+        float[] a,
+        float[] b,
+        float[]? c,
+        GemmLayout layout,
+        int m,
+        int n,
+        int k,
+        double alpha = 1,
+        double beta = 0
+    )
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
@@ -32,7 +41,8 @@ public static class CpuReference
         {
             for (int j = 0; j < n; j++)
             {
-                double sum = 0, mag = 0;
+                double sum = 0,
+                    mag = 0;
                 for (int kk = 0; kk < k; kk++)
                 {
                     double p = AElement(a, layout, m, k, i, kk) * BElement(b, layout, k, n, kk, j);
@@ -49,7 +59,8 @@ public static class CpuReference
         return (values, magnitudes);
     }
 
-    /// <summary>Applies a unary operator element-wise, in double where the operator has a closed form.</summary>
+    /// <summary>Applies a unary operator element-wise, in double where the operator has a closed
+    /// form.</summary>
     public static double[] Map(float[] x, Func<double, double> f)
     {
         ArgumentNullException.ThrowIfNull(x);
@@ -58,7 +69,14 @@ public static class CpuReference
     }
 
     /// <summary>Row reduction in double: <c>y[r] = combine over c of map(x[r,c])</c>.</summary>
-    public static double[] ReduceRows(float[] x, int rows, int cols, Func<double, double> map, Func<double, double, double> combine, double identity)
+    public static double[] ReduceRows(
+        float[] x,
+        int rows,
+        int cols,
+        Func<double, double> map,
+        Func<double, double, double> combine,
+        double identity
+    )
     {
         ArgumentNullException.ThrowIfNull(x);
         var y = new double[rows];
@@ -77,7 +95,14 @@ public static class CpuReference
     }
 
     /// <summary>Column reduction in double: <c>y[c] = combine over r of map(x[r,c])</c>.</summary>
-    public static double[] ReduceColumns(float[] x, int rows, int cols, Func<double, double> map, Func<double, double, double> combine, double identity)
+    public static double[] ReduceColumns(
+        float[] x,
+        int rows,
+        int cols,
+        Func<double, double> map,
+        Func<double, double, double> combine,
+        double identity
+    )
     {
         ArgumentNullException.ThrowIfNull(x);
         var y = new double[cols];
@@ -123,7 +148,8 @@ public static class CpuReference
         var y = new double[(long)rows * cols];
         for (int r = 0; r < rows; r++)
         {
-            double dot = 0, nn = 0;
+            double dot = 0,
+                nn = 0;
             for (int c = 0; c < cols; c++)
             {
                 dot += (double)g[r * cols + c] * w[r * cols + c];
@@ -144,7 +170,14 @@ public static class CpuReference
     /// parameters and moments.
     /// </summary>
     public static (double[] P, double[] M, double[] V) AdamStep(
-        float[] p, float[] g, float[] m, float[] v, AdamSettings s, long step, double gradScale = 1)
+        float[] p,
+        float[] g,
+        float[] m,
+        float[] v,
+        AdamSettings s,
+        long step,
+        double gradScale = 1
+    )
     {
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(g);
@@ -153,8 +186,12 @@ public static class CpuReference
         ArgumentNullException.ThrowIfNull(s);
         int n = p.Length;
         var (np, nm, nv) = (new double[n], new double[n], new double[n]);
-        double b1 = s.Beta1, b2 = s.Beta2, lr = s.LearningRate, wd = s.WeightDecay;
-        double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+        double b1 = s.Beta1,
+            b2 = s.Beta2,
+            lr = s.LearningRate,
+            wd = s.WeightDecay;
+        double bc1 = 1 - Math.Pow(b1, step),
+            bc2 = 1 - Math.Pow(b2, step);
         for (int i = 0; i < n; i++)
         {
             double pi = p[i];
@@ -177,11 +214,25 @@ public static class CpuReference
         return (np, nm, nv);
     }
 
-    /// <summary>The Philox words for element <paramref name="index"/> of a fill (see <see cref="Philox"/>).</summary>
+    /// <summary>The Philox words for element <paramref name="index"/> of a fill (see
+    /// <see cref="Philox"/>).</summary>
     public static uint PhiloxWord(ulong seed, ulong stream, long index)
     {
-        var (r0, r1, r2, r3) = Philox.Block((uint)(index / 4), 0u, (uint)stream, (uint)(stream >> 32), (uint)seed, (uint)(seed >> 32));
-        return (index % 4) switch { 0 => r0, 1 => r1, 2 => r2, _ => r3 };
+        var (r0, r1, r2, r3) = Philox.Block(
+            (uint)(index / 4),
+            0u,
+            (uint)stream,
+            (uint)(stream >> 32),
+            (uint)seed,
+            (uint)(seed >> 32)
+        );
+        return (index % 4) switch
+        {
+            0 => r0,
+            1 => r1,
+            2 => r2,
+            _ => r3,
+        };
     }
 
     /// <summary>Reference uniform fill (exactly the device's float32 arithmetic).</summary>

@@ -13,13 +13,21 @@ namespace IlgpuSae.Verification;
 /// <param name="Tolerance">The tolerance's name.</param>
 /// <param name="Failure">The first failing element, described, or <see langword="null"/>.</param>
 public sealed record CheckResult(
-    string Check, string Family, long Elements, double MaxAbsError, double WorstRatio, string Tolerance, string? Failure)
+    string Check,
+    string Family,
+    long Elements,
+    double MaxAbsError,
+    double WorstRatio,
+    string Tolerance,
+    string? Failure
+)
 {
     /// <summary>Whether every element matched.</summary>
     public bool Passed => Failure is null;
 }
 
-/// <summary>A named check of one kernel against its <see cref="CpuReference"/> on fresh random data.</summary>
+/// <summary>A named check of one kernel against its <see cref="CpuReference"/> on fresh random
+/// data.</summary>
 /// <param name="Name">Unique name.</param>
 /// <param name="Family">The kernel family.</param>
 /// <param name="Run">Runs the check on a device with a seed.</param>
@@ -38,10 +46,11 @@ public static class KernelChecks
 {
     /// <summary>Matrix-product shapes (M, N, K): single row/column, tile-aligned, and ragged.</summary>
     public static IReadOnlyList<(int M, int N, int K)> GemmShapes { get; } =
-        [(1, 1, 1), (1, 37, 19), (29, 1, 33), (33, 47, 29), (64, 64, 64), (130, 70, 65)];
+    [(1, 1, 1), (1, 37, 19), (29, 1, 33), (33, 47, 29), (64, 64, 64), (130, 70, 65)];
 
     /// <summary>Matrix shapes (rows, cols) for maps and reductions.</summary>
-    public static IReadOnlyList<(int Rows, int Cols)> MatrixShapes { get; } = [(1, 1), (1, 300), (257, 1), (37, 515)];
+    public static IReadOnlyList<(int Rows, int Cols)> MatrixShapes { get; } =
+    [(1, 1), (1, 300), (257, 1), (37, 515)];
 
     /// <summary>All checks.</summary>
     public static IReadOnlyList<KernelCheck> All { get; } = Build();
@@ -53,48 +62,212 @@ public static class KernelChecks
         {
             foreach (var (m, n, k) in GemmShapes)
             {
-                checks.Add(new($"MatMul {layout} {m}x{n}x{k}", "MatMul", (d, s) => MatMul(d, s, layout, m, n, k, 1f, 0f)));
+                checks.Add(
+                    new(
+                        $"MatMul {layout} {m}x{n}x{k}",
+                        "MatMul",
+                        (d, s) => MatMul(d, s, layout, m, n, k, 1f, 0f)
+                    )
+                );
             }
 
-            checks.Add(new($"MatMul {layout} 45x70x33 alpha=-0.5 beta=0.75", "MatMul",
-                (d, s) => MatMul(d, s, layout, 45, 70, 33, -0.5f, 0.75f)));
+            checks.Add(
+                new(
+                    $"MatMul {layout} 45x70x33 alpha=-0.5 beta=0.75",
+                    "MatMul",
+                    (d, s) => MatMul(d, s, layout, 45, 70, 33, -0.5f, 0.75f)
+                )
+            );
         }
 
         foreach (var (rows, cols) in MatrixShapes)
         {
             string shape = $"{rows}x{cols}";
             checks.Add(Unary<Relu>($"Map Relu {shape}", rows, cols, v => Math.Max(v, 0), Tolerance.Exact));
-            checks.Add(Unary<Heaviside>($"Map Heaviside {shape}", rows, cols, v => v > 0 ? 1 : 0, Tolerance.Exact));
+            checks.Add(
+                Unary<Heaviside>($"Map Heaviside {shape}", rows, cols, v => v > 0 ? 1 : 0, Tolerance.Exact)
+            );
             checks.Add(Unary<Exp>($"Map Exp {shape}", rows, cols, Math.Exp, Tolerance.Transcendental));
             checks.Add(Unary<Abs>($"Map Abs {shape}", rows, cols, Math.Abs, Tolerance.Exact));
             checks.Add(Unary<Square>($"Map Square {shape}", rows, cols, v => v * v, Tolerance.Elementwise));
             checks.Add(Unary<Identity>($"Map Identity {shape}", rows, cols, v => v, Tolerance.Exact));
-            checks.Add(Unary($"Map Scale {shape}", rows, cols, new Scale(-1.75f), v => -1.75 * v, Tolerance.Elementwise));
-            checks.Add(Unary($"Map Constant {shape}", rows, cols, new Constant(0.3f), _ => 0.3f, Tolerance.Exact));
-            checks.Add(new($"Map Sqrt {shape}", "Map", (d, s) => RunUnary(d, s, rows, cols, default(Sqrt), Math.Sqrt, Tolerance.Transcendental, positive: true)));
+            checks.Add(
+                Unary(
+                    $"Map Scale {shape}",
+                    rows,
+                    cols,
+                    new Scale(-1.75f),
+                    v => -1.75 * v,
+                    Tolerance.Elementwise
+                )
+            );
+            checks.Add(
+                Unary($"Map Constant {shape}", rows, cols, new Constant(0.3f), _ => 0.3f, Tolerance.Exact)
+            );
+            checks.Add(
+                new(
+                    $"Map Sqrt {shape}",
+                    "Map",
+                    (d, s) =>
+                        RunUnary(
+                            d,
+                            s,
+                            rows,
+                            cols,
+                            default(Sqrt),
+                            Math.Sqrt,
+                            Tolerance.Transcendental,
+                            positive: true
+                        )
+                )
+            );
             checks.Add(Binary<Add>($"Map2 Add {shape}", rows, cols, (a, b) => a + b));
             checks.Add(Binary<Subtract>($"Map2 Subtract {shape}", rows, cols, (a, b) => a - b));
             checks.Add(Binary<Multiply>($"Map2 Multiply {shape}", rows, cols, (a, b) => a * b));
             checks.Add(Binary<Divide>($"Map2 Divide {shape}", rows, cols, (a, b) => a / b));
             checks.Add(Binary<Maximum>($"Map2 Maximum {shape}", rows, cols, Math.Max));
-            checks.Add(Binary($"Map2 Axpby {shape}", rows, cols, new Axpby(0.5f, -2f), (a, b) => 0.5 * a - 2 * b));
-            checks.Add(new($"MapBroadcastRows Add {shape}", "MapBroadcast", (d, s) => Broadcast(d, s, rows, cols, byRow: true)));
-            checks.Add(new($"MapBroadcastColumns Multiply {shape}", "MapBroadcast", (d, s) => Broadcast(d, s, rows, cols, byRow: false)));
+            checks.Add(
+                Binary($"Map2 Axpby {shape}", rows, cols, new Axpby(0.5f, -2f), (a, b) => 0.5 * a - 2 * b)
+            );
+            checks.Add(
+                new(
+                    $"MapBroadcastRows Add {shape}",
+                    "MapBroadcast",
+                    (d, s) => Broadcast(d, s, rows, cols, byRow: true)
+                )
+            );
+            checks.Add(
+                new(
+                    $"MapBroadcastColumns Multiply {shape}",
+                    "MapBroadcast",
+                    (d, s) => Broadcast(d, s, rows, cols, byRow: false)
+                )
+            );
             foreach (bool accumulate in new[] { false, true })
             {
                 string acc = accumulate ? " accumulate" : "";
-                checks.Add(Reduce<Sum>($"ReduceRows Sum {shape}{acc}", rows, cols, byRow: true, accumulate, v => v, (a, b) => a + b, 0));
-                checks.Add(Reduce<Sum>($"ReduceColumns Sum {shape}{acc}", rows, cols, byRow: false, accumulate, v => v, (a, b) => a + b, 0));
+                checks.Add(
+                    Reduce<Sum>(
+                        $"ReduceRows Sum {shape}{acc}",
+                        rows,
+                        cols,
+                        byRow: true,
+                        accumulate,
+                        v => v,
+                        (a, b) => a + b,
+                        0
+                    )
+                );
+                checks.Add(
+                    Reduce<Sum>(
+                        $"ReduceColumns Sum {shape}{acc}",
+                        rows,
+                        cols,
+                        byRow: false,
+                        accumulate,
+                        v => v,
+                        (a, b) => a + b,
+                        0
+                    )
+                );
             }
 
-            checks.Add(Reduce<SumOfSquares>($"ReduceRows SumOfSquares {shape}", rows, cols, true, false, v => v * v, (a, b) => a + b, 0));
-            checks.Add(Reduce<SumOfSquares>($"ReduceColumns SumOfSquares {shape}", rows, cols, false, false, v => v * v, (a, b) => a + b, 0));
-            checks.Add(Reduce<SumOfAbs>($"ReduceRows SumOfAbs {shape}", rows, cols, true, false, Math.Abs, (a, b) => a + b, 0));
-            checks.Add(Reduce<SumOfAbs>($"ReduceColumns SumOfAbs {shape}", rows, cols, false, false, Math.Abs, (a, b) => a + b, 0));
-            checks.Add(Reduce<Max>($"ReduceRows Max {shape}", rows, cols, true, false, v => v, Math.Max, double.NegativeInfinity));
-            checks.Add(Reduce<Max>($"ReduceColumns Max {shape}", rows, cols, false, false, v => v, Math.Max, double.NegativeInfinity));
-            checks.Add(Reduce<CountNonZero>($"ReduceRows CountNonZero {shape}", rows, cols, true, false, v => v != 0 ? 1 : 0, (a, b) => a + b, 0));
-            checks.Add(Reduce<CountNonZero>($"ReduceColumns CountNonZero {shape}", rows, cols, false, false, v => v != 0 ? 1 : 0, (a, b) => a + b, 0));
+            checks.Add(
+                Reduce<SumOfSquares>(
+                    $"ReduceRows SumOfSquares {shape}",
+                    rows,
+                    cols,
+                    true,
+                    false,
+                    v => v * v,
+                    (a, b) => a + b,
+                    0
+                )
+            );
+            checks.Add(
+                Reduce<SumOfSquares>(
+                    $"ReduceColumns SumOfSquares {shape}",
+                    rows,
+                    cols,
+                    false,
+                    false,
+                    v => v * v,
+                    (a, b) => a + b,
+                    0
+                )
+            );
+            checks.Add(
+                Reduce<SumOfAbs>(
+                    $"ReduceRows SumOfAbs {shape}",
+                    rows,
+                    cols,
+                    true,
+                    false,
+                    Math.Abs,
+                    (a, b) => a + b,
+                    0
+                )
+            );
+            checks.Add(
+                Reduce<SumOfAbs>(
+                    $"ReduceColumns SumOfAbs {shape}",
+                    rows,
+                    cols,
+                    false,
+                    false,
+                    Math.Abs,
+                    (a, b) => a + b,
+                    0
+                )
+            );
+            checks.Add(
+                Reduce<Max>(
+                    $"ReduceRows Max {shape}",
+                    rows,
+                    cols,
+                    true,
+                    false,
+                    v => v,
+                    Math.Max,
+                    double.NegativeInfinity
+                )
+            );
+            checks.Add(
+                Reduce<Max>(
+                    $"ReduceColumns Max {shape}",
+                    rows,
+                    cols,
+                    false,
+                    false,
+                    v => v,
+                    Math.Max,
+                    double.NegativeInfinity
+                )
+            );
+            checks.Add(
+                Reduce<CountNonZero>(
+                    $"ReduceRows CountNonZero {shape}",
+                    rows,
+                    cols,
+                    true,
+                    false,
+                    v => v != 0 ? 1 : 0,
+                    (a, b) => a + b,
+                    0
+                )
+            );
+            checks.Add(
+                Reduce<CountNonZero>(
+                    $"ReduceColumns CountNonZero {shape}",
+                    rows,
+                    cols,
+                    false,
+                    false,
+                    v => v != 0 ? 1 : 0,
+                    (a, b) => a + b,
+                    0
+                )
+            );
             checks.Add(new($"RowL2Norms {shape}", "Norms", (d, s) => RowNorms(d, s, rows, cols)));
             checks.Add(new($"Transpose {shape}", "Transpose", (d, s) => Transpose(d, s, rows, cols)));
             checks.Add(new($"ProjectRows {shape}", "Norms", (d, s) => ProjectRows(d, s, rows, cols)));
@@ -105,7 +278,13 @@ public static class KernelChecks
         {
             foreach (int n in new[] { 1, 1001 })
             {
-                checks.Add(new($"AdamStep {(decoupled ? "AdamW" : "Adam+L2")} n={n}", "Adam", (d, s) => Adam(d, s, n, decoupled)));
+                checks.Add(
+                    new(
+                        $"AdamStep {(decoupled ? "AdamW" : "Adam+L2")} n={n}",
+                        "Adam",
+                        (d, s) => Adam(d, s, n, decoupled)
+                    )
+                );
             }
         }
 
@@ -125,25 +304,39 @@ public static class KernelChecks
     /// <paramref name="tolerance"/> (which may depend on the element).
     /// </summary>
     public static CheckResult Compare(
-        string check, string family, float[] actual, double[] reference, Func<long, Tolerance> tolerance)
+        string check,
+        string family,
+        float[] actual,
+        double[] reference,
+        Func<long, Tolerance> tolerance
+    )
     {
         ArgumentNullException.ThrowIfNull(actual);
         ArgumentNullException.ThrowIfNull(reference);
         ArgumentNullException.ThrowIfNull(tolerance);
         if (actual.Length != reference.Length)
         {
-            return new CheckResult(check, family, actual.Length, double.NaN, double.PositiveInfinity, "-",
-                $"length {actual.Length} differs from the reference's {reference.Length}");
+            return new CheckResult(
+                check,
+                family,
+                actual.Length,
+                double.NaN,
+                double.PositiveInfinity,
+                "-",
+                $"length {actual.Length} differs from the reference's {reference.Length}"
+            );
         }
 
-        double maxAbs = 0, worst = 0;
+        double maxAbs = 0,
+            worst = 0;
         string? failure = null;
         string tolName = actual.Length > 0 ? tolerance(0).Name : "-";
         double worstSeen = -1;
         for (long i = 0; i < actual.Length; i++)
         {
             var tol = tolerance(i);
-            double a = actual[i], r = reference[i];
+            double a = actual[i],
+                r = reference[i];
             bool ok = tol.Accepts(a, r);
             double err = Math.Abs(a - r);
             if (!double.IsNaN(err))
@@ -152,8 +345,12 @@ public static class KernelChecks
             }
 
             double bound = tol.Atol + tol.Rtol * Math.Abs(r);
-            // err/bound where both are finite and positive; an exact-tolerance miss or a NaN counts as infinitely bad.
-            double ratio = bound > 0 && double.IsFinite(err) ? err / bound : ok ? 0 : double.PositiveInfinity;
+            // err/bound where both are finite and positive; an exact-tolerance miss or a NaN counts as
+            // infinitely bad.
+            double ratio =
+                bound > 0 && double.IsFinite(err) ? err / bound
+                : ok ? 0
+                : double.PositiveInfinity;
 
             worst = Math.Max(worst, double.IsNaN(ratio) ? 0 : ratio);
             if (worst > worstSeen)
@@ -164,8 +361,9 @@ public static class KernelChecks
 
             if (!ok && failure is null)
             {
-                failure = $"element {i}: got {a:G9}, reference {r:G9}, |diff| {err:G3} > {tol.Atol:G3} + {tol.Rtol:G3}·|ref| ({tol.Name})" +
-                          (float.IsNaN(actual[i]) ? " — NaN: the element was probably never written" : "");
+                failure =
+                    $"element {i}: got {a:G9}, reference {r:G9}, |diff| {err:G3} > {tol.Atol:G3} + {tol.Rtol:G3}·|ref| ({tol.Name})"
+                    + (float.IsNaN(actual[i]) ? " — NaN: the element was probably never written" : "");
             }
         }
 
@@ -173,8 +371,13 @@ public static class KernelChecks
     }
 
     /// <summary>Compares under one tolerance for every element.</summary>
-    public static CheckResult Compare(string check, string family, float[] actual, double[] reference, Tolerance tolerance) =>
-        Compare(check, family, actual, reference, _ => tolerance);
+    public static CheckResult Compare(
+        string check,
+        string family,
+        float[] actual,
+        double[] reference,
+        Tolerance tolerance
+    ) => Compare(check, family, actual, reference, _ => tolerance);
 
     // ------------------------------------------------------------------ data
 
@@ -211,7 +414,16 @@ public static class KernelChecks
 
     // ------------------------------------------------------------------ the checks
 
-    private static CheckResult MatMul(SaeDevice d, int seed, GemmLayout layout, int m, int n, int k, float alpha, float beta)
+    private static CheckResult MatMul(
+        SaeDevice d,
+        int seed,
+        GemmLayout layout,
+        int m,
+        int n,
+        int k,
+        float alpha,
+        float beta
+    )
     {
         var random = new Random(seed);
         var (ar, ac) = layout == GemmLayout.TN ? (k, m) : (m, k);
@@ -224,44 +436,90 @@ public static class KernelChecks
         using var tc = beta == 0f ? Poisoned(d, m, n) : d.Upload(c0, m, n, "C");
         d.Ops.MatMul(ta, tb, tc, layout, alpha, beta);
         var (values, magnitudes) = CpuReference.MatMul(a, b, c0, layout, m, n, k, alpha, beta);
-        return Compare($"MatMul {layout} {m}x{n}x{k} a={alpha} b={beta}", "MatMul", tc.ToArray(), values,
-            i => d.TensorCores ? Tolerance.Tf32Accumulation(k + 1, magnitudes[i]) : Tolerance.Accumulation(k + 1, magnitudes[i]));
+        return Compare(
+            $"MatMul {layout} {m}x{n}x{k} a={alpha} b={beta}",
+            "MatMul",
+            tc.ToArray(),
+            values,
+            i =>
+                d.TensorCores
+                    ? Tolerance.Tf32Accumulation(k + 1, magnitudes[i])
+                    : Tolerance.Accumulation(k + 1, magnitudes[i])
+        );
     }
 
-    private static KernelCheck Unary<TOp>(string name, int rows, int cols, Func<double, double> f, Tolerance tol)
+    private static KernelCheck Unary<TOp>(
+        string name,
+        int rows,
+        int cols,
+        Func<double, double> f,
+        Tolerance tol
+    )
         where TOp : struct, IUnaryOp => Unary(name, rows, cols, default(TOp), f, tol);
 
-    private static KernelCheck Unary<TOp>(string name, int rows, int cols, TOp op, Func<double, double> f, Tolerance tol)
+    private static KernelCheck Unary<TOp>(
+        string name,
+        int rows,
+        int cols,
+        TOp op,
+        Func<double, double> f,
+        Tolerance tol
+    )
         where TOp : struct, IUnaryOp =>
         new(name, "Map", (d, s) => RunUnary(d, s, rows, cols, op, f, tol, positive: false));
 
-    private static CheckResult RunUnary<TOp>(SaeDevice d, int seed, int rows, int cols, TOp op, Func<double, double> f, Tolerance tol, bool positive)
+    private static CheckResult RunUnary<TOp>(
+        SaeDevice d,
+        int seed,
+        int rows,
+        int cols,
+        TOp op,
+        Func<double, double> f,
+        Tolerance tol,
+        bool positive
+    )
         where TOp : struct, IUnaryOp
     {
         var x = RandomData(new Random(seed), (long)rows * cols, positive);
         using var tx = d.Upload(x, rows, cols);
         using var ty = Poisoned(d, rows, cols);
         d.Ops.Map(tx.Data, ty.Data, op);
-        return Compare($"Map {typeof(TOp).Name} {rows}x{cols}", "Map", ty.ToArray(), CpuReference.Map(x, f), tol);
+        return Compare(
+            $"Map {typeof(TOp).Name} {rows}x{cols}",
+            "Map",
+            ty.ToArray(),
+            CpuReference.Map(x, f),
+            tol
+        );
     }
 
     private static KernelCheck Binary<TOp>(string name, int rows, int cols, Func<double, double, double> f)
         where TOp : struct, IBinaryOp => Binary(name, rows, cols, default(TOp), f);
 
-    private static KernelCheck Binary<TOp>(string name, int rows, int cols, TOp op, Func<double, double, double> f)
+    private static KernelCheck Binary<TOp>(
+        string name,
+        int rows,
+        int cols,
+        TOp op,
+        Func<double, double, double> f
+    )
         where TOp : struct, IBinaryOp =>
-        new(name, "Map2", (d, s) =>
-        {
-            var random = new Random(s);
-            var a = RandomData(random, (long)rows * cols);
-            var b = RandomData(random, (long)rows * cols, positive: true);
-            using var ta = d.Upload(a, rows, cols);
-            using var tb = d.Upload(b, rows, cols);
-            using var ty = Poisoned(d, rows, cols);
-            d.Ops.Map(ta.Data, tb.Data, ty.Data, op);
-            var reference = a.Select((v, i) => f(v, b[i])).ToArray();
-            return Compare(name, "Map2", ty.ToArray(), reference, Tolerance.Elementwise);
-        });
+        new(
+            name,
+            "Map2",
+            (d, s) =>
+            {
+                var random = new Random(s);
+                var a = RandomData(random, (long)rows * cols);
+                var b = RandomData(random, (long)rows * cols, positive: true);
+                using var ta = d.Upload(a, rows, cols);
+                using var tb = d.Upload(b, rows, cols);
+                using var ty = Poisoned(d, rows, cols);
+                d.Ops.Map(ta.Data, tb.Data, ty.Data, op);
+                var reference = a.Select((v, i) => f(v, b[i])).ToArray();
+                return Compare(name, "Map2", ty.ToArray(), reference, Tolerance.Elementwise);
+            }
+        );
 
     private static CheckResult Broadcast(SaeDevice d, int seed, int rows, int cols, bool byRow)
     {
@@ -283,50 +541,71 @@ public static class KernelChecks
             reference = x.Select((e, i) => (double)e * v[i / cols]).ToArray();
         }
 
-        return Compare($"MapBroadcast{(byRow ? "Rows Add" : "Columns Multiply")} {rows}x{cols}", "MapBroadcast",
-            ty.ToArray(), reference, Tolerance.Elementwise);
+        return Compare(
+            $"MapBroadcast{(byRow ? "Rows Add" : "Columns Multiply")} {rows}x{cols}",
+            "MapBroadcast",
+            ty.ToArray(),
+            reference,
+            Tolerance.Elementwise
+        );
     }
 
     private static KernelCheck Reduce<TOp>(
-        string name, int rows, int cols, bool byRow, bool accumulate,
-        Func<double, double> map, Func<double, double, double> combine, double identity)
+        string name,
+        int rows,
+        int cols,
+        bool byRow,
+        bool accumulate,
+        Func<double, double> map,
+        Func<double, double, double> combine,
+        double identity
+    )
         where TOp : struct, IReduceOp =>
-        new(name, byRow ? "ReduceRows" : "ReduceColumns", (d, s) =>
-        {
-            var random = new Random(s);
-            var x = RandomData(random, (long)rows * cols);
-            int outLength = byRow ? rows : cols;
-            var y0 = RandomData(random, outLength, withZeros: false);
-            using var tx = d.Upload(x, rows, cols);
-            using var ty = accumulate ? d.Upload(y0, 1, outLength) : Poisoned(d, 1, outLength);
-            var reference = byRow
-                ? CpuReference.ReduceRows(x, rows, cols, map, combine, identity)
-                : CpuReference.ReduceColumns(x, rows, cols, map, combine, identity);
-            var magnitude = byRow
-                ? CpuReference.ReduceRows(x, rows, cols, v => Math.Abs(map(v)), (a, b) => a + b, 0)
-                : CpuReference.ReduceColumns(x, rows, cols, v => Math.Abs(map(v)), (a, b) => a + b, 0);
-            if (accumulate)
+        new(
+            name,
+            byRow ? "ReduceRows" : "ReduceColumns",
+            (d, s) =>
             {
-                for (int i = 0; i < outLength; i++)
+                var random = new Random(s);
+                var x = RandomData(random, (long)rows * cols);
+                int outLength = byRow ? rows : cols;
+                var y0 = RandomData(random, outLength, withZeros: false);
+                using var tx = d.Upload(x, rows, cols);
+                using var ty = accumulate ? d.Upload(y0, 1, outLength) : Poisoned(d, 1, outLength);
+                var reference = byRow
+                    ? CpuReference.ReduceRows(x, rows, cols, map, combine, identity)
+                    : CpuReference.ReduceColumns(x, rows, cols, map, combine, identity);
+                var magnitude = byRow
+                    ? CpuReference.ReduceRows(x, rows, cols, v => Math.Abs(map(v)), (a, b) => a + b, 0)
+                    : CpuReference.ReduceColumns(x, rows, cols, v => Math.Abs(map(v)), (a, b) => a + b, 0);
+                if (accumulate)
                 {
-                    reference[i] = combine(y0[i], reference[i]);
-                    magnitude[i] += Math.Abs(y0[i]);
+                    for (int i = 0; i < outLength; i++)
+                    {
+                        reference[i] = combine(y0[i], reference[i]);
+                        magnitude[i] += Math.Abs(y0[i]);
+                    }
                 }
-            }
 
-            if (byRow)
-            {
-                d.Ops.ReduceRows<TOp>(tx, ty.Data, accumulate);
-            }
-            else
-            {
-                d.Ops.ReduceColumns<TOp>(tx, ty.Data, accumulate);
-            }
+                if (byRow)
+                {
+                    d.Ops.ReduceRows<TOp>(tx, ty.Data, accumulate);
+                }
+                else
+                {
+                    d.Ops.ReduceColumns<TOp>(tx, ty.Data, accumulate);
+                }
 
-            int terms = (byRow ? cols : rows) + 1;
-            return Compare(name, byRow ? "ReduceRows" : "ReduceColumns", ty.ToArray(), reference,
-                i => Tolerance.Accumulation(terms, magnitude[i]));
-        });
+                int terms = (byRow ? cols : rows) + 1;
+                return Compare(
+                    name,
+                    byRow ? "ReduceRows" : "ReduceColumns",
+                    ty.ToArray(),
+                    reference,
+                    i => Tolerance.Accumulation(terms, magnitude[i])
+                );
+            }
+        );
 
     private static CheckResult RowNorms(SaeDevice d, int seed, int rows, int cols)
     {
@@ -335,8 +614,13 @@ public static class KernelChecks
         using var tn = Poisoned(d, 1, rows);
         d.Ops.RowL2Norms(tx, tn.Data);
         var reference = CpuReference.RowL2Norms(x, rows, cols);
-        return Compare($"RowL2Norms {rows}x{cols}", "Norms", tn.ToArray(), reference,
-            i => Tolerance.Accumulation(cols + 1, reference[i]));
+        return Compare(
+            $"RowL2Norms {rows}x{cols}",
+            "Norms",
+            tn.ToArray(),
+            reference,
+            i => Tolerance.Accumulation(cols + 1, reference[i])
+        );
     }
 
     private static CheckResult Transpose(SaeDevice d, int seed, int rows, int cols)
@@ -366,7 +650,13 @@ public static class KernelChecks
         using var tw = d.Upload(w, rows, cols);
         d.Ops.ProjectRows(tg, tw);
         var reference = CpuReference.ProjectRows(g, w, rows, cols);
-        return Compare($"ProjectRows {rows}x{cols}", "Norms", tg.ToArray(), reference, _ => Tolerance.Accumulation(2 * cols + 2, 4));
+        return Compare(
+            $"ProjectRows {rows}x{cols}",
+            "Norms",
+            tg.ToArray(),
+            reference,
+            _ => Tolerance.Accumulation(2 * cols + 2, 4)
+        );
     }
 
     private static CheckResult NormalizeRows(SaeDevice d, int seed, int rows, int cols)
@@ -383,10 +673,20 @@ public static class KernelChecks
         d.Ops.NormalizeRows(tx, eps, tn.Data);
         var norms = CpuReference.RowL2Norms(x, rows, cols);
         var values = CpuReference.NormalizeRows(x, rows, cols, eps);
-        var rowsResult = Compare($"NormalizeRows {rows}x{cols}", "Norms", tx.ToArray(), values,
-            _ => Tolerance.Accumulation(cols + 1, 1));
-        var normsResult = Compare($"NormalizeRows norms {rows}x{cols}", "Norms", tn.ToArray(), norms,
-            i => Tolerance.Accumulation(cols + 1, norms[i]));
+        var rowsResult = Compare(
+            $"NormalizeRows {rows}x{cols}",
+            "Norms",
+            tx.ToArray(),
+            values,
+            _ => Tolerance.Accumulation(cols + 1, 1)
+        );
+        var normsResult = Compare(
+            $"NormalizeRows norms {rows}x{cols}",
+            "Norms",
+            tn.ToArray(),
+            norms,
+            i => Tolerance.Accumulation(cols + 1, norms[i])
+        );
         return rowsResult.Passed ? normsResult with { Check = rowsResult.Check } : rowsResult;
     }
 
@@ -395,7 +695,12 @@ public static class KernelChecks
         var random = new Random(seed);
         var settings = new AdamSettings
         {
-            LearningRate = 3e-3f, Beta1 = 0.9f, Beta2 = 0.99f, Epsilon = 1e-6f, WeightDecay = 0.05f, DecoupledWeightDecay = decoupled,
+            LearningRate = 3e-3f,
+            Beta1 = 0.9f,
+            Beta2 = 0.99f,
+            Epsilon = 1e-6f,
+            WeightDecay = 0.05f,
+            DecoupledWeightDecay = decoupled,
         };
         var p = RandomData(random, n);
         var m = RandomData(random, n).Select(v => v * 0.1f).ToArray();
@@ -410,15 +715,26 @@ public static class KernelChecks
         Array.Copy(v, pad, n);
         buffer.Upload(pad, ParameterSection.SecondMoment);
 
-        float[] cp = p, cm = m, cv = v;
-        double[] rp = [], rm = [], rv = [];
+        float[] cp = p,
+            cm = m,
+            cv = v;
+        double[] rp = [],
+            rm = [],
+            rv = [];
         for (int step = 1; step <= 3; step++)
         {
             var g = RandomData(random, n);
             Array.Copy(g, pad, n);
             buffer.Upload(pad, ParameterSection.Gradients);
-            d.Ops.AdamStep(buffer.Get("p").Data, buffer.Gradient("p").Data, buffer.Get("p", ParameterSection.FirstMoment).Data,
-                buffer.Get("p", ParameterSection.SecondMoment).Data, settings, step, gradScale: 0.8f);
+            d.Ops.AdamStep(
+                buffer.Get("p").Data,
+                buffer.Gradient("p").Data,
+                buffer.Get("p", ParameterSection.FirstMoment).Data,
+                buffer.Get("p", ParameterSection.SecondMoment).Data,
+                settings,
+                step,
+                gradScale: 0.8f
+            );
             (rp, rm, rv) = CpuReference.AdamStep(cp, g, cm, cv, settings, step, 0.8);
             cp = [.. rp.Select(x => (float)x)];
             cm = [.. rm.Select(x => (float)x)];
@@ -434,7 +750,11 @@ public static class KernelChecks
             Compare(name + " m", "Adam", buffer.Download(ParameterSection.FirstMoment)[..n], rm, tol),
             Compare(name + " v", "Adam", buffer.Download(ParameterSection.SecondMoment)[..n], rv, tol),
         };
-        return results.FirstOrDefault(r => !r.Passed) ?? results[0] with { WorstRatio = results.Max(r => r.WorstRatio) };
+        return results.FirstOrDefault(r => !r.Passed)
+            ?? results[0] with
+            {
+                WorstRatio = results.Max(r => r.WorstRatio),
+            };
     }
 
     private static CheckResult Uniform(SaeDevice d, int seed, int n)
@@ -453,6 +773,12 @@ public static class KernelChecks
         d.Ops.FillNormal(ty.Data, 0.5f, 2f, s, stream: 3);
         var reference = CpuReference.Normal(n, 0.5, 2, s, 3);
         // Box–Muller in float32: log, sqrt, sin/cos each add a few ulp; |z| ≤ 11 here.
-        return Compare($"FillNormal n={n}", "Random", ty.ToArray(), reference, new Tolerance("Box-Muller float32", 2e-5, 2e-5));
+        return Compare(
+            $"FillNormal n={n}",
+            "Random",
+            ty.ToArray(),
+            reference,
+            new Tolerance("Box-Muller float32", 2e-5, 2e-5)
+        );
     }
 }

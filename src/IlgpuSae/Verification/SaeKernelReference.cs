@@ -1,8 +1,10 @@
 namespace IlgpuSae.Verification;
 
 /// <summary>
-/// Reference values of one kernel output and, per value, the sum of the magnitudes of the terms the float32 kernel
-/// adds up to form it (Σ|term|, as <see cref="CpuReference.MatMul"/> returns): that sum bounds the rounding error.
+/// Reference values of one kernel output and, per value, the sum of the magnitudes of the terms the float32
+/// kernel
+/// adds up to form it (Σ|term|, as <see cref="CpuReference.MatMul"/> returns): that sum bounds the rounding
+/// error.
 /// </summary>
 /// <param name="Values">The exact (double-precision) values, row-major like the kernel's output.</param>
 /// <param name="Magnitudes">Σ|term| per value.</param>
@@ -10,42 +12,68 @@ public sealed record ReferenceOutput(double[] Values, double[] Magnitudes);
 
 /// <summary>Reference outputs of the gated element-wise backward kernel.</summary>
 /// <param name="DU">dU [B, M] (overwritten).</param>
-/// <param name="DUm">dUm [B, M] (overwritten) when untied; <see langword="null"/> when tied (the kernel leaves it untouched).</param>
+/// <param name="DUm">dUm [B, M] (overwritten) when untied; <see langword="null"/> when tied (the kernel
+/// leaves it untouched).</param>
 /// <param name="GradBGate">b_gate's gradient after the kernel's accumulation (+=) [M].</param>
 /// <param name="GradBMag">b_mag's gradient after accumulation [M].</param>
-/// <param name="GradRMag">r_mag's gradient after accumulation [M]; <see langword="null"/> without r_mag (untouched).</param>
+/// <param name="GradRMag">r_mag's gradient after accumulation [M]; <see langword="null"/> without r_mag
+/// (untouched).</param>
 /// <param name="ColSumDU">colsum(dU) [M] (the b_dec input-centring term).</param>
 /// <param name="ColSumDUm">colsum(dUm) [M] (zero when tied).</param>
 /// <param name="ColSumA">colsum(A) [M] with A = ReLU(π_gate) (the decoder-norm penalty term).</param>
 public sealed record GatedBackwardReference(
-    ReferenceOutput DU, ReferenceOutput? DUm, ReferenceOutput GradBGate, ReferenceOutput GradBMag, ReferenceOutput? GradRMag,
-    ReferenceOutput ColSumDU, ReferenceOutput ColSumDUm, ReferenceOutput ColSumA);
+    ReferenceOutput DU,
+    ReferenceOutput? DUm,
+    ReferenceOutput GradBGate,
+    ReferenceOutput GradBMag,
+    ReferenceOutput? GradRMag,
+    ReferenceOutput ColSumDU,
+    ReferenceOutput ColSumDUm,
+    ReferenceOutput ColSumA
+);
 
 /// <summary>Reference outputs of the standard (ReLU) element-wise backward kernel.</summary>
 /// <param name="DU">dU [B, M] (overwritten).</param>
 /// <param name="GradBEnc">b_enc's gradient after the kernel's accumulation (+=) [M].</param>
 /// <param name="ColSumDU">colsum(dU) [M].</param>
 /// <param name="ColSumF">colsum(F) [M].</param>
-public sealed record StandardBackwardReference(ReferenceOutput DU, ReferenceOutput GradBEnc, ReferenceOutput ColSumDU, ReferenceOutput ColSumF);
+public sealed record StandardBackwardReference(
+    ReferenceOutput DU,
+    ReferenceOutput GradBEnc,
+    ReferenceOutput ColSumDU,
+    ReferenceOutput ColSumF
+);
 
 /// <summary>Reference outputs of the sparse weight-gradient kernel (all after accumulation, +=).</summary>
 /// <param name="GradWEnc">dW_enc [d, M].</param>
-/// <param name="GradWMag">dW_mag [d, M] when untied; <see langword="null"/> when tied (the kernel leaves it untouched).</param>
+/// <param name="GradWMag">dW_mag [d, M] when untied; <see langword="null"/> when tied (the kernel leaves it
+/// untouched).</param>
 /// <param name="GradWDec">dW_dec [M, d].</param>
-public sealed record WeightGradientReference(ReferenceOutput GradWEnc, ReferenceOutput? GradWMag, ReferenceOutput GradWDec);
+public sealed record WeightGradientReference(
+    ReferenceOutput GradWEnc,
+    ReferenceOutput? GradWMag,
+    ReferenceOutput GradWDec
+);
 
 /// <summary>
-/// Double-precision references of the SAE kernels one by one (<c>SaeKernels</c>, <c>SparseKernels</c>), written as
-/// plain loops over the kernels' own inputs and layouts, so that a failing test names the kernel rather than the
-/// whole training step (<see cref="SaeReference"/> covers the step end to end). B = batch rows, M = dictionary size,
-/// d = input width; matrices are row-major. The sparse kernels are specified by their dense definitions: a sparse
+/// Double-precision references of the SAE kernels one by one (<c>SaeKernels</c>, <c>SparseKernels</c>),
+/// written as
+/// plain loops over the kernels' own inputs and layouts, so that a failing test names the kernel rather than
+/// the
+/// whole training step (<see cref="SaeReference"/> covers the step end to end). B = batch rows, M =
+/// dictionary size,
+/// d = input width; matrices are row-major. The sparse kernels are specified by their dense definitions: a
+/// sparse
 /// kernel must give the dense result wherever its index lists say a feature is active.
 /// </summary>
 /// <remarks>
 /// Equations: standard SAE, Rajamanoharan et al. 2024 ("Improving Dictionary Learning with Gated Sparse
-/// Autoencoders", arXiv 2404.16014) §2.1–2.2, Eqs. 2–4; gated SAE, same paper §3.2.1 Eqs. 6–7 (encoder, weight
-/// sharing W_mag = W_gate·diag(e^{r_mag})) and §3.2.2 Eq. 9 (L_gated = L_reconstruct + L_sparsity + L_aux), whose
-/// gradients follow from the loss of §3.2.2 by the chain rule (GatedSae.ReferenceBackward lists them); JumpReLU, Rajamanoharan et al. 2024b (arXiv 2407.14435) §2.
+/// Autoencoders", arXiv 2404.16014) §2.1–2.2, Eqs. 2–4; gated SAE, same paper §3.2.1 Eqs. 6–7 (encoder,
+/// weight
+/// sharing W_mag = W_gate·diag(e^{r_mag})) and §3.2.2 Eq. 9 (L_gated = L_reconstruct + L_sparsity + L_aux),
+/// whose
+/// gradients follow from the loss of §3.2.2 by the chain rule (GatedSae.ReferenceBackward lists them);
+/// JumpReLU, Rajamanoharan et al. 2024b (arXiv 2407.14435) §2.
 /// </remarks>
 public static class SaeKernelReference
 {
@@ -70,7 +98,8 @@ public static class SaeKernelReference
     }
 
     /// <summary>
-    /// JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·H(z − θ)</c> with the strict step H(0) = 0 (SAELens'
+    /// JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·H(z − θ)</c> with the strict step H(0) = 0
+    /// (SAELens'
     /// inference form: ReLU before the threshold, so a negative θ acts as a plain ReLU).
     /// </summary>
     public static double[] JumpReluEncode(float[] u, float[] bEnc, float[] threshold, int rows, int m)
@@ -93,17 +122,28 @@ public static class SaeKernelReference
 
     /// <summary>
     /// Gated encoder, Eqs. 6–7, on the shared projection U = X̃·W_enc [B, M]: <c>π_gate = U + b_gate</c>,
-    /// <c>π_mag = e^{r_mag}·Um + b_mag</c>, <c>F = H(π_gate)·ReLU(π_mag)</c> and <c>A = ReLU(π_gate)</c> (the input of
-    /// L_sparsity and L_aux in Eq. 9). Returned stacked as the kernel writes it: F in rows [0, B), A in rows [B, 2B).
+    /// <c>π_mag = e^{r_mag}·Um + b_mag</c>, <c>F = H(π_gate)·ReLU(π_mag)</c> and <c>A = ReLU(π_gate)</c> (the
+    /// input of
+    /// L_sparsity and L_aux in Eq. 9). Returned stacked as the kernel writes it: F in rows [0, B), A in rows
+    /// [B, 2B).
     /// </summary>
     /// <param name="u">U [B, M].</param>
-    /// <param name="um">Um = X̃·W_mag [B, M] for an untied SAE; <see langword="null"/> when tied (Um = U).</param>
+    /// <param name="um">Um = X̃·W_mag [B, M] for an untied SAE; <see langword="null"/> when tied (Um =
+    /// U).</param>
     /// <param name="bGate">b_gate [M].</param>
     /// <param name="bMag">b_mag [M].</param>
     /// <param name="rMag">r_mag [M]; <see langword="null"/> without r_mag (scale 1).</param>
     /// <param name="rows">B.</param>
     /// <param name="m">M.</param>
-    public static ReferenceOutput GatedEncode(float[] u, float[]? um, float[] bGate, float[] bMag, float[]? rMag, int rows, int m)
+    public static ReferenceOutput GatedEncode(
+        float[] u,
+        float[]? um,
+        float[] bGate,
+        float[] bMag,
+        float[]? rMag,
+        int rows,
+        int m
+    )
     {
         ArgumentNullException.ThrowIfNull(u);
         ArgumentNullException.ThrowIfNull(bGate);
@@ -133,13 +173,22 @@ public static class SaeKernelReference
     // ------------------------------------------------------------------ decoder residual
 
     /// <summary>
-    /// Decoder bias and scaled residual on stacked reconstructions [R, d] (R = B, or 2B for gated: X̂ then X̂a):
-    /// <c>X̂ ← X̂ + b_dec</c> and <c>Δ = scale·(X̂ − X[row mod B])</c> (scale = 2/B for Eq. 4/9's batch mean, times
+    /// Decoder bias and scaled residual on stacked reconstructions [R, d] (R = B, or 2B for gated: X̂ then
+    /// X̂a):
+    /// <c>X̂ ← X̂ + b_dec</c> and <c>Δ = scale·(X̂ − X[row mod B])</c> (scale = 2/B for Eq. 4/9's batch mean,
+    /// times
     /// 1/d under the paper's /d convention).
     /// </summary>
     /// <returns>The updated X̂ and Δ, both [R, d].</returns>
     public static (ReferenceOutput Xhat, ReferenceOutput Delta) Residual(
-        float[] xhat, float[] x, float[] bDec, int stackedRows, int d, int batch, double scale)
+        float[] xhat,
+        float[] x,
+        float[] bDec,
+        int stackedRows,
+        int d,
+        int batch,
+        double scale
+    )
     {
         ArgumentNullException.ThrowIfNull(xhat);
         ArgumentNullException.ThrowIfNull(x);
@@ -166,18 +215,27 @@ public static class SaeKernelReference
 
     /// <summary>
     /// Standard SAE element-wise backward (gradient of Eq. 4 through F = ReLU(Û)):
-    /// <c>dU = (Φ + (λ/B)·w_i)·1[F &gt; 0]</c> with Φ = Δ·W_decᵀ and w_i = ‖W_dec[i]‖ (decoder-norm-weighted L1) or 1;
+    /// <c>dU = (Φ + (λ/B)·w_i)·1[F &gt; 0]</c> with Φ = Δ·W_decᵀ and w_i = ‖W_dec[i]‖ (decoder-norm-weighted
+    /// L1) or 1;
     /// <c>db_enc += colsum(dU)</c>; also colsum(dU) and colsum(F).
     /// </summary>
     /// <param name="f">F [B, M].</param>
     /// <param name="phi">Φ [B, M].</param>
-    /// <param name="norms">‖W_dec[i]‖ [M] for the weighted penalty; <see langword="null"/> for w_i = 1.</param>
+    /// <param name="norms">‖W_dec[i]‖ [M] for the weighted penalty; <see langword="null"/> for w_i =
+    /// 1.</param>
     /// <param name="gBEnc">b_enc's gradient before the kernel [M].</param>
     /// <param name="rows">B.</param>
     /// <param name="m">M.</param>
     /// <param name="lambdaOverB">λ/B.</param>
     public static StandardBackwardReference StandardBackward(
-        float[] f, float[] phi, float[]? norms, float[] gBEnc, int rows, int m, double lambdaOverB)
+        float[] f,
+        float[] phi,
+        float[]? norms,
+        float[] gBEnc,
+        int rows,
+        int m,
+        double lambdaOverB
+    )
     {
         ArgumentNullException.ThrowIfNull(f);
         ArgumentNullException.ThrowIfNull(phi);
@@ -213,7 +271,8 @@ public static class SaeKernelReference
     /// π_mag = s·Um + b_mag, Φ = Δ·W_decᵀ and Ψ = Δa·W_decᵀ:
     /// <c>dΠm = Φ·1[π_gate &gt; 0]·1[π_mag &gt; 0]</c> (L_reconstruct reaches the magnitude path only),
     /// <c>dΠg = (Ψ + (λ/B)·w_i)·1[π_gate &gt; 0]</c> (L_sparsity and L_aux reach the gate path only),
-    /// <c>dU = dΠg + s·dΠm</c> when tied (Eq. 7's weight sharing), or <c>dU = dΠg</c>, <c>dUm = dΠm</c> when untied;
+    /// <c>dU = dΠg + s·dΠm</c> when tied (Eq. 7's weight sharing), or <c>dU = dΠg</c>, <c>dUm = dΠm</c> when
+    /// untied;
     /// <c>db_gate += colsum(dΠg)</c>, <c>db_mag += colsum(dΠm)</c>, <c>dr_mag += s·colsum(dΠm·Um)</c>.
     /// </summary>
     /// <param name="u">U [B, M].</param>
@@ -222,16 +281,30 @@ public static class SaeKernelReference
     /// <param name="bGate">b_gate [M].</param>
     /// <param name="bMag">b_mag [M].</param>
     /// <param name="rMag">r_mag [M]; <see langword="null"/> without r_mag.</param>
-    /// <param name="norms">‖W_dec[i]‖ [M] for the decoder-norm-weighted L1; <see langword="null"/> for w_i = 1.</param>
+    /// <param name="norms">‖W_dec[i]‖ [M] for the decoder-norm-weighted L1; <see langword="null"/> for w_i =
+    /// 1.</param>
     /// <param name="gBGate">b_gate's gradient before the kernel [M].</param>
     /// <param name="gBMag">b_mag's gradient before the kernel [M].</param>
-    /// <param name="gRMag">r_mag's gradient before the kernel [M] (required with <paramref name="rMag"/>).</param>
+    /// <param name="gRMag">r_mag's gradient before the kernel [M] (required with
+    /// <paramref name="rMag"/>).</param>
     /// <param name="rows">B.</param>
     /// <param name="m">M.</param>
     /// <param name="lambdaOverB">λ/B.</param>
     public static GatedBackwardReference GatedBackward(
-        float[] u, float[]? um, float[] phiPsi, float[] bGate, float[] bMag, float[]? rMag, float[]? norms,
-        float[] gBGate, float[] gBMag, float[]? gRMag, int rows, int m, double lambdaOverB)
+        float[] u,
+        float[]? um,
+        float[] phiPsi,
+        float[] bGate,
+        float[] bMag,
+        float[]? rMag,
+        float[]? norms,
+        float[] gBGate,
+        float[] gBMag,
+        float[]? gRMag,
+        int rows,
+        int m,
+        double lambdaOverB
+    )
     {
         ArgumentNullException.ThrowIfNull(u);
         ArgumentNullException.ThrowIfNull(phiPsi);
@@ -254,11 +327,13 @@ public static class SaeKernelReference
         {
             double s = rMag is null ? 1 : Math.Exp(rMag[i]);
             double sparsity = lambdaOverB * (norms is null ? 1 : norms[i]);
-            double sumR = 0, sumRMag = 0;
+            double sumR = 0,
+                sumRMag = 0;
             for (int b = 0; b < rows; b++)
             {
                 int e = b * m + i;
-                double phi = phiPsi[e], psi = phiPsi[rows * m + e];
+                double phi = phiPsi[e],
+                    psi = phiPsi[rows * m + e];
                 double piGate = (double)u[e] + bGate[i];
                 double piMag = s * magU[e] + bMag[i];
                 bool open = piGate > 0;
@@ -308,7 +383,8 @@ public static class SaeKernelReference
     }
 
     /// <summary>
-    /// Gradient of the decoder-norm-weighted sparsity penalty <c>(λ/B)·Σ_b Σ_i a_bi·‖W_dec[i]‖</c> (Anthropic's
+    /// Gradient of the decoder-norm-weighted sparsity penalty <c>(λ/B)·Σ_b Σ_i a_bi·‖W_dec[i]‖</c>
+    /// (Anthropic's
     /// April 2024 update, as SAELens trains it) with respect to W_dec:
     /// <c>dW_dec[i,:] += (λ/B)·colsum(a)_i·W_dec[i,:]/‖W_dec[i]‖</c>, rows with a zero norm left unchanged.
     /// </summary>
@@ -319,7 +395,15 @@ public static class SaeKernelReference
     /// <param name="m">M.</param>
     /// <param name="d">d.</param>
     /// <param name="lambdaOverB">λ/B.</param>
-    public static ReferenceOutput DecoderNormPenaltyGrad(float[] wDec, float[] colA, float[] norms, float[] gWDec, int m, int d, double lambdaOverB)
+    public static ReferenceOutput DecoderNormPenaltyGrad(
+        float[] wDec,
+        float[] colA,
+        float[] norms,
+        float[] gWDec,
+        int m,
+        int d,
+        double lambdaOverB
+    )
     {
         ArgumentNullException.ThrowIfNull(wDec);
         ArgumentNullException.ThrowIfNull(colA);
@@ -342,7 +426,8 @@ public static class SaeKernelReference
 
     /// <summary>
     /// Dead-feature bookkeeping (the <c>StepsSinceFired</c> operator): a feature that fired in this batch
-    /// (<c>count &gt; 0</c>) restarts at 0, any other counts one more step: <c>y = count &gt; 0 ? 0 : steps + 1</c>.
+    /// (<c>count &gt; 0</c>) restarts at 0, any other counts one more step: <c>y = count &gt; 0 ? 0 : steps +
+    /// 1</c>.
     /// </summary>
     public static double[] StepsSinceFired(float[] steps, float[] counts)
     {
@@ -360,7 +445,8 @@ public static class SaeKernelReference
     // ------------------------------------------------------------------ sparse kernels (dense definitions)
 
     /// <summary>
-    /// The support of each row: for row b, the features i with <c>active[b, i] &gt; 0</c> in increasing order (what
+    /// The support of each row: for row b, the features i with <c>active[b, i] &gt; 0</c> in increasing order
+    /// (what
     /// CompactRows lists in rowIdx[b·M …] and counts in rowCount[b]).
     /// </summary>
     public static int[][] CompactRows(float[] active, int rows, int m)
@@ -385,7 +471,8 @@ public static class SaeKernelReference
     }
 
     /// <summary>
-    /// The support of each feature: for feature i, the rows b with <c>active[b, i] &gt; 0</c> in increasing order
+    /// The support of each feature: for feature i, the rows b with <c>active[b, i] &gt; 0</c> in increasing
+    /// order
     /// (what CompactColumns lists in colIdx[i·B …] and counts in colCount[i]).
     /// </summary>
     public static int[][] CompactColumns(float[] active, int rows, int m)
@@ -412,7 +499,8 @@ public static class SaeKernelReference
     /// <summary>
     /// Dense definition of the sparse decoder (Eq. 3 / Eq. 9's two reconstructions) and residual:
     /// <c>X̂ = F·W_dec + b_dec</c> over every feature (and <c>X̂a = A·W_dec + b_dec</c> when gated),
-    /// <c>Δ = scale·(X̂ − X)</c>. Stacked like the kernel's output: [B, d], or [2B, d] with X̂a/Δa in rows [B, 2B).
+    /// <c>Δ = scale·(X̂ − X)</c>. Stacked like the kernel's output: [B, d], or [2B, d] with X̂a/Δa in rows
+    /// [B, 2B).
     /// </summary>
     /// <param name="fa">F [B, M], or [F; A] [2B, M] when gated.</param>
     /// <param name="wDec">W_dec [M, d].</param>
@@ -424,7 +512,16 @@ public static class SaeKernelReference
     /// <param name="gated">Whether to decode A as well.</param>
     /// <param name="scale">The residual scale.</param>
     public static (ReferenceOutput Xhat, ReferenceOutput Delta) SparseDecode(
-        float[] fa, float[] wDec, float[] bDec, float[] x, int batch, int m, int d, bool gated, double scale)
+        float[] fa,
+        float[] wDec,
+        float[] bDec,
+        float[] x,
+        int batch,
+        int m,
+        int d,
+        bool gated,
+        double scale
+    )
     {
         ArgumentNullException.ThrowIfNull(fa);
         ArgumentNullException.ThrowIfNull(wDec);
@@ -437,7 +534,8 @@ public static class SaeKernelReference
         {
             for (int j = 0; j < d; j++)
             {
-                double sum = bDec[j], mag = Math.Abs(bDec[j]);
+                double sum = bDec[j],
+                    mag = Math.Abs(bDec[j]);
                 for (int i = 0; i < m; i++)
                 {
                     double term = (double)fa[r * m + i] * wDec[i * d + j];
@@ -459,7 +557,8 @@ public static class SaeKernelReference
 
     /// <summary>
     /// Dense definition of the sparse [Φ; Ψ] kernel: <c>[Φ; Ψ] = [Δ; Δa]·W_decᵀ</c>, i.e.
-    /// <c>Φ[b,i] = Δ[b]·W_dec[i]</c> (and <c>Ψ[b,i] = Δa[b]·W_dec[i]</c> when gated). The sparse kernel computes these
+    /// <c>Φ[b,i] = Δ[b]·W_dec[i]</c> (and <c>Ψ[b,i] = Δa[b]·W_dec[i]</c> when gated). The sparse kernel
+    /// computes these
     /// at the active (b, i) only and leaves the other entries as they were.
     /// </summary>
     /// <param name="delta">Δ [B, d], or [Δ; Δa] [2B, d] when gated.</param>
@@ -477,7 +576,8 @@ public static class SaeKernelReference
         {
             for (int i = 0; i < m; i++)
             {
-                double sum = 0, mag = 0;
+                double sum = 0,
+                    mag = 0;
                 for (int j = 0; j < d; j++)
                 {
                     double term = (double)delta[r * d + j] * wDec[i * d + j];
@@ -495,7 +595,8 @@ public static class SaeKernelReference
 
     /// <summary>
     /// Dense definition of the sparse weight-gradient kernel (the GEMMs of the dense path):
-    /// <c>dW_enc += X̃ᵀ·dU</c>, <c>dW_mag += X̃ᵀ·dUm</c> (untied), <c>dW_dec += Fᵀ·Δ</c>, plus <c>Aᵀ·Δa</c> when the
+    /// <c>dW_enc += X̃ᵀ·dU</c>, <c>dW_mag += X̃ᵀ·dUm</c> (untied), <c>dW_dec += Fᵀ·Δ</c>, plus <c>Aᵀ·Δa</c>
+    /// when the
     /// auxiliary reconstruction's decoder is not frozen (SAELens' variant of Eq. 9).
     /// </summary>
     /// <param name="xc">X̃ [B, d].</param>
@@ -511,8 +612,19 @@ public static class SaeKernelReference
     /// <param name="d">d.</param>
     /// <param name="auxIntoDecoder">Whether Aᵀ·Δa reaches W_dec.</param>
     public static WeightGradientReference SparseWeightGrad(
-        float[] xc, float[] du, float[]? dum, float[] fa, float[] delta, float[] gWEnc, float[]? gWMag, float[] gWDec,
-        int batch, int m, int d, bool auxIntoDecoder)
+        float[] xc,
+        float[] du,
+        float[]? dum,
+        float[] fa,
+        float[] delta,
+        float[] gWEnc,
+        float[]? gWMag,
+        float[] gWDec,
+        int batch,
+        int m,
+        int d,
+        bool auxIntoDecoder
+    )
     {
         ArgumentNullException.ThrowIfNull(xc);
         ArgumentNullException.ThrowIfNull(du);

@@ -3,7 +3,8 @@ using IlgpuSae.Sae;
 namespace IlgpuSae.Verification;
 
 /// <summary>
-/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (paper §2.2 and §3.2.2),
+/// Double-precision reference of the SAE forward pass, loss and every parameter gradient (paper §2.2 and
+/// §3.2.2),
 /// written as plain loops. Tests check it against central finite differences and then check the device
 /// kernels against it. Parameters are keyed by their SAELens names; matrices are row-major.
 /// </summary>
@@ -15,14 +16,21 @@ public static class SaeReference
     /// of the live values so that finite differences see them as constants.
     /// </summary>
     public static double Loss(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int batch, SaeLossOptions options,
-        double[]? frozenDecoder = null, double[]? frozenDecoderBias = null)
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        SaeLossOptions options,
+        double[]? frozenDecoder = null,
+        double[]? frozenDecoderBias = null
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(options);
-        int d = config.DIn, m = config.DSae;
+        int d = config.DIn,
+            m = config.DSae;
         double c = options.Scale == ReconstructionScale.Sum ? 1 : 1.0 / d;
         var wDec = p["W_dec"];
         var bDec = p["b_dec"];
@@ -51,7 +59,12 @@ public static class SaeReference
     }
 
     /// <summary>Features of every row: [B, M].</summary>
-    public static double[] Encode(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int batch)
+    public static double[] Encode(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         var f = new double[(long)batch * config.DSae];
@@ -64,16 +77,24 @@ public static class SaeReference
     }
 
     /// <summary>
-    /// One row's features F, penalised activations A (ReLU(π_gate) for gated SAEs, F otherwise), encoder product
-    /// U (x̃·W_enc) and second encoder product Um (x̃·W_mag when untied, else U). The activation is the family's
+    /// One row's features F, penalised activations A (ReLU(π_gate) for gated SAEs, F otherwise), encoder
+    /// product
+    /// U (x̃·W_enc) and second encoder product Um (x̃·W_mag when untied, else U). The activation is the
+    /// family's
     /// (<see cref="SaeArchitecture.ReferenceActivate"/>).
     /// </summary>
-    public static (double[] F, double[] A, double[] U, double[] Um) EncodeRow(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int row)
+    public static (double[] F, double[] A, double[] U, double[] Um) EncodeRow(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int row
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(x);
-        int d = config.DIn, m = config.DSae;
+        int d = config.DIn,
+            m = config.DSae;
         var xc = new double[d];
         for (int j = 0; j < d; j++)
         {
@@ -87,14 +108,21 @@ public static class SaeReference
         return (f, a, u, um);
     }
 
-    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (paper §2.2 and §3.2.2).</summary>
+    /// <summary>Analytic gradients of <see cref="Loss"/> for every trainable parameter (paper §2.2 and
+    /// §3.2.2).</summary>
     public static Dictionary<string, double[]> Gradients(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] x, int batch, SaeLossOptions options)
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        SaeLossOptions options
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(options);
-        int d = config.DIn, m = config.DSae;
+        int d = config.DIn,
+            m = config.DSae;
         bool stacked = config.Architecture.ReconstructionRows > 1;
         var encoders = config.Architecture.EncoderMatrices(config);
         bool second = encoders.Count > 1;
@@ -153,7 +181,8 @@ public static class SaeReference
                 {
                     for (int i = 0; i < m; i++)
                     {
-                        g["b_dec"][j] -= wEnc[(long)j * m + i] * du[i] + (second ? wMag[(long)j * m + i] * dum[i] : 0);
+                        g["b_dec"][j] -=
+                            wEnc[(long)j * m + i] * du[i] + (second ? wMag[(long)j * m + i] * dum[i] : 0);
                     }
                 }
             }
@@ -167,7 +196,8 @@ public static class SaeReference
                 {
                     if (norms[i] > 0)
                     {
-                        g["W_dec"][(long)i * d + j] += options.L1Coefficient / batch * colA[i] * wDec[(long)i * d + j] / norms[i];
+                        g["W_dec"][(long)i * d + j] +=
+                            options.L1Coefficient / batch * colA[i] * wDec[(long)i * d + j] / norms[i];
                     }
                 }
             }
@@ -221,7 +251,16 @@ public static class SaeReference
         return n;
     }
 
-    private static double[] Residual(double[] x, int row, double[] f, double[] wDec, double[] bDec, int d, int m, double scale)
+    private static double[] Residual(
+        double[] x,
+        int row,
+        double[] f,
+        double[] wDec,
+        double[] bDec,
+        int d,
+        int m,
+        double scale
+    )
     {
         var xhat = MatVec(f, wDec, m, d);
         for (int j = 0; j < d; j++)
@@ -232,7 +271,15 @@ public static class SaeReference
         return xhat;
     }
 
-    private static double SquaredError(double[] x, int row, double[] f, double[] wDec, double[] bDec, int d, int m)
+    private static double SquaredError(
+        double[] x,
+        int row,
+        double[] f,
+        double[] wDec,
+        double[] bDec,
+        int d,
+        int m
+    )
     {
         var r = Residual(x, row, f, wDec, bDec, d, m, 1);
         return r.Sum(v => v * v);

@@ -29,7 +29,8 @@ public sealed record Tolerance(string Name, double Atol, double Rtol)
     public static Tolerance Exact { get; } = new("exact", 0, 0);
 
     /// <summary>
-    /// One float32 rounding per element (copies, ReLU, scaling): 2 ulp relative, plus a tiny absolute part for
+    /// One float32 rounding per element (copies, ReLU, scaling): 2 ulp relative, plus a tiny absolute part
+    /// for
     /// denormals.
     /// </summary>
     public static Tolerance Elementwise { get; } = new("element-wise", 1e-30, 2.5e-7);
@@ -46,12 +47,23 @@ public sealed record Tolerance(string Name, double Atol, double Rtol)
     /// covers blocked and tree orders with a safety factor, and is applied as an absolute bound.
     /// </summary>
     public static Tolerance Accumulation(int terms, double scale) =>
-        new($"sum of {terms} terms", 4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7 * Math.Max(scale, 1e-30) + 1e-30, 1e-6);
+        new(
+            $"sum of {terms} terms",
+            4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7 * Math.Max(scale, 1e-30) + 1e-30,
+            1e-6
+        );
 
     /// <summary>
-    /// A TF32 tensor-core sum: both factors of each product are rounded to TF32 (10 explicit mantissa bits, relative
-    /// error ≤ 2⁻¹¹ each, so ≤ 2⁻¹⁰ per product) before a float32 accumulation as in <see cref="Accumulation"/>.
+    /// A TF32 tensor-core sum: both factors of each product are rounded to TF32 (10 explicit mantissa bits,
+    /// relative
+    /// error ≤ 2⁻¹¹ each, so ≤ 2⁻¹⁰ per product) before a float32 accumulation as in
+    /// <see cref="Accumulation"/>.
     /// </summary>
     public static Tolerance Tf32Accumulation(int terms, double scale) =>
-        new($"TF32 sum of {terms} terms", (Math.Pow(2, -10) + 4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7) * Math.Max(scale, 1e-30) + 1e-30, 1e-6);
+        new(
+            $"TF32 sum of {terms} terms",
+            (Math.Pow(2, -10) + 4.0 * Math.Sqrt(Math.Max(terms, 1)) * 1.2e-7) * Math.Max(scale, 1e-30)
+                + 1e-30,
+            1e-6
+        );
 }

@@ -5,12 +5,32 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Backends;
 
-/// <summary>Run-time backend choice: parsing, the environment variable, auto's order, and clear errors.</summary>
+/// <summary>Run-time backend choice: parsing, the environment variable, auto's order, and clear
+/// errors.</summary>
 [Collection(EnvironmentCollection.Name)]
 public sealed class BackendSelectionTests
 {
-    private static DeviceDescription Fake(int index, BackendKind backend, int backendIndex, bool gpu, string? unsupported = null) =>
-        new(index, backend, backendIndex, gpu ? "GPU" : "CPU", $"dev{index}", 1L << 30, 32, 1024, 4, gpu, unsupported, false);
+    private static DeviceDescription Fake(
+        int index,
+        BackendKind backend,
+        int backendIndex,
+        bool gpu,
+        string? unsupported = null
+    ) =>
+        new(
+            index,
+            backend,
+            backendIndex,
+            gpu ? "GPU" : "CPU",
+            $"dev{index}",
+            1L << 30,
+            32,
+            1024,
+            4,
+            gpu,
+            unsupported,
+            false
+        );
 
     [Theory]
     [InlineData("auto", BackendKind.Auto)]
@@ -22,7 +42,10 @@ public sealed class BackendSelectionTests
 
     [Fact]
     public void An_unknown_name_lists_the_known_ones() =>
-        FluentActions.Invoking(() => BackendKinds.Parse("metal")).Should().Throw<ArgumentException>()
+        FluentActions
+            .Invoking(() => BackendKinds.Parse("metal"))
+            .Should()
+            .Throw<ArgumentException>()
             .WithMessage("*metal*auto, cpu, opencl, cuda*");
 
     [Fact]
@@ -34,7 +57,10 @@ public sealed class BackendSelectionTests
         Environment.SetEnvironmentVariable(BackendKinds.EnvironmentVariable, null);
         BackendKinds.Resolve(null).Should().Be(BackendKind.Auto);
         Environment.SetEnvironmentVariable(BackendKinds.EnvironmentVariable, "vulkan");
-        FluentActions.Invoking(() => BackendKinds.Resolve(null)).Should().Throw<ArgumentException>()
+        FluentActions
+            .Invoking(() => BackendKinds.Resolve(null))
+            .Should()
+            .Throw<ArgumentException>()
             .WithMessage($"{BackendKinds.EnvironmentVariable}*vulkan*");
     }
 
@@ -56,8 +82,10 @@ public sealed class BackendSelectionTests
     public void A_missing_backend_fails_with_a_list_of_what_is_there()
     {
         var devices = new[] { Fake(0, BackendKind.Cpu, 0, false) with { IsAutoChoice = true } };
-        FluentActions.Invoking(() => DeviceCatalog.Choose(devices, BackendKind.Cuda, null))
-            .Should().Throw<BackendUnavailableException>()
+        FluentActions
+            .Invoking(() => DeviceCatalog.Choose(devices, BackendKind.Cuda, null))
+            .Should()
+            .Throw<BackendUnavailableException>()
             .WithMessage("*'cuda' is not available*Devices ILGPU sees here*cpu:0*dev0*--backend*");
     }
 
@@ -66,15 +94,27 @@ public sealed class BackendSelectionTests
     {
         var devices = new[]
         {
-            Fake(0, BackendKind.Cpu, 0, false) with { IsAutoChoice = true },
+            Fake(0, BackendKind.Cpu, 0, false) with
+            {
+                IsAutoChoice = true,
+            },
             Fake(1, BackendKind.OpenCL, 0, false, "no generic address space"),
         };
-        FluentActions.Invoking(() => DeviceCatalog.Choose(devices, BackendKind.OpenCL, null))
-            .Should().Throw<BackendUnavailableException>().WithMessage("*'opencl' has no device ILGPU can use*");
-        FluentActions.Invoking(() => DeviceCatalog.Choose(devices, BackendKind.OpenCL, 0))
-            .Should().Throw<BackendUnavailableException>().WithMessage("*no generic address space*");
-        FluentActions.Invoking(() => DeviceCatalog.Choose(devices, BackendKind.Cpu, 3))
-            .Should().Throw<BackendUnavailableException>().WithMessage("*Device 3 of backend 'cpu' does not exist*");
+        FluentActions
+            .Invoking(() => DeviceCatalog.Choose(devices, BackendKind.OpenCL, null))
+            .Should()
+            .Throw<BackendUnavailableException>()
+            .WithMessage("*'opencl' has no device ILGPU can use*");
+        FluentActions
+            .Invoking(() => DeviceCatalog.Choose(devices, BackendKind.OpenCL, 0))
+            .Should()
+            .Throw<BackendUnavailableException>()
+            .WithMessage("*no generic address space*");
+        FluentActions
+            .Invoking(() => DeviceCatalog.Choose(devices, BackendKind.Cpu, 3))
+            .Should()
+            .Throw<BackendUnavailableException>()
+            .WithMessage("*Device 3 of backend 'cpu' does not exist*");
         DeviceCatalog.Choose(devices, BackendKind.Auto, null).Index.Should().Be(0);
         DeviceCatalog.Choose(devices, BackendKind.Auto, 0).Index.Should().Be(0);
     }
@@ -94,7 +134,11 @@ public sealed class BackendSelectionTests
     [Fact]
     public void Creating_a_device_honours_the_requested_backend_and_variant()
     {
-        using var device = SaeDevice.Create(BackendKind.Cpu, null, new SaeDeviceOptions { Variant = KernelVariant.GpuShaped });
+        using var device = SaeDevice.Create(
+            BackendKind.Cpu,
+            null,
+            new SaeDeviceOptions { Variant = KernelVariant.GpuShaped }
+        );
         device.Backend.Should().Be(BackendKind.Cpu);
         device.Variant.Should().Be(KernelVariant.GpuShaped);
         using var auto = SaeDevice.Create(BackendKind.Cpu);

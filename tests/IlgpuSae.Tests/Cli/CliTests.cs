@@ -22,8 +22,10 @@ public sealed class CliTests
         var devices = doc.RootElement.GetProperty("devices").EnumerateArray().ToArray();
         devices.Should().Contain(d => d.GetProperty("backend").GetString() == "cpu");
         devices.Count(d => d.GetProperty("auto").GetBoolean()).Should().Be(1);
-        doc.RootElement.GetProperty("auto").GetInt32().Should().Be(
-            devices.Single(d => d.GetProperty("auto").GetBoolean()).GetProperty("index").GetInt32());
+        doc.RootElement.GetProperty("auto")
+            .GetInt32()
+            .Should()
+            .Be(devices.Single(d => d.GetProperty("auto").GetBoolean()).GetProperty("index").GetInt32());
         foreach (var d in devices)
         {
             foreach (var field in new[] { "type", "name", "memoryBytes", "warpSize", "maxGroupSize" })
@@ -69,9 +71,21 @@ public sealed class CliTests
     [Fact]
     public void Selfcheck_runs_the_chosen_checks_on_the_cpu_and_reports_success()
     {
-        var (code, output, _) = Run("--backend", "cpu", "selfcheck", "--filter", "MatMul NT 33x47x29", "--variant", "all");
+        var (code, output, _) = Run(
+            "--backend",
+            "cpu",
+            "selfcheck",
+            "--filter",
+            "MatMul NT 33x47x29",
+            "--variant",
+            "all"
+        );
         code.Should().Be(0);
-        output.Should().Contain("CpuShaped").And.Contain("GpuShaped").And.Contain("All kernels match their references");
+        output
+            .Should()
+            .Contain("CpuShaped")
+            .And.Contain("GpuShaped")
+            .And.Contain("All kernels match their references");
     }
 
     [Fact]
@@ -82,7 +96,10 @@ public sealed class CliTests
         code.Should().Be(0, err);
         output.Should().Contain($"Wrote {KernelCatalog.All.Count} PTX files");
         var files = new DirectoryInfo(dir.FullName).GetFiles("*.ptx");
-        files.Select(f => Path.GetFileNameWithoutExtension(f.Name)).Should().BeEquivalentTo(KernelCatalog.All.Select(k => k.Name));
+        files
+            .Select(f => Path.GetFileNameWithoutExtension(f.Name))
+            .Should()
+            .BeEquivalentTo(KernelCatalog.All.Select(k => k.Name));
         foreach (var file in files)
         {
             var text = File.ReadAllText(file.FullName);

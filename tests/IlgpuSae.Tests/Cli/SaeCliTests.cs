@@ -21,22 +21,79 @@ public sealed class SaeCliTests : IDisposable
     [Fact]
     public void Train_eval_export_and_encode_work_end_to_end()
     {
-        Run("synth", "--rows", "4096", "--d", "8", "--features", "16", "--l0", "2", "--out", P("toy.npy")).Code.Should().Be(0);
-        var train = Run("--backend", "cpu", "train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--l1", "1",
-            "--lr", "3e-3", "--batch-size", "256", "--tokens", "10240", "--lr-warmup", "5", "--log-every", "10",
-            "--checkpoint-every", "20", "--out", P("gated"));
+        Run("synth", "--rows", "4096", "--d", "8", "--features", "16", "--l0", "2", "--out", P("toy.npy"))
+            .Code.Should()
+            .Be(0);
+        var train = Run(
+            "--backend",
+            "cpu",
+            "train",
+            "--arch",
+            "gated",
+            "--acts",
+            P("toy.npy"),
+            "--d-sae",
+            "24",
+            "--l1",
+            "1",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "256",
+            "--tokens",
+            "10240",
+            "--lr-warmup",
+            "5",
+            "--log-every",
+            "10",
+            "--checkpoint-every",
+            "20",
+            "--out",
+            P("gated")
+        );
         train.Code.Should().Be(0, train.Err);
         train.Out.Should().Contain("step 40/40").And.Contain("SAE written to");
         File.Exists(P("gated/cfg.json")).Should().BeTrue();
         File.ReadAllLines(P("gated/metrics.jsonl")).Should().HaveCount(4);
-        Directory.GetDirectories(P("gated/checkpoints")).Should().ContainSingle(d => d.EndsWith("step-00000020", StringComparison.Ordinal));
+        Directory
+            .GetDirectories(P("gated/checkpoints"))
+            .Should()
+            .ContainSingle(d => d.EndsWith("step-00000020", StringComparison.Ordinal));
 
-        var again = Run("train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--tokens", "10240", "--batch-size", "256", "--out", P("gated"));
+        var again = Run(
+            "train",
+            "--arch",
+            "gated",
+            "--acts",
+            P("toy.npy"),
+            "--d-sae",
+            "24",
+            "--tokens",
+            "10240",
+            "--batch-size",
+            "256",
+            "--out",
+            P("gated")
+        );
         again.Code.Should().Be(2);
         again.Err.Should().Contain("--resume");
 
-        var finished = Run("train", "--arch", "gated", "--acts", P("toy.npy"), "--d-sae", "24", "--tokens", "10240", "--batch-size", "256",
-            "--resume", "--out", P("gated"));
+        var finished = Run(
+            "train",
+            "--arch",
+            "gated",
+            "--acts",
+            P("toy.npy"),
+            "--d-sae",
+            "24",
+            "--tokens",
+            "10240",
+            "--batch-size",
+            "256",
+            "--resume",
+            "--out",
+            P("gated")
+        );
         finished.Code.Should().Be(2);
         finished.Err.Should().Contain("finished run").And.Contain("--init");
 
@@ -44,7 +101,20 @@ public sealed class SaeCliTests : IDisposable
         eval.Code.Should().Be(0, eval.Err);
         using (var doc = JsonDocument.Parse(eval.Out))
         {
-            foreach (var key in new[] { "l0", "l1", "mse", "explained_variance", "explained_variance_legacy", "cossim", "l2_ratio", "relative_reconstruction_bias", "frac_alive" })
+            foreach (
+                var key in new[]
+                {
+                    "l0",
+                    "l1",
+                    "mse",
+                    "explained_variance",
+                    "explained_variance_legacy",
+                    "cossim",
+                    "l2_ratio",
+                    "relative_reconstruction_bias",
+                    "frac_alive",
+                }
+            )
             {
                 doc.RootElement.TryGetProperty(key, out _).Should().BeTrue(key);
             }
@@ -58,11 +128,27 @@ public sealed class SaeCliTests : IDisposable
         using (var a = JsonDocument.Parse(eval.Out))
         using (var b = JsonDocument.Parse(evalJump.Out))
         {
-            b.RootElement.GetProperty("l0").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), TestTolerances.ExportedL0);
-            b.RootElement.GetProperty("mse").GetDouble().Should().BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), TestTolerances.ExportedMse);
+            b.RootElement.GetProperty("l0")
+                .GetDouble()
+                .Should()
+                .BeApproximately(a.RootElement.GetProperty("l0").GetDouble(), TestTolerances.ExportedL0);
+            b.RootElement.GetProperty("mse")
+                .GetDouble()
+                .Should()
+                .BeApproximately(a.RootElement.GetProperty("mse").GetDouble(), TestTolerances.ExportedMse);
         }
 
-        var encode = Run("encode", "--sae", P("gated"), "--acts", P("toy.npy"), "--tokens", "100", "--out", P("features.safetensors"));
+        var encode = Run(
+            "encode",
+            "--sae",
+            P("gated"),
+            "--acts",
+            P("toy.npy"),
+            "--tokens",
+            "100",
+            "--out",
+            P("features.safetensors")
+        );
         encode.Code.Should().Be(0, encode.Err);
         using var f = new SafetensorsFile(P("features.safetensors"));
         var indptr = f.ReadInt64("indptr");
@@ -82,22 +168,82 @@ public sealed class SaeCliTests : IDisposable
 
         rows[1777 * 4 + 1] = float.PositiveInfinity;
         Npy.WriteFloats(P("inf.npy"), rows, 2048, 4);
-        var inf = Run("train", "--arch", "standard", "--acts", P("inf.npy"), "--d-sae", "8", "--batch-size", "2048", "--tokens", "2048", "--out", P("out-inf"));
+        var inf = Run(
+            "train",
+            "--arch",
+            "standard",
+            "--acts",
+            P("inf.npy"),
+            "--d-sae",
+            "8",
+            "--batch-size",
+            "2048",
+            "--tokens",
+            "2048",
+            "--out",
+            P("out-inf")
+        );
         inf.Code.Should().Be(2);
         inf.Err.Should().Contain("row 1777").And.Contain("column 1");
         Directory.Exists(P("out-inf")).Should().BeFalse("a failed run leaves nothing behind");
 
         Run("synth", "--rows", "2048", "--d", "6", "--out", P("d6.npy")).Code.Should().Be(0);
         Run("synth", "--rows", "2048", "--d", "4", "--out", P("d4.npy")).Code.Should().Be(0);
-        Run("train", "--arch", "standard", "--acts", P("d4.npy"), "--d-sae", "8", "--batch-size", "1024", "--tokens", "1024", "--out", P("std4")).Code.Should().Be(0);
+        Run(
+            "train",
+            "--arch",
+            "standard",
+            "--acts",
+            P("d4.npy"),
+            "--d-sae",
+            "8",
+            "--batch-size",
+            "1024",
+            "--tokens",
+            "1024",
+            "--out",
+            P("std4")
+        )
+            .Code.Should()
+            .Be(0);
         var wrongD = Run("eval", "--sae", P("std4"), "--acts", P("d6.npy"));
         wrongD.Code.Should().Be(2);
         wrongD.Err.Should().Contain("d = 6").And.Contain("d_in = 4");
-        var init = Run("train", "--arch", "standard", "--acts", P("d6.npy"), "--d-sae", "8", "--init", P("std4"), "--batch-size", "1024", "--tokens", "1024", "--out", P("init"));
+        var init = Run(
+            "train",
+            "--arch",
+            "standard",
+            "--acts",
+            P("d6.npy"),
+            "--d-sae",
+            "8",
+            "--init",
+            P("std4"),
+            "--batch-size",
+            "1024",
+            "--tokens",
+            "1024",
+            "--out",
+            P("init")
+        );
         init.Code.Should().Be(2);
         init.Err.Should().Contain("--init").And.Contain("4×8");
         Directory.Exists(P("init")).Should().BeFalse();
-        var mode = Run("train", "--arch", "standard", "--mode", "saelens", "--acts", P("d4.npy"), "--d-sae", "8", "--tokens", "1024", "--out", P("m"));
+        var mode = Run(
+            "train",
+            "--arch",
+            "standard",
+            "--mode",
+            "saelens",
+            "--acts",
+            P("d4.npy"),
+            "--d-sae",
+            "8",
+            "--tokens",
+            "1024",
+            "--out",
+            P("m")
+        );
         mode.Code.Should().Be(2);
         mode.Err.Should().Contain("--mode saelens");
         var missing = Run("eval", "--sae", P("nothing"), "--acts", P("d4.npy"));
@@ -108,9 +254,31 @@ public sealed class SaeCliTests : IDisposable
     [Fact]
     public void Resuming_an_interrupted_run_with_another_learning_rate_needs_an_explicit_override()
     {
-        Run("synth", "--rows", "2048", "--d", "6", "--features", "12", "--l0", "2", "--out", P("small.npy")).Code.Should().Be(0);
-        string[] args = ["train", "--arch", "standard", "--acts", P("small.npy"), "--d-sae", "12", "--batch-size", "128", "--tokens", "2560",
-            "--lr-warmup", "2", "--log-every", "5", "--checkpoint-every", "10", "--out", P("interrupted")];
+        Run("synth", "--rows", "2048", "--d", "6", "--features", "12", "--l0", "2", "--out", P("small.npy"))
+            .Code.Should()
+            .Be(0);
+        string[] args =
+        [
+            "train",
+            "--arch",
+            "standard",
+            "--acts",
+            P("small.npy"),
+            "--d-sae",
+            "12",
+            "--batch-size",
+            "128",
+            "--tokens",
+            "2560",
+            "--lr-warmup",
+            "2",
+            "--log-every",
+            "5",
+            "--checkpoint-every",
+            "10",
+            "--out",
+            P("interrupted"),
+        ];
         Run(args).Code.Should().Be(0);
 
         // As if the process died after the step-10 checkpoint: the final SAE was never written.

@@ -6,7 +6,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Data;
 
-/// <summary>The bundled corpus and test language model are present, intact and in the documented layout.</summary>
+/// <summary>The bundled corpus and test language model are present, intact and in the documented
+/// layout.</summary>
 public sealed class BundledDataTests
 {
     private static string Repo([System.Runtime.CompilerServices.CallerFilePath] string here = "") =>
@@ -20,15 +21,24 @@ public sealed class BundledDataTests
         var stats = JsonNode.Parse(File.ReadAllText(DataPath("corpus", "stats.json")))!;
         foreach (var part in new[] { "train", "heldout" })
         {
-            using var gz = new GZipStream(File.OpenRead(DataPath("corpus", part + ".txt.gz")), CompressionMode.Decompress);
+            using var gz = new GZipStream(
+                File.OpenRead(DataPath("corpus", part + ".txt.gz")),
+                CompressionMode.Decompress
+            );
             using var memory = new MemoryStream();
             gz.CopyTo(memory);
             var bytes = memory.ToArray();
             bytes.LongLength.Should().Be(stats[part]!["bytes"]!.GetValue<long>());
-            Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)).Should().Be(stats[part]!["sha256"]!.GetValue<string>());
+            Convert
+                .ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes))
+                .Should()
+                .Be(stats[part]!["sha256"]!.GetValue<string>());
         }
 
-        File.ReadAllText(DataPath("LICENSES.md")).Should().Contain("Brown Corpus").And.Contain("Regents of the University of California");
+        File.ReadAllText(DataPath("LICENSES.md"))
+            .Should()
+            .Contain("Brown Corpus")
+            .And.Contain("Regents of the University of California");
     }
 
     [Fact]
@@ -36,7 +46,9 @@ public sealed class BundledDataTests
     {
         var config = JsonNode.Parse(File.ReadAllText(DataPath("lm", "config.json")))!;
         config["model_type"]!.GetValue<string>().Should().Be("gpt2");
-        int layers = config["n_layer"]!.GetValue<int>(), d = config["n_embd"]!.GetValue<int>(), vocab = config["vocab_size"]!.GetValue<int>();
+        int layers = config["n_layer"]!.GetValue<int>(),
+            d = config["n_embd"]!.GetValue<int>(),
+            vocab = config["vocab_size"]!.GetValue<int>();
         layers.Should().BeGreaterThanOrEqualTo(2);
         (4 * d).Should().BeGreaterThanOrEqualTo(256, "the MLP has a few hundred neurons or more");
         using var model = new SafetensorsFile(DataPath("lm", "model.safetensors"));
@@ -45,11 +57,25 @@ public sealed class BundledDataTests
         model[$"h.{layers - 1}.mlp.c_fc.weight"].Shape.Should().Equal(d, 4 * d);
         new FileInfo(DataPath("lm", "model.safetensors")).Length.Should().BeLessThanOrEqualTo(10L << 20);
         using var golden = new SafetensorsFile(DataPath("lm", "golden.safetensors"));
-        golden.Entries.Keys.Should().Contain(["input_ids", "logits", "blocks.0.hook_resid_pre", "blocks.1.attn.hook_z", "blocks.1.mlp.hook_post"]);
+        golden
+            .Entries.Keys.Should()
+            .Contain([
+                "input_ids",
+                "logits",
+                "blocks.0.hook_resid_pre",
+                "blocks.1.attn.hook_z",
+                "blocks.1.mlp.hook_post",
+            ]);
         var losses = JsonNode.Parse(golden.Metadata["losses"])!;
         double clean = losses["clean"]!.GetValue<double>();
-        losses["zero:blocks.0.hook_resid_post"]!.GetValue<double>().Should().BeGreaterThan(clean + 1, "zero-ablating the residual stream clearly hurts");
-        losses["zero:blocks.0.hook_mlp_out"]!.GetValue<double>().Should().BeGreaterThan(clean, "zero-ablating an MLP hurts");
+        losses["zero:blocks.0.hook_resid_post"]!
+            .GetValue<double>()
+            .Should()
+            .BeGreaterThan(clean + 1, "zero-ablating the residual stream clearly hurts");
+        losses["zero:blocks.0.hook_mlp_out"]!
+            .GetValue<double>()
+            .Should()
+            .BeGreaterThan(clean, "zero-ablating an MLP hurts");
         File.Exists(DataPath("lm", "tokenizer.model")).Should().BeTrue();
     }
 }

@@ -15,16 +15,23 @@ public sealed class DataTests : IDisposable
 
     private string P(string name) => _temp.Path(name);
 
-    private static float[] Rows(int n, int d) => Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
+    private static float[] Rows(int n, int d) =>
+        Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
 
     [Fact]
     public void Npy_safetensors_and_cache_sources_read_the_same_rows()
     {
-        int n = 3000, d = 7;
+        int n = 3000,
+            d = 7;
         var data = Rows(n, d);
         Npy.WriteFloats(P("a.npy"), data, n, d);
         SafetensorsWriter.Write(P("a.safetensors"), [new TensorToWrite("acts", [n, d], data)]);
-        var writer = new ActivationCacheWriter(P("cache"), d, shardRows: 1000, new Dictionary<string, object?> { ["model"] = "toy" });
+        var writer = new ActivationCacheWriter(
+            P("cache"),
+            d,
+            shardRows: 1000,
+            new Dictionary<string, object?> { ["model"] = "toy" }
+        );
         writer.Append(data.AsSpan(0, 1234 * d));
         writer.Append(data.AsSpan(1234 * d));
         writer.Complete().Shards.Should().HaveCount(3);
@@ -40,14 +47,24 @@ public sealed class DataTests : IDisposable
 
         using var cache = ActivationCache.Open(P("cache"));
         cache.Verify();
-        File.WriteAllBytes(P("cache/shard-00001.npy"), File.ReadAllBytes(P("cache/shard-00001.npy")).Select((b, i) => i == 200 ? (byte)(b ^ 1) : b).ToArray());
-        FluentActions.Invoking(cache.Verify).Should().Throw<InvalidDataException>().WithMessage("*shard-00001.npy*SHA-256*");
+        File.WriteAllBytes(
+            P("cache/shard-00001.npy"),
+            File.ReadAllBytes(P("cache/shard-00001.npy"))
+                .Select((b, i) => i == 200 ? (byte)(b ^ 1) : b)
+                .ToArray()
+        );
+        FluentActions
+            .Invoking(cache.Verify)
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*shard-00001.npy*SHA-256*");
     }
 
     [Fact]
     public void Loader_visits_every_row_once_per_epoch_deterministically_and_resumes_exactly()
     {
-        int n = 5000, d = 3;
+        int n = 5000,
+            d = 3;
         var data = Enumerable.Range(0, n * d).Select(i => (float)(i / d)).ToArray(); // row r holds r
         Npy.WriteFloats(P("l.npy"), data, n, d);
         using var source = ActivationSources.Open(P("l.npy"));
@@ -90,7 +107,15 @@ public sealed class DataTests : IDisposable
         Npy.WriteFloats(P("nan.npy"), data, 2048, 4);
         using var source = ActivationSources.Open(P("nan.npy"));
         var loader = new ActivationLoader(source, 2048, seed: 1, shuffle: false);
-        FluentActions.Invoking(() => loader.NextBatch(new float[2048 * 4])).Should().Throw<InvalidDataException>().WithMessage("*row 1500*column 2*");
-        FluentActions.Invoking(() => new ActivationCacheWriter(P("c2"), 4).Append(data)).Should().Throw<ArgumentException>().WithMessage("*Row 1500*");
+        FluentActions
+            .Invoking(() => loader.NextBatch(new float[2048 * 4]))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*row 1500*column 2*");
+        FluentActions
+            .Invoking(() => new ActivationCacheWriter(P("c2"), 4).Append(data))
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*Row 1500*");
     }
 }

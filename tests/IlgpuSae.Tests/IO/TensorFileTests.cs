@@ -8,7 +8,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.IO;
 
-/// <summary>The .npy, .npz and safetensors readers and writers: dtypes, round trips, and damaged files refused with the reason.</summary>
+/// <summary>The .npy, .npz and safetensors readers and writers: dtypes, round trips, and damaged files
+/// refused with the reason.</summary>
 public sealed class TensorFileTests : IDisposable
 {
     private readonly TempFolder _temp = new("ilgpusae-io-");
@@ -17,7 +18,8 @@ public sealed class TensorFileTests : IDisposable
 
     private string P(string name) => _temp.Path(name);
 
-    private static float[] Rows(int n, int d) => Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
+    private static float[] Rows(int n, int d) =>
+        Enumerable.Range(0, n * d).Select(i => (float)(i % 977) / 100f - 4f).ToArray();
 
     [Fact]
     public void Float16_npy_is_converted()
@@ -48,14 +50,25 @@ public sealed class TensorFileTests : IDisposable
         Npy.WriteFloats(P("t.npy"), Rows(100, 4), 100, 4);
         var bytes = File.ReadAllBytes(P("t.npy"));
         File.WriteAllBytes(P("t.npy"), bytes[..(bytes.Length - 10)]);
-        FluentActions.Invoking(() => ActivationSources.Open(P("t.npy"))).Should().Throw<InvalidDataException>().WithMessage("*truncated*");
+        FluentActions
+            .Invoking(() => ActivationSources.Open(P("t.npy")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*truncated*");
 
         SafetensorsWriter.Write(P("s.safetensors"), [new TensorToWrite("acts", [100, 4], Rows(100, 4))]);
         var st = File.ReadAllBytes(P("s.safetensors"));
         File.WriteAllBytes(P("s1.safetensors"), st[..(st.Length - 4)]);
-        FluentActions.Invoking(() => new SafetensorsFile(P("s1.safetensors"))).Should().Throw<InvalidDataException>().WithMessage("*truncated*");
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("s1.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*truncated*");
         File.WriteAllBytes(P("s2.safetensors"), st[..20]);
-        FluentActions.Invoking(() => new SafetensorsFile(P("s2.safetensors"))).Should().Throw<InvalidDataException>();
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("s2.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>();
 
         void WriteRaw(string name, string json, int dataBytes)
         {
@@ -66,32 +79,59 @@ public sealed class TensorFileTests : IDisposable
             fs.Write(new byte[dataBytes]);
         }
 
-        WriteRaw("overlap.safetensors", """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}""", 12);
-        FluentActions.Invoking(() => new SafetensorsFile(P("overlap.safetensors"))).Should().Throw<InvalidDataException>().WithMessage("*overlapping*");
+        WriteRaw(
+            "overlap.safetensors",
+            """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}""",
+            12
+        );
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("overlap.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*overlapping*");
         WriteRaw("shape.safetensors", """{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}""", 8);
-        FluentActions.Invoking(() => new SafetensorsFile(P("shape.safetensors"))).Should().Throw<InvalidDataException>().WithMessage("*needs 12 bytes*");
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("shape.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*needs 12 bytes*");
         WriteRaw("dtype.safetensors", """{"a":{"dtype":"Q8","shape":[2],"data_offsets":[0,2]}}""", 2);
-        FluentActions.Invoking(() => new SafetensorsFile(P("dtype.safetensors"))).Should().Throw<InvalidDataException>().WithMessage("*unsupported dtype 'Q8'*");
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("dtype.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*unsupported dtype 'Q8'*");
         WriteRaw("json.safetensors", """{"a": [""", 0);
-        FluentActions.Invoking(() => new SafetensorsFile(P("json.safetensors"))).Should().Throw<InvalidDataException>().WithMessage("*not valid JSON*");
+        FluentActions
+            .Invoking(() => new SafetensorsFile(P("json.safetensors")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*not valid JSON*");
     }
 
     [Fact]
     public void Safetensors_round_trip_keeps_names_shapes_values_and_metadata()
     {
-        SafetensorsWriter.Write(P("r.safetensors"),
-        [
-            new TensorToWrite("W", [2, 3], [1, 2, 3, 4, 5, 6]),
-            new TensorToWrite("idx", [3], Ints: [7, -8, 9]),
-            new TensorToWrite("ptr", [2], Longs: [0, 1L << 40]),
-        ], new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(
+            P("r.safetensors"),
+            [
+                new TensorToWrite("W", [2, 3], [1, 2, 3, 4, 5, 6]),
+                new TensorToWrite("idx", [3], Ints: [7, -8, 9]),
+                new TensorToWrite("ptr", [2], Longs: [0, 1L << 40]),
+            ],
+            new Dictionary<string, string> { ["format"] = "pt" }
+        );
         using var f = new SafetensorsFile(P("r.safetensors"));
         f.Metadata["format"].Should().Be("pt");
         f["W"].Shape.Should().Equal(2, 3);
         f.ReadFloats("W").Should().Equal(1, 2, 3, 4, 5, 6);
         f.ReadInt64("idx").Should().Equal(7, -8, 9);
         f.ReadInt64("ptr").Should().Equal(0, 1L << 40);
-        FluentActions.Invoking(() => f["nope"]).Should().Throw<KeyNotFoundException>().WithMessage("*W, idx, ptr*");
+        FluentActions
+            .Invoking(() => f["nope"])
+            .Should()
+            .Throw<KeyNotFoundException>()
+            .WithMessage("*W, idx, ptr*");
     }
 
     [Fact]

@@ -6,7 +6,8 @@ namespace IlgpuSae.Tests.Infrastructure;
 /// <summary>A backend and kernel shape to run a test body on.</summary>
 public sealed record Target(BackendKind Backend, KernelVariant Variant)
 {
-    public override string ToString() => $"{Backend.ToName()}/{(Variant == KernelVariant.CpuShaped ? "cpu-shaped" : "gpu-shaped")}";
+    public override string ToString() =>
+        $"{Backend.ToName()}/{(Variant == KernelVariant.CpuShaped ? "cpu-shaped" : "gpu-shaped")}";
 }
 
 /// <summary>
@@ -43,7 +44,8 @@ public sealed class DeviceFixture : IDisposable
     private readonly Dictionary<Target, (SaeDevice? Device, string? Missing)> _devices = [];
     private readonly Lock _lock = new();
 
-    /// <summary>Returns the device for <paramref name="target"/>, or skips the test when it is absent.</summary>
+    /// <summary>Returns the device for <paramref name="target"/>, or skips the test when it is
+    /// absent.</summary>
     public SaeDevice Get(Target target)
     {
         lock (_lock)
@@ -52,7 +54,14 @@ public sealed class DeviceFixture : IDisposable
             {
                 try
                 {
-                    entry = (SaeDevice.Create(target.Backend, null, new SaeDeviceOptions { Variant = target.Variant }), null);
+                    entry = (
+                        SaeDevice.Create(
+                            target.Backend,
+                            null,
+                            new SaeDeviceOptions { Variant = target.Variant }
+                        ),
+                        null
+                    );
                 }
                 catch (BackendUnavailableException e)
                 {
@@ -64,14 +73,23 @@ public sealed class DeviceFixture : IDisposable
 
             if (entry.Device is null)
             {
-                bool required = target.Backend == BackendKind.Cpu ||
-                    (target.Backend == BackendKind.OpenCL && Environment.GetEnvironmentVariable("ILGPUSAE_EXPECT_OPENCL") == "1");
+                bool required =
+                    target.Backend == BackendKind.Cpu
+                    || (
+                        target.Backend == BackendKind.OpenCL
+                        && Environment.GetEnvironmentVariable("ILGPUSAE_EXPECT_OPENCL") == "1"
+                    );
                 if (required)
                 {
-                    throw new InvalidOperationException($"{target} is required here but missing: {entry.Missing}");
+                    throw new InvalidOperationException(
+                        $"{target} is required here but missing: {entry.Missing}"
+                    );
                 }
 
-                Skip.If(true, $"{target.Backend.ToName()} backend not available: {entry.Missing!.Split('\n')[0]}");
+                Skip.If(
+                    true,
+                    $"{target.Backend.ToName()} backend not available: {entry.Missing!.Split('\n')[0]}"
+                );
             }
 
             return entry.Device!;

@@ -1,6 +1,7 @@
 namespace IlgpuSae.Tests.Infrastructure;
 
-/// <summary>Runs <c>ilgpu-sae</c> in-process, capturing standard output and error (use from a non-parallel collection).</summary>
+/// <summary>Runs <c>ilgpu-sae</c> in-process, capturing standard output and error (use from a non-parallel
+/// collection).</summary>
 public static class CliRunner
 {
     public static (int Code, string Out, string Err) Run(params string[] args)

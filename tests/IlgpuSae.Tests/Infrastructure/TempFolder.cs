@@ -1,7 +1,8 @@
 namespace IlgpuSae.Tests.Infrastructure;
 
 /// <summary>
-/// A new, empty folder under the system temp directory (named <c>prefix</c> plus a random suffix, so leftovers
+/// A new, empty folder under the system temp directory (named <c>prefix</c> plus a random suffix, so
+/// leftovers
 /// say which test wrote them), deleted with everything in it on <see cref="Dispose"/>. Hold one per test:
 /// as a field of a disposable test class (xunit disposes the instance after each test) or with <c>using</c>.
 /// </summary>
@@ -17,7 +18,8 @@ public sealed class TempFolder : IDisposable
     /// <summary>The folder's absolute path.</summary>
     public string FullName { get; }
 
-    /// <summary>The path of <paramref name="name"/> (a file or folder name, or a relative path) inside the folder.</summary>
+    /// <summary>The path of <paramref name="name"/> (a file or folder name, or a relative path) inside the
+    /// folder.</summary>
     public string Path(string name) => System.IO.Path.Combine(FullName, name);
 
     /// <summary>The path of <paramref name="parts"/>, joined, inside the folder.</summary>
@@ -33,12 +35,8 @@ public sealed class TempFolder : IDisposable
         {
             Directory.Delete(FullName, recursive: true);
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     public override string ToString() => FullName;

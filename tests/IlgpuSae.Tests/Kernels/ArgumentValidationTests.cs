@@ -7,7 +7,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Kernels;
 
-/// <summary>Bad kernel arguments are refused on the host with an <see cref="ArgumentException"/> naming the shapes.</summary>
+/// <summary>Bad kernel arguments are refused on the host with an <see cref="ArgumentException"/> naming the
+/// shapes.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ArgumentValidationTests(DeviceFixture devices)
 {
@@ -18,7 +19,15 @@ public sealed class ArgumentValidationTests(DeviceFixture devices)
     [InlineData(GemmLayout.NT, 3, 4, 6, 5, 3, 6, "A[3, 4] B[6, 5] C[3, 6]")]
     [InlineData(GemmLayout.TN, 4, 3, 5, 6, 3, 6, "A[4, 3] B[5, 6] C[3, 6]")]
     public void MatMul_with_mismatched_inner_dimensions_names_the_shapes(
-        GemmLayout layout, int ar, int ac, int br, int bc, int cr, int cc, string shapes)
+        GemmLayout layout,
+        int ar,
+        int ac,
+        int br,
+        int bc,
+        int cr,
+        int cc,
+        string shapes
+    )
     {
         using var a = Device.Allocate(ar, ac);
         using var b = Device.Allocate(br, bc);
@@ -81,10 +90,14 @@ public sealed class ArgumentValidationTests(DeviceFixture devices)
         using var x = Device.Allocate(3, 4);
         using var y = Device.Allocate(1, 4);
         var rows = () => Device.Ops.ReduceRows<Sum>(x, y.Data);
-        rows.Should().Throw<ArgumentException>().WithMessage("*ReduceRows<Sum>: x[3, 4] y[4]*one value per row (3)*");
+        rows.Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*ReduceRows<Sum>: x[3, 4] y[4]*one value per row (3)*");
         using var z = Device.Allocate(1, 3);
         var cols = () => Device.Ops.ReduceColumns<Max>(x, z.Data);
-        cols.Should().Throw<ArgumentException>().WithMessage("*ReduceColumns<Max>: x[3, 4] y[3]*one value per column (4)*");
+        cols.Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*ReduceColumns<Max>: x[3, 4] y[3]*one value per column (4)*");
     }
 
     [Fact]

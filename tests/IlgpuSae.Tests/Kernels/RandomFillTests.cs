@@ -4,7 +4,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Kernels;
 
-/// <summary>The counter-based random fills: the same (seed, stream) gives the same values, another stream others.</summary>
+/// <summary>The counter-based random fills: the same (seed, stream) gives the same values, another stream
+/// others.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class RandomFillTests(DeviceFixture devices)
 {

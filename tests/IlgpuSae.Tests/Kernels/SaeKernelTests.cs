@@ -7,10 +7,14 @@ using static IlgpuSae.Tests.Kernels.KernelTestSupport;
 namespace IlgpuSae.Tests.Kernels;
 
 /// <summary>
-/// Each fused SAE kernel (<c>SaeKernels</c>, <c>SparseKernels</c>) on its own against its double-precision reference in
-/// <see cref="SaeKernelReference"/>, on every backend and kernel shape: fresh seeded data at odd sizes (1 row, sizes that
-/// are not multiples of 16, more work than the CPU accelerator's 256 items so the grid-stride loops turn), overwritten
-/// outputs poisoned with NaN, outputs the kernel must not touch checked to still be NaN. A failure names the kernel.
+/// Each fused SAE kernel (<c>SaeKernels</c>, <c>SparseKernels</c>) on its own against its double-precision
+/// reference in
+/// <see cref="SaeKernelReference"/>, on every backend and kernel shape: fresh seeded data at odd sizes (1
+/// row, sizes that
+/// are not multiples of 16, more work than the CPU accelerator's 256 items so the grid-stride loops turn),
+/// overwritten
+/// outputs poisoned with NaN, outputs the kernel must not touch checked to still be NaN. A failure names the
+/// kernel.
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class SaeKernelTests(DeviceFixture devices)
@@ -21,8 +25,15 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     // (B, M): the backward kernels run one work item per feature, so one shape has M > 256.
     private static readonly (int, int)[] FeatureShapes = [(1, 1), (1, 37), (9, 37), (3, 300)];
 
-    // (B, M, d): d = 1 and 5 (narrower than a 16-wide strip), 16 (one strip exactly), 37 (two strips and a tail).
-    private static readonly (int, int, int)[] SparseShapes = [(1, 1, 1), (1, 37, 16), (9, 37, 37), (3, 20, 5)];
+    // (B, M, d): d = 1 and 5 (narrower than a 16-wide strip), 16 (one strip exactly), 37 (two strips and a
+    // tail).
+    private static readonly (int, int, int)[] SparseShapes =
+    [
+        (1, 1, 1),
+        (1, 37, 16),
+        (9, 37, 37),
+        (3, 20, 5),
+    ];
 
     private static readonly string[] GatedVariants = ["tied r_mag", "tied", "untied"];
 
@@ -32,29 +43,45 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
     public static TheoryData<Target, int, int> JumpReluEncodeCases() => Cases(ElementShapes);
 
-    public static TheoryData<Target, string, int, int> GatedEncodeCases() => Cases(GatedVariants, ElementShapes);
+    public static TheoryData<Target, string, int, int> GatedEncodeCases() =>
+        Cases(GatedVariants, ElementShapes);
 
-    public static TheoryData<Target, string, int, int> ResidualCases() => Cases(["B rows", "2B rows (gated stack)"], [(1, 1), (1, 37), (9, 37)]);
+    public static TheoryData<Target, string, int, int> ResidualCases() =>
+        Cases(["B rows", "2B rows (gated stack)"], [(1, 1), (1, 37), (9, 37)]);
 
-    public static TheoryData<Target, string, int, int> StandardBackwardCases() => Cases(L1Variants, FeatureShapes);
+    public static TheoryData<Target, string, int, int> StandardBackwardCases() =>
+        Cases(L1Variants, FeatureShapes);
 
     public static TheoryData<Target, string, int, int> GatedBackwardCases() =>
         Cases([.. GatedVariants.SelectMany(g => L1Variants.Select(l => $"{g}, {l}"))], FeatureShapes);
 
-    public static TheoryData<Target, int, int> DecoderNormPenaltyGradCases() => Cases([(1, 1), (5, 37), (9, 37)]);
+    public static TheoryData<Target, int, int> DecoderNormPenaltyGradCases() =>
+        Cases([(1, 1), (5, 37), (9, 37)]);
 
     public static TheoryData<Target, int, int> StepsSinceFiredCases() => Cases([(1, 1), (1, 300), (3, 111)]);
 
-    public static TheoryData<Target, int, int> CompactRowsCases() => Cases([(1, 1), (1, 37), (9, 37), (300, 5)]);
+    public static TheoryData<Target, int, int> CompactRowsCases() =>
+        Cases([(1, 1), (1, 37), (9, 37), (300, 5)]);
 
-    public static TheoryData<Target, int, int> CompactColumnsCases() => Cases([(1, 1), (1, 37), (9, 37), (3, 4111)]);
+    public static TheoryData<Target, int, int> CompactColumnsCases() =>
+        Cases([(1, 1), (1, 37), (9, 37), (3, 4111)]);
 
-    public static TheoryData<Target, string, int, int, int> SparseDecodeCases() => Cases(["standard", "gated"], [.. SparseShapes, (130, 20, 37)]);
+    public static TheoryData<Target, string, int, int, int> SparseDecodeCases() =>
+        Cases(["standard", "gated"], [.. SparseShapes, (130, 20, 37)]);
 
-    public static TheoryData<Target, string, int, int, int> SparsePhiPsiCases() => Cases(["standard", "gated"], [.. SparseShapes, (300, 7, 21)]);
+    public static TheoryData<Target, string, int, int, int> SparsePhiPsiCases() =>
+        Cases(["standard", "gated"], [.. SparseShapes, (300, 7, 21)]);
 
     public static TheoryData<Target, string, int, int, int> SparseWeightGradCases() =>
-        Cases(["standard", "gated tied, frozen aux", "gated tied, aux into decoder", "gated untied, aux into decoder"], [.. SparseShapes, (7, 100, 37)]);
+        Cases(
+            [
+                "standard",
+                "gated tied, frozen aux",
+                "gated tied, aux into decoder",
+                "gated untied, aux into decoder",
+            ],
+            [.. SparseShapes, (7, 100, 37)]
+        );
 
     // ------------------------------------------------------------------ encoders
 
@@ -74,7 +101,14 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         device.Ops.ReluEncode(tu.Data, tb.Data, tf.Data, m);
 
         // Quantized inputs: U + b_enc is exact in float32, so the result is too.
-        KernelChecks.Compare($"ReluEncode {rows}x{m}", "SAE", tf.ToArray(), SaeKernelReference.ReluEncode(u, bEnc, rows, m), Tolerance.Exact)
+        KernelChecks
+            .Compare(
+                $"ReluEncode {rows}x{m}",
+                "SAE",
+                tf.ToArray(),
+                SaeKernelReference.ReluEncode(u, bEnc, rows, m),
+                Tolerance.Exact
+            )
             .ShouldPass(target, seed);
     }
 
@@ -104,8 +138,15 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var tf = Poisoned(device, rows, m);
         device.Ops.JumpReluEncode(tu.Data, tb.Data, tt.Data, tf.Data, m);
 
-        KernelChecks.Compare($"JumpReluEncode {rows}x{m}", "SAE", tf.ToArray(),
-            SaeKernelReference.JumpReluEncode(u, bEnc, threshold, rows, m), Tolerance.Exact).ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                $"JumpReluEncode {rows}x{m}",
+                "SAE",
+                tf.ToArray(),
+                SaeKernelReference.JumpReluEncode(u, bEnc, threshold, rows, m),
+                Tolerance.Exact
+            )
+            .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
@@ -113,7 +154,8 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     public void GatedEncodeKernel_matches_its_double_reference(Target target, string variant, int rows, int m)
     {
         var device = devices.Get(target);
-        bool untied = variant == "untied", useRMag = variant == "tied r_mag";
+        bool untied = variant == "untied",
+            useRMag = variant == "tied r_mag";
         int seed = Seed(target, "GatedEncode", variant, rows, m);
         var random = new Random(seed);
         var u = Quantized(random, rows * m);
@@ -129,13 +171,29 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var tm = device.Upload(bMag, 1, m);
         using var tr = rMag is null ? null : device.Upload(rMag, 1, m);
         using var tfa = Poisoned(device, 2 * rows, m);
-        var args = new GatedArgs { Rows = rows, M = m, UseRMag = useRMag ? 1 : 0, Untied = untied ? 1 : 0 };
-        // As the SAE calls it: Um is U when tied, and without r_mag b_mag stands in for the view the kernel never reads.
+        var args = new GatedArgs
+        {
+            Rows = rows,
+            M = m,
+            UseRMag = useRMag ? 1 : 0,
+            Untied = untied ? 1 : 0,
+        };
+        // As the SAE calls it: Um is U when tied, and without r_mag b_mag stands in for the view the kernel
+        // never reads.
         device.Ops.GatedEncode(tu.Data, (tum ?? tu).Data, tg.Data, tm.Data, (tr ?? tm).Data, tfa.Data, args);
 
         var reference = SaeKernelReference.GatedEncode(u, um, bGate, bMag, rMag, rows, m);
-        KernelChecks.Compare($"GatedEncode {variant} {rows}x{m} [F; A]", "SAE", tfa.ToArray(), reference.Values,
-            i => useRMag ? SumThroughTranscendental(2, reference.Magnitudes[i]) : Tolerance.Accumulation(2, reference.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                $"GatedEncode {variant} {rows}x{m} [F; A]",
+                "SAE",
+                tfa.ToArray(),
+                reference.Values,
+                i =>
+                    useRMag
+                        ? SumThroughTranscendental(2, reference.Magnitudes[i])
+                        : Tolerance.Accumulation(2, reference.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
     }
 
@@ -161,8 +219,17 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
         var (refH, refDelta) = SaeKernelReference.Residual(xhat, x, bDec, stacked, d, batch, scale);
         string name = $"Residual {variant} {batch}x{d}";
-        KernelChecks.Compare(name + " X̂ + b_dec", "SAE", th.ToArray(), refH.Values, Tolerance.Elementwise).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " Δ", "SAE", tdelta.ToArray(), refDelta.Values, i => Tolerance.Accumulation(3, refDelta.Magnitudes[i]))
+        KernelChecks
+            .Compare(name + " X̂ + b_dec", "SAE", th.ToArray(), refH.Values, Tolerance.Elementwise)
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " Δ",
+                "SAE",
+                tdelta.ToArray(),
+                refDelta.Values,
+                i => Tolerance.Accumulation(3, refDelta.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
     }
 
@@ -170,7 +237,12 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
     [SkippableTheory]
     [MemberData(nameof(StandardBackwardCases))]
-    public void StandardBackwardKernel_matches_its_double_reference(Target target, string variant, int rows, int m)
+    public void StandardBackwardKernel_matches_its_double_reference(
+        Target target,
+        string variant,
+        int rows,
+        int m
+    )
     {
         var device = devices.Get(target);
         bool weighted = variant == "weighted L1";
@@ -187,25 +259,79 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var tdu = Poisoned(device, rows, m);
         using var tg = device.Upload(gBEnc, 1, m);
         using var tsums = Poisoned(device, 3, m);
-        device.Ops.StandardBackward(tf.Data, tphi.Data, tn.Data, tdu.Data, tg.Data, tsums.Data,
-            new StandardArgs { Rows = rows, M = m, LambdaOverB = lambdaOverB, WeightedL1 = weighted ? 1 : 0 });
+        device.Ops.StandardBackward(
+            tf.Data,
+            tphi.Data,
+            tn.Data,
+            tdu.Data,
+            tg.Data,
+            tsums.Data,
+            new StandardArgs
+            {
+                Rows = rows,
+                M = m,
+                LambdaOverB = lambdaOverB,
+                WeightedL1 = weighted ? 1 : 0,
+            }
+        );
 
-        var r = SaeKernelReference.StandardBackward(f, phi, weighted ? norms : null, gBEnc, rows, m, lambdaOverB);
+        var r = SaeKernelReference.StandardBackward(
+            f,
+            phi,
+            weighted ? norms : null,
+            gBEnc,
+            rows,
+            m,
+            lambdaOverB
+        );
         string name = $"StandardBackward {variant} {rows}x{m}";
         var sums = tsums.ToArray();
-        KernelChecks.Compare(name + " dU", "SAE", tdu.ToArray(), r.DU.Values, i => Tolerance.Accumulation(2, r.DU.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " dU",
+                "SAE",
+                tdu.ToArray(),
+                r.DU.Values,
+                i => Tolerance.Accumulation(2, r.DU.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " db_enc", "SAE", tg.ToArray(), r.GradBEnc.Values, i => Tolerance.Accumulation(rows + 2, r.GradBEnc.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " db_enc",
+                "SAE",
+                tg.ToArray(),
+                r.GradBEnc.Values,
+                i => Tolerance.Accumulation(rows + 2, r.GradBEnc.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " colsum(dU)", "SAE", Slice(sums, 0, m), r.ColSumDU.Values,
-            i => Tolerance.Accumulation(rows + 1, r.ColSumDU.Magnitudes[i])).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " colsum(F)", "SAE", Slice(sums, 2 * m, m), r.ColSumF.Values,
-            i => Tolerance.Accumulation(rows, r.ColSumF.Magnitudes[i])).ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " colsum(dU)",
+                "SAE",
+                Slice(sums, 0, m),
+                r.ColSumDU.Values,
+                i => Tolerance.Accumulation(rows + 1, r.ColSumDU.Magnitudes[i])
+            )
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " colsum(F)",
+                "SAE",
+                Slice(sums, 2 * m, m),
+                r.ColSumF.Values,
+                i => Tolerance.Accumulation(rows, r.ColSumF.Magnitudes[i])
+            )
+            .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
     [MemberData(nameof(GatedBackwardCases))]
-    public void GatedBackwardKernel_matches_its_double_reference(Target target, string variant, int rows, int m)
+    public void GatedBackwardKernel_matches_its_double_reference(
+        Target target,
+        string variant,
+        int rows,
+        int m
+    )
     {
         var device = devices.Get(target);
         bool untied = variant.StartsWith("untied", StringComparison.Ordinal);
@@ -238,36 +364,114 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var tr = rMag is null ? null : device.Upload(rMag, 1, m);
         using var tn = device.Upload(norms, 1, m);
         using var tdu = Poisoned(device, rows, m);
-        using var tdum = Poisoned(device, rows, m); // the SAE passes dU here when tied: the kernel must not write it then
+        // the SAE passes dU here when tied: the kernel must not write it then
+        using var tdum = Poisoned(device, rows, m);
         using var tgg = device.Upload(gBGate, 1, m);
         using var tgm = device.Upload(gBMag, 1, m);
-        using var tgr = rMag is null ? Poisoned(device, 1, m) : device.Upload(gRMag, 1, m); // the SAE passes b_mag's gradient without r_mag
+        // Without r_mag the SAE passes b_mag's gradient here.
+        using var tgr = rMag is null ? Poisoned(device, 1, m) : device.Upload(gRMag, 1, m);
         using var tsums = Poisoned(device, 3, m);
         var args = new GatedArgs
         {
-            Rows = rows, M = m, LambdaOverB = lambdaOverB, UseRMag = useRMag ? 1 : 0, Untied = untied ? 1 : 0, WeightedL1 = weighted ? 1 : 0,
+            Rows = rows,
+            M = m,
+            LambdaOverB = lambdaOverB,
+            UseRMag = useRMag ? 1 : 0,
+            Untied = untied ? 1 : 0,
+            WeightedL1 = weighted ? 1 : 0,
         };
-        device.Ops.GatedBackward(tu.Data, (tum ?? tu).Data, tpp.Data, tbg.Data, tbm.Data, (tr ?? tbm).Data, tn.Data, tdu.Data, tdum.Data,
-            tgg.Data, tgm.Data, tgr.Data, tsums.Data, args);
+        device.Ops.GatedBackward(
+            tu.Data,
+            (tum ?? tu).Data,
+            tpp.Data,
+            tbg.Data,
+            tbm.Data,
+            (tr ?? tbm).Data,
+            tn.Data,
+            tdu.Data,
+            tdum.Data,
+            tgg.Data,
+            tgm.Data,
+            tgr.Data,
+            tsums.Data,
+            args
+        );
 
-        var r = SaeKernelReference.GatedBackward(u, um, phiPsi, bGate, bMag, rMag, weighted ? norms : null, gBGate, gBMag,
-            rMag is null ? null : gRMag, rows, m, lambdaOverB);
+        var r = SaeKernelReference.GatedBackward(
+            u,
+            um,
+            phiPsi,
+            bGate,
+            bMag,
+            rMag,
+            weighted ? norms : null,
+            gBGate,
+            gBMag,
+            rMag is null ? null : gRMag,
+            rows,
+            m,
+            lambdaOverB
+        );
         string name = $"GatedBackward {variant} {rows}x{m}";
         Func<long, Tolerance> Tol(ReferenceOutput o, int terms) =>
-            i => useRMag ? SumThroughTranscendental(terms, o.Magnitudes[i]) : Tolerance.Accumulation(terms, o.Magnitudes[i]);
+            i =>
+                useRMag
+                    ? SumThroughTranscendental(terms, o.Magnitudes[i])
+                    : Tolerance.Accumulation(terms, o.Magnitudes[i]);
         var sums = tsums.ToArray();
-        KernelChecks.Compare(name + " dU", "SAE", tdu.ToArray(), r.DU.Values, Tol(r.DU, 3)).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " dUm", "SAE", tdum.ToArray(), r.DUm?.Values ?? Untouched(rows * m), r.DUm is null ? _ => Tolerance.Exact : Tol(r.DUm, 1))
+        KernelChecks
+            .Compare(name + " dU", "SAE", tdu.ToArray(), r.DU.Values, Tol(r.DU, 3))
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " db_gate", "SAE", tgg.ToArray(), r.GradBGate.Values, Tol(r.GradBGate, rows + 2)).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " db_mag", "SAE", tgm.ToArray(), r.GradBMag.Values, Tol(r.GradBMag, rows + 1)).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " dr_mag", "SAE", tgr.ToArray(), r.GradRMag?.Values ?? Untouched(m),
-            r.GradRMag is null ? _ => Tolerance.Exact : Tol(r.GradRMag, rows + 2)).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " colsum(dU)", "SAE", Slice(sums, 0, m), r.ColSumDU.Values, Tol(r.ColSumDU, 2 * rows + 1))
+        KernelChecks
+            .Compare(
+                name + " dUm",
+                "SAE",
+                tdum.ToArray(),
+                r.DUm?.Values ?? Untouched(rows * m),
+                r.DUm is null ? _ => Tolerance.Exact : Tol(r.DUm, 1)
+            )
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " colsum(dUm)", "SAE", Slice(sums, m, m), r.ColSumDUm.Values, Tol(r.ColSumDUm, rows))
+        KernelChecks
+            .Compare(name + " db_gate", "SAE", tgg.ToArray(), r.GradBGate.Values, Tol(r.GradBGate, rows + 2))
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " colsum(A)", "SAE", Slice(sums, 2 * m, m), r.ColSumA.Values, Tol(r.ColSumA, 2 * rows))
+        KernelChecks
+            .Compare(name + " db_mag", "SAE", tgm.ToArray(), r.GradBMag.Values, Tol(r.GradBMag, rows + 1))
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " dr_mag",
+                "SAE",
+                tgr.ToArray(),
+                r.GradRMag?.Values ?? Untouched(m),
+                r.GradRMag is null ? _ => Tolerance.Exact : Tol(r.GradRMag, rows + 2)
+            )
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " colsum(dU)",
+                "SAE",
+                Slice(sums, 0, m),
+                r.ColSumDU.Values,
+                Tol(r.ColSumDU, 2 * rows + 1)
+            )
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " colsum(dUm)",
+                "SAE",
+                Slice(sums, m, m),
+                r.ColSumDUm.Values,
+                Tol(r.ColSumDUm, rows)
+            )
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " colsum(A)",
+                "SAE",
+                Slice(sums, 2 * m, m),
+                r.ColSumA.Values,
+                Tol(r.ColSumA, 2 * rows)
+            )
             .ShouldPass(target, seed);
     }
 
@@ -295,7 +499,14 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         device.Ops.DecoderNormPenaltyGrad(tw, ta.Data, tn.Data, tg, lambdaOverB);
 
         var r = SaeKernelReference.DecoderNormPenaltyGrad(wDec, colA, norms, gWDec, m, d, lambdaOverB);
-        KernelChecks.Compare($"DecoderNormPenaltyGrad {m}x{d} dW_dec", "SAE", tg.ToArray(), r.Values, i => Tolerance.Accumulation(2, r.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                $"DecoderNormPenaltyGrad {m}x{d} dW_dec",
+                "SAE",
+                tg.ToArray(),
+                r.Values,
+                i => Tolerance.Accumulation(2, r.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
     }
 
@@ -307,13 +518,21 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         int seed = Seed(target, "StepsSinceFired", rows, m);
         var random = new Random(seed);
         var steps = Enumerable.Range(0, rows * m).Select(_ => (float)random.Next(100_000)).ToArray();
-        var counts = KernelChecks.RandomData(random, rows * m).Select(v => MathF.Round(4 * v)).ToArray(); // zeros, firings
+        // zeros, firings
+        var counts = KernelChecks.RandomData(random, rows * m).Select(v => MathF.Round(4 * v)).ToArray();
         using var ts = device.Upload(steps, rows, m);
         using var tc = device.Upload(counts, rows, m);
         using var ty = Poisoned(device, rows, m);
         device.Ops.Map(ts.Data, tc.Data, ty.Data, default(StepsSinceFired));
 
-        KernelChecks.Compare($"Map2 StepsSinceFired {rows}x{m}", "SAE", ty.ToArray(), SaeKernelReference.StepsSinceFired(steps, counts), Tolerance.Exact)
+        KernelChecks
+            .Compare(
+                $"Map2 StepsSinceFired {rows}x{m}",
+                "SAE",
+                ty.ToArray(),
+                SaeKernelReference.StepsSinceFired(steps, counts),
+                Tolerance.Exact
+            )
             .ShouldPass(target, seed);
     }
 
@@ -332,7 +551,8 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         device.Ops.CompactRows(ta.Data, idx.View, count.View, rows, m);
 
         var lists = SaeKernelReference.CompactRows(active, rows, m);
-        CompareIndexLists($"CompactRows {rows}x{m}", lists, m, Download(device, idx), Download(device, count)).ShouldPass(target, seed);
+        CompareIndexLists($"CompactRows {rows}x{m}", lists, m, Download(device, idx), Download(device, count))
+            .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
@@ -348,12 +568,25 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         device.Ops.CompactColumns(ta.Data, idx.View, count.View, rows, m);
 
         var lists = SaeKernelReference.CompactColumns(active, rows, m);
-        CompareIndexLists($"CompactColumns {rows}x{m}", lists, rows, Download(device, idx), Download(device, count)).ShouldPass(target, seed);
+        CompareIndexLists(
+                $"CompactColumns {rows}x{m}",
+                lists,
+                rows,
+                Download(device, idx),
+                Download(device, count)
+            )
+            .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
     [MemberData(nameof(SparseDecodeCases))]
-    public void SparseDecodeKernel_matches_the_dense_decoder(Target target, string variant, int batch, int m, int d)
+    public void SparseDecodeKernel_matches_the_dense_decoder(
+        Target target,
+        string variant,
+        int batch,
+        int m,
+        int d
+    )
     {
         var device = devices.Get(target);
         bool gated = variant == "gated";
@@ -374,20 +607,56 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var count = UploadInts(device, rowCount);
         using var th = Poisoned(device, stacked, d);
         using var tdelta = Poisoned(device, stacked, d);
-        device.Ops.SparseDecode(tfa.Data, tw.Data, tb.Data, tx.Data, idx.View, count.View, th.Data, tdelta.Data,
-            new SparseArgs { Rows = batch, M = m, D = d, Scale = scale, Gated = gated ? 1 : 0 });
+        device.Ops.SparseDecode(
+            tfa.Data,
+            tw.Data,
+            tb.Data,
+            tx.Data,
+            idx.View,
+            count.View,
+            th.Data,
+            tdelta.Data,
+            new SparseArgs
+            {
+                Rows = batch,
+                M = m,
+                D = d,
+                Scale = scale,
+                Gated = gated ? 1 : 0,
+            }
+        );
 
         var (refH, refDelta) = SaeKernelReference.SparseDecode(fa, wDec, bDec, x, batch, m, d, gated, scale);
         string name = $"SparseDecode {variant} B={batch} M={m} d={d}";
-        KernelChecks.Compare(name + " X̂", "SAE sparse", th.ToArray(), refH.Values, i => Tolerance.Accumulation(m + 1, refH.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " X̂",
+                "SAE sparse",
+                th.ToArray(),
+                refH.Values,
+                i => Tolerance.Accumulation(m + 1, refH.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " Δ", "SAE sparse", tdelta.ToArray(), refDelta.Values, i => Tolerance.Accumulation(m + 3, refDelta.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " Δ",
+                "SAE sparse",
+                tdelta.ToArray(),
+                refDelta.Values,
+                i => Tolerance.Accumulation(m + 3, refDelta.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
     [MemberData(nameof(SparsePhiPsiCases))]
-    public void SparsePhiPsiKernel_matches_the_dense_product_at_active_entries(Target target, string variant, int batch, int m, int d)
+    public void SparsePhiPsiKernel_matches_the_dense_product_at_active_entries(
+        Target target,
+        string variant,
+        int batch,
+        int m,
+        int d
+    )
     {
         var device = devices.Get(target);
         bool gated = variant == "gated";
@@ -403,19 +672,45 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var idx = UploadInts(device, rowIdx);
         using var count = UploadInts(device, rowCount);
         using var tpp = Poisoned(device, stacked, m);
-        device.Ops.SparsePhiPsi(tdelta.Data, tw.Data, idx.View, count.View, tpp.Data,
-            new SparseArgs { Rows = batch, M = m, D = d, Gated = gated ? 1 : 0 });
+        device.Ops.SparsePhiPsi(
+            tdelta.Data,
+            tw.Data,
+            idx.View,
+            count.View,
+            tpp.Data,
+            new SparseArgs
+            {
+                Rows = batch,
+                M = m,
+                D = d,
+                Gated = gated ? 1 : 0,
+            }
+        );
 
-        // The dense [Φ; Ψ] at active (b, i) — row b's activity also selects Ψ's row B + b — and untouched elsewhere.
+        // The dense [Φ; Ψ] at active (b, i) — row b's activity also selects Ψ's row B + b — and untouched
+        // elsewhere.
         var dense = SaeKernelReference.SparsePhiPsi(delta, wDec, stacked, m, d);
         var expected = dense.Values.Select((v, e) => active[e % (batch * m)] > 0 ? v : double.NaN).ToArray();
-        KernelChecks.Compare($"SparsePhiPsi {variant} B={batch} M={m} d={d}", "SAE sparse", tpp.ToArray(), expected,
-            i => Tolerance.Accumulation(d + 1, dense.Magnitudes[i])).ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                $"SparsePhiPsi {variant} B={batch} M={m} d={d}",
+                "SAE sparse",
+                tpp.ToArray(),
+                expected,
+                i => Tolerance.Accumulation(d + 1, dense.Magnitudes[i])
+            )
+            .ShouldPass(target, seed);
     }
 
     [SkippableTheory]
     [MemberData(nameof(SparseWeightGradCases))]
-    public void SparseWeightGradKernel_matches_the_dense_gradients(Target target, string variant, int batch, int m, int d)
+    public void SparseWeightGradKernel_matches_the_dense_gradients(
+        Target target,
+        string variant,
+        int batch,
+        int m,
+        int d
+    )
     {
         var device = devices.Get(target);
         bool gated = variant.StartsWith("gated", StringComparison.Ordinal);
@@ -426,8 +721,13 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         var (fa, active) = Activations(random, batch, m, gated);
         int stacked = gated ? 2 * batch : batch;
         // dU and dUm vanish wherever the feature is inactive (closed gate, or F = 0).
-        var du = KernelChecks.RandomData(random, batch * m).Select((v, e) => active[e] > 0 ? v : 0f).ToArray();
-        var dum = untied ? KernelChecks.RandomData(random, batch * m).Select((v, e) => active[e] > 0 ? v : 0f).ToArray() : null;
+        var du = KernelChecks
+            .RandomData(random, batch * m)
+            .Select((v, e) => active[e] > 0 ? v : 0f)
+            .ToArray();
+        var dum = untied
+            ? KernelChecks.RandomData(random, batch * m).Select((v, e) => active[e] > 0 ? v : 0f).ToArray()
+            : null;
         var xc = KernelChecks.RandomData(random, batch * d);
         var delta = KernelChecks.RandomData(random, stacked * d);
         var gWEnc = KernelChecks.RandomData(random, d * m);
@@ -442,25 +742,81 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         using var idx = UploadInts(device, colIdx);
         using var count = UploadInts(device, colCount);
         using var tge = device.Upload(gWEnc, d, m);
-        using var tgm = untied ? device.Upload(gWMag, d, m) : Poisoned(device, d, m); // the SAE passes dW_enc here when tied
+        // the SAE passes dW_enc here when tied
+        using var tgm = untied ? device.Upload(gWMag, d, m) : Poisoned(device, d, m);
         using var tgd = device.Upload(gWDec, m, d);
-        device.Ops.SparseWeightGrad(txc.Data, tdu.Data, (tdum ?? tdu).Data, tfa.Data, tdelta.Data, idx.View, count.View,
-            tge.Data, tgm.Data, tgd.Data,
-            new SparseArgs { Rows = batch, M = m, D = d, Gated = gated ? 1 : 0, Untied = untied ? 1 : 0, AuxIntoDecoder = aux ? 1 : 0 });
+        device.Ops.SparseWeightGrad(
+            txc.Data,
+            tdu.Data,
+            (tdum ?? tdu).Data,
+            tfa.Data,
+            tdelta.Data,
+            idx.View,
+            count.View,
+            tge.Data,
+            tgm.Data,
+            tgd.Data,
+            new SparseArgs
+            {
+                Rows = batch,
+                M = m,
+                D = d,
+                Gated = gated ? 1 : 0,
+                Untied = untied ? 1 : 0,
+                AuxIntoDecoder = aux ? 1 : 0,
+            }
+        );
 
-        var r = SaeKernelReference.SparseWeightGrad(xc, du, dum, fa, delta, gWEnc, untied ? gWMag : null, gWDec, batch, m, d, aux);
+        var r = SaeKernelReference.SparseWeightGrad(
+            xc,
+            du,
+            dum,
+            fa,
+            delta,
+            gWEnc,
+            untied ? gWMag : null,
+            gWDec,
+            batch,
+            m,
+            d,
+            aux
+        );
         string name = $"SparseWeightGrad {variant} B={batch} M={m} d={d}";
-        KernelChecks.Compare(name + " dW_enc", "SAE sparse", tge.ToArray(), r.GradWEnc.Values, i => Tolerance.Accumulation(batch + 1, r.GradWEnc.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " dW_enc",
+                "SAE sparse",
+                tge.ToArray(),
+                r.GradWEnc.Values,
+                i => Tolerance.Accumulation(batch + 1, r.GradWEnc.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
-        KernelChecks.Compare(name + " dW_mag", "SAE sparse", tgm.ToArray(), r.GradWMag?.Values ?? Untouched(d * m),
-            r.GradWMag is null ? _ => Tolerance.Exact : i => Tolerance.Accumulation(batch + 1, r.GradWMag.Magnitudes[i])).ShouldPass(target, seed);
-        KernelChecks.Compare(name + " dW_dec", "SAE sparse", tgd.ToArray(), r.GradWDec.Values, i => Tolerance.Accumulation(2 * batch + 1, r.GradWDec.Magnitudes[i]))
+        KernelChecks
+            .Compare(
+                name + " dW_mag",
+                "SAE sparse",
+                tgm.ToArray(),
+                r.GradWMag?.Values ?? Untouched(d * m),
+                r.GradWMag is null
+                    ? _ => Tolerance.Exact
+                    : i => Tolerance.Accumulation(batch + 1, r.GradWMag.Magnitudes[i])
+            )
+            .ShouldPass(target, seed);
+        KernelChecks
+            .Compare(
+                name + " dW_dec",
+                "SAE sparse",
+                tgd.ToArray(),
+                r.GradWDec.Values,
+                i => Tolerance.Accumulation(2 * batch + 1, r.GradWDec.Magnitudes[i])
+            )
             .ShouldPass(target, seed);
     }
 
     // ------------------------------------------------------------------ data
 
-    /// <summary>Sets U = −b on about one element in six, so that U + b = 0 exactly (the strict gate/ReLU tie).</summary>
+    /// <summary>Sets U = −b on about one element in six, so that U + b = 0 exactly (the strict gate/ReLU
+    /// tie).</summary>
     private static void TieAtZero(Random random, float[] u, float[] b, int rows, int m)
     {
         for (int e = 0; e < rows * m; e++)
@@ -473,16 +829,27 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     }
 
     /// <summary>
-    /// Moves U (in steps of 2⁻⁶, staying quantized) until π_mag = e^{r}·U + b_mag is clearly away from 0 wherever the gate
+    /// Moves U (in steps of 2⁻⁶, staying quantized) until π_mag = e^{r}·U + b_mag is clearly away from 0
+    /// wherever the gate
     /// is open: there float32 e^{r} may legitimately decide 1[π_mag &gt; 0] differently from double.
     /// </summary>
-    private static void AwayFromMagnitudeBoundary(float[] u, float[] bGate, float[] bMag, float[] rMag, int rows, int m)
+    private static void AwayFromMagnitudeBoundary(
+        float[] u,
+        float[] bGate,
+        float[] bMag,
+        float[] rMag,
+        int rows,
+        int m
+    )
     {
         for (int e = 0; e < rows * m; e++)
         {
             int i = e % m;
             double s = Math.Exp(rMag[i]);
-            while ((double)u[e] + bGate[i] > 0 && Math.Abs(s * u[e] + bMag[i]) < 1e-4 * (Math.Abs(s * u[e]) + Math.Abs(bMag[i])) + 1e-6)
+            while (
+                (double)u[e] + bGate[i] > 0
+                && Math.Abs(s * u[e] + bMag[i]) < 1e-4 * (Math.Abs(s * u[e]) + Math.Abs(bMag[i])) + 1e-6
+            )
             {
                 u[e] += 1f / 64;
             }
@@ -490,8 +857,10 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     }
 
     /// <summary>
-    /// Encoder outputs with the structure the sparse kernels rely on: standard F = ReLU(·) [B, M] active where F &gt; 0;
-    /// gated [F; A] [2B, M] with A = ReLU(π_gate) and F nonzero only where the gate is open (A &gt; 0), which is the
+    /// Encoder outputs with the structure the sparse kernels rely on: standard F = ReLU(·) [B, M] active
+    /// where F &gt; 0;
+    /// gated [F; A] [2B, M] with A = ReLU(π_gate) and F nonzero only where the gate is open (A &gt; 0), which
+    /// is the
     /// activity. About a third of the features are inactive.
     /// </summary>
     private static (float[] Fa, float[] Active) Activations(Random random, int batch, int m, bool gated)
@@ -506,13 +875,15 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         for (int e = 0; e < batch * m; e++)
         {
             fa[batch * m + e] = first[e];
-            fa[e] = first[e] > 0 ? Math.Max((float)(random.NextDouble() * 2 - 0.5), 0f) : 0f; // gate open, π_mag ≤ 0 sometimes
+            // gate open, π_mag ≤ 0 sometimes
+            fa[e] = first[e] > 0 ? Math.Max((float)(random.NextDouble() * 2 - 0.5), 0f) : 0f;
         }
 
         return (fa, first);
     }
 
-    /// <summary>Random activity in which, where there is room, one line (row or column) is empty and one is full.</summary>
+    /// <summary>Random activity in which, where there is room, one line (row or column) is empty and one is
+    /// full.</summary>
     private static float[] ActivityWithEmptyAndFullLines(Random random, int rows, int m, bool byRow)
     {
         var active = KernelChecks.RandomData(random, rows * m); // negatives and exact zeros are inactive
@@ -530,8 +901,10 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     }
 
     /// <summary>
-    /// Index lists in the kernels' layout (list k at [k·stride …], counts apart). Entries past a list's end hold the
-    /// list's first index (or 0): a kernel that read past the count would count a row or feature twice and fail.
+    /// Index lists in the kernels' layout (list k at [k·stride …], counts apart). Entries past a list's end
+    /// hold the
+    /// list's first index (or 0): a kernel that read past the count would count a row or feature twice and
+    /// fail.
     /// </summary>
     private static (int[] Index, int[] Count) IndexLists(int[][] lists, int stride)
     {
@@ -540,7 +913,10 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         {
             for (int s = 0; s < stride; s++)
             {
-                index[k * stride + s] = s < lists[k].Length ? lists[k][s] : lists[k].Length > 0 ? lists[k][0] : 0;
+                index[k * stride + s] =
+                    s < lists[k].Length ? lists[k][s]
+                    : lists[k].Length > 0 ? lists[k][0]
+                    : 0;
             }
         }
 
@@ -548,10 +924,17 @@ public sealed class SaeKernelTests(DeviceFixture devices)
     }
 
     /// <summary>
-    /// Compares a compaction kernel's output with the reference lists: counts, the listed indices in order, and the
+    /// Compares a compaction kernel's output with the reference lists: counts, the listed indices in order,
+    /// and the
     /// entries past each list's end still holding the −1 they were filled with.
     /// </summary>
-    private static CheckResult CompareIndexLists(string name, int[][] lists, int stride, int[] index, int[] count)
+    private static CheckResult CompareIndexLists(
+        string name,
+        int[][] lists,
+        int stride,
+        int[] index,
+        int[] count
+    )
     {
         var (expectedIndex, expectedCount) = IndexLists(lists, stride);
         for (int k = 0; k < lists.Length; k++)
@@ -562,10 +945,21 @@ public sealed class SaeKernelTests(DeviceFixture devices)
             }
         }
 
-        var counts = KernelChecks.Compare(name + " counts", "SAE sparse", [.. count.Select(v => (float)v)],
-            [.. expectedCount.Select(v => (double)v)], Tolerance.Exact);
+        var counts = KernelChecks.Compare(
+            name + " counts",
+            "SAE sparse",
+            [.. count.Select(v => (float)v)],
+            [.. expectedCount.Select(v => (double)v)],
+            Tolerance.Exact
+        );
         return counts.Passed
-            ? KernelChecks.Compare(name + " indices", "SAE sparse", [.. index.Select(v => (float)v)], [.. expectedIndex.Select(v => (double)v)], Tolerance.Exact)
+            ? KernelChecks.Compare(
+                name + " indices",
+                "SAE sparse",
+                [.. index.Select(v => (float)v)],
+                [.. expectedIndex.Select(v => (double)v)],
+                Tolerance.Exact
+            )
             : counts;
     }
 }

@@ -7,8 +7,10 @@ using Xunit;
 namespace IlgpuSae.Tests.Kernels;
 
 /// <summary>
-/// The opt-in TF32 tensor-core matrix product. On CUDA (sm_80+) it runs the real <c>mma.sync</c>; on ILGPU's CPU
-/// accelerator the same kernel runs with the instruction emulated by warp shuffles, which tests the tiling, the PTX
+/// The opt-in TF32 tensor-core matrix product. On CUDA (sm_80+) it runs the real <c>mma.sync</c>; on ILGPU's
+/// CPU
+/// accelerator the same kernel runs with the instruction emulated by warp shuffles, which tests the tiling,
+/// the PTX
 /// fragment layout, TF32 rounding and edges against the double-precision reference without a GPU.
 /// </summary>
 public sealed class TensorCoreTests
@@ -19,11 +21,18 @@ public sealed class TensorCoreTests
     {
         try
         {
-            return SaeDevice.Create(backend, null, new SaeDeviceOptions { TensorCores = true, Variant = KernelVariant.GpuShaped });
+            return SaeDevice.Create(
+                backend,
+                null,
+                new SaeDeviceOptions { TensorCores = true, Variant = KernelVariant.GpuShaped }
+            );
         }
         catch (BackendUnavailableException e)
         {
-            Skip.If(backend != BackendKind.Cpu, $"{backend.ToName()} backend not available: {e.Message.Split('\n')[0]}");
+            Skip.If(
+                backend != BackendKind.Cpu,
+                $"{backend.ToName()} backend not available: {e.Message.Split('\n')[0]}"
+            );
             throw;
         }
     }
@@ -38,7 +47,14 @@ public sealed class TensorCoreTests
         int seed = 7;
         foreach (var layout in Enum.GetValues<GemmLayout>())
         {
-            foreach (var (m, n, k, alpha, beta) in new[] { (33, 47, 29, 1f, 0f), (70, 130, 40, -0.5f, 0.75f), (1, 9, 3, 1f, 0f) })
+            foreach (
+                var (m, n, k, alpha, beta) in new[]
+                {
+                    (33, 47, 29, 1f, 0f),
+                    (70, 130, 40, -0.5f, 0.75f),
+                    (1, 9, 3, 1f, 0f),
+                }
+            )
             {
                 var random = new Random(seed++);
                 var (ar, ac) = layout == GemmLayout.TN ? (k, m) : (m, k);
@@ -48,11 +64,20 @@ public sealed class TensorCoreTests
                 var c0 = KernelChecks.RandomData(random, (long)m * n);
                 using var ta = device.Upload(a, ar, ac);
                 using var tb = device.Upload(b, br, bc);
-                using var tc = device.Upload(beta == 0f ? Enumerable.Repeat(float.NaN, m * n).ToArray() : c0, m, n);
+                using var tc = device.Upload(
+                    beta == 0f ? Enumerable.Repeat(float.NaN, m * n).ToArray() : c0,
+                    m,
+                    n
+                );
                 device.Ops.MatMul(ta, tb, tc, layout, alpha, beta);
                 var (values, magnitudes) = CpuReference.MatMul(a, b, c0, layout, m, n, k, alpha, beta);
-                var result = KernelChecks.Compare($"MatMul TF32 {layout} {m}x{n}x{k}", "MatMul", tc.ToArray(), values,
-                    i => Tolerance.Tf32Accumulation(k + 1, magnitudes[i]));
+                var result = KernelChecks.Compare(
+                    $"MatMul TF32 {layout} {m}x{n}x{k}",
+                    "MatMul",
+                    tc.ToArray(),
+                    values,
+                    i => Tolerance.Tf32Accumulation(k + 1, magnitudes[i])
+                );
                 result.Failure.Should().BeNull();
             }
         }
@@ -62,7 +87,8 @@ public sealed class TensorCoreTests
     [MemberData(nameof(Backends))]
     public void Inputs_really_are_rounded_to_tf32(BackendKind backend)
     {
-        // 1 + 2⁻¹² is a float32 but not a TF32 value: it rounds to 1, so the product is exactly 1 (float32 would give 1.000244).
+        // 1 + 2⁻¹² is a float32 but not a TF32 value: it rounds to 1, so the product is exactly 1 (float32
+        // would give 1.000244).
         using var device = Open(backend);
         float x = 1f + MathF.Pow(2, -12);
         using var a = device.Upload([x, 3f], 1, 2);
@@ -76,8 +102,20 @@ public sealed class TensorCoreTests
     public void Tf32_rounding_is_round_to_nearest_ties_away_from_zero()
     {
         var random = new Random(3);
-        var values = new List<float> { 0f, -0f, 1f, 1f + MathF.Pow(2, -11), -(1f + MathF.Pow(2, -11)), 1f + 3 * MathF.Pow(2, -12),
-            float.Epsilon, -1.5e-40f, float.MaxValue / 4, float.PositiveInfinity, float.NegativeInfinity };
+        var values = new List<float>
+        {
+            0f,
+            -0f,
+            1f,
+            1f + MathF.Pow(2, -11),
+            -(1f + MathF.Pow(2, -11)),
+            1f + 3 * MathF.Pow(2, -12),
+            float.Epsilon,
+            -1.5e-40f,
+            float.MaxValue / 4,
+            float.PositiveInfinity,
+            float.NegativeInfinity,
+        };
         for (int i = 0; i < 10_000; i++)
         {
             values.Add((float)((random.NextDouble() * 2 - 1) * Math.Pow(2, random.Next(-140, 120))));
@@ -106,11 +144,17 @@ public sealed class TensorCoreTests
         }
 
         device!.Dispose();
-        FluentActions.Invoking(() => SaeDevice.Create(BackendKind.OpenCL, null, new SaeDeviceOptions { TensorCores = true }))
-            .Should().Throw<ArgumentException>().WithMessage("*Tensor cores are not available*OpenCL*");
+        FluentActions
+            .Invoking(() =>
+                SaeDevice.Create(BackendKind.OpenCL, null, new SaeDeviceOptions { TensorCores = true })
+            )
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*Tensor cores are not available*OpenCL*");
     }
 
-    /// <summary>The nearest value with 10 explicit mantissa bits, ties away from zero, computed in double.</summary>
+    /// <summary>The nearest value with 10 explicit mantissa bits, ties away from zero, computed in
+    /// double.</summary>
     private static float ReferenceTf32(float v)
     {
         if (!float.IsFinite(v) || v == 0)

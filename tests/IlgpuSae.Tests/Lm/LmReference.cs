@@ -9,21 +9,35 @@ namespace IlgpuSae.Tests.Lm;
 /// </summary>
 public static class LmReference
 {
-    /// <summary>Logits [B·T, V] of <paramref name="tokens"/> (<paramref name="batch"/> equal-length sequences).</summary>
+    /// <summary>Logits [B·T, V] of <paramref name="tokens"/> (<paramref name="batch"/> equal-length
+    /// sequences).</summary>
     /// <param name="config">Model shape.</param>
     /// <param name="w">Weights.</param>
     /// <param name="tokens">Token ids, row-major [B, T].</param>
     /// <param name="batch">Number of sequences B.</param>
     /// <param name="hook">Called as (site name, activations); may modify the array in place.</param>
-    public static double[] Forward(LmConfig config, LmWeights w, int[] tokens, int batch, Action<string, double[]>? hook = null)
+    public static double[] Forward(
+        LmConfig config,
+        LmWeights w,
+        int[] tokens,
+        int batch,
+        Action<string, double[]>? hook = null
+    )
     {
-        int t = tokens.Length / batch, n = tokens.Length, d = config.DModel, m = config.DMlp, heads = config.Heads, dh = config.HeadDim;
+        int t = tokens.Length / batch,
+            n = tokens.Length,
+            d = config.DModel,
+            m = config.DMlp,
+            heads = config.Heads,
+            dh = config.HeadDim;
         var x = new double[n * d];
         for (int r = 0; r < n; r++)
         {
             for (int j = 0; j < d; j++)
             {
-                x[r * d + j] = w.TokenEmbedding[tokens[r] * d + j] + (w.PositionEmbedding is null ? 0 : w.PositionEmbedding[r % t * d + j]);
+                x[r * d + j] =
+                    w.TokenEmbedding[tokens[r] * d + j]
+                    + (w.PositionEmbedding is null ? 0 : w.PositionEmbedding[r % t * d + j]);
             }
         }
 
@@ -53,7 +67,9 @@ public static class LmReference
                             double dot = 0;
                             for (int j = 0; j < dh; j++)
                             {
-                                dot += qkv[(s * t + q) * 3 * d + h * dh + j] * qkv[(s * t + k) * 3 * d + d + h * dh + j];
+                                dot +=
+                                    qkv[(s * t + q) * 3 * d + h * dh + j]
+                                    * qkv[(s * t + k) * 3 * d + d + h * dh + j];
                             }
 
                             scores[k] = dot * scale;
@@ -66,7 +82,10 @@ public static class LmReference
                             double acc = 0;
                             for (int k = 0; k <= q; k++)
                             {
-                                acc += Math.Exp(scores[k] - max) / sum * qkv[(s * t + k) * 3 * d + 2 * d + h * dh + j];
+                                acc +=
+                                    Math.Exp(scores[k] - max)
+                                    / sum
+                                    * qkv[(s * t + k) * 3 * d + 2 * d + h * dh + j];
                             }
 
                             z[(s * t + q) * d + h * dh + j] = acc;
@@ -86,7 +105,14 @@ public static class LmReference
                 mlpInput = x;
             }
 
-            var hidden = Linear(LayerNorm(mlpInput, b.Ln2Weight, b.Ln2Bias, d, config.LayerNormEpsilon), b.MlpInWeight, b.MlpInBias, n, d, m);
+            var hidden = Linear(
+                LayerNorm(mlpInput, b.Ln2Weight, b.Ln2Bias, d, config.LayerNormEpsilon),
+                b.MlpInWeight,
+                b.MlpInBias,
+                n,
+                d,
+                m
+            );
             for (int i = 0; i < hidden.Length; i++)
             {
                 hidden[i] = Activation(hidden[i], config.Activation);
@@ -150,17 +176,25 @@ public static class LmReference
         return total / count;
     }
 
-    /// <summary>The activation function in double precision (exact erf for <see cref="LmActivation.GeluErf"/>).</summary>
-    public static double Activation(double x, LmActivation kind) => kind switch
-    {
-        LmActivation.GeluTanh => 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x))),
-        LmActivation.GeluErf => 0.5 * x * (1 + MathNet.Numerics.SpecialFunctions.Erf(x / Math.Sqrt(2))),
-        _ => Math.Max(x, 0),
-    };
+    /// <summary>The activation function in double precision (exact erf for
+    /// <see cref="LmActivation.GeluErf"/>).</summary>
+    public static double Activation(double x, LmActivation kind) =>
+        kind switch
+        {
+            LmActivation.GeluTanh => 0.5
+                * x
+                * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x))),
+            LmActivation.GeluErf => 0.5 * x * (1 + MathNet.Numerics.SpecialFunctions.Erf(x / Math.Sqrt(2))),
+            _ => Math.Max(x, 0),
+        };
 
     private static void Rotary(double[] qkv, LmConfig c, int t)
     {
-        int d = c.DModel, dh = c.HeadDim, r = c.RotaryDims, half = r / 2, n = qkv.Length / (3 * d);
+        int d = c.DModel,
+            dh = c.HeadDim,
+            r = c.RotaryDims,
+            half = r / 2,
+            n = qkv.Length / (3 * d);
         for (int row = 0; row < n; row++)
         {
             int pos = row % t;
@@ -172,7 +206,8 @@ public static class LmReference
                     for (int i = 0; i < half; i++)
                     {
                         double theta = pos / Math.Pow(c.RotaryBase, 2.0 * i / r);
-                        double a = qkv[at + i], b = qkv[at + i + half];
+                        double a = qkv[at + i],
+                            b = qkv[at + i + half];
                         qkv[at + i] = a * Math.Cos(theta) - b * Math.Sin(theta);
                         qkv[at + i + half] = b * Math.Cos(theta) + a * Math.Sin(theta);
                     }
@@ -186,7 +221,8 @@ public static class LmReference
         var y = new double[x.Length];
         for (int r = 0; r < x.Length / d; r++)
         {
-            double mean = 0, variance = 0;
+            double mean = 0,
+                variance = 0;
             for (int j = 0; j < d; j++)
             {
                 mean += x[r * d + j];

@@ -13,24 +13,54 @@ public static class LmTestData
 
     public static string HeldOut => Path.Combine(Repo(), "data", "corpus", "heldout.txt.gz");
 
-    public static IReadOnlyDictionary<string, LmConfig> Configs { get; } = new Dictionary<string, LmConfig>
-    {
-        ["gpt2"] = new()
+    public static IReadOnlyDictionary<string, LmConfig> Configs { get; } =
+        new Dictionary<string, LmConfig>
         {
-            Architecture = LmArchitecture.Gpt2, VocabSize = 97, ContextLength = 12, DModel = 32, Layers = 2, Heads = 4, DMlp = 48,
-            Activation = LmActivation.GeluTanh, BosTokenId = 1, EosTokenId = 2,
-        },
-        ["neox-parallel-partial-rotary"] = new()
-        {
-            Architecture = LmArchitecture.GptNeoX, VocabSize = 101, ContextLength = 16, DModel = 32, Layers = 2, Heads = 2, DMlp = 40,
-            Activation = LmActivation.GeluErf, TiedEmbeddings = false, ParallelResidual = true, RotaryFraction = 0.25, BosTokenId = 0,
-        },
-        ["neox-sequential-full-rotary"] = new()
-        {
-            Architecture = LmArchitecture.GptNeoX, VocabSize = 64, ContextLength = 16, DModel = 24, Layers = 1, Heads = 3, DMlp = 36,
-            Activation = LmActivation.Relu, TiedEmbeddings = false, ParallelResidual = false, RotaryFraction = 1.0, RotaryBase = 500, BosTokenId = 0,
-        },
-    };
+            ["gpt2"] = new()
+            {
+                Architecture = LmArchitecture.Gpt2,
+                VocabSize = 97,
+                ContextLength = 12,
+                DModel = 32,
+                Layers = 2,
+                Heads = 4,
+                DMlp = 48,
+                Activation = LmActivation.GeluTanh,
+                BosTokenId = 1,
+                EosTokenId = 2,
+            },
+            ["neox-parallel-partial-rotary"] = new()
+            {
+                Architecture = LmArchitecture.GptNeoX,
+                VocabSize = 101,
+                ContextLength = 16,
+                DModel = 32,
+                Layers = 2,
+                Heads = 2,
+                DMlp = 40,
+                Activation = LmActivation.GeluErf,
+                TiedEmbeddings = false,
+                ParallelResidual = true,
+                RotaryFraction = 0.25,
+                BosTokenId = 0,
+            },
+            ["neox-sequential-full-rotary"] = new()
+            {
+                Architecture = LmArchitecture.GptNeoX,
+                VocabSize = 64,
+                ContextLength = 16,
+                DModel = 24,
+                Layers = 1,
+                Heads = 3,
+                DMlp = 36,
+                Activation = LmActivation.Relu,
+                TiedEmbeddings = false,
+                ParallelResidual = false,
+                RotaryFraction = 1.0,
+                RotaryBase = 500,
+                BosTokenId = 0,
+            },
+        };
 
     public static int[] RandomTokens(LmConfig config, int batch, int seqLen, int seed)
     {
@@ -49,7 +79,9 @@ public static class LmTestData
     {
         if (actual.Length != reference.Length)
         {
-            throw new ArgumentException($"{actual.Length} values against {reference.Length} reference values.");
+            throw new ArgumentException(
+                $"{actual.Length} values against {reference.Length} reference values."
+            );
         }
 
         double worst = 0;
@@ -61,7 +93,8 @@ public static class LmTestData
                 return (double.PositiveInfinity, i);
             }
 
-            double ratio = Math.Abs(actual[i] - reference[i]) / (tol.Atol + tol.Rtol * Math.Abs(reference[i]));
+            double ratio =
+                Math.Abs(actual[i] - reference[i]) / (tol.Atol + tol.Rtol * Math.Abs(reference[i]));
             if (ratio > worst)
             {
                 worst = ratio;

@@ -13,7 +13,7 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Sae;
 
-/// <summary>∂L/∂U of a bias-free ReLU: <c>1[f &gt; 0]·(Φ + λ/B)</c>, as a public operator for <see cref="DeviceOps.Map{TOp}(ILGPU.ArrayView{float}, ILGPU.ArrayView{float}, ILGPU.ArrayView{float}, TOp)"/>.</summary>
+/// <summary>∂L/∂U of a bias-free ReLU, <c>1[f &gt; 0]·(Φ + λ/B)</c>, as a public binary operator.</summary>
 public readonly struct ReluGradPlus(float penalty) : IBinaryOp
 {
     public float Penalty { get; } = penalty;
@@ -22,26 +22,24 @@ public readonly struct ReluGradPlus(float penalty) : IBinaryOp
 }
 
 /// <summary>
-/// A throwaway family that exists only in this test assembly: <c>f = ReLU(x̃·W_enc)</c>, no tensors of its own.
+/// A throwaway family that exists only in this test assembly: <c>f = ReLU(x̃·W_enc)</c>, no tensors of its
+/// own.
 /// It is written against the public interface alone (public device operators, the public workspace), which is
 /// what shows that a new family needs no edits anywhere else.
 /// </summary>
 public sealed class IdentityReluSae : SaeArchitecture
 {
     private IdentityReluSae()
-        : base("test-identity-relu")
-    {
-    }
+        : base("test-identity-relu") { }
 
     public static IdentityReluSae Instance { get; } = new();
 
-    public override void AddTensors(ParameterLayout layout, SaeConfig config)
-    {
-    }
+    public override void AddTensors(ParameterLayout layout, SaeConfig config) { }
 
     public override IReadOnlyList<string> FeatureBiases(SaeConfig config) => [];
 
-    public override void Activate(SparseAutoencoder sae, SaeWorkspace ws) => sae.Device.Ops.Map(ws.U.Data, ws.F.Data, default(Relu));
+    public override void Activate(SparseAutoencoder sae, SaeWorkspace ws) =>
+        sae.Device.Ops.Map(ws.U.Data, ws.F.Data, default(Relu));
 
     public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
     {
@@ -57,15 +55,29 @@ public sealed class IdentityReluSae : SaeArchitecture
         ops.ReduceColumns<Sum>(ws.F, ws.ColumnSums.Data.SubView(2L * m, m));
     }
 
-    public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um)
+    public override (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    )
     {
         var f = u.Select(v => Math.Max(v, 0)).ToArray();
         return (f, f);
     }
 
     public override void ReferenceBackward(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads)
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    )
     {
         for (int i = 0; i < u.Length; i++)
         {
@@ -74,7 +86,8 @@ public sealed class IdentityReluSae : SaeArchitecture
     }
 }
 
-/// <summary>Registering a family through the public path is all it takes to train, save and load it.</summary>
+/// <summary>Registering a family through the public path is all it takes to train, save and load
+/// it.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ArchitectureRegistrationTests(DeviceFixture devices) : IDisposable
 {
@@ -85,12 +98,19 @@ public sealed class ArchitectureRegistrationTests(DeviceFixture devices) : IDisp
     [Theory]
     [InlineData(TrainingPath.Dense)]
     [InlineData(TrainingPath.Sparse)]
-    public void A_family_registered_in_one_line_trains_saves_and_loads_with_no_edits_elsewhere(TrainingPath path)
+    public void A_family_registered_in_one_line_trains_saves_and_loads_with_no_edits_elsewhere(
+        TrainingPath path
+    )
     {
         SaeArchitectures.Register(IdentityReluSae.Instance);
         SaeArchitectures.Get("test-identity-relu").Should().BeSameAs(IdentityReluSae.Instance);
         var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
-        var config = new SaeConfig { Architecture = IdentityReluSae.Instance, DIn = 7, DSae = 19 };
+        var config = new SaeConfig
+        {
+            Architecture = IdentityReluSae.Instance,
+            DIn = 7,
+            DSae = 19,
+        };
         SparseAutoencoder.TensorNames(config).Should().Equal("W_enc", "W_dec", "b_dec");
 
         // The generic reference, driven by the family's own reference parts, agrees with the device step.
@@ -109,8 +129,13 @@ public sealed class ArchitectureRegistrationTests(DeviceFixture devices) : IDisp
             foreach (var (name, reference) in SaeReference.Gradients(config, p, x, batch, options))
             {
                 var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
-                var result = KernelChecks.Compare($"test family d{name}", "SaeBackward", actual.Select(e => (float)e).ToArray(),
-                    reference, TestTolerances.SaeGradient(name, reference.Max(Math.Abs)));
+                var result = KernelChecks.Compare(
+                    $"test family d{name}",
+                    "SaeBackward",
+                    actual.Select(e => (float)e).ToArray(),
+                    reference,
+                    TestTolerances.SaeGradient(name, reference.Max(Math.Abs))
+                );
                 result.Failure.Should().BeNull($"∂L/∂{name} on the {path} path");
             }
         }
@@ -122,12 +147,28 @@ public sealed class ArchitectureRegistrationTests(DeviceFixture devices) : IDisp
         using var source = ActivationSources.Open(acts);
         var folder = _dir.Path($"run-{path}");
         using (var sae = SparseAutoencoder.Create(device, config, seed: 2))
-        using (var trainer = new SaeTrainer(sae, source, new TrainerOptions { Steps = 1, BatchSize = 64, LrWarmupSteps = 0, Loss = options }, folder))
+        using (
+            var trainer = new SaeTrainer(
+                sae,
+                source,
+                new TrainerOptions
+                {
+                    Steps = 1,
+                    BatchSize = 64,
+                    LrWarmupSteps = 0,
+                    Loss = options,
+                },
+                folder
+            )
+        )
         {
             trainer.Train().Should().NotBeNull();
         }
 
-        JsonNode.Parse(File.ReadAllText(Path.Combine(folder, SaeFiles.ConfigFile)))!["architecture"]!.GetValue<string>().Should().Be("test-identity-relu");
+        JsonNode.Parse(File.ReadAllText(Path.Combine(folder, SaeFiles.ConfigFile)))!["architecture"]!
+            .GetValue<string>()
+            .Should()
+            .Be("test-identity-relu");
         using var loaded = SaeFiles.Load(device, folder);
         loaded.Architecture.Should().BeSameAs(IdentityReluSae.Instance);
     }
@@ -153,25 +194,40 @@ public sealed class ArchitectureRegistrationTests(DeviceFixture devices) : IDisp
     private sealed class Impostor : SaeArchitecture
     {
         public Impostor()
-            : base("gated")
-        {
-        }
+            : base("gated") { }
 
-        public override void AddTensors(ParameterLayout layout, SaeConfig config)
-        {
-        }
+        public override void AddTensors(ParameterLayout layout, SaeConfig config) { }
 
         public override IReadOnlyList<string> FeatureBiases(SaeConfig config) => [];
 
-        public override void Activate(SparseAutoencoder sae, SaeWorkspace ws) => throw new NotSupportedException();
-
-        public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1) => throw new NotSupportedException();
-
-        public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um) =>
+        public override void Activate(SparseAutoencoder sae, SaeWorkspace ws) =>
             throw new NotSupportedException();
 
+        public override void Backward(
+            SparseAutoencoder sae,
+            SaeWorkspace ws,
+            float lambdaOverB,
+            bool weightedL1
+        ) => throw new NotSupportedException();
+
+        public override (double[] F, double[] A) ReferenceActivate(
+            SaeConfig config,
+            IReadOnlyDictionary<string, double[]> p,
+            double[] u,
+            double[] um
+        ) => throw new NotSupportedException();
+
         public override void ReferenceBackward(
-            SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-            double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads) => throw new NotSupportedException();
+            SaeConfig config,
+            IReadOnlyDictionary<string, double[]> p,
+            double[] u,
+            double[] um,
+            double[] phi,
+            double[] psi,
+            double[] penalty,
+            double[] du,
+            double[] dum,
+            IDictionary<string, double[]> grads
+        ) => throw new NotSupportedException();
     }
 }

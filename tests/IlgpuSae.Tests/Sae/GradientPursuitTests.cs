@@ -5,12 +5,14 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Sae;
 
-/// <summary>Gradient pursuit (ITO) on every backend against a dense double-precision transcription of the algorithm.</summary>
+/// <summary>Gradient pursuit (ITO) on every backend against a dense double-precision transcription of the
+/// algorithm.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class GradientPursuitTests(DeviceFixture devices)
 {
     /// <summary>
-    /// The dense algorithm of the paper's App. A in double precision: α = 0, S = ∅; k times: r = x − αD, c = r·Dᵀ,
+    /// The dense algorithm of the paper's App. A in double precision: α = 0, S = ∅; k times: r = x − αD, c =
+    /// r·Dᵀ,
     /// S ∪= argmax c, g = S ⊙ c, v = g·D, η = ⟨v, r⟩/⟨v, v⟩, α = max(α + ηg, 0). D has unit-norm rows.
     /// </summary>
     public static double[] Reference(double[] x, int rows, double[] dict, int m, int d, int k)
@@ -57,7 +59,8 @@ public sealed class GradientPursuitTests(DeviceFixture devices)
                     }
                 }
 
-                double vr = vec.Select((v, j) => v * r[j]).Sum(), vv = vec.Sum(v => v * v);
+                double vr = vec.Select((v, j) => v * r[j]).Sum(),
+                    vv = vec.Sum(v => v * v);
                 double eta = vv > 0 ? vr / vv : 0;
                 for (int i = 0; i < m; i++)
                 {
@@ -74,7 +77,9 @@ public sealed class GradientPursuitTests(DeviceFixture devices)
     public void Device_pursuit_matches_the_dense_reference_and_respects_sign_and_sparsity(Target target)
     {
         var device = devices.Get(target);
-        const int rows = 24, m = 40, d = 12;
+        const int rows = 24,
+            m = 40,
+            d = 12;
         var rng = new Random(17);
         var dict = new double[m * d];
         for (int i = 0; i < m; i++)
@@ -126,8 +131,13 @@ public sealed class GradientPursuitTests(DeviceFixture devices)
                 row.Count(a => a > 0f).Should().BeLessThanOrEqualTo(k, $"at most k = {k} atoms");
                 for (int i = 0; i < m; i++)
                 {
-                    actual[b * m + i].Should().BeApproximately((float)expected[b * m + i], (float)TestTolerances.PursuitCoefficients.Bound(expected[b * m + i]),
-                        $"α[{b}, {i}] with k = {k} on {target}");
+                    actual[b * m + i]
+                        .Should()
+                        .BeApproximately(
+                            (float)expected[b * m + i],
+                            (float)TestTolerances.PursuitCoefficients.Bound(expected[b * m + i]),
+                            $"α[{b}, {i}] with k = {k} on {target}"
+                        );
                 }
             }
         }

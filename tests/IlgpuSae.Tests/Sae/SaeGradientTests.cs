@@ -42,7 +42,8 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         return data;
     }
 
-    private static Variant Find(string name, int d, int m) => SaeTestData.Variants(d, m).Single(v => v.Name == name);
+    private static Variant Find(string name, int d, int m) =>
+        SaeTestData.Variants(d, m).Single(v => v.Name == name);
 
     [Theory]
     [MemberData(nameof(VariantNames))]
@@ -69,7 +70,12 @@ public sealed class SaeGradientTests(DeviceFixture devices)
                 double numeric = fd.EvaluatePartialDerivative(Loss, (double[])values.Clone(), k, 1);
                 double error = Math.Abs(numeric - analytic[name][k]);
                 worst = Math.Max(worst, error);
-                error.Should().BeLessThan(TestTolerances.FiniteDifferences.Bound(numeric), $"∂L/∂{name}[{k}] in {variantName}: FD {numeric}, analytic {analytic[name][k]}");
+                error
+                    .Should()
+                    .BeLessThan(
+                        TestTolerances.FiniteDifferences.Bound(numeric),
+                        $"∂L/∂{name}[{k}] in {variantName}: FD {numeric}, analytic {analytic[name][k]}"
+                    );
             }
         }
 
@@ -78,7 +84,11 @@ public sealed class SaeGradientTests(DeviceFixture devices)
 
     [SkippableTheory]
     [MemberData(nameof(DeviceCases))]
-    public void Device_gradients_and_loss_match_the_reference(Target target, string variantName, TrainingPath path)
+    public void Device_gradients_and_loss_match_the_reference(
+        Target target,
+        string variantName,
+        TrainingPath path
+    )
     {
         var device = devices.Get(target);
         var v = Find(variantName, d: 20, m: 70);
@@ -100,8 +110,13 @@ public sealed class SaeGradientTests(DeviceFixture devices)
             var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
             double scale = reference.Max(Math.Abs);
             var tol = TestTolerances.SaeGradient(name, scale);
-            var result = KernelChecks.Compare($"{variantName} d{name}", "SaeBackward",
-                actual.Select(e => (float)e).ToArray(), reference, tol);
+            var result = KernelChecks.Compare(
+                $"{variantName} d{name}",
+                "SaeBackward",
+                actual.Select(e => (float)e).ToArray(),
+                reference,
+                tol
+            );
             result.Failure.Should().BeNull($"∂L/∂{name} of {variantName} on {target}, {path} path");
         }
     }
@@ -110,7 +125,12 @@ public sealed class SaeGradientTests(DeviceFixture devices)
     public void Auto_path_takes_the_sparse_step_only_when_few_features_are_active_and_both_agree()
     {
         var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
-        var config = new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 64 };
+        var config = new SaeConfig
+        {
+            Architecture = SaeArchitecture.Gated,
+            DIn = 16,
+            DSae = 64,
+        };
         const int batch = 40;
         var (p, x) = SaeTestData.Generate(config, batch, seed: 21, margin: 1e-4);
         using var sae = SparseAutoencoder.CreateEmpty(device, config);
@@ -133,10 +153,17 @@ public sealed class SaeGradientTests(DeviceFixture devices)
 
     [SkippableTheory]
     [MemberData(nameof(Targets.Data), MemberType = typeof(Targets))]
-    public void Sparsity_and_aux_send_no_gradient_to_r_mag_and_b_mag_and_frozen_aux_none_to_the_decoder(Target target)
+    public void Sparsity_and_aux_send_no_gradient_to_r_mag_and_b_mag_and_frozen_aux_none_to_the_decoder(
+        Target target
+    )
     {
         var device = devices.Get(target);
-        var config = new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 12, DSae = 30 };
+        var config = new SaeConfig
+        {
+            Architecture = SaeArchitecture.Gated,
+            DIn = 12,
+            DSae = 30,
+        };
         const int batch = 16;
         var (p, x) = SaeTestData.Generate(config, batch, seed: 3, margin: 1e-4);
         using var sae = SparseAutoencoder.CreateEmpty(device, config);
@@ -146,7 +173,9 @@ public sealed class SaeGradientTests(DeviceFixture devices)
         Dictionary<string, double[]> Grads(SaeLossOptions o)
         {
             sae.ComputeGradients(tx, o);
-            return SparseAutoencoder.TensorNames(config).ToDictionary(n => n, n => SaeTestData.Read(sae, n, ParameterSection.Gradients));
+            return SparseAutoencoder
+                .TensorNames(config)
+                .ToDictionary(n => n, n => SaeTestData.Read(sae, n, ParameterSection.Gradients));
         }
 
         var low = Grads(new SaeLossOptions { L1Coefficient = 0.01f });
@@ -159,10 +188,30 @@ public sealed class SaeGradientTests(DeviceFixture devices)
 
         // Frozen aux: the device's dW_dec is the reference's frozen-aux gradient (reconstruction only), which
         // differs from the unfrozen one by Aᵀ·Δa — so the aux term demonstrably sends nothing into W_dec.
-        var reference = SaeReference.Gradients(config, p, x, batch, new SaeLossOptions { L1Coefficient = 0.01f });
-        var referenceUnfrozen = SaeReference.Gradients(config, p, x, batch, new SaeLossOptions { L1Coefficient = 0.01f, FreezeAuxDecoder = false });
-        reference["W_dec"].Zip(referenceUnfrozen["W_dec"]).Should().Contain(t => Math.Abs(t.First - t.Second) > 1e-3,
-            "unfreezing the aux decoder adds Aᵀ·Δa to dW_dec");
-        low["W_dec"].Zip(reference["W_dec"]).Should().OnlyContain(t => TestTolerances.FrozenAuxDecoderGradient.Allows(t.First, t.Second));
+        var reference = SaeReference.Gradients(
+            config,
+            p,
+            x,
+            batch,
+            new SaeLossOptions { L1Coefficient = 0.01f }
+        );
+        var referenceUnfrozen = SaeReference.Gradients(
+            config,
+            p,
+            x,
+            batch,
+            new SaeLossOptions { L1Coefficient = 0.01f, FreezeAuxDecoder = false }
+        );
+        reference["W_dec"]
+            .Zip(referenceUnfrozen["W_dec"])
+            .Should()
+            .Contain(
+                t => Math.Abs(t.First - t.Second) > 1e-3,
+                "unfreezing the aux decoder adds Aᵀ·Δa to dW_dec"
+            );
+        low["W_dec"]
+            .Zip(reference["W_dec"])
+            .Should()
+            .OnlyContain(t => TestTolerances.FrozenAuxDecoderGradient.Allows(t.First, t.Second));
     }
 }

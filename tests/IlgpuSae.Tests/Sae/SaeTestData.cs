@@ -13,32 +13,60 @@ public sealed record Variant(string Name, SaeConfig Config, SaeLossOptions Optio
 /// <summary>Random SAE parameters and inputs kept away from the gate/ReLU boundaries.</summary>
 public static class SaeTestData
 {
-    /// <summary>The variants under test, built through <see cref="SaeRecipe"/> as the CLI and the study build them.</summary>
+    /// <summary>The variants under test, built through <see cref="SaeRecipe"/> as the CLI and the study build
+    /// them.</summary>
     public static IEnumerable<Variant> Variants(int d, int m)
     {
-        Variant From(string name, SaeRecipe recipe, float l1, ReconstructionScale scale = ReconstructionScale.Sum)
+        Variant From(
+            string name,
+            SaeRecipe recipe,
+            float l1,
+            ReconstructionScale scale = ReconstructionScale.Sum
+        )
         {
-            var options = recipe.Apply(new TrainerOptions { Steps = 1, Loss = new SaeLossOptions { L1Coefficient = l1, Scale = scale } });
+            var options = recipe.Apply(
+                new TrainerOptions
+                {
+                    Steps = 1,
+                    Loss = new SaeLossOptions { L1Coefficient = l1, Scale = scale },
+                }
+            );
             return new(name, recipe.Config(d, m), options.Loss);
         }
 
         yield return From("standard-paper", SaeRecipe.Parse("standard"), 0.3f);
         yield return From("standard-april-update", SaeRecipe.Parse("standard", "april-update"), 0.3f);
-        yield return From("standard-mean-over-d", SaeRecipe.Parse("standard"), 0.05f, ReconstructionScale.MeanOverDim);
+        yield return From(
+            "standard-mean-over-d",
+            SaeRecipe.Parse("standard"),
+            0.05f,
+            ReconstructionScale.MeanOverDim
+        );
         yield return From("gated-paper", SaeRecipe.Parse("gated"), 0.3f);
         yield return From("gated-saelens", SaeRecipe.Parse("gated", "saelens"), 0.3f);
         yield return From("gated-unfrozen-aux", SaeRecipe.Parse("gated", ablation: "unfrozen-aux"), 0.3f);
         yield return From("gated-no-rmag", SaeRecipe.Parse("gated", ablation: "no-rmag"), 0.3f);
         yield return From("gated-untied", SaeRecipe.Parse("gated", ablation: "untied"), 0.3f);
-        yield return From("gated-mean-over-d", SaeRecipe.Parse("gated"), 0.05f, ReconstructionScale.MeanOverDim);
+        yield return From(
+            "gated-mean-over-d",
+            SaeRecipe.Parse("gated"),
+            0.05f,
+            ReconstructionScale.MeanOverDim
+        );
     }
 
     /// <summary>
     /// Parameters (float32-representable doubles) and inputs whose pre-activations all stay at least
-    /// <paramref name="margin"/> from the kinks at 0 (and from JumpReLU thresholds), so that finite differences
+    /// <paramref name="margin"/> from the kinks at 0 (and from JumpReLU thresholds), so that finite
+    /// differences
     /// and float32/double comparisons see the same branches.
     /// </summary>
-    public static (Dictionary<string, double[]> P, double[] X) Generate(SaeConfig config, int batch, int seed, double margin = 0.02)
+    public static (Dictionary<string, double[]> P, double[] X) Generate(
+        SaeConfig config,
+        int batch,
+        int seed,
+        double margin = 0.02
+    )
     {
         for (int attempt = 0; attempt < 1000; attempt++)
         {
@@ -48,7 +76,10 @@ public static class SaeTestData
             {
                 var (name, length) = (entry.Name, entry.Length);
                 double scale = name.StartsWith('W') ? 0.6 : 0.3;
-                p[name] = Enumerable.Range(0, (int)length).Select(_ => (double)(float)((random.NextDouble() * 2 - 1) * scale)).ToArray();
+                p[name] = Enumerable
+                    .Range(0, (int)length)
+                    .Select(_ => (double)(float)((random.NextDouble() * 2 - 1) * scale))
+                    .ToArray();
             }
 
             if (p.TryGetValue("threshold", out var t))
@@ -59,14 +90,19 @@ public static class SaeTestData
                 }
             }
 
-            var x = Enumerable.Range(0, batch * config.DIn).Select(_ => (double)(float)(random.NextDouble() * 2 - 1)).ToArray();
+            var x = Enumerable
+                .Range(0, batch * config.DIn)
+                .Select(_ => (double)(float)(random.NextDouble() * 2 - 1))
+                .ToArray();
             if (MinMargin(config, p, x, batch) >= margin)
             {
                 return (p, x);
             }
         }
 
-        throw new InvalidOperationException("Could not draw data away from the kinks; use a smaller problem.");
+        throw new InvalidOperationException(
+            "Could not draw data away from the kinks; use a smaller problem."
+        );
     }
 
     private static double MinMargin(SaeConfig config, Dictionary<string, double[]> p, double[] x, int batch)
@@ -115,9 +151,18 @@ public static class SaeTestData
     }
 
     /// <summary>Reads one tensor of a section as doubles.</summary>
-    public static double[] Read(SparseAutoencoder sae, string name, ParameterSection section = ParameterSection.Values)
+    public static double[] Read(
+        SparseAutoencoder sae,
+        string name,
+        ParameterSection section = ParameterSection.Values
+    )
     {
         var e = sae.Parameters.Layout[name];
-        return sae.Parameters.Download(section).AsSpan((int)e.Offset, (int)e.Length).ToArray().Select(v => (double)v).ToArray();
+        return sae
+            .Parameters.Download(section)
+            .AsSpan((int)e.Offset, (int)e.Length)
+            .ToArray()
+            .Select(v => (double)v)
+            .ToArray();
     }
 }

@@ -3,7 +3,8 @@ namespace IlgpuSae.Tests.Study;
 /// <summary>Checks on the PNG plots the study writes.</summary>
 public static class PlotImages
 {
-    /// <summary>Pixels darker than mid-grey in the top 24 rows of a plot, where only the title is drawn.</summary>
+    /// <summary>Pixels darker than mid-grey in the top 24 rows of a plot, where only the title is
+    /// drawn.</summary>
     public static int DarkPixelsInTitleStrip(string png)
     {
         using var bitmap = SkiaSharp.SKBitmap.Decode(png);

@@ -6,7 +6,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Tensors;
 
-/// <summary>Matrix views and uploads of the wrong size are refused with an <see cref="ArgumentException"/> naming the shape.</summary>
+/// <summary>Matrix views and uploads of the wrong size are refused with an <see cref="ArgumentException"/>
+/// naming the shape.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class TensorArgumentValidationTests(DeviceFixture devices)
 {

@@ -8,7 +8,12 @@ namespace IlgpuSae.Tests.Training;
 /// <summary>The device-memory plan printed before training and enforced against the device.</summary>
 public sealed class MemoryPlanTests
 {
-    private static readonly SaeConfig Gated = new() { Architecture = SaeArchitecture.Gated, DIn = 512, DSae = 4096 };
+    private static readonly SaeConfig Gated = new()
+    {
+        Architecture = SaeArchitecture.Gated,
+        DIn = 512,
+        DSae = 4096,
+    };
 
     [Fact]
     public void The_plan_counts_parameters_grads_moments_and_the_batch_workspace()
@@ -19,7 +24,8 @@ public sealed class MemoryPlanTests
         plan.ParameterBytes.Should().BeInRange(4 * paramsFloats * 4, 4 * (paramsFloats + 6 * 64) * 4);
         // The largest per-batch terms: U, [F; A], [Φ; Ψ], dU = 6·B·M floats; X̃, X̂/Δ stacks = 5·B·d.
         plan.ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * (6L * 4096 * 4096 + 5L * 4096 * 512));
-        // The matrix-product scratch (W_dec transposed, M·d floats, for δ·W_decᵀ on CPU-shaped kernels) does not
+        // The matrix-product scratch (W_dec transposed, M·d floats, for δ·W_decᵀ on CPU-shaped kernels) does
+        // not
         // shrink with the batch: at B = 1 it dominates the workspace.
         MemoryPlan.For(Gated, 1).ActivationBytes.Should().BeGreaterThanOrEqualTo(4L * 4096 * 512);
         MemoryPlan.For(Gated, 2048).ActivationBytes.Should().BeLessThan(plan.ActivationBytes);
@@ -35,9 +41,15 @@ public sealed class MemoryPlanTests
         fits.Should().Be(fits / 256 * 256);
         MemoryPlan.For(Gated, fits).TotalBytes.Should().BeLessThanOrEqualTo(device);
         MemoryPlan.For(Gated, fits + 256).TotalBytes.Should().BeGreaterThan(device);
-        FluentActions.Invoking(() => MemoryPlan.EnsureFits(Gated, 65536, device, "gpu:0"))
-            .Should().Throw<ArgumentException>().WithMessage($"*gpu:0 has 1.00 GiB*--batch-size {fits}*");
-        FluentActions.Invoking(() => MemoryPlan.EnsureFits(Gated with { DSae = 1 << 20 }, 1, 1L << 20, "tiny"))
-            .Should().Throw<ArgumentException>().WithMessage("*Even a batch of 1 does not fit*");
+        FluentActions
+            .Invoking(() => MemoryPlan.EnsureFits(Gated, 65536, device, "gpu:0"))
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage($"*gpu:0 has 1.00 GiB*--batch-size {fits}*");
+        FluentActions
+            .Invoking(() => MemoryPlan.EnsureFits(Gated with { DSae = 1 << 20 }, 1, 1L << 20, "tiny"))
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*Even a batch of 1 does not fit*");
     }
 }

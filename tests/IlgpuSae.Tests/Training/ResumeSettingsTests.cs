@@ -9,7 +9,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Training;
 
-/// <summary>Every checkpoint carries the run's full settings; a resume with other settings is refused, naming them.</summary>
+/// <summary>Every checkpoint carries the run's full settings; a resume with other settings is refused, naming
+/// them.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
 {
@@ -19,13 +20,26 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
 
     private SaeDevice Cpu => devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
 
-    private static readonly SaeConfig Gated = new() { Architecture = SaeArchitecture.Gated, DIn = 8, DSae = 16 };
-
-    private static TrainerOptions Options => new()
+    private static readonly SaeConfig Gated = new()
     {
-        Steps = 6, BatchSize = 64, LearningRate = 1e-3f, LrWarmupSteps = 2, CheckpointEvery = 3, LogEvery = 1,
-        Loss = new SaeLossOptions { L1Coefficient = 0.1f }, ShuffleBufferRows = 512, Seed = 5,
+        Architecture = SaeArchitecture.Gated,
+        DIn = 8,
+        DSae = 16,
     };
+
+    private static TrainerOptions Options =>
+        new()
+        {
+            Steps = 6,
+            BatchSize = 64,
+            LearningRate = 1e-3f,
+            LrWarmupSteps = 2,
+            CheckpointEvery = 3,
+            LogEvery = 1,
+            Loss = new SaeLossOptions { L1Coefficient = 0.1f },
+            ShuffleBufferRows = 512,
+            Seed = 5,
+        };
 
     /// <summary>Trains the first 3 steps into a run folder and returns its checkpoint.</summary>
     private (string Folder, string Checkpoint, IActivationSource Data) Interrupted(string name)
@@ -38,21 +52,34 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
         using var sae = SparseAutoencoder.Create(Cpu, Gated, seed: 1);
         using var trainer = new SaeTrainer(sae, source, Options, folder);
         using var cts = new CancellationTokenSource();
-        var act = () => trainer.Train(new Relay(p => { if (p.Step == 4) { cts.Cancel(); } }), cts.Token);
+        var act = () =>
+            trainer.Train(
+                new Relay(p =>
+                {
+                    if (p.Step == 4)
+                    {
+                        cts.Cancel();
+                    }
+                }),
+                cts.Token
+            );
         act.Should().Throw<OperationCanceledException>();
         var checkpoint = SaeTrainer.LatestCheckpoint(folder)!;
-        File.Exists(Path.Combine(checkpoint, TrainerConfig.FileName)).Should().BeTrue("every checkpoint saves the full trainer configuration");
+        File.Exists(Path.Combine(checkpoint, TrainerConfig.FileName))
+            .Should()
+            .BeTrue("every checkpoint saves the full trainer configuration");
         return (folder, checkpoint, source);
     }
 
-    public static TheoryData<string, string> ChangedSettings() => new()
-    {
-        { "learning_rate", "lr" },
-        { "l1_coefficient", "l1" },
-        { "architecture", "arch" },
-        { "untied", "untied" },
-        { "lr_decay", "decay" },
-    };
+    public static TheoryData<string, string> ChangedSettings() =>
+        new()
+        {
+            { "learning_rate", "lr" },
+            { "l1_coefficient", "l1" },
+            { "architecture", "arch" },
+            { "untied", "untied" },
+            { "lr_decay", "decay" },
+        };
 
     [Theory]
     [MemberData(nameof(ChangedSettings))]
@@ -76,7 +103,11 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
         using var sae = SparseAutoencoder.Create(Cpu, config, seed: 1);
         using var trainer = new SaeTrainer(sae, data, options, folder);
         var act = () => trainer.Resume(checkpoint);
-        act.Should().Throw<InvalidOperationException>().WithMessage($"*{setting}*").Which.Message.Should().Contain("checkpoint");
+        act.Should()
+            .Throw<InvalidOperationException>()
+            .WithMessage($"*{setting}*")
+            .Which.Message.Should()
+            .Contain("checkpoint");
         trainer.Step.Should().Be(0, "nothing was restored");
     }
 
@@ -95,7 +126,10 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
         }
 
         var saved = TrainerConfig.Read(Path.Combine(folder, TrainerConfig.FileName));
-        saved.Values["learning_rate"].Should().Be("0.003", "the final SAE records the settings it finished with");
+        saved
+            .Values["learning_rate"]
+            .Should()
+            .Be("0.003", "the final SAE records the settings it finished with");
 
         using var other = SparseAutoencoder.Create(Cpu, Gated, seed: 1);
         using var again = new SaeTrainer(other, data, Options with { BatchSize = 32 }, folder);
@@ -113,7 +147,16 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
         var (folder, checkpoint, data) = Interrupted("free");
         using var _ = data;
         using var sae = SparseAutoencoder.Create(Cpu, Gated, seed: 1);
-        using var trainer = new SaeTrainer(sae, data, Options with { LogEvery = 2, CheckpointEvery = 0 }, folder);
+        using var trainer = new SaeTrainer(
+            sae,
+            data,
+            Options with
+            {
+                LogEvery = 2,
+                CheckpointEvery = 0,
+            },
+            folder
+        );
         trainer.Resume(checkpoint);
         trainer.Step.Should().Be(3);
     }

@@ -11,7 +11,8 @@ using Xunit;
 
 namespace IlgpuSae.Tests.Training;
 
-/// <summary>The training loop: golden trajectory, exact resume, constraints, partial training, recovery of known features.</summary>
+/// <summary>The training loop: golden trajectory, exact resume, constraints, partial training, recovery of
+/// known features.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class TrainerTests(DeviceFixture devices) : IDisposable
 {
@@ -33,14 +34,23 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         return ActivationSources.Open(path);
     }
 
-    private static TrainerOptions Small(long steps) => new()
-    {
-        Steps = steps, BatchSize = 128, LearningRate = 3e-3f, LrWarmupSteps = 5, LogEvery = 1,
-        Loss = new SaeLossOptions { L1Coefficient = 0.5f }, ShuffleBufferRows = 2048, Seed = 3,
-    };
+    private static TrainerOptions Small(long steps) =>
+        new()
+        {
+            Steps = steps,
+            BatchSize = 128,
+            LearningRate = 3e-3f,
+            LrWarmupSteps = 5,
+            LogEvery = 1,
+            Loss = new SaeLossOptions { L1Coefficient = 0.5f },
+            ShuffleBufferRows = 2048,
+            Seed = 3,
+        };
 
-    private static double[] Losses(string folder) => File.ReadAllLines(Path.Combine(folder, SaeTrainer.MetricsFile))
-        .Select(l => JsonNode.Parse(l)!["losses/overall_loss"]!.GetValue<double>()).ToArray();
+    private static double[] Losses(string folder) =>
+        File.ReadAllLines(Path.Combine(folder, SaeTrainer.MetricsFile))
+            .Select(l => JsonNode.Parse(l)!["losses/overall_loss"]!.GetValue<double>())
+            .ToArray();
 
     // Generated on the CPU accelerator (cpu-shaped kernels) at commit time; other backends and kernel
     // shapes sum in other orders, so they are held to 1e-3 relative instead of 1e-5.
@@ -62,11 +72,22 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
     [MemberData(nameof(Targets.Data), MemberType = typeof(Targets))]
     public void Ten_gated_steps_follow_the_golden_loss_trajectory(Target target)
     {
-        Skip.If(target == new Target(BackendKind.Cpu, KernelVariant.GpuShaped),
-            "GPU-shaped (barrier) kernels take minutes to train on ILGPU's CPU simulator; the kernel tests cover them there.");
+        Skip.If(
+            target == new Target(BackendKind.Cpu, KernelVariant.GpuShaped),
+            "GPU-shaped (barrier) kernels take minutes to train on ILGPU's CPU simulator; the kernel tests cover them there."
+        );
         var device = devices.Get(target);
         using var data = Toy();
-        using var sae = SparseAutoencoder.Create(device, new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 48 }, seed: 3);
+        using var sae = SparseAutoencoder.Create(
+            device,
+            new SaeConfig
+            {
+                Architecture = SaeArchitecture.Gated,
+                DIn = 16,
+                DSae = 48,
+            },
+            seed: 3
+        );
         var folder = P($"golden-{target.Backend}-{target.Variant}");
         using var trainer = new SaeTrainer(sae, data, Small(10), folder);
         trainer.Train();
@@ -85,8 +106,19 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
     public void Stopping_and_resuming_from_a_checkpoint_gives_the_same_model_bit_for_bit()
     {
         var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
-        var config = new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 48 };
-        var options = Small(24) with { ResampleEvery = 8, CheckpointEvery = 10, LogEvery = 4, L1WarmupSteps = 6 };
+        var config = new SaeConfig
+        {
+            Architecture = SaeArchitecture.Gated,
+            DIn = 16,
+            DSae = 48,
+        };
+        var options = Small(24) with
+        {
+            ResampleEvery = 8,
+            CheckpointEvery = 10,
+            LogEvery = 4,
+            L1WarmupSteps = 6,
+        };
         using var data = Toy();
         using (var straight = SparseAutoencoder.Create(device, config, seed: 3))
         using (var trainer = new SaeTrainer(straight, data, options, P("straight")))
@@ -99,7 +131,17 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         {
             // Interrupt after the step-20 checkpoint by cancelling from the progress callback.
             using var cts = new CancellationTokenSource();
-            var act = () => trainer.Train(new Stop(p => { if (p.Step == 21) { cts.Cancel(); } }), cts.Token);
+            var act = () =>
+                trainer.Train(
+                    new Stop(p =>
+                    {
+                        if (p.Step == 21)
+                        {
+                            cts.Cancel();
+                        }
+                    }),
+                    cts.Token
+                );
             act.Should().Throw<OperationCanceledException>();
         }
 
@@ -115,7 +157,9 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         using var a = SaeFiles.Load(device, P("straight"));
         using var b = SaeFiles.Load(device, P("split"));
         b.Parameters.Download().Should().Equal(a.Parameters.Download());
-        Losses(P("split")).Should().Equal(Losses(P("straight")), "the log is truncated to the checkpoint and continues identically");
+        Losses(P("split"))
+            .Should()
+            .Equal(Losses(P("straight")), "the log is truncated to the checkpoint and continues identically");
     }
 
     private sealed class Stop(Action<TrainingProgress> action) : IProgress<TrainingProgress>
@@ -128,21 +172,59 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
     {
         var device = devices.Get(new Target(BackendKind.Cpu, KernelVariant.CpuShaped));
         using var data = Toy();
-        using var standard = SparseAutoencoder.Create(device, new SaeConfig { Architecture = SaeArchitecture.Standard, DIn = 16, DSae = 48 }, seed: 5);
+        using var standard = SparseAutoencoder.Create(
+            device,
+            new SaeConfig
+            {
+                Architecture = SaeArchitecture.Standard,
+                DIn = 16,
+                DSae = 48,
+            },
+            seed: 5
+        );
         using (var trainer = new SaeTrainer(standard, data, Small(15), null))
         {
             trainer.Train();
         }
 
         var wDec = SaeTestDataRows(standard, "W_dec", 48, 16);
-        wDec.Should().OnlyContain(norm => Math.Abs(norm - 1) < 1e-5, "the decoder constraint renormalises after each step");
+        wDec.Should()
+            .OnlyContain(
+                norm => Math.Abs(norm - 1) < 1e-5,
+                "the decoder constraint renormalises after each step"
+            );
 
         using var wrapped = RescaleShift.Wrap(standard);
         var before = wrapped.Parameters.Download();
-        var beforeFeatures = wrapped.ForwardHost(new float[16 * 4].Select((_, i) => (float)Math.Sin(i)).ToArray(), 4).Features;
-        var stdFeatures = standard.ForwardHost(new float[16 * 4].Select((_, i) => (float)Math.Sin(i)).ToArray(), 4).Features;
+        var beforeFeatures = wrapped
+            .ForwardHost(
+                new float[16 * 4]
+                    .Select((_, i) => (float)Math.Sin(i))
+                    .ToArray(),
+                4
+            )
+            .Features;
+        var stdFeatures = standard
+            .ForwardHost(
+                new float[16 * 4]
+                    .Select((_, i) => (float)Math.Sin(i))
+                    .ToArray(),
+                4
+            )
+            .Features;
         beforeFeatures.Should().Equal(stdFeatures, "r_mag = 0, b_mag = b_enc reproduce the baseline");
-        using (var trainer = new SaeTrainer(wrapped, data, Small(10) with { TrainableParameters = ["r_mag", "b_mag"], ConstrainDecoderNorm = false }, null))
+        using (
+            var trainer = new SaeTrainer(
+                wrapped,
+                data,
+                Small(10) with
+                {
+                    TrainableParameters = ["r_mag", "b_mag"],
+                    ConstrainDecoderNorm = false,
+                },
+                null
+            )
+        )
         {
             trainer.Train();
         }
@@ -159,7 +241,16 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
     {
         var e = sae.Parameters.Layout[name];
         var v = sae.Parameters.Download();
-        return Enumerable.Range(0, rows).Select(r => Math.Sqrt(Enumerable.Range(0, cols).Sum(c => (double)v[e.Offset + r * cols + c] * v[e.Offset + r * cols + c]))).ToArray();
+        return Enumerable
+            .Range(0, rows)
+            .Select(r =>
+                Math.Sqrt(
+                    Enumerable
+                        .Range(0, cols)
+                        .Sum(c => (double)v[e.Offset + r * cols + c] * v[e.Offset + r * cols + c])
+                )
+            )
+            .ToArray();
     }
 
     [Fact]
@@ -171,10 +262,23 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         using var data = ActivationSources.Open(P("truth.npy"));
         (double Mmcs, SaeMetrics Metrics) Run(SaeArchitecture arch, float l1)
         {
-            using var sae = SparseAutoencoder.Create(device, new SaeConfig { Architecture = arch, DIn = 16, DSae = 32 }, seed: 11);
+            using var sae = SparseAutoencoder.Create(
+                device,
+                new SaeConfig
+                {
+                    Architecture = arch,
+                    DIn = 16,
+                    DSae = 32,
+                },
+                seed: 11
+            );
             var options = Small(1500) with
             {
-                BatchSize = 256, LrWarmupSteps = 50, LogEvery = 10000, ShuffleBufferRows = 4096, Loss = new SaeLossOptions { L1Coefficient = l1 },
+                BatchSize = 256,
+                LrWarmupSteps = 50,
+                LogEvery = 10000,
+                ShuffleBufferRows = 4096,
+                Loss = new SaeLossOptions { L1Coefficient = l1 },
             };
             using (var trainer = new SaeTrainer(sae, data, options, null))
             {
@@ -189,7 +293,8 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
                 double best = 0;
                 for (int i = 0; i < 32; i++)
                 {
-                    double dot = 0, nn = 0;
+                    double dot = 0,
+                        nn = 0;
                     for (int j = 0; j < 16; j++)
                     {
                         dot += truth.Directions[f * 16 + j] * (double)w[i * 16 + j];
@@ -205,14 +310,21 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
             return (mmcs, SaeEvaluator.Evaluate(sae, data, 1024, maxTokens: 8192));
         }
 
-        // 32 true directions in 16 dimensions, 3 active per row; dictionaries of 32; λ = 3 (measured: L0 ≈ 3 for both).
+        // 32 true directions in 16 dimensions, 3 active per row; dictionaries of 32; λ = 3 (measured: L0 ≈ 3
+        // for both).
         var standard = Run(SaeArchitecture.Standard, 3f);
         var gated = Run(SaeArchitecture.Gated, 3f);
         standard.Mmcs.Should().BeGreaterThanOrEqualTo(0.9);
         gated.Mmcs.Should().BeGreaterThanOrEqualTo(0.9);
-        (gated.Metrics.L0 / standard.Metrics.L0).Should().BeInRange(0.67, 1.5, "the comparison is at (roughly) matched sparsity");
-        Math.Abs(gated.Metrics.RelativeReconstructionBias - 1).Should().BeLessThan(Math.Abs(standard.Metrics.RelativeReconstructionBias - 1),
-            $"gated γ {gated.Metrics.RelativeReconstructionBias:F3} vs baseline γ {standard.Metrics.RelativeReconstructionBias:F3}");
+        (gated.Metrics.L0 / standard.Metrics.L0)
+            .Should()
+            .BeInRange(0.67, 1.5, "the comparison is at (roughly) matched sparsity");
+        Math.Abs(gated.Metrics.RelativeReconstructionBias - 1)
+            .Should()
+            .BeLessThan(
+                Math.Abs(standard.Metrics.RelativeReconstructionBias - 1),
+                $"gated γ {gated.Metrics.RelativeReconstructionBias:F3} vs baseline γ {standard.Metrics.RelativeReconstructionBias:F3}"
+            );
         standard.Metrics.RelativeReconstructionBias.Should().BeLessThan(0.97, "an L1 baseline shrinks");
     }
 
@@ -224,19 +336,45 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         var scaled = truth.Rows.Select(v => v * 40f).ToArray(); // activations far from unit scale
         Npy.WriteFloats(P("big.npy"), scaled, truth.N, truth.D);
         using var data = ActivationSources.Open(P("big.npy"));
-        using var sae = SparseAutoencoder.Create(device, new SaeConfig { Architecture = SaeArchitecture.Gated, DIn = 16, DSae = 32 }, seed: 2);
-        using var trainer = new SaeTrainer(sae, data, Small(20) with { NormalizeActivations = true }, P("norm"));
+        using var sae = SparseAutoencoder.Create(
+            device,
+            new SaeConfig
+            {
+                Architecture = SaeArchitecture.Gated,
+                DIn = 16,
+                DSae = 32,
+            },
+            seed: 2
+        );
+        using var trainer = new SaeTrainer(
+            sae,
+            data,
+            Small(20) with
+            {
+                NormalizeActivations = true,
+            },
+            P("norm")
+        );
         trainer.Train();
         trainer.NormalizationScale.Should().BeInRange(0.02f, 0.2f, "E‖x‖ ≈ 40·√3·1.7 is scaled to √16");
 
-        // The saved SAE takes raw activations: its features equal the training SAE's on scaled inputs, and its
+        // The saved SAE takes raw activations: its features equal the training SAE's on scaled inputs, and
+        // its
         // reconstruction is the training reconstruction divided by the scale.
         using var saved = SaeFiles.Load(device, P("norm"));
         var x = scaled.AsSpan(0, 8 * 16).ToArray();
         var (fSaved, rSaved) = saved.ForwardHost(x, 8);
         var (fTrain, rTrain) = sae.ForwardHost(x.Select(v => v * trainer.NormalizationScale).ToArray(), 8);
-        fSaved.Zip(fTrain).Should().OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-4 + 1e-4 * Math.Abs(t.Second));
-        rSaved.Zip(rTrain).Should().OnlyContain(t => Math.Abs(t.First - t.Second / trainer.NormalizationScale) <= 1e-3 + 1e-4 * Math.Abs(t.First));
+        fSaved
+            .Zip(fTrain)
+            .Should()
+            .OnlyContain(t => Math.Abs(t.First - t.Second) <= 1e-4 + 1e-4 * Math.Abs(t.Second));
+        rSaved
+            .Zip(rTrain)
+            .Should()
+            .OnlyContain(t =>
+                Math.Abs(t.First - t.Second / trainer.NormalizationScale) <= 1e-3 + 1e-4 * Math.Abs(t.First)
+            );
     }
 
     [Fact]
@@ -259,7 +397,8 @@ public sealed class TrainerTests(DeviceFixture devices) : IDisposable
         double[] tv = [Sq(1 - 4 / 3.0) + 4, Sq(-4 / 3.0), Sq(3 - 4 / 3.0) + 4];
         double[] sq = [0.25, 1, 0];
         m.ExplainedVariance.Should().BeApproximately(1 - sq.Sum() / tv.Sum(), 1e-12);
-        m.ExplainedVarianceLegacy.Should().BeApproximately(Enumerable.Range(0, 3).Average(i => 1 - sq[i] / tv[i]), 1e-12);
+        m.ExplainedVarianceLegacy.Should()
+            .BeApproximately(Enumerable.Range(0, 3).Average(i => 1 - sq[i] / tv[i]), 1e-12);
     }
 
     private static double Sq(double v) => v * v;

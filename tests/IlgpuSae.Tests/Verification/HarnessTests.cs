@@ -32,11 +32,20 @@ public sealed class HarnessTests(DeviceFixture devices)
         var wrong = KernelChecks.Compare("c", "f", [1f, 2f, 3.5f, 4f], reference, Tolerance.Elementwise);
         wrong.Passed.Should().BeFalse();
         wrong.Failure.Should().Contain("element 2");
-        var unwritten = KernelChecks.Compare("c", "f", [1f, float.NaN, 3f, 4f], reference, Tolerance.Elementwise);
+        var unwritten = KernelChecks.Compare(
+            "c",
+            "f",
+            [1f, float.NaN, 3f, 4f],
+            reference,
+            Tolerance.Elementwise
+        );
         unwritten.Failure.Should().Contain("element 1").And.Contain("never written");
         var shorter = KernelChecks.Compare("c", "f", [1f, 2f, 3f], reference, Tolerance.Elementwise);
         shorter.Passed.Should().BeFalse();
-        KernelChecks.Compare("c", "f", [1f, 2f, 3f, 4f], reference, Tolerance.Elementwise).Passed.Should().BeTrue();
+        KernelChecks
+            .Compare("c", "f", [1f, 2f, 3f, 4f], reference, Tolerance.Elementwise)
+            .Passed.Should()
+            .BeTrue();
     }
 
     [Fact]
@@ -49,7 +58,13 @@ public sealed class HarnessTests(DeviceFixture devices)
         using var ty = device.Allocate(1, 64);
         device.Ops.Fill(ty.Data, float.NaN);
         device.Ops.Map(tx.Data.SubView(0, 32), ty.Data.SubView(0, 32), default(Relu));
-        var result = KernelChecks.Compare("half", "Map", ty.ToArray(), CpuReference.Map(x, v => Math.Max(v, 0)), Tolerance.Exact);
+        var result = KernelChecks.Compare(
+            "half",
+            "Map",
+            ty.ToArray(),
+            CpuReference.Map(x, v => Math.Max(v, 0)),
+            Tolerance.Exact
+        );
         result.Passed.Should().BeFalse();
         result.Failure.Should().Contain("element 32");
     }
@@ -59,7 +74,9 @@ public sealed class HarnessTests(DeviceFixture devices)
     {
         // Dropping the last k-term of a 65-term product changes results by ~1/65 of their scale.
         var random = new Random(9);
-        int m = 7, n = 5, k = 65;
+        int m = 7,
+            n = 5,
+            k = 65;
         var a = KernelChecks.RandomData(random, m * k, withZeros: false);
         var b = KernelChecks.RandomData(random, k * n, withZeros: false);
         var (full, magnitudes) = CpuReference.MatMul(a, b, null, GemmLayout.NN, m, n, k);
@@ -72,8 +89,13 @@ public sealed class HarnessTests(DeviceFixture devices)
             }
         }
 
-        var result = KernelChecks.Compare("drop", "MatMul", partial.Select(v => (float)v).ToArray(), full,
-            i => Tolerance.Accumulation(k + 1, magnitudes[i]));
+        var result = KernelChecks.Compare(
+            "drop",
+            "MatMul",
+            partial.Select(v => (float)v).ToArray(),
+            full,
+            i => Tolerance.Accumulation(k + 1, magnitudes[i])
+        );
         result.Passed.Should().BeFalse();
     }
 
@@ -81,11 +103,29 @@ public sealed class HarnessTests(DeviceFixture devices)
     public void The_check_list_covers_every_kernel_family_and_odd_sizes()
     {
         var families = KernelChecks.All.Select(c => c.Family).Distinct().ToArray();
-        families.Should().Contain(["MatMul", "Map", "Map2", "MapBroadcast", "ReduceRows", "ReduceColumns", "Norms", "Adam", "Random"]);
+        families
+            .Should()
+            .Contain([
+                "MatMul",
+                "Map",
+                "Map2",
+                "MapBroadcast",
+                "ReduceRows",
+                "ReduceColumns",
+                "Norms",
+                "Adam",
+                "Random",
+            ]);
         KernelChecks.All.Select(c => c.Name).Should().OnlyHaveUniqueItems();
-        KernelChecks.GemmShapes.Should().Contain(s => s.M == 1).And.Contain(s => s.N == 1)
+        KernelChecks
+            .GemmShapes.Should()
+            .Contain(s => s.M == 1)
+            .And.Contain(s => s.N == 1)
             .And.Contain(s => s.M % GemmKernels.Tile != 0 && s.M > GemmKernels.Tile);
-        KernelChecks.MatrixShapes.Should().Contain(s => s.Rows == 1).And.Contain(s => s.Cols == 1)
+        KernelChecks
+            .MatrixShapes.Should()
+            .Contain(s => s.Rows == 1)
+            .And.Contain(s => s.Cols == 1)
             .And.Contain(s => s.Cols > 256 && s.Cols % 256 != 0);
     }
 }

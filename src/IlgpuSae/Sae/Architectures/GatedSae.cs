@@ -6,17 +6,17 @@ namespace IlgpuSae.Sae;
 
 /// <summary>
 /// The Gated SAE (Rajamanoharan et al. 2024, §3.2, Eqs. 6–7): <c>π_gate = x̃·W_gate + b_gate</c>,
-/// <c>π_mag = e^{r_mag} ⊙ (x̃·W_gate) + b_mag</c> (weight sharing, Eq. 7), <c>f = 1[π_gate &gt; 0] ⊙ ReLU(π_mag)</c>.
-/// The loss adds the auxiliary reconstruction of <c>a = ReLU(π_gate)</c> through the (by default frozen) decoder,
+/// <c>π_mag = e^{r_mag} ⊙ (x̃·W_gate) + b_mag</c> (weight sharing, Eq. 7), <c>f = 1[π_gate &gt; 0] ⊙
+/// ReLU(π_mag)</c>.
+/// The loss adds the auxiliary reconstruction of <c>a = ReLU(π_gate)</c> through the (by default frozen)
+/// decoder,
 /// and the L1 penalty applies to a only (§3.2.2). Options: <see cref="SaeConfig.UseRMag"/> (the "no r_mag"
 /// ablation) and <see cref="SaeConfig.Untied"/> (independent <c>W_mag</c>, paper §5.1).
 /// </summary>
 public sealed class GatedSae : SaeArchitecture
 {
     private GatedSae()
-        : base("gated")
-    {
-    }
+        : base("gated") { }
 
     /// <summary>The registered instance.</summary>
     public static GatedSae Instance { get; } = new();
@@ -91,8 +91,15 @@ public sealed class GatedSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var p = sae.Parameters;
-        sae.Device.Ops.GatedEncode(ws.U.Data, ws.Um.Data, p["b_gate"].Data, p["b_mag"].Data,
-            RMagOrDummy(sae, ParameterSection.Values), ws.FA.Data, Args(sae, ws.Batch, 0f, false));
+        sae.Device.Ops.GatedEncode(
+            ws.U.Data,
+            ws.Um.Data,
+            p["b_gate"].Data,
+            p["b_mag"].Data,
+            RMagOrDummy(sae, ParameterSection.Values),
+            ws.FA.Data,
+            Args(sae, ws.Batch, 0f, false)
+        );
     }
 
     /// <inheritdoc/>
@@ -101,14 +108,31 @@ public sealed class GatedSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var p = sae.Parameters;
-        sae.Device.Ops.GatedBackward(ws.U.Data, ws.Um.Data, ws.PhiPsi.Data, p["b_gate"].Data, p["b_mag"].Data,
-            RMagOrDummy(sae, ParameterSection.Values), ws.DecoderNorms.Data, ws.DU.Data, ws.DUm.Data,
-            p.Gradient("b_gate").Data, p.Gradient("b_mag").Data, RMagOrDummy(sae, ParameterSection.Gradients), ws.ColumnSums.Data,
-            Args(sae, ws.Batch, lambdaOverB, weightedL1));
+        sae.Device.Ops.GatedBackward(
+            ws.U.Data,
+            ws.Um.Data,
+            ws.PhiPsi.Data,
+            p["b_gate"].Data,
+            p["b_mag"].Data,
+            RMagOrDummy(sae, ParameterSection.Values),
+            ws.DecoderNorms.Data,
+            ws.DU.Data,
+            ws.DUm.Data,
+            p.Gradient("b_gate").Data,
+            p.Gradient("b_mag").Data,
+            RMagOrDummy(sae, ParameterSection.Gradients),
+            ws.ColumnSums.Data,
+            Args(sae, ws.Batch, lambdaOverB, weightedL1)
+        );
     }
 
     /// <inheritdoc/>
-    public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um)
+    public override (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(p);
@@ -127,13 +151,23 @@ public sealed class GatedSae : SaeArchitecture
     }
 
     /// <summary>
-    /// Backward of the loss of §3.2.2: <c>∂π_mag = 1[π_gate &gt; 0]·1[π_mag &gt; 0]·Φ</c>, <c>∂π_gate = 1[π_gate &gt; 0]·(Ψ + λ/B·w)</c>
+    /// Backward of the loss of §3.2.2: <c>∂π_mag = 1[π_gate &gt; 0]·1[π_mag &gt; 0]·Φ</c>, <c>∂π_gate =
+    /// 1[π_gate &gt; 0]·(Ψ + λ/B·w)</c>
     /// (the Heaviside gate passes no gradient), <c>dU = ∂π_gate + e^{r_mag}·∂π_mag</c> when tied,
     /// <c>∂r_mag = e^{r_mag}·∂π_mag·Um</c>.
     /// </summary>
     public override void ReferenceBackward(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads)
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    )
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(grads);
@@ -155,24 +189,32 @@ public sealed class GatedSae : SaeArchitecture
         }
     }
 
-    private static (double Gate, double Mag, double Scale) Pre(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, int i)
+    private static (double Gate, double Mag, double Scale) Pre(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        int i
+    )
     {
         double pg = u[i] + p["b_gate"][i];
         double s = config.HasRMag ? Math.Exp(p["r_mag"][i]) : 1;
         return (pg, s * um[i] + p["b_mag"][i], s);
     }
 
-    /// <summary>r_mag's view, or (untied SAEs have none) b_mag's as a placeholder the kernels never touch.</summary>
+    /// <summary>r_mag's view, or (untied SAEs have none) b_mag's as a placeholder the kernels never
+    /// touch.</summary>
     private static ArrayView<float> RMagOrDummy(SparseAutoencoder sae, ParameterSection section) =>
         sae.Parameters.Get(sae.Config.Untied ? "b_mag" : "r_mag", section).Data;
 
-    private static GatedArgs Args(SparseAutoencoder sae, int batch, float lambdaOverB, bool weighted) => new()
-    {
-        Rows = batch,
-        M = sae.DSae,
-        LambdaOverB = lambdaOverB,
-        UseRMag = sae.Config.HasRMag ? 1 : 0,
-        Untied = sae.Config.Untied ? 1 : 0,
-        WeightedL1 = weighted ? 1 : 0,
-    };
+    private static GatedArgs Args(SparseAutoencoder sae, int batch, float lambdaOverB, bool weighted) =>
+        new()
+        {
+            Rows = batch,
+            M = sae.DSae,
+            LambdaOverB = lambdaOverB,
+            UseRMag = sae.Config.HasRMag ? 1 : 0,
+            Untied = sae.Config.Untied ? 1 : 0,
+            WeightedL1 = weighted ? 1 : 0,
+        };
 }

@@ -10,9 +10,7 @@ namespace IlgpuSae.Sae;
 public sealed class JumpReluSae : SaeArchitecture
 {
     private JumpReluSae()
-        : base("jumprelu")
-    {
-    }
+        : base("jumprelu") { }
 
     /// <summary>The registered instance.</summary>
     public static JumpReluSae Instance { get; } = new();
@@ -49,11 +47,23 @@ public sealed class JumpReluSae : SaeArchitecture
     }
 
     /// <inheritdoc/>
-    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1) =>
-        throw new NotSupportedException("JumpReLU SAEs are inference-only here (load, encode, export); JumpReLU training arrives with its own issue.");
+    public override void Backward(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        float lambdaOverB,
+        bool weightedL1
+    ) =>
+        throw new NotSupportedException(
+            "JumpReLU SAEs are inference-only here (load, encode, export); JumpReLU training arrives with its own issue."
+        );
 
     /// <inheritdoc/>
-    public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um)
+    public override (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    )
     {
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(u);
@@ -71,7 +81,15 @@ public sealed class JumpReluSae : SaeArchitecture
 
     /// <inheritdoc/>
     public override void ReferenceBackward(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads) =>
-        throw new NotSupportedException("JumpReLU has no training reference here.");
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    ) => throw new NotSupportedException("JumpReLU has no training reference here.");
 }

@@ -19,13 +19,17 @@ namespace IlgpuSae.Sae;
 public abstract class SaeArchitecture
 {
     /// <summary>Creates a family named <paramref name="name"/>.</summary>
-    /// <exception cref="ArgumentException">The name is empty or not lower-case ASCII letters, digits, '-' or '_'.</exception>
+    /// <exception cref="ArgumentException">The name is empty or not lower-case ASCII letters, digits, '-' or
+    /// '_'.</exception>
     protected SaeArchitecture(string name)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (!name.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_'))
         {
-            throw new ArgumentException($"An architecture name is lower-case ASCII letters, digits, '-' or '_', got '{name}'.", nameof(name));
+            throw new ArgumentException(
+                $"An architecture name is lower-case ASCII letters, digits, '-' or '_', got '{name}'.",
+                nameof(name)
+            );
         }
 
         Name = name;
@@ -43,12 +47,14 @@ public abstract class SaeArchitecture
     /// <summary>The SAELens architecture name (<c>cfg.json</c>'s <c>architecture</c>).</summary>
     public string Name { get; }
 
-    /// <summary>Whether <see cref="SparseAutoencoder.ComputeGradients"/> is implemented for this family.</summary>
+    /// <summary>Whether <see cref="SparseAutoencoder.ComputeGradients"/> is implemented for this
+    /// family.</summary>
     public virtual bool CanTrain => true;
 
     /// <summary>
     /// Reconstructions computed per input row: 1, or 2 when the family adds an auxiliary reconstruction from
-    /// the rows <c>[B, 2B)</c> of the stacked feature matrix (the gated SAE's <c>x̂_aux = ReLU(π_gate)·W_dec + b_dec</c>).
+    /// the rows <c>[B, 2B)</c> of the stacked feature matrix (the gated SAE's <c>x̂_aux = ReLU(π_gate)·W_dec
+    /// + b_dec</c>).
     /// </summary>
     public virtual int ReconstructionRows => 1;
 
@@ -58,14 +64,17 @@ public abstract class SaeArchitecture
     /// </summary>
     public virtual bool SupportsSparsePath => true;
 
-    /// <summary>Checks the family-specific options of <paramref name="config"/> (the shared shape is checked already).</summary>
+    /// <summary>Checks the family-specific options of <paramref name="config"/> (the shared shape is checked
+    /// already).</summary>
     /// <exception cref="ArgumentException">An option does not apply to this family.</exception>
     public virtual void Validate(SaeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (config.Untied || !config.UseRMag)
         {
-            throw new ArgumentException($"The untied and no-r_mag options apply to gated SAEs only, not to {Name}.");
+            throw new ArgumentException(
+                $"The untied and no-r_mag options apply to gated SAEs only, not to {Name}."
+            );
         }
     }
 
@@ -76,33 +85,37 @@ public abstract class SaeArchitecture
     public abstract void AddTensors(ParameterLayout layout, SaeConfig config);
 
     /// <summary>
-    /// The encoder matrices, <c>[d, M]</c> each, multiplied with the centred input: <c>W_enc</c> gives U; a second
-    /// one (the untied gated SAE's <c>W_mag</c>) gives Um and receives its gradient from <see cref="SaeWorkspace.DUm"/>.
+    /// The encoder matrices, <c>[d, M]</c> each, multiplied with the centred input: <c>W_enc</c> gives U; a
+    /// second
+    /// one (the untied gated SAE's <c>W_mag</c>) gives Um and receives its gradient from
+    /// <see cref="SaeWorkspace.DUm"/>.
     /// </summary>
     public virtual IReadOnlyList<string> EncoderMatrices(SaeConfig config) => ["W_enc"];
 
-    /// <summary>Per-feature tensors <c>[M]</c> that resampling resets to 0 for a reinitialised feature.</summary>
+    /// <summary>Per-feature tensors <c>[M]</c> that resampling resets to 0 for a reinitialised
+    /// feature.</summary>
     public abstract IReadOnlyList<string> FeatureBiases(SaeConfig config);
 
-    /// <summary>The tensor whose per-feature value places the active fraction in benchmarks (the gate's bias).</summary>
+    /// <summary>The tensor whose per-feature value places the active fraction in benchmarks (the gate's
+    /// bias).</summary>
     public virtual string ActivationBias(SaeConfig config) => "b_enc";
 
     /// <summary>
     /// Family-specific initialisation after the shared one (decoder rows random of the chosen norm,
     /// <c>W_enc = W_decᵀ</c>, every other tensor 0).
     /// </summary>
-    public virtual void Initialize(SparseAutoencoder sae, SaeInitOptions options)
-    {
-    }
+    public virtual void Initialize(SparseAutoencoder sae, SaeInitOptions options) { }
 
     /// <summary>
     /// From <see cref="SaeWorkspace.U"/> (and <see cref="SaeWorkspace.Um"/>) computes the features into
-    /// <see cref="SaeWorkspace.F"/>, and for a stacked family the auxiliary rows into <see cref="SaeWorkspace.A"/>.
+    /// <see cref="SaeWorkspace.F"/>, and for a stacked family the auxiliary rows into
+    /// <see cref="SaeWorkspace.A"/>.
     /// </summary>
     public abstract void Activate(SparseAutoencoder sae, SaeWorkspace ws);
 
     /// <summary>
-    /// The [B, M] rows whose positive entries are the active (row, feature) pairs of the sparse path and of the
+    /// The [B, M] rows whose positive entries are the active (row, feature) pairs of the sparse path and of
+    /// the
     /// density estimate (the gate for gated SAEs, the features otherwise).
     /// </summary>
     public virtual MatrixView SupportRows(SaeWorkspace ws)
@@ -119,11 +132,15 @@ public abstract class SaeArchitecture
     }
 
     /// <summary>
-    /// The element-wise backward pass. Reads <see cref="SaeWorkspace.Phi"/> (and <see cref="SaeWorkspace.Psi"/>)
-    /// and writes <c>∂L/∂U</c> into <see cref="SaeWorkspace.DU"/> (and <see cref="SaeWorkspace.DUm"/>), adds the
-    /// family's bias gradients, and writes the column sums <see cref="SaeWorkspace.ColumnSums"/>: Σ_b dU, Σ_b dUm
+    /// The element-wise backward pass. Reads <see cref="SaeWorkspace.Phi"/> (and
+    /// <see cref="SaeWorkspace.Psi"/>)
+    /// and writes <c>∂L/∂U</c> into <see cref="SaeWorkspace.DU"/> (and <see cref="SaeWorkspace.DUm"/>), adds
+    /// the
+    /// family's bias gradients, and writes the column sums <see cref="SaeWorkspace.ColumnSums"/>: Σ_b dU, Σ_b
+    /// dUm
     /// and Σ_b of the penalised rows (for the decoder-norm penalty's gradient). The sparsity term's gradient
-    /// per unit of activation is <paramref name="lambdaOverB"/>, times ‖W_dec[i]‖ (<see cref="SaeWorkspace.DecoderNorms"/>)
+    /// per unit of activation is <paramref name="lambdaOverB"/>, times ‖W_dec[i]‖
+    /// (<see cref="SaeWorkspace.DecoderNorms"/>)
     /// when <paramref name="weightedL1"/>.
     /// </summary>
     public abstract void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1);
@@ -134,24 +151,42 @@ public abstract class SaeArchitecture
     /// The auxiliary array is the penalised and (when stacked) auxiliary-decoded activation; for a family
     /// without one it equals the features.
     /// </summary>
-    public abstract (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um);
+    public abstract (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    );
 
     /// <summary>
-    /// Double precision: one row's element-wise backward. Given <paramref name="phi"/> = ∂L/∂f (through the main
+    /// Double precision: one row's element-wise backward. Given <paramref name="phi"/> = ∂L/∂f (through the
+    /// main
     /// reconstruction), <paramref name="psi"/> = ∂L/∂a (auxiliary reconstruction; zeros without one) and the
-    /// penalty's gradient per unit of activation <paramref name="penalty"/>[i], writes <paramref name="du"/> and
+    /// penalty's gradient per unit of activation <paramref name="penalty"/>[i], writes <paramref name="du"/>
+    /// and
     /// <paramref name="dum"/> and adds the family's bias gradients into <paramref name="grads"/>.
     /// </summary>
-    /// <exception cref="NotSupportedException">The family has no training path (<see cref="CanTrain"/> is false).</exception>
+    /// <exception cref="NotSupportedException">The family has no training path (<see cref="CanTrain"/> is
+    /// false).</exception>
     public abstract void ReferenceBackward(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads);
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    );
 
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
 
-/// <summary>Initialisation settings that a family may use (<see cref="SaeArchitecture.Initialize"/>).</summary>
+/// <summary>Initialisation settings that a family may use
+/// (<see cref="SaeArchitecture.Initialize"/>).</summary>
 public sealed record SaeInitOptions
 {
     /// <summary>Decoder row norm at initialisation (1 = the paper's unit-norm constraint).</summary>
@@ -164,7 +199,9 @@ public sealed record SaeInitOptions
 /// <summary>The registry of SAE families, by SAELens architecture name.</summary>
 public static class SaeArchitectures
 {
-    private static readonly ConcurrentDictionary<string, SaeArchitecture> Registered = new(StringComparer.Ordinal)
+    private static readonly ConcurrentDictionary<string, SaeArchitecture> Registered = new(
+        StringComparer.Ordinal
+    )
     {
         [StandardSae.Instance.Name] = StandardSae.Instance,
         [GatedSae.Instance.Name] = GatedSae.Instance,
@@ -172,9 +209,11 @@ public static class SaeArchitectures
     };
 
     /// <summary>Every registered family, by name.</summary>
-    public static IReadOnlyList<SaeArchitecture> All => [.. Registered.Values.OrderBy(a => a.Name, StringComparer.Ordinal)];
+    public static IReadOnlyList<SaeArchitecture> All =>
+        [.. Registered.Values.OrderBy(a => a.Name, StringComparer.Ordinal)];
 
-    /// <summary>Registers <paramref name="architecture"/> under its name (idempotent for the same instance).</summary>
+    /// <summary>Registers <paramref name="architecture"/> under its name (idempotent for the same
+    /// instance).</summary>
     /// <exception cref="ArgumentException">Another family already has that name.</exception>
     public static void Register(SaeArchitecture architecture)
     {
@@ -182,7 +221,10 @@ public static class SaeArchitectures
         var existing = Registered.GetOrAdd(architecture.Name, architecture);
         if (!ReferenceEquals(existing, architecture))
         {
-            throw new ArgumentException($"An architecture named '{architecture.Name}' is registered already.", nameof(architecture));
+            throw new ArgumentException(
+                $"An architecture named '{architecture.Name}' is registered already.",
+                nameof(architecture)
+            );
         }
     }
 
@@ -190,7 +232,12 @@ public static class SaeArchitectures
     public static SaeArchitecture? Find(string name) => Registered.TryGetValue(name, out var a) ? a : null;
 
     /// <summary>The family named <paramref name="name"/>.</summary>
-    /// <exception cref="ArgumentException">No family has that name; the message lists the registered ones.</exception>
-    public static SaeArchitecture Get(string name) => Find(name)
-        ?? throw new ArgumentException($"Unknown SAE architecture '{name}' (registered: {string.Join(", ", All.Select(a => a.Name))}).", nameof(name));
+    /// <exception cref="ArgumentException">No family has that name; the message lists the registered
+    /// ones.</exception>
+    public static SaeArchitecture Get(string name) =>
+        Find(name)
+        ?? throw new ArgumentException(
+            $"Unknown SAE architecture '{name}' (registered: {string.Join(", ", All.Select(a => a.Name))}).",
+            nameof(name)
+        );
 }

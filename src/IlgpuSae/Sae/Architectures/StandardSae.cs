@@ -4,15 +4,14 @@ using IlgpuSae.Tensors;
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// The ReLU + L1 baseline (paper §2.1–2.2, Eqs. 2–4): <c>f = ReLU(x̃·W_enc + b_enc)</c>, penalty <c>λ·Σ_i w_i·f_i</c>.
+/// The ReLU + L1 baseline (paper §2.1–2.2, Eqs. 2–4): <c>f = ReLU(x̃·W_enc + b_enc)</c>, penalty <c>λ·Σ_i
+/// w_i·f_i</c>.
 /// Backward: <c>dU = 1[f &gt; 0]·(Φ + λ/B·w)</c>, <c>∂L/∂b_enc = Σ_b dU</c>.
 /// </summary>
 public sealed class StandardSae : SaeArchitecture
 {
     private StandardSae()
-        : base("standard")
-    {
-    }
+        : base("standard") { }
 
     /// <summary>The registered instance.</summary>
     public static StandardSae Instance { get; } = new();
@@ -41,13 +40,30 @@ public sealed class StandardSae : SaeArchitecture
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
-        sae.Device.Ops.StandardBackward(ws.F.Data, ws.PhiPsi.Data, ws.DecoderNorms.Data, ws.DU.Data,
-            sae.Parameters.Gradient("b_enc").Data, ws.ColumnSums.Data,
-            new StandardArgs { Rows = ws.Batch, M = sae.DSae, LambdaOverB = lambdaOverB, WeightedL1 = weightedL1 ? 1 : 0 });
+        sae.Device.Ops.StandardBackward(
+            ws.F.Data,
+            ws.PhiPsi.Data,
+            ws.DecoderNorms.Data,
+            ws.DU.Data,
+            sae.Parameters.Gradient("b_enc").Data,
+            ws.ColumnSums.Data,
+            new StandardArgs
+            {
+                Rows = ws.Batch,
+                M = sae.DSae,
+                LambdaOverB = lambdaOverB,
+                WeightedL1 = weightedL1 ? 1 : 0,
+            }
+        );
     }
 
     /// <inheritdoc/>
-    public override (double[] F, double[] A) ReferenceActivate(SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um)
+    public override (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    )
     {
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(u);
@@ -63,8 +79,17 @@ public sealed class StandardSae : SaeArchitecture
 
     /// <inheritdoc/>
     public override void ReferenceBackward(
-        SaeConfig config, IReadOnlyDictionary<string, double[]> p, double[] u, double[] um, double[] phi, double[] psi,
-        double[] penalty, double[] du, double[] dum, IDictionary<string, double[]> grads)
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    )
     {
         ArgumentNullException.ThrowIfNull(grads);
         var (f, _) = ReferenceActivate(config, p, u, um);
