@@ -253,9 +253,11 @@ public sealed class LanguageModel : IDisposable
                 case LmActivation.GeluErf:
                     ops.Map<GeluErf>(ws.H.Data, ws.H.Data);
                     break;
-                default:
+                case LmActivation.Relu:
                     ops.Map<Relu>(ws.H.Data, ws.H.Data);
                     break;
+                default:
+                    throw new NotSupportedException($"MLP activation {Config.Activation} has no kernel.");
             }
 
             if (SiteHit($"blocks.{l}.mlp.hook_post", ws.H))

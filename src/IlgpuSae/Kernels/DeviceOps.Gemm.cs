@@ -66,9 +66,11 @@ public sealed partial class DeviceOps
             case GemmLayout.NT:
                 Gemm<LayoutNT>(a.Data, b.Data, c.Data, args);
                 break;
-            default:
+            case GemmLayout.TN:
                 Gemm<LayoutTN>(a.Data, b.Data, c.Data, args);
                 break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(layout), layout, "Unknown GEMM layout.");
         }
     }
 

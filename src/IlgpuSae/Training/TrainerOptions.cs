@@ -125,13 +125,14 @@ public sealed record TrainerOptions
                 ConstrainDecoderNorm = true,
                 Loss = Loss with { DecoderNormWeightedL1 = false, FreezeAuxDecoder = true },
             },
-            _ => this with
+            TrainingRecipe.SaeLens or TrainingRecipe.AprilUpdate => this with
             {
                 ConstrainDecoderNorm = false,
                 GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
                 DecoderInitNorm = 0.1f,
                 Loss = Loss with { DecoderNormWeightedL1 = true, FreezeAuxDecoder = false },
             },
+            _ => throw new ArgumentOutOfRangeException(nameof(recipe), recipe, "Unknown training recipe."),
         };
 
     /// <summary>Checks the options.</summary>
