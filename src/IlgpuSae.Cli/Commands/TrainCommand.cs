@@ -15,180 +15,43 @@ internal static class TrainCommand
 {
     public static Command Create()
     {
-        var arch = new Option<string>("--arch") { Description = "standard or gated.", Required = true };
-        arch.AcceptOnlyFromAmong("standard", "gated");
-        var mode = new Option<string>("--mode")
-        {
-            Description =
-                "paper (default: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated) or april-update (standard).",
-            DefaultValueFactory = _ => "paper",
-        };
-        mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
-        var ablation = new Option<string>("--ablation")
-        {
-            Description = "Gated ablations (paper §5.1): none, unfrozen-aux, no-rmag, untied.",
-            DefaultValueFactory = _ => "none",
-        };
-        ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
-        var acts = new ActivationOptions();
-        var dSae = new Option<int?>("--d-sae")
-        {
-            Description = "Dictionary size (required unless --init or --rescale-shift-of).",
-        };
-        var l1 = new Option<float>("--l1")
-        {
-            Description = "Sparsity coefficient λ.",
-            DefaultValueFactory = _ => 1f,
-        };
-        var lr = new Option<float>("--lr")
-        {
-            Description = "Peak learning rate.",
-            DefaultValueFactory = _ => 3e-4f,
-        };
-        var batch = new Option<int>("--batch-size")
-        {
-            Description = "Rows per step.",
-            DefaultValueFactory = _ => 4096,
-        };
-        var tokens = new Option<long>("--tokens")
-        {
-            Description = "Training tokens (rows); steps = tokens / batch size.",
-            Required = true,
-        };
-        var lrWarmup = new Option<int>("--lr-warmup")
-        {
-            Description = "Learning-rate warm-up steps.",
-            DefaultValueFactory = _ => 1000,
-        };
-        var lrDecay = new Option<string>("--lr-decay")
-        {
-            Description = "none, linear or cosine (over the last 20%).",
-            DefaultValueFactory = _ => "none",
-        };
-        lrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
-        var l1Warmup = new Option<int>("--l1-warmup")
-        {
-            Description = "λ warm-up steps.",
-            DefaultValueFactory = _ => 0,
-        };
-        var seed = new Option<ulong>("--seed")
-        {
-            Description = "Seed for initialisation, data order and resampling.",
-            DefaultValueFactory = _ => 42UL,
-        };
-        var beta1 = new Option<float>("--beta1")
-        {
-            Description = "Adam β1 (paper: 0).",
-            DefaultValueFactory = _ => 0f,
-        };
-        var beta2 = new Option<float>("--beta2")
-        {
-            Description = "Adam β2.",
-            DefaultValueFactory = _ => 0.999f,
-        };
-        var eps = new Option<float>("--adam-eps")
-        {
-            Description = "Adam ε.",
-            DefaultValueFactory = _ => 1e-8f,
-        };
-        var clip = new Option<float>("--grad-clip")
-        {
-            Description = "Clip the global gradient norm (0 = off; saelens/april default 1).",
-            DefaultValueFactory = _ => 0f,
-        };
-        var resample = new Option<int>("--resample-every")
-        {
-            Description = "Resample dead features every N steps (0 = never).",
-            DefaultValueFactory = _ => 0,
-        };
-        var normalize = new Option<bool>("--normalize-activations")
-        {
-            Description = "Scale inputs so E‖x‖ = √d; folded into the saved weights.",
-        };
-        var scale = new Option<string>("--loss-scale")
-        {
-            Description = "sum (default: Σ_j (x − x̂)²) or mean-d (the paper's /d).",
-            DefaultValueFactory = _ => "sum",
-        };
-        scale.AcceptOnlyFromAmong("sum", "mean-d");
-        var init = new Option<string?>("--init")
-        {
-            Description = "Start from this SAE folder (same architecture and shape).",
-        };
-        var rescaleOf = new Option<string?>("--rescale-shift-of")
-        {
-            Description =
-                "Baseline + rescale & shift (paper §5.2): freeze this standard SAE and train only r_mag, b_mag of a gated wrapper.",
-        };
-        var logEvery = new Option<int>("--log-every")
-        {
-            Description = "Metrics log period in steps.",
-            DefaultValueFactory = _ => 100,
-        };
-        var ckptEvery = new Option<int>("--checkpoint-every")
-        {
-            Description = "Checkpoint period in steps (0 = none).",
-            DefaultValueFactory = _ => 0,
-        };
-        var resume = new Option<bool>("--resume")
-        {
-            Description =
-                "Continue from the newest checkpoint in --out (every setting must equal the checkpoint's trainer_config.json).",
-        };
-        var overrides = new Option<string[]>("--override")
-        {
-            Description =
-                "With --resume: accept a changed setting, by its trainer_config.json name (e.g. --override learning_rate); repeatable. The SAE's shape, batch size and seed never change.",
-            AllowMultipleArgumentsPerToken = false,
-        };
-        var output = new Option<string>("--out")
-        {
-            Description =
-                "Output folder: the SAE (cfg.json, sae_weights.safetensors), metrics.jsonl, checkpoints/.",
-            Required = true,
-        };
-        var lm = new ModelOptions();
-        var cacheActs = new Option<string?>("--cache-activations")
-        {
-            Description =
-                "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming.",
-        };
+        var o = new Options();
         var command = new Command(
             "train",
             "Train a standard or gated SAE on activations (from files, or streamed from a language model)."
         )
         {
-            arch,
-            mode,
-            ablation,
-            dSae,
-            l1,
-            lr,
-            batch,
-            tokens,
-            lrWarmup,
-            lrDecay,
-            l1Warmup,
-            seed,
-            beta1,
-            beta2,
-            eps,
-            clip,
-            resample,
-            normalize,
-            scale,
-            init,
-            rescaleOf,
-            logEvery,
-            ckptEvery,
-            resume,
-            overrides,
-            output,
-            cacheActs,
+            o.Arch,
+            o.Mode,
+            o.Ablation,
+            o.DSae,
+            o.L1,
+            o.Lr,
+            o.Batch,
+            o.Tokens,
+            o.LrWarmup,
+            o.LrDecay,
+            o.L1Warmup,
+            o.Seed,
+            o.Beta1,
+            o.Beta2,
+            o.Eps,
+            o.Clip,
+            o.Resample,
+            o.Normalize,
+            o.Scale,
+            o.Init,
+            o.RescaleOf,
+            o.LogEvery,
+            o.CkptEvery,
+            o.Resume,
+            o.Overrides,
+            o.Output,
+            o.CacheActs,
         };
-        foreach (var o in acts.All.Concat(lm.All))
+        foreach (var option in o.Acts.All.Concat(o.Lm.All))
         {
-            command.Options.Add(o);
+            command.Options.Add(option);
         }
 
         command.SetAction(
@@ -198,11 +61,11 @@ internal static class TrainCommand
                     {
                         // A run that fails before its first checkpoint leaves nothing behind in a folder it
                         // created.
-                        var outDir = parse.GetValue(output)!;
+                        var outDir = parse.GetValue(o.Output)!;
                         bool created = !Directory.Exists(outDir);
                         try
                         {
-                            return Run(parse, cancel);
+                            return Run(o, parse, cancel);
                         }
                         catch
                             when (created
@@ -217,145 +80,118 @@ internal static class TrainCommand
                 )
         );
 
-        int Run(ParseResult parse, CancellationToken cancel)
+        return command;
+    }
+
+    private static int Run(Options o, ParseResult parse, CancellationToken cancel)
+    {
+        var recipe = SaeRecipe.Parse(
+            parse.GetValue(o.Arch)!,
+            parse.GetValue(o.Mode)!,
+            parse.GetValue(o.Ablation)!,
+            parse.GetValue(o.RescaleOf) is not null
+        );
+        int batchSize = parse.GetValue(o.Batch);
+        long steps = parse.GetValue(o.Tokens) / batchSize;
+        var outDir = parse.GetValue(o.Output)!;
+        if (!parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeTrainer.MetricsFile)))
         {
-            var recipe = SaeRecipe.Parse(
-                parse.GetValue(arch)!,
-                parse.GetValue(mode)!,
-                parse.GetValue(ablation)!,
-                parse.GetValue(rescaleOf) is not null
+            throw new ArgumentException(
+                $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
             );
-            int batchSize = parse.GetValue(batch);
-            long steps = parse.GetValue(tokens) / batchSize;
-            var outDir = parse.GetValue(output)!;
-            if (!parse.GetValue(resume) && File.Exists(Path.Combine(outDir, SaeTrainer.MetricsFile)))
-            {
-                throw new ArgumentException(
-                    $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
-                );
-            }
-
-            if (parse.GetValue(resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
-            {
-                throw new ArgumentException(
-                    $"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER."
-                );
-            }
-
-            if (parse.GetValue(overrides) is { Length: > 0 } && !parse.GetValue(resume))
-            {
-                throw new ArgumentException("--override applies to --resume only.");
-            }
-
-            using var device = CommonOptions.OpenDevice(parse);
-            var provenance = new Dictionary<string, object?>();
-            using var data = OpenData(
-                parse,
-                device,
-                acts,
-                lm,
-                parse.GetValue(cacheActs),
-                parse.GetValue(tokens),
-                provenance,
-                cancel
-            );
-            if (steps < 1)
-            {
-                throw new ArgumentException(
-                    $"--tokens {parse.GetValue(tokens)} is less than one batch of {batchSize}."
-                );
-            }
-
-            var options = recipe.Apply(
-                new TrainerOptions
-                {
-                    Steps = steps,
-                    BatchSize = batchSize,
-                    LearningRate = parse.GetValue(lr),
-                    Beta1 = parse.GetValue(beta1),
-                    Beta2 = parse.GetValue(beta2),
-                    Epsilon = parse.GetValue(eps),
-                    LrWarmupSteps = parse.GetValue(lrWarmup),
-                    LrDecay = Enum.Parse<LrDecay>(parse.GetValue(lrDecay)!, ignoreCase: true),
-                    L1WarmupSteps = parse.GetValue(l1Warmup),
-                    GradClipNorm = parse.GetValue(clip),
-                    ResampleEvery = parse.GetValue(resample),
-                    NormalizeActivations = parse.GetValue(normalize),
-                    Seed = parse.GetValue(seed),
-                    LogEvery = parse.GetValue(logEvery),
-                    CheckpointEvery = parse.GetValue(ckptEvery),
-                    Loss = new SaeLossOptions
-                    {
-                        L1Coefficient = parse.GetValue(l1),
-                        Scale =
-                            parse.GetValue(scale) == "mean-d"
-                                ? ReconstructionScale.MeanOverDim
-                                : ReconstructionScale.Sum,
-                    },
-                }
-            );
-            if (parse.GetValue(normalize) && recipe.RescaleShift)
-            {
-                throw new ArgumentException(
-                    "--normalize-activations does not apply to --rescale-shift-of: the baseline's normalisation is folded into its weights."
-                );
-            }
-
-            if (parse.GetValue(init) is null && !recipe.RescaleShift)
-            {
-                var planned = recipe.Config(
-                    data.Dim,
-                    parse.GetValue(dSae) ?? throw new ArgumentException("--d-sae is required for a new SAE.")
-                );
-                var plan = MemoryPlan.EnsureFits(
-                    planned,
-                    batchSize,
-                    device.Description.MemoryBytes,
-                    device.Description.Label
-                );
-                Console.WriteLine(
-                    $"Device memory plan: {plan}; {device.Description.Label} has {device.Description.MemoryBytes / (double)(1L << 30):0.##} GiB."
-                );
-            }
-
-            var metadata = new Dictionary<string, object?>(provenance)
-            {
-                ["training"] = recipe.Provenance(
-                    options,
-                    new Dictionary<string, object?>
-                    {
-                        ["activations"] = data.Description,
-                        ["backend"] = device.Description.Label,
-                    }
-                ),
-            };
-            using var sae =
-                parse.GetValue(rescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
-                : parse.GetValue(init) is { } initPath
-                    ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(dSae))
-                : recipe.Create(device, data.Dim, parse.GetValue(dSae)!.Value, options, metadata);
-            using var trainer = new SaeTrainer(sae, data, options, outDir);
-            if (parse.GetValue(resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
-            {
-                trainer.Resume(checkpoint, parse.GetValue(overrides));
-                Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
-            }
-
-            Console.WriteLine(
-                $"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}"
-                    + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}."
-            );
-            var last = RunWithProgress(trainer, options, cancel);
-            Console.WriteLine(
-                string.Create(
-                    CultureInfo.InvariantCulture,
-                    $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
-                )
-            );
-            return 0;
         }
 
-        return command;
+        if (parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
+        {
+            throw new ArgumentException(
+                $"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER."
+            );
+        }
+
+        if (parse.GetValue(o.Overrides) is { Length: > 0 } && !parse.GetValue(o.Resume))
+        {
+            throw new ArgumentException("--override applies to --resume only.");
+        }
+
+        using var device = CommonOptions.OpenDevice(parse);
+        var provenance = new Dictionary<string, object?>();
+        using var data = OpenData(
+            parse,
+            device,
+            o.Acts,
+            o.Lm,
+            parse.GetValue(o.CacheActs),
+            parse.GetValue(o.Tokens),
+            provenance,
+            cancel
+        );
+        if (steps < 1)
+        {
+            throw new ArgumentException(
+                $"--tokens {parse.GetValue(o.Tokens)} is less than one batch of {batchSize}."
+            );
+        }
+
+        var options = recipe.Apply(o.ToTrainerOptions(parse, steps));
+        if (parse.GetValue(o.Normalize) && recipe.RescaleShift)
+        {
+            throw new ArgumentException(
+                "--normalize-activations does not apply to --rescale-shift-of: the baseline's normalisation is folded into its weights."
+            );
+        }
+
+        if (parse.GetValue(o.Init) is null && !recipe.RescaleShift)
+        {
+            var planned = recipe.Config(
+                data.Dim,
+                parse.GetValue(o.DSae) ?? throw new ArgumentException("--d-sae is required for a new SAE.")
+            );
+            var plan = MemoryPlan.EnsureFits(
+                planned,
+                batchSize,
+                device.Description.MemoryBytes,
+                device.Description.Label
+            );
+            Console.WriteLine(
+                $"Device memory plan: {plan}; {device.Description.Label} has {device.Description.MemoryBytes / (double)(1L << 30):0.##} GiB."
+            );
+        }
+
+        var metadata = new Dictionary<string, object?>(provenance)
+        {
+            ["training"] = recipe.Provenance(
+                options,
+                new Dictionary<string, object?>
+                {
+                    ["activations"] = data.Description,
+                    ["backend"] = device.Description.Label,
+                }
+            ),
+        };
+        using var sae =
+            parse.GetValue(o.RescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
+            : parse.GetValue(o.Init) is { } initPath
+                ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae))
+            : recipe.Create(device, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
+        using var trainer = new SaeTrainer(sae, data, options, outDir);
+        if (parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
+        {
+            trainer.Resume(checkpoint, parse.GetValue(o.Overrides));
+            Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
+        }
+
+        Console.WriteLine(
+            $"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}"
+                + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}."
+        );
+        var last = RunWithProgress(trainer, options, cancel);
+        Console.WriteLine(
+            string.Create(
+                CultureInfo.InvariantCulture,
+                $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
+            )
+        );
+        return 0;
     }
 
     private static SparseAutoencoder Wrap(
@@ -483,5 +319,224 @@ internal static class TrainCommand
                 );
             });
         return result;
+    }
+
+    /// <summary>The options of <c>train</c>.</summary>
+    private sealed class Options
+    {
+        public Options()
+        {
+            Arch.AcceptOnlyFromAmong("standard", "gated");
+            Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
+            Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
+            LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
+            Scale.AcceptOnlyFromAmong("sum", "mean-d");
+        }
+
+        public Option<string> Arch { get; } =
+            new Option<string>("--arch") { Description = "standard or gated.", Required = true };
+
+        public Option<string> Mode { get; } =
+            new Option<string>("--mode")
+            {
+                Description =
+                    "paper (default: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated) or april-update (standard).",
+                DefaultValueFactory = _ => "paper",
+            };
+
+        public Option<string> Ablation { get; } =
+            new Option<string>("--ablation")
+            {
+                Description = "Gated ablations (paper §5.1): none, unfrozen-aux, no-rmag, untied.",
+                DefaultValueFactory = _ => "none",
+            };
+
+        public ActivationOptions Acts { get; } = new ActivationOptions();
+
+        public Option<int?> DSae { get; } =
+            new Option<int?>("--d-sae")
+            {
+                Description = "Dictionary size (required unless --init or --rescale-shift-of).",
+            };
+
+        public Option<float> L1 { get; } =
+            new Option<float>("--l1")
+            {
+                Description = "Sparsity coefficient λ.",
+                DefaultValueFactory = _ => 1f,
+            };
+
+        public Option<float> Lr { get; } =
+            new Option<float>("--lr")
+            {
+                Description = "Peak learning rate.",
+                DefaultValueFactory = _ => 3e-4f,
+            };
+
+        public Option<int> Batch { get; } =
+            new Option<int>("--batch-size")
+            {
+                Description = "Rows per step.",
+                DefaultValueFactory = _ => 4096,
+            };
+
+        public Option<long> Tokens { get; } =
+            new Option<long>("--tokens")
+            {
+                Description = "Training tokens (rows); steps = tokens / batch size.",
+                Required = true,
+            };
+
+        public Option<int> LrWarmup { get; } =
+            new Option<int>("--lr-warmup")
+            {
+                Description = "Learning-rate warm-up steps.",
+                DefaultValueFactory = _ => 1000,
+            };
+
+        public Option<string> LrDecay { get; } =
+            new Option<string>("--lr-decay")
+            {
+                Description = "none, linear or cosine (over the last 20%).",
+                DefaultValueFactory = _ => "none",
+            };
+
+        public Option<int> L1Warmup { get; } =
+            new Option<int>("--l1-warmup") { Description = "λ warm-up steps.", DefaultValueFactory = _ => 0 };
+
+        public Option<ulong> Seed { get; } =
+            new Option<ulong>("--seed")
+            {
+                Description = "Seed for initialisation, data order and resampling.",
+                DefaultValueFactory = _ => 42UL,
+            };
+
+        public Option<float> Beta1 { get; } =
+            new Option<float>("--beta1")
+            {
+                Description = "Adam β1 (paper: 0).",
+                DefaultValueFactory = _ => 0f,
+            };
+
+        public Option<float> Beta2 { get; } =
+            new Option<float>("--beta2") { Description = "Adam β2.", DefaultValueFactory = _ => 0.999f };
+
+        public Option<float> Eps { get; } =
+            new Option<float>("--adam-eps") { Description = "Adam ε.", DefaultValueFactory = _ => 1e-8f };
+
+        public Option<float> Clip { get; } =
+            new Option<float>("--grad-clip")
+            {
+                Description = "Clip the global gradient norm (0 = off; saelens/april default 1).",
+                DefaultValueFactory = _ => 0f,
+            };
+
+        public Option<int> Resample { get; } =
+            new Option<int>("--resample-every")
+            {
+                Description = "Resample dead features every N steps (0 = never).",
+                DefaultValueFactory = _ => 0,
+            };
+
+        public Option<bool> Normalize { get; } =
+            new Option<bool>("--normalize-activations")
+            {
+                Description = "Scale inputs so E‖x‖ = √d; folded into the saved weights.",
+            };
+
+        public Option<string> Scale { get; } =
+            new Option<string>("--loss-scale")
+            {
+                Description = "sum (default: Σ_j (x − x̂)²) or mean-d (the paper's /d).",
+                DefaultValueFactory = _ => "sum",
+            };
+
+        public Option<string?> Init { get; } =
+            new Option<string?>("--init")
+            {
+                Description = "Start from this SAE folder (same architecture and shape).",
+            };
+
+        public Option<string?> RescaleOf { get; } =
+            new Option<string?>("--rescale-shift-of")
+            {
+                Description =
+                    "Baseline + rescale & shift (paper §5.2): freeze this standard SAE and train only r_mag, b_mag of a gated wrapper.",
+            };
+
+        public Option<int> LogEvery { get; } =
+            new Option<int>("--log-every")
+            {
+                Description = "Metrics log period in steps.",
+                DefaultValueFactory = _ => 100,
+            };
+
+        public Option<int> CkptEvery { get; } =
+            new Option<int>("--checkpoint-every")
+            {
+                Description = "Checkpoint period in steps (0 = none).",
+                DefaultValueFactory = _ => 0,
+            };
+
+        public Option<bool> Resume { get; } =
+            new Option<bool>("--resume")
+            {
+                Description =
+                    "Continue from the newest checkpoint in --out (every setting must equal the checkpoint's trainer_config.json).",
+            };
+
+        public Option<string[]> Overrides { get; } =
+            new Option<string[]>("--override")
+            {
+                Description =
+                    "With --resume: accept a changed setting, by its trainer_config.json name (e.g. --override learning_rate); repeatable. The SAE's shape, batch size and seed never change.",
+                AllowMultipleArgumentsPerToken = false,
+            };
+
+        public Option<string> Output { get; } =
+            new Option<string>("--out")
+            {
+                Description =
+                    "Output folder: the SAE (cfg.json, sae_weights.safetensors), metrics.jsonl, checkpoints/.",
+                Required = true,
+            };
+
+        public ModelOptions Lm { get; } = new ModelOptions();
+
+        public Option<string?> CacheActs { get; } =
+            new Option<string?>("--cache-activations")
+            {
+                Description =
+                    "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming.",
+            };
+
+        /// <summary>The trainer options these settings give, before the recipe applies its own.</summary>
+        public TrainerOptions ToTrainerOptions(ParseResult parse, long steps) =>
+            new TrainerOptions
+            {
+                Steps = steps,
+                BatchSize = parse.GetValue(Batch),
+                LearningRate = parse.GetValue(Lr),
+                Beta1 = parse.GetValue(Beta1),
+                Beta2 = parse.GetValue(Beta2),
+                Epsilon = parse.GetValue(Eps),
+                LrWarmupSteps = parse.GetValue(LrWarmup),
+                LrDecay = Enum.Parse<Training.LrDecay>(parse.GetValue(LrDecay)!, ignoreCase: true),
+                L1WarmupSteps = parse.GetValue(L1Warmup),
+                GradClipNorm = parse.GetValue(Clip),
+                ResampleEvery = parse.GetValue(Resample),
+                NormalizeActivations = parse.GetValue(Normalize),
+                Seed = parse.GetValue(Seed),
+                LogEvery = parse.GetValue(LogEvery),
+                CheckpointEvery = parse.GetValue(CkptEvery),
+                Loss = new SaeLossOptions
+                {
+                    L1Coefficient = parse.GetValue(L1),
+                    Scale =
+                        parse.GetValue(Scale) == "mean-d"
+                            ? ReconstructionScale.MeanOverDim
+                            : ReconstructionScale.Sum,
+                },
+            };
     }
 }
