@@ -165,5 +165,6 @@ public sealed partial class DeviceOps
     {
         _gemmScratch?.Dispose();
         _gemmScratch = null;
+        DisposeTopKScratch();
     }
 }

@@ -442,6 +442,53 @@ public static class SaeKernelReference
         return y;
     }
 
+    // ------------------------------------------------------------------ top-k selection
+
+    /// <summary>
+    /// TopK activation per row (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"):
+    /// <c>f = TopK(ReLU(pre))</c> for pre [rows, m]. Defined by sorting: in each row, order the columns by
+    /// (value descending, column ascending) and keep the first <paramref name="k"/> whose value is positive;
+    /// every other element is 0 (ties at the k-th value go to the lowest column, NaN is not positive).
+    /// </summary>
+    public static double[] TopKRows(float[] pre, int rows, int m, int k)
+    {
+        ArgumentNullException.ThrowIfNull(pre);
+        var f = new double[rows * m];
+        for (int b = 0; b < rows; b++)
+        {
+            KeepLargest(pre, f, b * m, m, k);
+        }
+
+        return f;
+    }
+
+    /// <summary>
+    /// BatchTopK activation (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders"): the
+    /// <paramref name="kTotal"/> largest positive values of the whole batch pre [rows, m], flattened
+    /// row-major, ordered by (value descending, flat index ascending); every other element is 0.
+    /// </summary>
+    public static double[] TopKBatch(float[] pre, int rows, int m, int kTotal)
+    {
+        ArgumentNullException.ThrowIfNull(pre);
+        var f = new double[rows * m];
+        KeepLargest(pre, f, 0, rows * m, kTotal);
+        return f;
+    }
+
+    private static void KeepLargest(float[] pre, double[] f, int start, int length, int k)
+    {
+        var order = Enumerable
+            .Range(start, length)
+            .Where(i => pre[i] > 0)
+            .OrderByDescending(i => (double)pre[i])
+            .ThenBy(i => i)
+            .Take(k);
+        foreach (int i in order)
+        {
+            f[i] = pre[i];
+        }
+    }
+
     // ------------------------------------------------------------------ sparse kernels (dense definitions)
 
     /// <summary>
