@@ -27,8 +27,8 @@ internal static class TopKKernels
     /// <summary>Elements per chunk of the batch kernels (one histogram per chunk).</summary>
     public const int Chunk = 4096;
 
-    /// <summary>Ints of the batch kernels' state: prefix of T, ties left to keep, "keep every positive" flag,
-    /// and one spare.</summary>
+    /// <summary>Ints of the selection state: prefix of T, ties left to keep, "keep every positive" flag, and
+    /// the number of candidates equal to T.</summary>
     public const int StateLength = 4;
 
     /// <summary>The bits of the candidates already matched by the passes before the one at
@@ -195,6 +195,7 @@ internal static class TopKKernels
                 else
                 {
                     SelectBin(hist, shift, ref prefix, ref remaining);
+                    state[3] = hist[(int)((prefix >> shift) & 0xFF)]; // after the last pass: count of T
                 }
 
                 state[0] = (int)prefix;
@@ -211,7 +212,7 @@ internal static class TopKKernels
             }
         }
 
-        WriteSlices(pre, f, start, m, prefix, remaining, 0, scan);
+        WriteSlices(pre, f, start, m, prefix, remaining, 0, state[3], scan);
     }
 
     /// <summary>
@@ -227,10 +228,25 @@ internal static class TopKKernels
         uint threshold,
         int ties,
         int tieRank,
+        int equal,
         ArrayView<int> scan
     )
     {
         int tid = Group.IdxX;
+        if (ties == 0 || ties == equal)
+        {
+            // No tie to rank (none kept, or all of them): a plain parallel write without barriers. The
+            // condition is the same for the whole group.
+            for (int j = tid; j < length; j += TiledKernels.GroupSize)
+            {
+                float v = pre[start + j];
+                uint bits = Interop.FloatAsInt(v);
+                f[start + j] = Keep(bits, threshold, 0, ties == 0 ? 0 : 1) ? v : 0f;
+            }
+
+            return;
+        }
+
         for (int slice = 0; slice < length; slice += TiledKernels.GroupSize)
         {
             int j = slice + tid;
@@ -421,6 +437,7 @@ internal static class TopKKernels
         if (shift == 0)
         {
             int bin = (int)(prefix & 0xFF);
+            state[3] = totals[bin]; // the number of candidates equal to T
             int before = 0;
             for (int c = 0; c < chunks; c++)
             {
@@ -483,6 +500,6 @@ internal static class TopKKernels
         int ties = state[1];
         int rank = state[2] != 0 ? 0 : totals[Bins + c];
         int start = c * Chunk;
-        WriteSlices(pre, f, start, Math.Min(Chunk, n - start), threshold, ties, rank, scan);
+        WriteSlices(pre, f, start, Math.Min(Chunk, n - start), threshold, ties, rank, state[3], scan);
     }
 }
