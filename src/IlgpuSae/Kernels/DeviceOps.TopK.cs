@@ -210,7 +210,11 @@ public sealed partial class DeviceOps
         }
 
         long n = (long)rows * m;
-        ToIndex(n);
+        if (n > int.MaxValue - TopKKernels.Chunk)
+        {
+            throw new ArgumentException($"{shapes()}: more than {int.MaxValue - TopKKernels.Chunk} values.");
+        }
+
         if (pre.Length != n || f.Length != n)
         {
             throw new ArgumentException($"{shapes()}: pre and f must both hold rows·m = {n} values.");
