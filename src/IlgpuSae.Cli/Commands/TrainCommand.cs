@@ -22,6 +22,7 @@ internal static class TrainCommand
         )
         {
             o.Arch,
+            o.K,
             o.Mode,
             o.Ablation,
             o.DSae,
@@ -89,8 +90,22 @@ internal static class TrainCommand
             parse.GetValue(o.Arch)!,
             parse.GetValue(o.Mode)!,
             parse.GetValue(o.Ablation)!,
-            parse.GetValue(o.RescaleOf) is not null
+            parse.GetValue(o.RescaleOf) is not null,
+            parse.GetValue(o.K) ?? 0
         );
+        if (
+            recipe.K > 0
+            && (
+                parse.GetResult(o.L1) is { Implicit: false }
+                || parse.GetResult(o.L1Warmup) is { Implicit: false }
+            )
+        )
+        {
+            throw new ArgumentException(
+                "--l1 and --l1-warmup do not apply to topk SAEs: their sparsity is --k."
+            );
+        }
+
         int batchSize = parse.GetValue(o.Batch);
         long steps = parse.GetValue(o.Tokens) / batchSize;
         var outDir = parse.GetValue(o.Output)!;
@@ -326,7 +341,7 @@ internal static class TrainCommand
     {
         public Options()
         {
-            Arch.AcceptOnlyFromAmong("standard", "gated");
+            Arch.AcceptOnlyFromAmong("standard", "gated", "topk");
             Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
@@ -334,7 +349,14 @@ internal static class TrainCommand
         }
 
         public Option<string> Arch { get; } =
-            new Option<string>("--arch") { Description = "standard or gated.", Required = true };
+            new Option<string>("--arch")
+            {
+                Description = "standard, gated or topk (TopK: k largest per row, no L1; needs --k).",
+                Required = true,
+            };
+
+        public Option<int?> K { get; } =
+            new Option<int?>("--k") { Description = "TopK: features kept per row (1 ≤ k ≤ --d-sae)." };
 
         public Option<string> Mode { get; } =
             new Option<string>("--mode")

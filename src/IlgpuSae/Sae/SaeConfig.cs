@@ -27,6 +27,10 @@ public sealed record SaeConfig
     /// </summary>
     public bool Untied { get; init; }
 
+    /// <summary>TopK only: the features kept per row (SAELens <c>cfg.json</c> key <c>k</c>); 0 for every
+    /// other family.</summary>
+    public int K { get; init; }
+
     /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings
     /// …).</summary>
     public IReadOnlyDictionary<string, object?> Metadata { get; init; } = new Dictionary<string, object?>();

@@ -137,7 +137,7 @@ public static class SaeFiles
             ["use_r_mag"] = config.UseRMag,
             ["untied"] = config.Untied,
         };
-        return new JsonObject
+        var json = new JsonObject
         {
             ["architecture"] = config.Architecture.Name,
             ["d_in"] = config.DIn,
@@ -149,6 +149,13 @@ public static class SaeFiles
             ["reshape_activations"] = "none",
             ["metadata"] = metadata,
         };
+        if (config.K > 0)
+        {
+            json["k"] = config.K;
+            json["rescale_acts_by_decoder_norm"] = false;
+        }
+
+        return json;
     }
 
     /// <summary>The SAELens architecture name.</summary>
@@ -258,8 +265,20 @@ public static class SaeFiles
             ApplyBDecToInput = root["apply_b_dec_to_input"]?.GetValue<bool>() ?? true,
             UseRMag = useRMag,
             Untied = untied,
+            K = root["k"] is JsonValue kValue && kValue.TryGetValue<int>(out var kept) ? kept : 0,
             Metadata = metadata,
         };
+        if (
+            root["rescale_acts_by_decoder_norm"] is JsonValue rv2
+            && rv2.TryGetValue<bool>(out var rescaled)
+            && rescaled
+        )
+        {
+            throw new InvalidDataException(
+                $"{configPath}: rescale_acts_by_decoder_norm = true is not supported; fold the decoder norms into the weights first."
+            );
+        }
+
         try
         {
             config.Validate();

@@ -47,6 +47,9 @@ public sealed record SaeRecipe
     /// </summary>
     public bool RescaleShift { get; init; }
 
+    /// <summary>TopK only: features kept per row (0 for the other families).</summary>
+    public int K { get; init; }
+
     /// <summary>Mode names as the command line spells them.</summary>
     public static IReadOnlyList<string> ModeNames { get; } = ["paper", "saelens", "april-update"];
 
@@ -80,7 +83,8 @@ public sealed record SaeRecipe
     public string Name =>
         $"{Architecture.Name}-{ModeName}"
         + (Ablation == GatedAblation.None ? "" : "-" + AblationName)
-        + (RescaleShift ? "-rescale-shift" : "");
+        + (RescaleShift ? "-rescale-shift" : "")
+        + (K > 0 ? $"-k{K}" : "");
 
     /// <summary>Parses the command line's words.</summary>
     /// <exception cref="ArgumentException">A word is unknown or the combination does not apply.</exception>
@@ -88,7 +92,8 @@ public sealed record SaeRecipe
         string architecture,
         string mode = "paper",
         string ablation = "none",
-        bool rescaleShift = false
+        bool rescaleShift = false,
+        int k = 0
     )
     {
         ArgumentNullException.ThrowIfNull(mode);
@@ -116,6 +121,7 @@ public sealed record SaeRecipe
                 ),
             },
             RescaleShift = rescaleShift,
+            K = k,
         };
         recipe.Validate();
         return recipe;
@@ -131,6 +137,20 @@ public sealed record SaeRecipe
         }
 
         bool gated = Architecture == SaeArchitecture.Gated;
+        bool topK = Architecture == SaeArchitecture.TopK;
+        if (topK != (K > 0))
+        {
+            throw new ArgumentException(
+                topK ? "A topk SAE needs --k (features kept per row, ≥ 1)." : "--k applies to topk SAEs only."
+            );
+        }
+
+        if (topK && Mode != TrainingRecipe.Paper)
+        {
+            throw new ArgumentException(
+                $"--mode {ModeName} is not available for topk SAEs yet; topk trains with unit-norm decoder rows (--mode paper, as dictionary_learning)."
+            );
+        }
         if ((Mode == TrainingRecipe.SaeLens && !gated) || (Mode == TrainingRecipe.AprilUpdate && gated))
         {
             throw new ArgumentException(
@@ -168,6 +188,7 @@ public sealed record SaeRecipe
             ApplyBDecToInput = Mode != TrainingRecipe.AprilUpdate,
             UseRMag = Ablation != GatedAblation.NoRMag,
             Untied = Ablation == GatedAblation.Untied,
+            K = K,
             Metadata = metadata ?? new Dictionary<string, object?>(),
         };
     }
@@ -184,6 +205,15 @@ public sealed record SaeRecipe
         ArgumentNullException.ThrowIfNull(options);
         Validate();
         var o = options.WithRecipe(Mode);
+        if (K > 0)
+        {
+            // TopK's sparsity is k itself: no penalty (Gao et al. 2024, §2.3).
+            o = o with
+            {
+                Loss = o.Loss with { L1Coefficient = 0f },
+                L1WarmupSteps = 0,
+            };
+        }
         if (Ablation == GatedAblation.UnfrozenAux)
         {
             o = o with { Loss = o.Loss with { FreezeAuxDecoder = false } };
@@ -287,6 +317,11 @@ public sealed record SaeRecipe
             ["steps"] = options.Steps,
             ["seed"] = options.Seed,
         };
+        if (K > 0)
+        {
+            training["k"] = K;
+        }
+
         foreach (var (k, v) in extra ?? new Dictionary<string, object?>())
         {
             training[k] = v;

@@ -28,6 +28,7 @@ public sealed class TrainerConfig
             "apply_b_dec_to_input",
             "use_r_mag",
             "untied",
+            "k",
             "batch_size",
             "seed",
             "shuffle_buffer_rows",
@@ -60,6 +61,7 @@ public sealed class TrainerConfig
         Put("apply_b_dec_to_input", sae.ApplyBDecToInput);
         Put("use_r_mag", sae.UseRMag);
         Put("untied", sae.Untied);
+        Put("k", sae.K);
         Put("steps", o.Steps);
         Put("batch_size", o.BatchSize);
         Put("learning_rate", F(o.LearningRate));

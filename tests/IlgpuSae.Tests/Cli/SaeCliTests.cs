@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using FluentAssertions;
 using IlgpuSae.IO;
 using IlgpuSae.Tests.Infrastructure;
@@ -293,5 +294,92 @@ public sealed class SaeCliTests : IDisposable
         accepted.Code.Should().Be(0, accepted.Err);
         accepted.Out.Should().Contain("Resumed from").And.Contain("step 10");
         File.Exists(P("interrupted/trainer_config.json")).Should().BeTrue();
+    }
+
+    [Fact]
+    public void A_topk_SAE_trains_keeps_at_most_k_features_per_row_and_round_trips_with_its_k()
+    {
+        Run("synth", "--rows", "4096", "--d", "8", "--features", "16", "--l0", "2", "--out", P("topk.npy"))
+            .Code.Should()
+            .Be(0);
+        string[] train =
+        [
+            "train",
+            "--arch",
+            "topk",
+            "--acts",
+            P("topk.npy"),
+            "--d-sae",
+            "24",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "256",
+            "--tokens",
+            "5120",
+            "--lr-warmup",
+            "5",
+            "--log-every",
+            "5",
+        ];
+        var run = Run([.. train, "--k", "3", "--out", P("topk")]);
+        run.Code.Should().Be(0, run.Err);
+        var cfg = JsonNode.Parse(File.ReadAllText(P("topk/cfg.json")))!;
+        cfg["architecture"]!.GetValue<string>().Should().Be("topk");
+        cfg["k"]!.GetValue<int>().Should().Be(3);
+        var eval = Run("eval", "--sae", P("topk"), "--acts", P("topk.npy"), "--json");
+        eval.Code.Should().Be(0, eval.Err);
+        using (var doc = JsonDocument.Parse(eval.Out))
+        {
+            double l0 = doc.RootElement.GetProperty("l0").GetDouble();
+            l0.Should()
+                .BeGreaterThan(1.0)
+                .And.BeLessThanOrEqualTo(3.0, "a topk SAE keeps at most k features per row");
+        }
+
+        foreach (
+            var (extra, message) in new[]
+            {
+                (new[] { "--k", "3", "--l1", "2" }, "--l1"),
+                (new[] { "--k", "25" }, "k ≤ d_sae"),
+            }
+        )
+        {
+            var bad = Run([.. train, .. extra, "--out", P("topk-bad")]);
+            bad.Code.Should().Be(2, string.Join(' ', extra));
+            bad.Err.Should().Contain(message);
+            Directory.Exists(P("topk-bad")).Should().BeFalse("a refused run writes nothing");
+        }
+
+        var noK = Run(
+            "train",
+            "--arch",
+            "topk",
+            "--acts",
+            P("topk.npy"),
+            "--d-sae",
+            "24",
+            "--tokens",
+            "512",
+            "--out",
+            P("topk-bad")
+        );
+        noK.Err.Should().Contain("--k");
+        var kOnStandard = Run(
+            "train",
+            "--arch",
+            "standard",
+            "--k",
+            "3",
+            "--acts",
+            P("topk.npy"),
+            "--d-sae",
+            "24",
+            "--tokens",
+            "512",
+            "--out",
+            P("topk-bad")
+        );
+        kOnStandard.Err.Should().Contain("--k applies to topk");
     }
 }

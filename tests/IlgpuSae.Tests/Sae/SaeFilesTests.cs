@@ -119,7 +119,20 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
             .Throw<InvalidDataException>()
             .WithMessage("*wrong type*");
         Variant(
-            "topk",
+            "unknown-family",
+            d =>
+                File.WriteAllText(
+                    Path.Combine(d, "cfg.json"),
+                    File.ReadAllText(Path.Combine(d, "cfg.json")).Replace("\"gated\"", "\"not-a-family\"")
+                )
+        );
+        FluentActions
+            .Invoking(() => SaeFiles.Load(Cpu, P("unknown-family")))
+            .Should()
+            .Throw<InvalidDataException>()
+            .WithMessage("*architecture 'not-a-family' is not supported*");
+        Variant(
+            "topk-without-k",
             d =>
                 File.WriteAllText(
                     Path.Combine(d, "cfg.json"),
@@ -127,10 +140,10 @@ public sealed class SaeFilesTests(DeviceFixture devices) : IDisposable
                 )
         );
         FluentActions
-            .Invoking(() => SaeFiles.Load(Cpu, P("topk")))
+            .Invoking(() => SaeFiles.Load(Cpu, P("topk-without-k")))
             .Should()
             .Throw<InvalidDataException>()
-            .WithMessage("*architecture 'topk' is not supported*");
+            .WithMessage("*topk SAE needs 1 ≤ k ≤ d_sae*");
         Variant(
             "shape",
             d =>

@@ -42,6 +42,7 @@ public static class SaeTestData
             0.05f,
             ReconstructionScale.MeanOverDim
         );
+        yield return From("topk-paper", SaeRecipe.Parse("topk", k: Math.Max(1, m / 3)), 0f);
         yield return From("gated-paper", SaeRecipe.Parse("gated"), 0.3f);
         yield return From("gated-saelens", SaeRecipe.Parse("gated", "saelens"), 0.3f);
         yield return From("gated-unfrozen-aux", SaeRecipe.Parse("gated", ablation: "unfrozen-aux"), 0.3f);
@@ -111,6 +112,17 @@ public static class SaeTestData
         for (int b = 0; b < batch; b++)
         {
             var (_, _, u, um) = IlgpuSae.Verification.SaeReference.EncodeRow(config, p, x, b);
+            if (config.K > 0)
+            {
+                // TopK: the k-th and (k+1)-th largest pre-activations must be apart too, or a small step
+                // changes which features are kept.
+                var z = u.Select((v, i) => Math.Max(v + p["b_enc"][i], 0)).OrderDescending().ToArray();
+                if (config.K < z.Length && z[config.K - 1] > 0)
+                {
+                    min = Math.Min(min, z[config.K - 1] - z[config.K]);
+                }
+            }
+
             for (int i = 0; i < config.DSae; i++)
             {
                 if (config.Architecture == SaeArchitecture.Gated)

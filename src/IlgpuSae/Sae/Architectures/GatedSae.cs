@@ -25,7 +25,14 @@ public sealed class GatedSae : SaeArchitecture
     public override int ReconstructionRows => 2;
 
     /// <inheritdoc/>
-    public override void Validate(SaeConfig config) => ArgumentNullException.ThrowIfNull(config);
+    public override void Validate(SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.K != 0)
+        {
+            throw new ArgumentException("k applies to topk SAEs only, not to gated.");
+        }
+    }
 
     /// <inheritdoc/>
     public override void AddTensors(ParameterLayout layout, SaeConfig config)

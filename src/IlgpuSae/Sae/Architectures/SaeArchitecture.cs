@@ -41,6 +41,9 @@ public abstract class SaeArchitecture
     /// <summary>Gated SAE (<see cref="GatedSae"/>).</summary>
     public static SaeArchitecture Gated => GatedSae.Instance;
 
+    /// <summary>TopK (<see cref="TopKSae"/>).</summary>
+    public static SaeArchitecture TopK => TopKSae.Instance;
+
     /// <summary>JumpReLU, inference only here (<see cref="JumpReluSae"/>).</summary>
     public static SaeArchitecture JumpRelu => JumpReluSae.Instance;
 
@@ -75,6 +78,11 @@ public abstract class SaeArchitecture
             throw new ArgumentException(
                 $"The untied and no-r_mag options apply to gated SAEs only, not to {Name}."
             );
+        }
+
+        if (config.K != 0)
+        {
+            throw new ArgumentException($"k applies to topk SAEs only, not to {Name}.");
         }
     }
 
@@ -206,6 +214,7 @@ public static class SaeArchitectures
         [StandardSae.Instance.Name] = StandardSae.Instance,
         [GatedSae.Instance.Name] = GatedSae.Instance,
         [JumpReluSae.Instance.Name] = JumpReluSae.Instance,
+        [TopKSae.Instance.Name] = TopKSae.Instance,
     };
 
     /// <summary>Every registered family, by name.</summary>

@@ -1,0 +1,147 @@
+using IlgpuSae.Kernels;
+using IlgpuSae.Tensors;
+
+namespace IlgpuSae.Sae;
+
+/// <summary>
+/// The TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", §2.3):
+/// <c>f = TopK_k(ReLU(x̃·W_enc + b_enc))</c> — in each row the k largest positive pre-activations are kept
+/// and
+/// every other feature is zero, ties broken by the lowest feature index (fewer than k only where fewer are
+/// positive). Sparsity comes from k, not from a penalty, so λ is 0. The gradient flows through the kept
+/// entries only: <c>dU = 1[f &gt; 0]·Φ</c>, <c>∂L/∂b_enc = Σ_b dU</c>. The AuxK loss for dead latents is not
+/// implemented yet.
+/// </summary>
+public sealed class TopKSae : SaeArchitecture
+{
+    private TopKSae()
+        : base("topk") { }
+
+    /// <summary>The registered instance.</summary>
+    public static TopKSae Instance { get; } = new();
+
+    /// <inheritdoc/>
+    public override void Validate(SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.Untied || !config.UseRMag)
+        {
+            throw new ArgumentException(
+                "The untied and no-r_mag options apply to gated SAEs only, not to topk."
+            );
+        }
+
+        if (config.K < 1 || config.K > config.DSae)
+        {
+            throw new ArgumentException(
+                $"A topk SAE needs 1 ≤ k ≤ d_sae = {config.DSae}, got k = {config.K}."
+            );
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void AddTensors(ParameterLayout layout, SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        ArgumentNullException.ThrowIfNull(config);
+        layout.Add("b_enc", 1, config.DSae);
+    }
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> FeatureBiases(SaeConfig config) => ["b_enc"];
+
+    /// <inheritdoc/>
+    public override void Activate(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        // U becomes ReLU(U + b_enc) in place (nothing after the activation reads U for this family), then the
+        // selection copies each row's k largest into F.
+        var ops = sae.Device.Ops;
+        ops.ReluEncode(ws.U.Data, sae.Parameters["b_enc"].Data, ws.U.Data, sae.DSae);
+        ops.TopKRows(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K);
+    }
+
+    /// <inheritdoc/>
+    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        sae.Device.Ops.StandardBackward(
+            ws.F.Data,
+            ws.PhiPsi.Data,
+            ws.DecoderNorms.Data,
+            ws.DU.Data,
+            sae.Parameters.Gradient("b_enc").Data,
+            ws.ColumnSums.Data,
+            new StandardArgs
+            {
+                Rows = ws.Batch,
+                M = sae.DSae,
+                LambdaOverB = lambdaOverB,
+                WeightedL1 = weightedL1 ? 1 : 0,
+            }
+        );
+    }
+
+    /// <inheritdoc/>
+    public override (double[] F, double[] A) ReferenceActivate(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(u);
+        var bEnc = p["b_enc"];
+        var z = new double[u.Length];
+        for (int i = 0; i < u.Length; i++)
+        {
+            z[i] = Math.Max(u[i] + bEnc[i], 0);
+        }
+
+        // The k largest positive values, ties to the lowest index: order by (value descending, index
+        // ascending).
+        var keep = Enumerable
+            .Range(0, z.Length)
+            .Where(i => z[i] > 0)
+            .OrderByDescending(i => z[i])
+            .ThenBy(i => i)
+            .Take(config.K)
+            .ToHashSet();
+        var f = new double[z.Length];
+        foreach (int i in keep)
+        {
+            f[i] = z[i];
+        }
+
+        return (f, f);
+    }
+
+    /// <inheritdoc/>
+    public override void ReferenceBackward(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] u,
+        double[] um,
+        double[] phi,
+        double[] psi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        IDictionary<string, double[]> grads
+    )
+    {
+        ArgumentNullException.ThrowIfNull(grads);
+        var (f, _) = ReferenceActivate(config, p, u, um);
+        var gBEnc = grads["b_enc"];
+        for (int i = 0; i < f.Length; i++)
+        {
+            du[i] = f[i] > 0 ? phi[i] + penalty[i] : 0;
+            dum[i] = 0;
+            gBEnc[i] += du[i];
+        }
+    }
+}
