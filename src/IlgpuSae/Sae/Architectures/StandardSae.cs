@@ -36,7 +36,26 @@ public sealed class StandardSae : SaeArchitecture
     }
 
     /// <inheritdoc/>
-    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
+    public override void Backward(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        float lambdaOverB,
+        bool weightedL1
+    ) => BackwardThroughActive(sae, ws, lambdaOverB, weightedL1);
+
+    /// <summary>
+    /// The element-wise backward of every family whose features are <c>ReLU(U + b_enc)</c> masked by a
+    /// selection
+    /// that passes no gradient (the standard SAE: no mask; TopK: the top-k mask): <c>dU = 1[f &gt; 0]·(Φ +
+    /// λ/B·w)</c>,
+    /// <c>∂L/∂b_enc = Σ_b dU</c>, plus the column sums.
+    /// </summary>
+    internal static void BackwardThroughActive(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        float lambdaOverB,
+        bool weightedL1
+    )
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
@@ -92,8 +111,27 @@ public sealed class StandardSae : SaeArchitecture
     )
     {
         ArgumentNullException.ThrowIfNull(grads);
-        var (f, _) = ReferenceActivate(config, p, u, um);
-        var gBEnc = grads["b_enc"];
+        ReferenceBackwardThroughActive(
+            ReferenceActivate(config, p, u, um).F,
+            phi,
+            penalty,
+            du,
+            dum,
+            grads["b_enc"]
+        );
+    }
+
+    /// <summary>Double precision: <see cref="BackwardThroughActive"/> for one row with features
+    /// <paramref name="f"/>.</summary>
+    internal static void ReferenceBackwardThroughActive(
+        double[] f,
+        double[] phi,
+        double[] penalty,
+        double[] du,
+        double[] dum,
+        double[] gBEnc
+    )
+    {
         for (int i = 0; i < f.Length; i++)
         {
             du[i] = f[i] > 0 ? phi[i] + penalty[i] : 0;

@@ -63,26 +63,12 @@ public sealed class TopKSae : SaeArchitecture
     }
 
     /// <inheritdoc/>
-    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
-    {
-        ArgumentNullException.ThrowIfNull(sae);
-        ArgumentNullException.ThrowIfNull(ws);
-        sae.Device.Ops.StandardBackward(
-            ws.F.Data,
-            ws.PhiPsi.Data,
-            ws.DecoderNorms.Data,
-            ws.DU.Data,
-            sae.Parameters.Gradient("b_enc").Data,
-            ws.ColumnSums.Data,
-            new StandardArgs
-            {
-                Rows = ws.Batch,
-                M = sae.DSae,
-                LambdaOverB = lambdaOverB,
-                WeightedL1 = weightedL1 ? 1 : 0,
-            }
-        );
-    }
+    public override void Backward(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        float lambdaOverB,
+        bool weightedL1
+    ) => StandardSae.BackwardThroughActive(sae, ws, lambdaOverB, weightedL1);
 
     /// <inheritdoc/>
     public override (double[] F, double[] A) ReferenceActivate(
@@ -135,13 +121,13 @@ public sealed class TopKSae : SaeArchitecture
     )
     {
         ArgumentNullException.ThrowIfNull(grads);
-        var (f, _) = ReferenceActivate(config, p, u, um);
-        var gBEnc = grads["b_enc"];
-        for (int i = 0; i < f.Length; i++)
-        {
-            du[i] = f[i] > 0 ? phi[i] + penalty[i] : 0;
-            dum[i] = 0;
-            gBEnc[i] += du[i];
-        }
+        StandardSae.ReferenceBackwardThroughActive(
+            ReferenceActivate(config, p, u, um).F,
+            phi,
+            penalty,
+            du,
+            dum,
+            grads["b_enc"]
+        );
     }
 }
