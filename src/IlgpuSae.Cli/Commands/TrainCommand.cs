@@ -128,6 +128,13 @@ internal static class TrainCommand
             throw new ArgumentException("--override applies to --resume only.");
         }
 
+        if (parse.GetValue(o.Overrides) is { Length: > 0 } && SaeTrainer.LatestCheckpoint(outDir) is null)
+        {
+            throw new ArgumentException(
+                $"--override: {outDir} has no checkpoint to resume from, so there is nothing to override."
+            );
+        }
+
         using var device = CommonOptions.OpenDevice(parse);
         var provenance = new Dictionary<string, object?>();
         using var data = OpenData(

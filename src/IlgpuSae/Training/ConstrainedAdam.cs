@@ -68,14 +68,6 @@ public sealed class ConstrainedAdam : IDisposable
         );
     }
 
-    /// <summary>Bytes of device memory the optimizer allocates besides the SAE (the clipping partial
-    /// sums).</summary>
-    public static long DeviceBytes(ParameterLayout layout)
-    {
-        ArgumentNullException.ThrowIfNull(layout);
-        return layout.Length / ParameterLayout.Alignment * sizeof(float);
-    }
-
     /// <summary>Applies update number <paramref name="t"/> (1-based, for bias correction) at learning rate
     /// <paramref name="learningRate"/>.</summary>
     public void Step(long t, float learningRate)

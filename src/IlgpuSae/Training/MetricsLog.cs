@@ -39,9 +39,30 @@ public sealed class MetricsLog
             return;
         }
 
-        var kept = File.ReadAllLines(Path)
-            .Where(l => JsonNode.Parse(l)?["step"]?.GetValue<long>() <= step)
-            .ToArray();
-        AtomicFile.WriteAllText(Path, kept.Length == 0 ? "" : string.Join("\n", kept) + "\n");
+        var lines = File.ReadAllLines(Path);
+        var kept = new List<string>();
+        for (int n = 0; n < lines.Length; n++)
+        {
+            long? logged;
+            try
+            {
+                logged = JsonNode.Parse(lines[n])?["step"]?.GetValue<long>();
+            }
+            catch (Exception e)
+                when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException(
+                    $"{Path}, line {n + 1}: not a metrics record ({e.Message}).",
+                    e
+                );
+            }
+
+            if (logged <= step)
+            {
+                kept.Add(lines[n]);
+            }
+        }
+
+        AtomicFile.WriteAllText(Path, kept.Count == 0 ? "" : string.Join("\n", kept) + "\n");
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using IlgpuSae.IO;
 using IlgpuSae.Sae;
@@ -131,7 +132,30 @@ public static class TrainingCheckpoint
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
         ArgumentNullException.ThrowIfNull(sae);
-        var state = ReadStateJson(checkpoint);
+        // Everything is read and checked before the SAE is touched, so a malformed checkpoint changes
+        // nothing.
+        var state = ReadState(checkpoint);
+        float[] m1,
+            m2,
+            steps;
+        using (var optimizer = new SafetensorsFile(Path.Combine(checkpoint, OptimizerFile)))
+        {
+            m1 = optimizer.ReadFloats("exp_avg");
+            m2 = optimizer.ReadFloats("exp_avg_sq");
+            steps = optimizer.ReadFloats("steps_since_fired");
+        }
+
+        if (
+            m1.Length != sae.Parameters.Layout.Length
+            || m2.Length != sae.Parameters.Layout.Length
+            || steps.Length != sae.DSae
+        )
+        {
+            throw new InvalidDataException(
+                $"{checkpoint}: the Adam moments hold {m1.Length} and {m2.Length} values and the dead-feature counters {steps.Length}; the SAE needs {sae.Parameters.Layout.Length} and {sae.DSae}."
+            );
+        }
+
         using (var saved = SaeFiles.Load(sae.Device, checkpoint))
         {
             if (
@@ -148,33 +172,9 @@ public static class TrainingCheckpoint
             sae.CopyParametersFrom(saved);
         }
 
-        float[] steps;
-        using (var optimizer = new SafetensorsFile(Path.Combine(checkpoint, OptimizerFile)))
-        {
-            sae.Parameters.Upload(optimizer.ReadFloats("exp_avg"), ParameterSection.FirstMoment);
-            sae.Parameters.Upload(optimizer.ReadFloats("exp_avg_sq"), ParameterSection.SecondMoment);
-            steps = optimizer.ReadFloats("steps_since_fired");
-        }
-
-        try
-        {
-            return (
-                new TrainerState(
-                    state["step"]!.GetValue<long>(),
-                    state["data_cursor"]!.GetValue<long>(),
-                    state["last_resample_step"]!.GetValue<long>(),
-                    state["normalization_scale"]!.GetValue<float>()
-                ),
-                steps
-            );
-        }
-        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
-        {
-            throw new InvalidDataException(
-                $"{Path.Combine(checkpoint, StateFile)} lacks a field or has one of the wrong type.",
-                e
-            );
-        }
+        sae.Parameters.Upload(m1, ParameterSection.FirstMoment);
+        sae.Parameters.Upload(m2, ParameterSection.SecondMoment);
+        return (state, steps);
     }
 
     private static JsonObject ReadStateJson(string checkpoint)
@@ -187,7 +187,44 @@ public static class TrainingCheckpoint
             );
         }
 
-        return JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject
-            ?? throw new InvalidDataException($"{statePath} is not a JSON object.");
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject
+                ?? throw new InvalidDataException($"{statePath} is not a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{statePath} is not valid JSON: {e.Message}", e);
+        }
+    }
+
+    private static TrainerState ReadState(string checkpoint)
+    {
+        var json = ReadStateJson(checkpoint);
+        T Field<T>(string name)
+        {
+            try
+            {
+                return json[name] is JsonValue v
+                    ? v.GetValue<T>()
+                    : throw new InvalidDataException(
+                        $"{Path.Combine(checkpoint, StateFile)} has no '{name}'."
+                    );
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException(
+                    $"{Path.Combine(checkpoint, StateFile)}: '{name}' has the wrong type.",
+                    e
+                );
+            }
+        }
+
+        return new TrainerState(
+            Field<long>("step"),
+            Field<long>("data_cursor"),
+            Field<long>("last_resample_step"),
+            Field<float>("normalization_scale")
+        );
     }
 }

@@ -161,6 +161,29 @@ public sealed class ResumeSettingsTests(DeviceFixture devices) : IDisposable
         trainer.Step.Should().Be(3);
     }
 
+    [Fact]
+    public void A_corrupt_checkpoint_or_metrics_log_is_a_clear_error_and_changes_nothing()
+    {
+        var (folder, checkpoint, data) = Interrupted("corrupt");
+        using var _ = data;
+        using var sae = SparseAutoencoder.Create(Cpu, Gated, seed: 9);
+        var before = sae.Parameters.Download();
+        using var trainer = new SaeTrainer(sae, data, Options, folder);
+        var state = Path.Combine(checkpoint, "trainer_state.json");
+        var good = File.ReadAllText(state);
+        File.WriteAllText(state, good[..(good.Length / 2)]);
+        var act = () => trainer.Resume(checkpoint);
+        act.Should().Throw<InvalidDataException>().WithMessage("*trainer_state.json*");
+        File.WriteAllText(state, good.Replace("\"data_cursor\"", "\"cursor\"", StringComparison.Ordinal));
+        act.Should().Throw<InvalidDataException>().WithMessage("*data_cursor*");
+        sae.Parameters.Download().Should().Equal(before, "a refused checkpoint loads nothing");
+        trainer.Step.Should().Be(0);
+
+        File.WriteAllText(state, good);
+        File.AppendAllText(Path.Combine(folder, SaeTrainer.MetricsFile), "{not json\n");
+        act.Should().Throw<InvalidDataException>().WithMessage("*metrics.jsonl*line*");
+    }
+
     private sealed class Relay(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
