@@ -9,7 +9,11 @@ internal static class ExportCommand
 {
     public static Command Create()
     {
-        var sae = new Option<string>("--sae") { Description = "A gated SAE folder.", Required = true };
+        var sae = new Option<string>("--sae")
+        {
+            Description = "A tied gated, batchtopk or matryoshka_batchtopk SAE folder.",
+            Required = true,
+        };
         var to = new Option<string>("--to")
         {
             Description = "Target architecture (jumprelu).",
@@ -19,7 +23,7 @@ internal static class ExportCommand
         var output = new Option<string>("--out") { Description = "Output SAE folder.", Required = true };
         var command = new Command(
             "export",
-            "Export a gated SAE as the exactly equivalent JumpReLU SAE (SAELens layout)."
+            "Export a tied gated SAE as the exactly equivalent JumpReLU SAE, or a BatchTopK/Matryoshka SAE (training form) as the JumpReLU SAE of its inference threshold (SAELens layout)."
         )
         {
             sae,
@@ -30,15 +34,21 @@ internal static class ExportCommand
             CommonOptions.Guard(() =>
             {
                 using var device = CommonOptions.OpenDevice(parse);
-                using var gated = SaeFiles.Load(device, parse.GetValue(sae)!);
-                if (gated.Config.Architecture != SaeArchitecture.Gated)
+                using var source = SaeFiles.Load(device, parse.GetValue(sae)!);
+                if (
+                    source.Config.Architecture != SaeArchitecture.Gated
+                    && source.Architecture is not BatchTopKSae
+                )
                 {
                     throw new ArgumentException(
-                        $"{parse.GetValue(sae)} is a {gated.Config.Architecture} SAE; export --to jumprelu needs a gated one."
+                        $"{parse.GetValue(sae)} is a {source.Config.Architecture} SAE; export --to jumprelu needs a tied gated, batchtopk or matryoshka_batchtopk one."
                     );
                 }
 
-                using var jump = SaeFiles.ExportJumpRelu(gated);
+                using var jump =
+                    source.Architecture is BatchTopKSae
+                        ? BatchTopKSae.ToJumpRelu(source)
+                        : SaeFiles.ExportJumpRelu(source);
                 SaeFiles.Save(jump, parse.GetValue(output)!);
                 Console.WriteLine(
                     $"Wrote the JumpReLU form of {parse.GetValue(sae)} to {parse.GetValue(output)}."

@@ -18,11 +18,22 @@ internal static class TrainCommand
         var o = new Options();
         var command = new Command(
             "train",
-            "Train a standard or gated SAE on activations (from files, or streamed from a language model)."
+            "Train an SAE (standard, gated, topk, batchtopk, matryoshka or jumprelu) on activations (from files, or streamed from a language model)."
         )
         {
             o.Arch,
             o.K,
+            o.AuxK,
+            o.AuxCoefficient,
+            o.DeadWindow,
+            o.MatryoshkaWidths,
+            o.LevelWeights,
+            o.Bandwidth,
+            o.L0Coefficient,
+            o.ThresholdInit,
+            o.SteToInput,
+            o.ThresholdStart,
+            o.BDecInit,
             o.Mode,
             o.Ablation,
             o.DSae,
@@ -86,23 +97,58 @@ internal static class TrainCommand
 
     private static int Run(Options o, ParseResult parse, CancellationToken cancel)
     {
+        string arch = parse.GetValue(o.Arch)!;
         var recipe = SaeRecipe.Parse(
-            parse.GetValue(o.Arch)!,
-            parse.GetValue(o.Mode)!,
+            arch == "matryoshka" ? "matryoshka_batchtopk" : arch,
+            parse.GetValue(o.Mode),
             parse.GetValue(o.Ablation)!,
             parse.GetValue(o.RescaleOf) is not null,
-            parse.GetValue(o.K) ?? 0
+            parse.GetValue(o.K) ?? 0,
+            ParseList(parse.GetValue(o.MatryoshkaWidths), "--matryoshka-widths", int.Parse)
         );
+        bool Given(Option option) => parse.GetResult(option) is { Implicit: false };
+        if (recipe.K > 0 && (Given(o.L1) || Given(o.L1Warmup)))
+        {
+            throw new ArgumentException(
+                $"--l1 and --l1-warmup do not apply to {recipe.Architecture.Name} SAEs: their sparsity is --k."
+            );
+        }
+
+        bool jumpRelu = recipe.Architecture == SaeArchitecture.JumpRelu;
+        if (jumpRelu && Given(o.L1))
+        {
+            throw new ArgumentException("JumpReLU's sparsity coefficient is --l0-coefficient, not --l1.");
+        }
+
+        foreach (
+            var (option, applies, family) in new (Option, bool, string)[]
+            {
+                (o.AuxK, recipe.IsTopKFamily, "the TopK family"),
+                (o.AuxCoefficient, recipe.IsTopKFamily, "the TopK family"),
+                (o.DeadWindow, recipe.IsTopKFamily, "the TopK family"),
+                (o.LevelWeights, recipe.Architecture == SaeArchitecture.Matryoshka, "matryoshka SAEs"),
+                (o.Bandwidth, jumpRelu, "jumprelu SAEs"),
+                (o.L0Coefficient, jumpRelu, "jumprelu SAEs"),
+                (o.ThresholdInit, jumpRelu, "jumprelu SAEs"),
+                (o.SteToInput, jumpRelu, "jumprelu SAEs"),
+                (o.ThresholdStart, recipe.Architecture is BatchTopKSae, "batchtopk and matryoshka SAEs"),
+            }
+        )
+        {
+            if (Given(option) && !applies)
+            {
+                throw new ArgumentException($"{option.Name} applies to {family} only.");
+            }
+        }
+
         if (
-            recipe.K > 0
-            && (
-                parse.GetResult(o.L1) is { Implicit: false }
-                || parse.GetResult(o.L1Warmup) is { Implicit: false }
-            )
+            recipe.IsTopKFamily
+            && recipe.Mode == TrainingRecipe.Paper
+            && (Given(o.AuxK) || Given(o.AuxCoefficient))
         )
         {
             throw new ArgumentException(
-                "--l1 and --l1-warmup do not apply to topk SAEs: their sparsity is --k."
+                "--mode paper trains TopK without AuxK; use --mode dictionary-learning or saelens for --aux-k/--aux-coefficient."
             );
         }
 
@@ -154,7 +200,8 @@ internal static class TrainCommand
             );
         }
 
-        var options = recipe.Apply(o.ToTrainerOptions(parse, steps));
+        var options = recipe.Apply(o.ToTrainerOptions(parse, steps), data.Dim);
+        options = o.WithExplicitOverrides(parse, options, recipe);
         if (parse.GetValue(o.Normalize) && recipe.RescaleShift)
         {
             throw new ArgumentException(
@@ -343,12 +390,35 @@ internal static class TrainCommand
         return result;
     }
 
+    /// <summary>A comma-separated list, or null.</summary>
+    internal static T[]? ParseList<T>(string? text, string option, Func<string, IFormatProvider, T> parse)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return
+            [
+                .. text.Split(',', StringSplitOptions.TrimEntries)
+                    .Select(t => parse(t, CultureInfo.InvariantCulture)),
+            ];
+        }
+        catch (Exception e) when (e is FormatException or OverflowException)
+        {
+            throw new ArgumentException($"{option} '{text}' is not a comma-separated list of numbers.", e);
+        }
+    }
+
     /// <summary>The options of <c>train</c>.</summary>
     private sealed class Options
     {
         public Options()
         {
-            Arch.AcceptOnlyFromAmong("standard", "gated", "topk");
+            Arch.AcceptOnlyFromAmong("standard", "gated", "topk", "batchtopk", "matryoshka", "jumprelu");
+            BDecInit.AcceptOnlyFromAmong("zero", "mean", "geometric-median");
             Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
@@ -358,19 +428,98 @@ internal static class TrainCommand
         public Option<string> Arch { get; } =
             new Option<string>("--arch")
             {
-                Description = "standard, gated or topk (TopK: k largest per row, no L1; needs --k).",
+                Description =
+                    "standard, gated, topk (k largest per row), batchtopk (k·B largest per batch), matryoshka (nested BatchTopK) or jumprelu (L0 penalty). The TopK family needs --k and has no L1.",
                 Required = true,
             };
 
         public Option<int?> K { get; } =
-            new Option<int?>("--k") { Description = "TopK: features kept per row (1 ≤ k ≤ --d-sae)." };
-
-        public Option<string> Mode { get; } =
-            new Option<string>("--mode")
+            new Option<int?>("--k")
             {
                 Description =
-                    "paper (default: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated) or april-update (standard).",
-                DefaultValueFactory = _ => "paper",
+                    "TopK family: features kept per row (topk) or on average per row over the batch (batchtopk, matryoshka); 1 ≤ k ≤ --d-sae.",
+            };
+
+        public Option<int?> AuxK { get; } =
+            new Option<int?>("--aux-k")
+            {
+                Description =
+                    "TopK family: dead latents per row in the AuxK loss (default d_in/2, both libraries).",
+            };
+
+        public Option<float?> AuxCoefficient { get; } =
+            new Option<float?>("--aux-coefficient")
+            {
+                Description =
+                    "TopK family: AuxK coefficient α (default 1/32 dictionary-learning, 1 saelens; 0 turns AuxK off).",
+            };
+
+        public Option<long?> DeadWindow { get; } =
+            new Option<long?>("--dead-window")
+            {
+                Description =
+                    "TopK family: tokens without firing after which a latent is dead for AuxK (default 10000000 dictionary-learning; 1000 batches saelens).",
+            };
+
+        public Option<string?> MatryoshkaWidths { get; } =
+            new Option<string?>("--matryoshka-widths")
+            {
+                Description =
+                    "Matryoshka: nested widths a,b,…,d_sae, strictly increasing, ending at --d-sae.",
+            };
+
+        public Option<string?> LevelWeights { get; } =
+            new Option<string?>("--level-weights")
+            {
+                Description =
+                    "Matryoshka: one loss weight per width (default 1 each with saelens; 1/G² each with dictionary-learning).",
+            };
+
+        public Option<float?> Bandwidth { get; } =
+            new Option<float?>("--bandwidth")
+            {
+                Description =
+                    "JumpReLU: bandwidth ε of the pseudo-derivatives (default 0.05, SAELens; pick it relative to the pre-activation scale).",
+            };
+
+        public Option<float?> L0Coefficient { get; } =
+            new Option<float?>("--l0-coefficient")
+            {
+                Description = "JumpReLU: coefficient λ of the L0 penalty (default 1, SAELens).",
+            };
+
+        public Option<float?> ThresholdInit { get; } =
+            new Option<float?>("--threshold-init")
+            {
+                Description = "JumpReLU: initial threshold θ₀ of every feature (default 0.01, SAELens).",
+            };
+
+        public Option<bool> SteToInput { get; } =
+            new Option<bool>("--ste-to-input")
+            {
+                Description =
+                    "JumpReLU: also pass the pseudo-derivatives to the pre-activations (newer SAELens jumprelu_ste_to_input).",
+            };
+
+        public Option<long?> ThresholdStart { get; } =
+            new Option<long?>("--threshold-start")
+            {
+                Description =
+                    "BatchTopK/Matryoshka, dictionary-learning estimator: the inference threshold is estimated after this step (default 1000; SAELens's estimator starts at once).",
+            };
+
+        public Option<string?> BDecInit { get; } =
+            new Option<string?>("--b-dec-init")
+            {
+                Description =
+                    "zero, mean or geometric-median of the first batch (default: geometric-median for the TopK family in dictionary-learning mode, zero otherwise).",
+            };
+
+        public Option<string?> Mode { get; } =
+            new Option<string?>("--mode")
+            {
+                Description =
+                    "paper (default for standard/gated: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated, TopK family, default for jumprelu), april-update (standard), dictionary-learning (default for the TopK family). See README, 'SAE families'.",
             };
 
         public Option<string> Ablation { get; } =
@@ -538,6 +687,114 @@ internal static class TrainCommand
                 Description =
                     "With --model: write the activations to this cache folder first (resumable) and train from it, instead of streaming.",
             };
+
+        /// <summary>
+        /// Options given on the command line win over the mode's defaults: β1, clipping, warm-up, the
+        /// learning
+        /// rate (dictionary_learning's TopK default is <c>2e-4/√(M/2^14)</c> when --lr is not given), and the
+        /// family options.
+        /// </summary>
+        public TrainerOptions WithExplicitOverrides(
+            ParseResult parse,
+            TrainerOptions options,
+            SaeRecipe recipe
+        )
+        {
+            bool Given(Option option) => parse.GetResult(option) is { Implicit: false };
+            var o = options;
+            if (Given(Beta1))
+            {
+                o = o with { Beta1 = parse.GetValue(Beta1) };
+            }
+
+            if (Given(Clip))
+            {
+                o = o with { GradClipNorm = parse.GetValue(Clip) };
+            }
+
+            if (Given(LrWarmup))
+            {
+                o = o with { LrWarmupSteps = parse.GetValue(LrWarmup) };
+            }
+
+            if (
+                !Given(Lr)
+                && recipe.IsTopKFamily
+                && recipe.Mode == TrainingRecipe.DictionaryLearning
+                && parse.GetValue(DSae) is int m
+            )
+            {
+                o = o with { LearningRate = (float)(2e-4 / Math.Sqrt(m / 16384.0)) };
+            }
+
+            var loss = o.Loss;
+            if (loss.AuxK is { } aux)
+            {
+                aux = aux with
+                {
+                    KAux = parse.GetValue(AuxK) ?? aux.KAux,
+                    Coefficient = parse.GetValue(AuxCoefficient) ?? aux.Coefficient,
+                };
+                loss = loss with { AuxK = aux.Coefficient > 0 ? aux : null };
+            }
+
+            if (parse.GetValue(LevelWeights) is { } weights)
+            {
+                loss = loss with { LevelWeights = ParseList(weights, "--level-weights", float.Parse) };
+            }
+
+            if (recipe.Architecture == SaeArchitecture.JumpRelu)
+            {
+                loss = loss with
+                {
+                    L1Coefficient = parse.GetValue(L0Coefficient) ?? 1f,
+                    JumpRelu = loss.JumpRelu with
+                    {
+                        Bandwidth = parse.GetValue(Bandwidth) ?? loss.JumpRelu.Bandwidth,
+                        SteToInput = parse.GetValue(SteToInput),
+                    },
+                };
+                o = o with { InitialThreshold = parse.GetValue(ThresholdInit) ?? o.InitialThreshold };
+            }
+
+            if (parse.GetValue(ThresholdStart) is long start)
+            {
+                if (loss.Threshold.SaeLensStyle)
+                {
+                    throw new ArgumentException(
+                        "--threshold-start applies to the dictionary-learning estimator; SAELens's starts at step 1."
+                    );
+                }
+
+                loss = loss with { Threshold = loss.Threshold with { StartStep = start } };
+            }
+
+            o = o with
+            {
+                Loss = loss,
+                AuxDeadWindowTokens = parse.GetValue(DeadWindow) ?? o.AuxDeadWindowTokens,
+                DecoderBiasInit = parse.GetValue(BDecInit) switch
+                {
+                    null => o.DecoderBiasInit,
+                    "zero" => DecoderBiasInit.Keep,
+                    "mean" => DecoderBiasInit.Mean,
+                    _ => DecoderBiasInit.GeometricMedian,
+                },
+            };
+            if (parse.GetValue(Init) is not null && o.DecoderBiasInit != DecoderBiasInit.Keep)
+            {
+                if (Given(BDecInit))
+                {
+                    throw new ArgumentException(
+                        "--b-dec-init applies to new SAEs, not to --init (which keeps its b_dec)."
+                    );
+                }
+
+                o = o with { DecoderBiasInit = DecoderBiasInit.Keep };
+            }
+
+            return o;
+        }
 
         /// <summary>The trainer options these settings give, before the recipe applies its own.</summary>
         public TrainerOptions ToTrainerOptions(ParseResult parse, long steps) =>

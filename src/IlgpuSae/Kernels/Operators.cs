@@ -75,6 +75,24 @@ public readonly struct Exp : IUnaryOp
     public float Apply(float x) => XMath.Exp(x);
 }
 
+/// <summary><c>y = ln x</c> (JumpReLU's log-threshold parametrisation).</summary>
+public readonly struct Log : IUnaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Log(x);
+}
+
+/// <summary><c>y = max(x, Floor)</c>.</summary>
+/// <param name="floor">The smallest value kept.</param>
+public readonly struct ClampMin(float floor) : IUnaryOp
+{
+    /// <summary>The smallest value kept.</summary>
+    public float Floor { get; } = floor;
+
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Max(x, Floor);
+}
+
 /// <summary><c>y = √x</c>.</summary>
 public readonly struct Sqrt : IUnaryOp
 {
@@ -207,6 +225,33 @@ public readonly struct Max : IReduceOp
 
     /// <inheritdoc/>
     public float Combine(float a, float b) => XMath.Max(a, b);
+}
+
+/// <summary><c>y = b ≠ 0 ? a : 0</c>: a masked by the support of b.</summary>
+public readonly struct WhereNonZero : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => b != 0f ? a : 0f;
+}
+
+/// <summary><c>y = b = 0 ? a : 0</c>: a outside the support of b.</summary>
+public readonly struct WhereZero : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => b == 0f ? a : 0f;
+}
+
+/// <summary>Smallest positive value (+∞ when there is none): the BatchTopK threshold estimate.</summary>
+public readonly struct MinPositive : IReduceOp
+{
+    /// <inheritdoc/>
+    public float Identity => float.PositiveInfinity;
+
+    /// <inheritdoc/>
+    public float Map(float x) => x > 0f ? x : float.PositiveInfinity;
+
+    /// <inheritdoc/>
+    public float Combine(float a, float b) => XMath.Min(a, b);
 }
 
 /// <summary>Number of non-zero values (the L0 "norm"), exact up to 2²⁴.</summary>

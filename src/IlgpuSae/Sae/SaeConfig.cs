@@ -27,9 +27,17 @@ public sealed record SaeConfig
     /// </summary>
     public bool Untied { get; init; }
 
-    /// <summary>TopK only: the features kept per row (SAELens <c>cfg.json</c> key <c>k</c>); 0 for every
-    /// other family.</summary>
+    /// <summary>
+    /// The TopK family: the features kept per row (TopK), or on average per row over the batch (BatchTopK,
+    /// Matryoshka) — SAELens <c>cfg.json</c> key <c>k</c>; 0 for every other family.
+    /// </summary>
     public int K { get; init; }
+
+    /// <summary>
+    /// Matryoshka only: the nested dictionary widths m_1 &lt; … &lt; m_G = d_sae (SAELens
+    /// <c>matryoshka_widths</c>); null for every other family.
+    /// </summary>
+    public IReadOnlyList<int>? MatryoshkaWidths { get; init; }
 
     /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings
     /// …).</summary>

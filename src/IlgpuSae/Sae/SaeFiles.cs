@@ -49,6 +49,7 @@ public static class SaeFiles
             "aux_loss_coefficient",
             "use_sparse_activations",
             "topk_threshold_lr",
+            "matryoshka_widths",
             "model_name",
             "hook_name",
             "hook_point",
@@ -153,6 +154,11 @@ public static class SaeFiles
         {
             json["k"] = config.K;
             json["rescale_acts_by_decoder_norm"] = false;
+        }
+
+        if (config.MatryoshkaWidths is { } widths)
+        {
+            json["matryoshka_widths"] = new JsonArray([.. widths.Select(w => (JsonNode?)w)]);
         }
 
         return json;
@@ -265,7 +271,8 @@ public static class SaeFiles
             ApplyBDecToInput = root["apply_b_dec_to_input"]?.GetValue<bool>() ?? true,
             UseRMag = useRMag,
             Untied = untied,
-            K = root["k"] is JsonValue kValue && kValue.TryGetValue<int>(out var kept) ? kept : 0,
+            K = ReadK(configPath, root["k"]),
+            MatryoshkaWidths = ReadWidths(configPath, root["matryoshka_widths"]),
             Metadata = metadata,
         };
         if (
@@ -289,6 +296,47 @@ public static class SaeFiles
         }
 
         return config;
+    }
+
+    /// <summary>k as an integer (SAELens writes BatchTopK's k as a float, e.g. 32.0); 0 when
+    /// absent.</summary>
+    private static int ReadK(string configPath, JsonNode? node)
+    {
+        if (node is null)
+        {
+            return 0;
+        }
+
+        if (
+            node is JsonValue v
+            && v.TryGetValue<double>(out var k)
+            && k == Math.Floor(k)
+            && k is >= 0 and <= int.MaxValue
+        )
+        {
+            return (int)k;
+        }
+
+        throw new InvalidDataException(
+            $"{configPath}: 'k' must be a non-negative integer, got {node.ToJsonString()}."
+        );
+    }
+
+    private static int[]? ReadWidths(string configPath, JsonNode? node)
+    {
+        if (node is null)
+        {
+            return null;
+        }
+
+        if (node is not JsonArray array || array.Any(n => n is not JsonValue w || !w.TryGetValue<int>(out _)))
+        {
+            throw new InvalidDataException(
+                $"{configPath}: 'matryoshka_widths' must be a list of integers, got {node.ToJsonString()}."
+            );
+        }
+
+        return [.. array.Select(n => n!.GetValue<int>())];
     }
 
     /// <summary>
@@ -385,6 +433,10 @@ public static class SaeFiles
                 $"{path}: unexpected tensor '{name}' for a {config.Architecture.Name} SAE (expected {string.Join(", ", layout.Entries.Select(e => e.Name))})."
             );
         long[] expected = entry.Rows == 1 ? [entry.Cols] : [entry.Rows, entry.Cols];
+        if (entry.Rows == 1 && entry.Cols == 1 && shape.Length == 0)
+        {
+            return; // a scalar (SAELens saves topk_threshold as a 0-d tensor)
+        }
 
         if (!shape.SequenceEqual(expected))
         {
@@ -394,7 +446,7 @@ public static class SaeFiles
         }
     }
 
-    private static SparseAutoencoder FromTensors(
+    internal static SparseAutoencoder FromTensors(
         SaeDevice device,
         SaeConfig config,
         Dictionary<string, float[]> tensors,

@@ -32,6 +32,92 @@ public sealed record SaeLossOptions
 
     /// <summary>Normalisation of the squared error.</summary>
     public ReconstructionScale Scale { get; init; } = ReconstructionScale.Sum;
+
+    /// <summary>TopK family: the AuxK loss for dead latents (null = off).</summary>
+    public AuxKOptions? AuxK { get; init; }
+
+    /// <summary>BatchTopK and Matryoshka: how the inference threshold is estimated during training.</summary>
+    public ThresholdEstimator Threshold { get; init; } = ThresholdEstimator.DictionaryLearning;
+
+    /// <summary>JumpReLU training settings (bandwidth, parametrisation, straight-through option).</summary>
+    public JumpReluTraining JumpRelu { get; init; } = new();
+
+    /// <summary>
+    /// Matryoshka: the weight of each level's reconstruction loss, one per width (the last is the full
+    /// dictionary). Null = 1 each (SAELens's unweighted sum); dictionary_learning's mean of
+    /// <c>w_g·L_g</c> with <c>w_g = 1/G</c> is <c>1/G²</c> each.
+    /// </summary>
+    public IReadOnlyList<float>? LevelWeights { get; init; }
+}
+
+/// <summary>Whose AuxK variant (Gao et al. 2024, App. A.2) to reproduce; they differ in the codes, the
+/// bias and the normalisation.</summary>
+public enum AuxKStyle
+{
+    /// <summary>
+    /// dictionary_learning (default): codes ReLU(pre) of the top-k_aux dead latents, <c>ê = A·W_dec</c> (no
+    /// b_dec), loss <c>α·(1/B)Σ‖ê − e‖² / ((1/B)Σ‖e − ē‖²)</c>, α = 1/32, dead after 10M tokens without
+    /// being selected (counted with the current batch).
+    /// </summary>
+    DictionaryLearning,
+
+    /// <summary>
+    /// SAELens: raw pre-activations of the top-k_aux dead latents (no ReLU, may be negative),
+    /// <c>ê = A·W_dec + b_dec</c>, loss <c>α·min(#dead/k_aux, 1)·(1/B)Σ‖ê − e‖²</c>, α = 1, dead after more
+    /// than 1000 steps without a non-zero value (counted before the current batch). The b_dec in ê is the
+    /// term EleutherAI/sparsify#132 calls double-counted; it is reproduced here on purpose.
+    /// </summary>
+    SaeLens,
+}
+
+/// <summary>The AuxK loss for dead latents.</summary>
+public sealed record AuxKOptions
+{
+    /// <summary>The style (default dictionary_learning).</summary>
+    public AuxKStyle Style { get; init; } = AuxKStyle.DictionaryLearning;
+
+    /// <summary>Dead latents used per row, k_aux (both libraries: d_in/2, Gao et al. App. B.1).</summary>
+    public required int KAux { get; init; }
+
+    /// <summary>The coefficient α (dictionary_learning 1/32, SAELens 1).</summary>
+    public float Coefficient { get; init; } = 1f / 32;
+}
+
+/// <summary>How BatchTopK's inference threshold θ is estimated from each batch's smallest positive
+/// activation m.</summary>
+public sealed record ThresholdEstimator
+{
+    /// <summary>dictionary_learning: EMA <c>θ ← β·θ + (1−β)·m</c>, β = 0.999, after step 1000, the first
+    /// update sets θ = m (default).</summary>
+    public static ThresholdEstimator DictionaryLearning { get; } = new();
+
+    /// <summary>SAELens: <c>θ ← (1−η)·θ + η·m</c>, η = 0.01, from θ = 0 at step 1, skipping batches without
+    /// positives.</summary>
+    public static ThresholdEstimator SaeLens { get; } = new() { SaeLensStyle = true, Rate = 0.01f };
+
+    /// <summary>SAELens's rule (true) or dictionary_learning's (false).</summary>
+    public bool SaeLensStyle { get; init; }
+
+    /// <summary>β (dictionary_learning) or η (SAELens).</summary>
+    public float Rate { get; init; } = 0.999f;
+
+    /// <summary>dictionary_learning: updates happen only for steps after this one.</summary>
+    public long StartStep { get; init; } = 1000;
+}
+
+/// <summary>JumpReLU training (Rajamanoharan et al. 2024; SAELens "step" sparsity).</summary>
+public sealed record JumpReluTraining
+{
+    /// <summary>Bandwidth ε of the rectangle kernel of the pseudo-derivatives (SAELens 0.05).</summary>
+    public float Bandwidth { get; init; } = 0.05f;
+
+    /// <summary>Train <c>log θ</c> (SAELens, default) instead of θ itself (dictionary_learning; θ is then
+    /// clamped to stay positive).</summary>
+    public bool LogThreshold { get; init; } = true;
+
+    /// <summary>Also pass the pseudo-derivatives to the pre-activations (Anthropic, January 2025; newer
+    /// SAELens <c>jumprelu_ste_to_input</c>). Off by default.</summary>
+    public bool SteToInput { get; init; }
 }
 
 /// <summary>How a training step runs after the dense encoder product.</summary>

@@ -13,6 +13,7 @@ namespace IlgpuSae.Sae;
 public sealed class SaeWorkspace : IDisposable
 {
     private readonly List<DeviceTensor> _owned = [];
+    private readonly Dictionary<string, DeviceTensor> _scratch = new(StringComparer.Ordinal);
     private readonly SaeDevice _device;
 
     internal SaeWorkspace(SparseAutoencoder sae, int batch)
@@ -105,6 +106,39 @@ public sealed class SaeWorkspace : IDisposable
     public DeviceTensor DecoderNorms { get; }
 
     internal DeviceTensor RowTmp { get; }
+
+    /// <summary>The input rows x [B, d] of the latest pass through this workspace.</summary>
+    public MatrixView Input { get; internal set; }
+
+    /// <summary>Whether the latest pass is a training pass (<see cref="SparseAutoencoder.ComputeGradients"/>)
+    /// rather than inference: BatchTopK selects over the batch only when training.</summary>
+    public bool Training { get; internal set; }
+
+    /// <summary>The objective of the latest training pass (null after an inference pass).</summary>
+    public SaeLossOptions? Loss { get; internal set; }
+
+    /// <summary>
+    /// A family's own device buffer of this batch size, allocated on first use under
+    /// <paramref name="name"/> and kept with the workspace (AuxK codes, Matryoshka prefixes …).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The name is in use with another shape.</exception>
+    public DeviceTensor Scratch(string name, int rows, int cols)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        if (_scratch.TryGetValue(name, out var t))
+        {
+            return t.Rows == rows && t.Cols == cols
+                ? t
+                : throw new InvalidOperationException(
+                    $"Scratch '{name}' is [{t.Rows}, {t.Cols}], asked for [{rows}, {cols}]."
+                );
+        }
+
+        t = _device.Allocate(rows, cols, name);
+        _scratch[name] = t;
+        _owned.Add(t);
+        return t;
+    }
 
     internal MemoryBuffer1D<int, Stride1D.Dense> RowIdx { get; private set; } = null!;
 

@@ -101,6 +101,15 @@ public sealed class SparseAutoencoder : IDisposable
         return device.Backend == BackendKind.Cpu ? 0.10 : 0.03;
     }
 
+    /// <summary>
+    /// The trainer's dead-feature counters, for the AuxK loss of the TopK family (null = no AuxK this step).
+    /// </summary>
+    public DeadFeatureWindow? AuxDeadFeatures { get; set; }
+
+    /// <summary>The 1-based number of the training step being computed (the BatchTopK threshold estimator
+    /// starts after a given step).</summary>
+    public long TrainingStep { get; set; }
+
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
 
@@ -316,6 +325,9 @@ public sealed class SparseAutoencoder : IDisposable
         }
 
         _latest = ws;
+        ws.Input = x;
+        ws.Training = false;
+        ws.Loss = null;
         return ws;
     }
 
@@ -365,6 +377,8 @@ public sealed class SparseAutoencoder : IDisposable
         }
 
         var ws = Prepare(x);
+        ws.Training = true;
+        ws.Loss = options;
         var ops = Device.Ops;
         var p = Parameters;
         int b = ws.Batch,
@@ -372,6 +386,8 @@ public sealed class SparseAutoencoder : IDisposable
             m = DSae;
         bool stacked = ws.Stack > 1;
         float c = options.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
+        // The main reconstruction's weight (1 except for weighted Matryoshka levels) rides in Δ's scale.
+        float mainScale = c * 2f / b * Architecture.MainReconstructionWeight(Config, options);
         float lambdaOverB = options.L1Coefficient / b;
         int rows = ws.Stack * b;
         Profile?.Start(Device);
@@ -394,7 +410,7 @@ public sealed class SparseAutoencoder : IDisposable
             Rows = b,
             M = m,
             D = d,
-            Scale = c * 2f / b,
+            Scale = mainScale,
             Gated = stacked ? 1 : 0,
             Untied = second ? 1 : 0,
             AuxIntoDecoder = auxIntoDecoder ? 1 : 0,
@@ -428,7 +444,7 @@ public sealed class SparseAutoencoder : IDisposable
         else
         {
             ops.MatMul(fa, wDec, xhat, GemmLayout.NN);
-            ops.Residual(xhat.Data, x.Data, bDec, delta.Data, d, b, c * 2f / b);
+            ops.Residual(xhat.Data, x.Data, bDec, delta.Data, d, b, mainScale);
             Profile?.Mark(Device, "decoder");
 
             // Backward: [Φ; Ψ] = [Δ; Δa]·W_decᵀ in one GEMM.
@@ -583,13 +599,20 @@ public sealed class SparseAutoencoder : IDisposable
             ops.ReduceRows<Sum>(penalised, l1.Data);
         }
 
+        if (Architecture.PenaltyCountsActive)
+        {
+            ops.ReduceRows<CountNonZero>(penalised, l1.Data);
+        }
+
         ops.ReduceRows<CountNonZero>(ws.F, tmp.SubView(3L * b, b));
         Device.Synchronize();
         var host = new float[4 * b];
         tmp.SubView(0, 4 * b).CopyToCPU(Device.Stream, host);
         Device.Synchronize();
-        // Σ Δ² = (2c/B)²·Σ (x̂ − x)²  ⇒  c·Σ(x̂ − x)²/B = Σ Δ²·B/(4c).
-        double toLoss = b / (4.0 * c);
+        // Σ Δ² = (2cw/B)²·Σ (x̂ − x)²  ⇒  c·Σ(x̂ − x)²/B = Σ Δ²·B/(4c·w²); the objective's term is w times
+        // it.
+        double w = Architecture.MainReconstructionWeight(Config, options);
+        double toLoss = b / (4.0 * c * w * w);
         double mse = 0,
             aux = 0,
             sparsity = 0,
@@ -606,6 +629,9 @@ public sealed class SparseAutoencoder : IDisposable
             l0 += host[3 * b + r];
         }
 
+        // Aux holds every objective term beyond the plain full-width MSE and the penalty: the gated auxiliary
+        // reconstruction, the family's own terms, and (w − 1)·MSE for a weighted main level.
+        aux += (w - 1) * mse + Architecture.AuxiliaryLoss(this, ws);
         return new LossBreakdown(mse, options.L1Coefficient * sparsity / b, aux, l0 / b);
     }
 

@@ -17,6 +17,7 @@ public sealed class ConstrainedAdam : IDisposable
     private readonly float _clipNorm;
     private readonly bool _constrain;
     private readonly IReadOnlyList<string>? _trainable;
+    private readonly SaeLossOptions _loss;
     private readonly DeviceTensor? _normPartials;
 
     /// <summary>An optimizer for <paramref name="sae"/>.</summary>
@@ -25,16 +26,19 @@ public sealed class ConstrainedAdam : IDisposable
     /// <param name="clipNorm">Clip the global gradient norm to this (0 = off).</param>
     /// <param name="constrainDecoderNorm">Project the decoder gradient and renormalise decoder rows.</param>
     /// <param name="trainable">Tensors to update (null = all).</param>
+    /// <param name="loss">The objective, for the family's optimizer hooks (JumpReLU's log-threshold).</param>
     public ConstrainedAdam(
         SparseAutoencoder sae,
         AdamSettings adam,
         float clipNorm = 0f,
         bool constrainDecoderNorm = true,
-        IReadOnlyList<string>? trainable = null
+        IReadOnlyList<string>? trainable = null,
+        SaeLossOptions? loss = null
     )
     {
         ArgumentNullException.ThrowIfNull(sae);
         _sae = sae;
+        _loss = loss ?? new SaeLossOptions();
         _adam = adam;
         _clipNorm = clipNorm;
         _constrain = constrainDecoderNorm;
@@ -64,7 +68,8 @@ public sealed class ConstrainedAdam : IDisposable
             },
             options.GradClipNorm,
             options.ConstrainDecoderNorm,
-            options.TrainableParameters
+            options.TrainableParameters,
+            options.Loss
         );
     }
 
@@ -74,6 +79,7 @@ public sealed class ConstrainedAdam : IDisposable
     {
         var ops = _sae.Device.Ops;
         var p = _sae.Parameters;
+        _sae.Architecture.BeforeOptimizerStep(_sae, _loss);
         float gradScale = 1f;
         if (_normPartials is not null)
         {
@@ -113,6 +119,8 @@ public sealed class ConstrainedAdam : IDisposable
         {
             ops.NormalizeRows(_sae.Decoder, 1e-12f);
         }
+
+        _sae.Architecture.AfterOptimizerStep(_sae, _loss);
     }
 
     /// <inheritdoc/>

@@ -57,6 +57,10 @@ public sealed class DeadFeatureResampler : IDisposable
         return steps.Count(s => s >= DeadWindow);
     }
 
+    /// <summary>The counters on the device (steps since each feature last fired), for the AuxK
+    /// loss.</summary>
+    internal ILGPU.ArrayView<float> Counters => _stepsSinceFired.Data;
+
     /// <summary>The counters, for checkpoints.</summary>
     public float[] StepsSinceFired() => _stepsSinceFired.ToArray();
 

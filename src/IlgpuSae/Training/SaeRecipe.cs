@@ -47,11 +47,31 @@ public sealed record SaeRecipe
     /// </summary>
     public bool RescaleShift { get; init; }
 
-    /// <summary>TopK only: features kept per row (0 for the other families).</summary>
+    /// <summary>The TopK family: features kept per row, or on average per row (BatchTopK, Matryoshka); 0 for
+    /// the other families.</summary>
     public int K { get; init; }
 
+    /// <summary>Matryoshka only: the nested widths, ending at d_sae.</summary>
+    public IReadOnlyList<int>? MatryoshkaWidths { get; init; }
+
     /// <summary>Mode names as the command line spells them.</summary>
-    public static IReadOnlyList<string> ModeNames { get; } = ["paper", "saelens", "april-update"];
+    public static IReadOnlyList<string> ModeNames { get; } =
+    ["paper", "saelens", "april-update", "dictionary-learning"];
+
+    /// <summary>Whether the family is TopK, BatchTopK or Matryoshka.</summary>
+    public bool IsTopKFamily => Architecture is TopKSae or BatchTopKSae;
+
+    /// <summary>
+    /// The mode a family trains in when none is named: the paper's for standard and gated SAEs,
+    /// dictionary_learning's for the TopK family, SAELens's for JumpReLU.
+    /// </summary>
+    public static TrainingRecipe DefaultMode(SaeArchitecture architecture)
+    {
+        ArgumentNullException.ThrowIfNull(architecture);
+        return architecture is TopKSae or BatchTopKSae ? TrainingRecipe.DictionaryLearning
+            : architecture == SaeArchitecture.JumpRelu ? TrainingRecipe.SaeLens
+            : TrainingRecipe.Paper;
+    }
 
     /// <summary>Ablation names as the command line spells them.</summary>
     public static IReadOnlyList<string> AblationNames { get; } =
@@ -64,6 +84,7 @@ public sealed record SaeRecipe
             TrainingRecipe.Paper => "paper",
             TrainingRecipe.SaeLens => "saelens",
             TrainingRecipe.AprilUpdate => "april-update",
+            TrainingRecipe.DictionaryLearning => "dictionary-learning",
             _ => throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "Unknown mode."),
         };
 
@@ -90,22 +111,25 @@ public sealed record SaeRecipe
     /// <exception cref="ArgumentException">A word is unknown or the combination does not apply.</exception>
     public static SaeRecipe Parse(
         string architecture,
-        string mode = "paper",
+        string? mode = null,
         string ablation = "none",
         bool rescaleShift = false,
-        int k = 0
+        int k = 0,
+        IReadOnlyList<int>? matryoshkaWidths = null
     )
     {
-        ArgumentNullException.ThrowIfNull(mode);
         ArgumentNullException.ThrowIfNull(ablation);
+        var family = SaeArchitectures.Get(architecture);
         var recipe = new SaeRecipe
         {
-            Architecture = SaeArchitectures.Get(architecture),
+            Architecture = family,
             Mode = mode switch
             {
+                null => DefaultMode(family),
                 "paper" => TrainingRecipe.Paper,
                 "saelens" => TrainingRecipe.SaeLens,
                 "april-update" => TrainingRecipe.AprilUpdate,
+                "dictionary-learning" => TrainingRecipe.DictionaryLearning,
                 _ => throw new ArgumentException(
                     $"Unknown mode '{mode}' (modes: {string.Join(", ", ModeNames)})."
                 ),
@@ -122,6 +146,7 @@ public sealed record SaeRecipe
             },
             RescaleShift = rescaleShift,
             K = k,
+            MatryoshkaWidths = matryoshkaWidths,
         };
         recipe.Validate();
         return recipe;
@@ -137,24 +162,49 @@ public sealed record SaeRecipe
         }
 
         bool gated = Architecture == SaeArchitecture.Gated;
-        bool topK = Architecture == SaeArchitecture.TopK;
+        bool topK = IsTopKFamily;
+        bool jumpRelu = Architecture == SaeArchitecture.JumpRelu;
         if (topK != (K > 0))
         {
             throw new ArgumentException(
-                topK ? "A topk SAE needs --k (features kept per row, ≥ 1)." : "--k applies to topk SAEs only."
+                topK
+                    ? $"A {Architecture.Name} SAE needs --k (features kept per row, ≥ 1)."
+                    : "--k applies to the TopK family (topk, batchtopk, matryoshka) only."
             );
         }
 
-        if (topK && Mode != TrainingRecipe.Paper)
+        if ((Architecture == SaeArchitecture.Matryoshka) != (MatryoshkaWidths is not null))
         {
             throw new ArgumentException(
-                $"--mode {ModeName} is not available for topk SAEs yet; topk trains with unit-norm decoder rows (--mode paper, as dictionary_learning)."
+                MatryoshkaWidths is null
+                    ? "A matryoshka SAE needs --matryoshka-widths a,b,…,d_sae (strictly increasing, ending at --d-sae)."
+                    : "--matryoshka-widths applies to matryoshka SAEs only."
             );
         }
-        if ((Mode == TrainingRecipe.SaeLens && !gated) || (Mode == TrainingRecipe.AprilUpdate && gated))
+
+        bool allowed = Mode switch
         {
+            TrainingRecipe.Paper => !jumpRelu && (Architecture == SaeArchitecture.TopK || !topK),
+            TrainingRecipe.SaeLens => gated || topK || jumpRelu,
+            TrainingRecipe.AprilUpdate => Architecture == SaeArchitecture.Standard,
+            TrainingRecipe.DictionaryLearning => topK,
+            _ => false,
+        };
+        if (!allowed)
+        {
+            string modes =
+                gated ? "paper, saelens"
+                : Architecture == SaeArchitecture.Standard ? "paper, april-update"
+                : Architecture == SaeArchitecture.TopK ? "dictionary-learning (default), saelens, paper"
+                : topK ? "dictionary-learning (default), saelens"
+                : "saelens (default)";
             throw new ArgumentException(
-                $"--mode {ModeName} applies to {(gated ? "standard" : "gated")} SAEs only."
+                $"--mode {ModeName} does not apply to {Architecture.Name} SAEs (modes: {modes})."
+                    + (
+                        jumpRelu && Mode == TrainingRecipe.DictionaryLearning
+                            ? " dictionary_learning's JumpReLU trainer (target-L0 loss) is not implemented."
+                            : ""
+                    )
             );
         }
 
@@ -189,31 +239,83 @@ public sealed record SaeRecipe
             UseRMag = Ablation != GatedAblation.NoRMag,
             Untied = Ablation == GatedAblation.Untied,
             K = K,
+            MatryoshkaWidths = MatryoshkaWidths,
             Metadata = metadata ?? new Dictionary<string, object?>(),
         };
     }
 
     /// <summary>
     /// <paramref name="options"/> with the recipe's settings applied: the mode's
-    /// (<see cref="TrainerOptions.WithRecipe"/>),
+    /// (<see cref="TrainerOptions.WithRecipe"/>), the family's (the TopK family's AuxK with k_aux = d_in/2,
+    /// threshold estimator, b_dec initialisation and Matryoshka level weights; JumpReLU's SAELens defaults),
     /// the unfrozen auxiliary decoder, and for rescale &amp; shift the trainable tensors, λ = 0 and no norm
     /// constraint, λ warm-up or activation normalisation (the frozen baseline has its normalisation folded
-    /// in).
+    /// in). The AuxK default needs <paramref name="dIn"/>; with 0 it is left as <paramref name="options"/>
+    /// have it.
     /// </summary>
-    public TrainerOptions Apply(TrainerOptions options)
+    public TrainerOptions Apply(TrainerOptions options, int dIn = 0)
     {
         ArgumentNullException.ThrowIfNull(options);
         Validate();
         var o = options.WithRecipe(Mode);
         if (K > 0)
         {
-            // TopK's sparsity is k itself: no penalty (Gao et al. 2024, §2.3).
+            // The TopK family's sparsity is k itself: no penalty (Gao et al. 2024, §2.3).
             o = o with
             {
                 Loss = o.Loss with { L1Coefficient = 0f },
                 L1WarmupSteps = 0,
             };
         }
+
+        if (IsTopKFamily && Mode != TrainingRecipe.Paper)
+        {
+            bool saeLens = Mode == TrainingRecipe.SaeLens;
+            var aux =
+                o.Loss.AuxK
+                ?? (
+                    dIn > 0
+                        ? new AuxKOptions
+                        {
+                            KAux = Math.Max(1, dIn / 2),
+                            Style = saeLens ? AuxKStyle.SaeLens : AuxKStyle.DictionaryLearning,
+                            Coefficient = saeLens ? 1f : 1f / 32,
+                        }
+                        : null
+                );
+            o = o with
+            {
+                LrWarmupSteps = saeLens ? 0 : o.LrWarmupSteps,
+                DecoderBiasInit = saeLens ? DecoderBiasInit.Keep : DecoderBiasInit.GeometricMedian,
+                Loss = o.Loss with
+                {
+                    AuxK = aux,
+                    Threshold = saeLens ? ThresholdEstimator.SaeLens : ThresholdEstimator.DictionaryLearning,
+                    LevelWeights =
+                        saeLens || MatryoshkaWidths is null
+                            ? null
+                            : Enumerable
+                                .Repeat(
+                                    1f / (MatryoshkaWidths.Count * MatryoshkaWidths.Count),
+                                    MatryoshkaWidths.Count
+                                )
+                                .ToArray(),
+                },
+            };
+        }
+
+        if (Architecture == SaeArchitecture.JumpRelu)
+        {
+            // SAELens's JumpReLU defaults (step sparsity): θ₀ = 0.01, ε = 0.05, log θ, no norm weighting.
+            o = o with
+            {
+                Beta1 = 0.9f,
+                LrWarmupSteps = 0,
+                InitialThreshold = 0.01f,
+                Loss = o.Loss with { DecoderNormWeightedL1 = false, JumpRelu = new JumpReluTraining() },
+            };
+        }
+
         if (Ablation == GatedAblation.UnfrozenAux)
         {
             o = o with { Loss = o.Loss with { FreezeAuxDecoder = false } };
@@ -256,7 +358,8 @@ public sealed record SaeRecipe
             device,
             Config(dIn, dSae, metadata),
             options.Seed,
-            options.DecoderInitNorm
+            options.DecoderInitNorm,
+            options.InitialThreshold
         );
     }
 
@@ -320,6 +423,18 @@ public sealed record SaeRecipe
         if (K > 0)
         {
             training["k"] = K;
+        }
+
+        if (MatryoshkaWidths is not null)
+        {
+            training["matryoshka_widths"] = MatryoshkaWidths.ToArray();
+        }
+
+        if (options.Loss.AuxK is { } aux)
+        {
+            training["aux_k"] = aux.KAux;
+            training["aux_coefficient"] = aux.Coefficient;
+            training["aux_style"] = aux.Style == AuxKStyle.SaeLens ? "saelens" : "dictionary-learning";
         }
 
         foreach (var (k, v) in extra ?? new Dictionary<string, object?>())

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using ILGPU.Runtime;
 using IlgpuSae.Data;
 using IlgpuSae.Sae;
 using IlgpuSae.Tensors;
@@ -119,6 +120,80 @@ public sealed class SaeTrainer : IDisposable
         _optimizer = ConstrainedAdam.For(sae, options);
         _resampler = new DeadFeatureResampler(sae, DeadWindowOf(options), options.Seed);
         _hostBatch = new float[(long)options.BatchSize * sae.DIn];
+        CheckFamilyOptions(sae, options);
+        if (options.Loss.AuxK is { } aux)
+        {
+            long tokens =
+                options.AuxDeadWindowTokens
+                ?? (aux.Style == AuxKStyle.SaeLens ? 1000L * options.BatchSize : 10_000_000L);
+            _auxWindowSteps = (float)Math.Ceiling(tokens / (double)options.BatchSize);
+        }
+    }
+
+    /// <summary>The dead window of the AuxK loss in steps (0 without AuxK).</summary>
+    private readonly float _auxWindowSteps;
+
+    /// <summary>Refuses family options that do not apply or would make the run meaningless.</summary>
+    private static void CheckFamilyOptions(SparseAutoencoder sae, TrainerOptions options)
+    {
+        var arch = sae.Architecture;
+        bool topKFamily = arch is TopKSae or BatchTopKSae;
+        if (options.Loss.AuxK is { } aux)
+        {
+            if (!topKFamily)
+            {
+                throw new ArgumentException($"The AuxK loss applies to the TopK family, not to {arch.Name}.");
+            }
+
+            if (aux.KAux > sae.DSae)
+            {
+                throw new ArgumentException($"k_aux = {aux.KAux} exceeds d_sae = {sae.DSae}.");
+            }
+        }
+
+        if (
+            arch is BatchTopKSae
+            && !options.Loss.Threshold.SaeLensStyle
+            && options.Loss.Threshold.StartStep >= options.Steps
+        )
+        {
+            throw new ArgumentException(
+                $"The threshold estimator starts after step {options.Loss.Threshold.StartStep} but the run has {options.Steps} steps: the {arch.Name} SAE would end with no inference threshold. Train longer or lower the start step."
+            );
+        }
+
+        if (arch is MatryoshkaSae)
+        {
+            _ = MatryoshkaSae.LevelWeights(sae.Config, options.Loss);
+        }
+        else if (options.Loss.LevelWeights is not null)
+        {
+            throw new ArgumentException(
+                $"Level weights apply to matryoshka_batchtopk SAEs only, not to {arch.Name}."
+            );
+        }
+
+        if (arch == SaeArchitecture.JumpRelu && options.Loss.DecoderNormWeightedL1)
+        {
+            throw new ArgumentException("JumpReLU's L0 penalty is not decoder-norm weighted.");
+        }
+    }
+
+    /// <summary>Gives the SAE the AuxK dead set for this step, or none when no feature can be dead yet (the
+    /// AuxK products are skipped then).</summary>
+    private void PrepareAuxK()
+    {
+        if (_options.Loss.AuxK is null)
+        {
+            return;
+        }
+
+        var steps = _resampler.StepsSinceFired();
+        bool saeLens = _options.Loss.AuxK.Style == AuxKStyle.SaeLens;
+        bool any = saeLens ? steps.Any(s => s > _auxWindowSteps) : steps.Any(s => s + 1f >= _auxWindowSteps);
+        _sae.AuxDeadFeatures = any
+            ? new DeadFeatureWindow(_resampler.Counters, _auxWindowSteps, IncludeCurrentBatch: !saeLens)
+            : null;
     }
 
     /// <summary>Steps done so far.</summary>
@@ -157,6 +232,11 @@ public sealed class SaeTrainer : IDisposable
             _normScale = EstimateNormalization();
         }
 
+        if (_step == 0 && _options.DecoderBiasInit != DecoderBiasInit.Keep)
+        {
+            InitializeDecoderBias();
+        }
+
         var watch = Stopwatch.StartNew();
         long startStep = _step;
         while (_step < _options.Steps)
@@ -173,6 +253,8 @@ public sealed class SaeTrainer : IDisposable
 
             _batch.CopyFrom(_hostBatch);
             bool log = (_step + 1) % _options.LogEvery == 0 || _step + 1 == _options.Steps;
+            _sae.TrainingStep = _step + 1;
+            PrepareAuxK();
             var loss = _sae.ComputeGradients(
                 _batch,
                 _options.Loss with
@@ -270,6 +352,36 @@ public sealed class SaeTrainer : IDisposable
         return mean > 0 ? (float)(Math.Sqrt(_sae.DIn) / mean) : 1f;
     }
 
+    /// <summary>b_dec from the first training batch (the same rows step 1 trains on), scaled as training
+    /// sees them.</summary>
+    private void InitializeDecoderBias()
+    {
+        var probe = new ActivationLoader(
+            _data,
+            _options.BatchSize,
+            _options.Seed,
+            shuffle: true,
+            _options.ShuffleBufferRows
+        );
+        var rows = new float[_hostBatch.Length];
+        probe.NextBatch(rows);
+        if (_normScale != 1f)
+        {
+            for (int i = 0; i < rows.Length; i++)
+            {
+                rows[i] *= _normScale;
+            }
+        }
+
+        var center =
+            _options.DecoderBiasInit == DecoderBiasInit.Mean
+                ? GeometricMedian.Mean(rows, _options.BatchSize, _sae.DIn)
+                : GeometricMedian.Compute(rows, _options.BatchSize, _sae.DIn);
+        _sae.Parameters[SparseAutoencoder.DecoderBiasTensor]
+            .Data.CopyFromCPU(_sae.Device.Stream, center.Select(v => (float)v).ToArray());
+        _sae.Device.Synchronize();
+    }
+
     private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun) =>
         _log?.Append(
             new JsonObject
@@ -337,7 +449,7 @@ public sealed class SaeTrainer : IDisposable
     {
         if (_normScale == 1f)
         {
-            SaeFiles.Save(_sae, folder);
+            SaveForms(_sae, folder);
         }
         else
         {
@@ -346,10 +458,44 @@ public sealed class SaeTrainer : IDisposable
                 ["activation_normalization_folded"] = _normScale.ToString("R", CultureInfo.InvariantCulture),
             };
             using var folded = _sae.WithInputScaleFolded(_normScale, metadata);
-            SaeFiles.Save(folded, folder);
+            SaveForms(folded, folder);
         }
 
         _config.Write(Path.Combine(folder, TrainerConfig.FileName));
+    }
+
+    /// <summary>Name of the subfolder holding the training form of a family saved for inference in another
+    /// form (BatchTopK, Matryoshka).</summary>
+    public const string TrainingFormFolder = "training_form";
+
+    /// <summary>
+    /// Saves the SAE in its inference form (BatchTopK and Matryoshka: JumpReLU, as SAELens does) and, when
+    /// that differs, the training form under <see cref="TrainingFormFolder"/>.
+    /// </summary>
+    private static void SaveForms(SparseAutoencoder sae, string folder)
+    {
+        SparseAutoencoder? inference;
+        try
+        {
+            inference = sae.Architecture.InferenceForm(sae);
+        }
+        catch (InvalidOperationException)
+        {
+            inference = null; // the threshold never got set: keep the training form, whose encode says so
+        }
+
+        if (inference is null)
+        {
+            SaeFiles.Save(sae, folder);
+            return;
+        }
+
+        using (inference)
+        {
+            SaeFiles.Save(inference, folder);
+        }
+
+        SaeFiles.Save(sae, Path.Combine(folder, TrainingFormFolder));
     }
 
     /// <inheritdoc/>

@@ -29,6 +29,7 @@ public sealed class TrainerConfig
             "use_r_mag",
             "untied",
             "k",
+            "matryoshka_widths",
             "batch_size",
             "seed",
             "shuffle_buffer_rows",
@@ -87,6 +88,44 @@ public sealed class TrainerConfig
         Put("shuffle_buffer_rows", o.ShuffleBufferRows);
         Put("log_every", o.LogEvery);
         Put("checkpoint_every", o.CheckpointEvery);
+        // Family settings, recorded only where they apply (so that older runs' files stay comparable).
+        if (sae.MatryoshkaWidths is { } widths)
+        {
+            Put("matryoshka_widths", new JsonArray([.. widths.Select(w => (JsonNode?)w)]));
+            Put(
+                "level_weights",
+                o.Loss.LevelWeights is null ? null : new JsonArray([.. o.Loss.LevelWeights.Select(w => F(w))])
+            );
+        }
+
+        if (o.Loss.AuxK is { } aux)
+        {
+            Put("aux_k", aux.KAux);
+            Put("aux_coefficient", F(aux.Coefficient));
+            Put("aux_style", aux.Style == AuxKStyle.SaeLens ? "saelens" : "dictionary-learning");
+            Put("aux_dead_window_tokens", o.AuxDeadWindowTokens);
+        }
+
+        if (sae.Architecture is BatchTopKSae)
+        {
+            Put("threshold_estimator", o.Loss.Threshold.SaeLensStyle ? "saelens" : "dictionary-learning");
+            Put("threshold_rate", F(o.Loss.Threshold.Rate));
+            Put("threshold_start_step", o.Loss.Threshold.StartStep);
+        }
+
+        if (sae.Architecture == SaeArchitecture.JumpRelu)
+        {
+            Put("jumprelu_bandwidth", F(o.Loss.JumpRelu.Bandwidth));
+            Put("jumprelu_log_threshold", o.Loss.JumpRelu.LogThreshold);
+            Put("jumprelu_ste_to_input", o.Loss.JumpRelu.SteToInput);
+            Put("jumprelu_init_threshold", F(o.InitialThreshold));
+        }
+
+        if (o.DecoderBiasInit != DecoderBiasInit.Keep)
+        {
+            Put("b_dec_init", o.DecoderBiasInit == DecoderBiasInit.Mean ? "mean" : "geometric-median");
+        }
+
         Put(
             "trainable_parameters",
             o.TrainableParameters is null

@@ -17,6 +17,23 @@ public enum LrDecay
     Cosine,
 }
 
+/// <summary>How <c>b_dec</c> starts.</summary>
+public enum DecoderBiasInit
+{
+    /// <summary>As the SAE has it (0 for a new SAE: SAELens).</summary>
+    Keep,
+
+    /// <summary>The mean of the first training batch.</summary>
+    Mean,
+
+    /// <summary>
+    /// The geometric median of the first training batch (Weiszfeld's iteration from the mean, at most 100
+    /// steps, stop when it moves less than 1e-5: dictionary_learning and OpenAI), with a guard for rows that
+    /// coincide with the estimate.
+    /// </summary>
+    GeometricMedian,
+}
+
 /// <summary>Named training recipes (the paper's App. D; SAELens; Anthropic's April 2024 update).</summary>
 public enum TrainingRecipe
 {
@@ -33,6 +50,13 @@ public enum TrainingRecipe
     /// <summary>Anthropic April-2024 standard SAE: decoder-norm-weighted L1, no norm constraint, no b_dec
     /// subtraction, grad-norm clip 1, init norm 0.1.</summary>
     AprilUpdate,
+
+    /// <summary>
+    /// dictionary_learning's TopK, BatchTopK and Matryoshka trainers: unit-norm decoder rows (projected
+    /// gradient, renormalised after the step), Adam (0.9, 0.999), clip 1, b_dec at the geometric median of
+    /// the first batch, its AuxK (<see cref="AuxKStyle.DictionaryLearning"/>) and threshold estimator.
+    /// </summary>
+    DictionaryLearning,
 }
 
 /// <summary>Everything a training run needs besides the data and the SAE.</summary>
@@ -112,6 +136,20 @@ public sealed record TrainerOptions
     /// <summary>Write a checkpoint every this many steps (0 = only at the end).</summary>
     public int CheckpointEvery { get; init; }
 
+    /// <summary>
+    /// The AuxK dead window in tokens: a feature is dead for the AuxK loss after this many tokens without
+    /// firing (dictionary_learning: 10M tokens; SAELens: 1000 steps, i.e. 1000·batch tokens). Null = the
+    /// style's default. Counted in whole steps: <c>⌈tokens / batch⌉</c>.
+    /// </summary>
+    public long? AuxDeadWindowTokens { get; init; }
+
+    /// <summary>How b_dec starts (default: as the new SAE has it, 0).</summary>
+    public DecoderBiasInit DecoderBiasInit { get; init; } = DecoderBiasInit.Keep;
+
+    /// <summary>JumpReLU: the initial threshold θ₀ of every feature (SAELens 0.01; the paper 0.001 for inputs
+    /// normalised to E‖x‖² = 1).</summary>
+    public float InitialThreshold { get; init; } = 0.001f;
+
     /// <summary>Parameters to train (null = all); e.g. <c>r_mag</c>, <c>b_mag</c> for "baseline + rescale
     /// &amp; shift".</summary>
     public IReadOnlyList<string>? TrainableParameters { get; init; }
@@ -131,6 +169,14 @@ public sealed record TrainerOptions
                 GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
                 DecoderInitNorm = 0.1f,
                 Loss = Loss with { DecoderNormWeightedL1 = true, FreezeAuxDecoder = false },
+            },
+            TrainingRecipe.DictionaryLearning => this with
+            {
+                ConstrainDecoderNorm = true,
+                GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
+                Beta1 = 0.9f,
+                DecoderInitNorm = 1f,
+                Loss = Loss with { DecoderNormWeightedL1 = false },
             },
             _ => throw new ArgumentOutOfRangeException(nameof(recipe), recipe, "Unknown training recipe."),
         };
@@ -168,5 +214,30 @@ public sealed record TrainerOptions
         Require(ResampleEvery >= 0 && (ResampleDeadWindow ?? 1) > 0, "Resampling periods must be positive.");
         Require(LogEvery > 0 && CheckpointEvery >= 0, "LogEvery must be positive and CheckpointEvery ≥ 0.");
         Require(DecoderInitNorm > 0, "The decoder init norm must be positive.");
+        Require(
+            InitialThreshold > 0 && float.IsFinite(InitialThreshold),
+            $"The initial JumpReLU threshold must be positive, got {InitialThreshold}."
+        );
+        Require(
+            Loss.JumpRelu.Bandwidth > 0 && float.IsFinite(Loss.JumpRelu.Bandwidth),
+            $"The JumpReLU bandwidth ε must be positive, got {Loss.JumpRelu.Bandwidth}."
+        );
+        Require(
+            (AuxDeadWindowTokens ?? 1) > 0,
+            $"The AuxK dead window must be a positive number of tokens, got {AuxDeadWindowTokens}."
+        );
+        if (Loss.AuxK is { } aux)
+        {
+            Require(aux.KAux > 0, $"k_aux must be at least 1, got {aux.KAux}.");
+            Require(
+                aux.Coefficient >= 0 && float.IsFinite(aux.Coefficient),
+                $"The AuxK coefficient must be ≥ 0, got {aux.Coefficient}."
+            );
+        }
+
+        Require(
+            Loss.Threshold.Rate is > 0 and < 1 && Loss.Threshold.StartStep >= 0,
+            $"The threshold estimator's rate must be in (0, 1) and its start step ≥ 0, got {Loss.Threshold.Rate}, {Loss.Threshold.StartStep}."
+        );
     }
 }

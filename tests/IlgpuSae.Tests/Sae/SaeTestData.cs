@@ -42,7 +42,7 @@ public static class SaeTestData
             0.05f,
             ReconstructionScale.MeanOverDim
         );
-        yield return From("topk-paper", SaeRecipe.Parse("topk", k: Math.Max(1, m / 3)), 0f);
+        yield return From("topk-paper", SaeRecipe.Parse("topk", "paper", k: Math.Max(1, m / 3)), 0f);
         yield return From("gated-paper", SaeRecipe.Parse("gated"), 0.3f);
         yield return From("gated-saelens", SaeRecipe.Parse("gated", "saelens"), 0.3f);
         yield return From("gated-unfrozen-aux", SaeRecipe.Parse("gated", ablation: "unfrozen-aux"), 0.3f);

@@ -1,11 +1,18 @@
+using IlgpuSae.Kernels;
 using IlgpuSae.Tensors;
 
 namespace IlgpuSae.Sae;
 
 /// <summary>
-/// JumpReLU (Rajamanoharan et al. 2024b), inference only here: <c>f = z·1[z &gt; θ]</c> with
-/// <c>z = ReLU(x̃·W_enc + b_enc)</c> (SAELens applies the ReLU before the threshold), θ = <c>threshold</c>.
-/// Gemma Scope files and the exact export of a tied gated SAE (paper §3.1) load as this family.
+/// JumpReLU (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU
+/// Sparse Autoencoders"): <c>f = z·1[z &gt; θ]</c> with <c>z = ReLU(x̃·W_enc + b_enc)</c> (SAELens applies
+/// the ReLU before the threshold), θ = <c>threshold</c>. Gemma Scope files and the exact export of a tied
+/// gated SAE (paper §3.1) load as this family. Training (SAELens "step" sparsity): loss
+/// <c>(1/B)Σ‖x̂ − x‖² + (λ/B)·Σ_b Σ_i 1[z_bi &gt; θ_i]</c>, the step's gradient with respect to θ given by
+/// the kernel-density pseudo-derivatives of bandwidth ε (Eqs. 11-12): <c>∂f/∂θ := −(θ/ε)·K((z−θ)/ε)</c>,
+/// <c>∂H/∂θ := −(1/ε)·K((z−θ)/ε)</c>, K the rectangle <c>1[|u| &lt; ½]</c>; <c>∂f/∂z = H</c>, no gradient
+/// into z through the step (unless <see cref="JumpReluTraining.SteToInput"/>). θ is trained as
+/// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way.
 /// </summary>
 public sealed class JumpReluSae : SaeArchitecture
 {
@@ -15,8 +22,17 @@ public sealed class JumpReluSae : SaeArchitecture
     /// <summary>The registered instance.</summary>
     public static JumpReluSae Instance { get; } = new();
 
+    /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
+    public const float MinimumThreshold = 1e-6f;
+
     /// <inheritdoc/>
-    public override bool CanTrain => false;
+    public override bool PenaltyCountsActive => true;
+
+    /// <summary>
+    /// False: the θ pseudo-derivative needs Φ at inactive entries within ε/2 below θ as well, which the
+    /// sparse path does not compute.
+    /// </summary>
+    public override bool SupportsSparsePath => false;
 
     /// <inheritdoc/>
     public override void AddTensors(ParameterLayout layout, SaeConfig config)
@@ -47,15 +63,71 @@ public sealed class JumpReluSae : SaeArchitecture
     }
 
     /// <inheritdoc/>
-    public override void Backward(
-        SparseAutoencoder sae,
-        SaeWorkspace ws,
-        float lambdaOverB,
-        bool weightedL1
-    ) =>
-        throw new NotSupportedException(
-            "JumpReLU SAEs are inference-only here (load, encode, export); JumpReLU training arrives with its own issue."
+    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        if (weightedL1)
+        {
+            throw new NotSupportedException(
+                "JumpReLU's step (L0) penalty is not decoder-norm weighted (SAELens step mode)."
+            );
+        }
+
+        var jump = ws.Loss?.JumpRelu ?? new JumpReluTraining();
+        var p = sae.Parameters;
+        sae.Device.Ops.JumpReluBackward(
+            ws.U.Data,
+            p["b_enc"].Data,
+            p["threshold"].Data,
+            ws.Phi.Data,
+            ws.DU.Data,
+            p.Gradient("b_enc").Data,
+            p.Gradient("threshold").Data,
+            ws.ColumnSums.Data,
+            new FamilyBackwardArgs
+            {
+                Rows = ws.Batch,
+                M = sae.DSae,
+                LambdaOverB = lambdaOverB,
+                InvBandwidth = 1f / jump.Bandwidth,
+                SteToInput = jump.SteToInput ? 1 : 0,
+            }
         );
+    }
+
+    /// <inheritdoc/>
+    public override void BeforeOptimizerStep(SparseAutoencoder sae, SaeLossOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.JumpRelu.LogThreshold)
+        {
+            // Adam sees t = log θ and ∂L/∂t = θ·∂L/∂θ.
+            var ops = sae.Device.Ops;
+            var theta = sae.Parameters["threshold"].Data;
+            var grad = sae.Parameters.Gradient("threshold").Data;
+            ops.Map(grad, theta, grad, default(Multiply));
+            ops.Map(theta, theta, default(Log));
+        }
+    }
+
+    /// <inheritdoc/>
+    public override void AfterOptimizerStep(SparseAutoencoder sae, SaeLossOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(options);
+        var ops = sae.Device.Ops;
+        var theta = sae.Parameters["threshold"].Data;
+        if (options.JumpRelu.LogThreshold)
+        {
+            ops.Map(theta, theta, default(Exp));
+        }
+        else
+        {
+            ops.Map(theta, theta, new ClampMin(MinimumThreshold));
+        }
+    }
 
     /// <inheritdoc/>
     public override (double[] F, double[] A) ReferenceActivate(
@@ -91,5 +163,8 @@ public sealed class JumpReluSae : SaeArchitecture
         double[] du,
         double[] dum,
         IDictionary<string, double[]> grads
-    ) => throw new NotSupportedException("JumpReLU has no training reference here.");
+    ) =>
+        throw new NotSupportedException(
+            "JumpReLU's training reference needs the bandwidth and options: see Verification.FamilyReference."
+        );
 }

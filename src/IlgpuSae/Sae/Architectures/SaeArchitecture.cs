@@ -44,8 +44,14 @@ public abstract class SaeArchitecture
     /// <summary>TopK (<see cref="TopKSae"/>).</summary>
     public static SaeArchitecture TopK => TopKSae.Instance;
 
-    /// <summary>JumpReLU, inference only here (<see cref="JumpReluSae"/>).</summary>
+    /// <summary>JumpReLU (<see cref="JumpReluSae"/>).</summary>
     public static SaeArchitecture JumpRelu => JumpReluSae.Instance;
+
+    /// <summary>BatchTopK (<see cref="BatchTopKSae"/>).</summary>
+    public static SaeArchitecture BatchTopK => BatchTopKSae.Instance;
+
+    /// <summary>Matryoshka BatchTopK (<see cref="MatryoshkaSae"/>).</summary>
+    public static SaeArchitecture Matryoshka => MatryoshkaSae.Instance;
 
     /// <summary>The SAELens architecture name (<c>cfg.json</c>'s <c>architecture</c>).</summary>
     public string Name { get; }
@@ -82,7 +88,14 @@ public abstract class SaeArchitecture
 
         if (config.K != 0)
         {
-            throw new ArgumentException($"k applies to topk SAEs only, not to {Name}.");
+            throw new ArgumentException($"k applies to the TopK family only, not to {Name}.");
+        }
+
+        if (config.MatryoshkaWidths is not null)
+        {
+            throw new ArgumentException(
+                $"Matryoshka widths apply to matryoshka_batchtopk SAEs only, not to {Name}."
+            );
         }
     }
 
@@ -189,6 +202,37 @@ public abstract class SaeArchitecture
         IDictionary<string, double[]> grads
     );
 
+    /// <summary>
+    /// The weight of the main (full-width) reconstruction loss: 1, except for a Matryoshka SAE whose level
+    /// weights say otherwise. The shared residual <c>Δ</c> carries it.
+    /// </summary>
+    public virtual float MainReconstructionWeight(SaeConfig config, SaeLossOptions options) => 1f;
+
+    /// <summary>Whether the sparsity penalty counts active features (an L0 penalty: JumpReLU) instead of
+    /// summing the penalised rows.</summary>
+    public virtual bool PenaltyCountsActive => false;
+
+    /// <summary>
+    /// Loss terms beyond the main reconstruction and the sparsity penalty that the family's
+    /// <see cref="Backward"/> computed in its own buffers (AuxK, Matryoshka's inner levels), as a batch mean;
+    /// called after the device has synchronised, on logging steps only.
+    /// </summary>
+    public virtual double AuxiliaryLoss(SparseAutoencoder sae, SaeWorkspace ws) => 0;
+
+    /// <summary>Called by the optimizer before clipping and the Adam step (JumpReLU's log-threshold
+    /// parametrisation turns θ into log θ here).</summary>
+    public virtual void BeforeOptimizerStep(SparseAutoencoder sae, SaeLossOptions options) { }
+
+    /// <summary>Called by the optimizer after the Adam step and the decoder renormalisation.</summary>
+    public virtual void AfterOptimizerStep(SparseAutoencoder sae, SaeLossOptions options) { }
+
+    /// <summary>
+    /// The form in which a trained SAE of this family is saved for inference, when it differs from the
+    /// training form (BatchTopK and Matryoshka: a JumpReLU SAE with their global threshold, as SAELens saves
+    /// them); null when the training form is the inference form. The caller disposes the result.
+    /// </summary>
+    public virtual SparseAutoencoder? InferenceForm(SparseAutoencoder sae) => null;
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
@@ -215,6 +259,8 @@ public static class SaeArchitectures
         [GatedSae.Instance.Name] = GatedSae.Instance,
         [JumpReluSae.Instance.Name] = JumpReluSae.Instance,
         [TopKSae.Instance.Name] = TopKSae.Instance,
+        [BatchTopKSae.Instance.Name] = BatchTopKSae.Instance,
+        [MatryoshkaSae.Instance.Name] = MatryoshkaSae.Instance,
     };
 
     /// <summary>Every registered family, by name.</summary>

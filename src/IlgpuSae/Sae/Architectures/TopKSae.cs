@@ -9,8 +9,8 @@ namespace IlgpuSae.Sae;
 /// and
 /// every other feature is zero, ties broken by the lowest feature index (fewer than k only where fewer are
 /// positive). Sparsity comes from k, not from a penalty, so λ is 0. The gradient flows through the kept
-/// entries only: <c>dU = 1[f &gt; 0]·Φ</c>, <c>∂L/∂b_enc = Σ_b dU</c>. The AuxK loss for dead latents is not
-/// implemented yet.
+/// entries only: <c>dU = 1[f &gt; 0]·Φ</c>, <c>∂L/∂b_enc = Σ_b dU</c>. With
+/// <see cref="SaeLossOptions.AuxK"/> the AuxK loss for dead latents adds its terms (<see cref="AuxKStyle"/>).
 /// </summary>
 public sealed class TopKSae : SaeArchitecture
 {
@@ -24,17 +24,11 @@ public sealed class TopKSae : SaeArchitecture
     public override void Validate(SaeConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        if (config.Untied || !config.UseRMag)
+        TopKFamily.ValidateK(config, Name);
+        if (config.MatryoshkaWidths is not null)
         {
             throw new ArgumentException(
-                "The untied and no-r_mag options apply to gated SAEs only, not to topk."
-            );
-        }
-
-        if (config.K < 1 || config.K > config.DSae)
-        {
-            throw new ArgumentException(
-                $"A topk SAE needs 1 ≤ k ≤ d_sae = {config.DSae}, got k = {config.K}."
+                "Matryoshka widths apply to matryoshka_batchtopk SAEs only, not to topk."
             );
         }
     }
@@ -55,20 +49,24 @@ public sealed class TopKSae : SaeArchitecture
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
-        // U becomes ReLU(U + b_enc) in place (nothing after the activation reads U for this family), then the
-        // selection copies each row's k largest into F.
+        // U becomes the raw pre-activation U + b_enc in place (the AuxK loss reads it); the selection keeps
+        // each row's k largest positive values, so F = TopK(ReLU(U + b_enc)).
         var ops = sae.Device.Ops;
-        ops.ReluEncode(ws.U.Data, sae.Parameters["b_enc"].Data, ws.U.Data, sae.DSae);
+        ops.MapBroadcastRows<Add>(ws.U, sae.Parameters["b_enc"].Data, ws.U);
         ops.TopKRows(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K);
     }
 
     /// <inheritdoc/>
-    public override void Backward(
-        SparseAutoencoder sae,
-        SaeWorkspace ws,
-        float lambdaOverB,
-        bool weightedL1
-    ) => StandardSae.BackwardThroughActive(sae, ws, lambdaOverB, weightedL1);
+    public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        TopKFamily.Backward(sae, ws, ws.Phi, lambdaOverB, weightedL1);
+    }
+
+    /// <inheritdoc/>
+    public override double AuxiliaryLoss(SparseAutoencoder sae, SaeWorkspace ws) =>
+        TopKFamily.AuxiliaryLoss(sae, ws);
 
     /// <inheritdoc/>
     public override (double[] F, double[] A) ReferenceActivate(

@@ -1,0 +1,252 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace IlgpuSae.Kernels;
+
+/// <summary>Launchers of the AuxK, BatchTopK-threshold, Matryoshka and JumpReLU-training kernels (internal:
+/// used by the SAE families).</summary>
+public sealed partial class DeviceOps
+{
+    internal void AuxKSelect(
+        ArrayView<float> pre,
+        ArrayView<float> dead,
+        ArrayView<float> a,
+        int rows,
+        int m,
+        int k,
+        bool raw
+    )
+    {
+        if (k <= 0 || pre.Length != (long)rows * m || a.Length != pre.Length || dead.Length != m)
+        {
+            throw new ArgumentException(
+                $"AuxKSelect: pre[{pre.Length}] a[{a.Length}] dead[{dead.Length}] as [{rows}, {m}], k = {k}."
+            );
+        }
+
+        RequireNoOverlap(a, pre, () => "AuxKSelect: a overlaps pre.");
+        var kernel = Kernel(
+            "AuxKSelect",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int,
+                    int,
+                    int
+                >(VariantKernels.AuxKSelectKernel)
+        );
+        kernel(Stream, Items(rows), rows, Items(rows), pre, dead, a, m, k, raw ? 1 : 0);
+    }
+
+    internal void DeadMask(
+        ArrayView<float> steps,
+        ArrayView<float> fired,
+        ArrayView<float> dead,
+        float window,
+        bool includeCurrent
+    )
+    {
+        int m = (int)dead.Length;
+        var kernel = Kernel(
+            "DeadMask",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    float,
+                    int
+                >(VariantKernels.DeadMaskKernel)
+        );
+        kernel(Stream, Items(m), m, Items(m), steps, fired, dead, window, includeCurrent ? 1 : 0);
+    }
+
+    internal void ColumnSquaredDeviation(ArrayView<float> x, ArrayView<float> y, int rows)
+    {
+        int d = (int)y.Length;
+        var kernel = Kernel(
+            "ColumnSquaredDeviation",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int>(
+                    VariantKernels.ColumnSquaredDeviationKernel
+                )
+        );
+        kernel(Stream, Items(d), d, Items(d), x, y, rows);
+    }
+
+    internal void AuxResidual(
+        ArrayView<float> xa,
+        ArrayView<float> delta,
+        ArrayView<float> bDec,
+        ArrayView<float> da,
+        ArrayView<float> stats,
+        AuxResidualArgs p
+    )
+    {
+        int n = (int)xa.Length;
+        var kernel = Kernel(
+            "AuxResidual",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    AuxResidualArgs
+                >(VariantKernels.AuxResidualKernel)
+        );
+        kernel(Stream, Items(n), n, Items(n), xa, delta, bDec, da, stats, p);
+    }
+
+    internal void TopKFamilyBackward(
+        ArrayView<float> f,
+        ArrayView<float> phi,
+        ArrayView<float> a,
+        ArrayView<float> psi,
+        ArrayView<float> norms,
+        ArrayView<float> du,
+        ArrayView<float> gBEnc,
+        ArrayView<float> sums,
+        FamilyBackwardArgs p
+    )
+    {
+        var kernel = Kernel(
+            "TopKFamilyBackward",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    FamilyBackwardArgs
+                >(VariantKernels.TopKFamilyBackwardKernel)
+        );
+        kernel(Stream, Items(p.M), p.M, Items(p.M), f, phi, a, psi, norms, du, gBEnc, sums, p);
+    }
+
+    internal void GlobalThresholdEncode(
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> f,
+        int m
+    )
+    {
+        int n = (int)u.Length;
+        var kernel = Kernel(
+            "GlobalThresholdEncode",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int
+                >(VariantKernels.GlobalThresholdEncodeKernel)
+        );
+        kernel(Stream, Items(n), n, Items(n), u, bEnc, theta, f, m);
+    }
+
+    internal void ThresholdUpdate(ArrayView<float> theta, ArrayView<float> minPositive, ThresholdArgs p)
+    {
+        var kernel = Kernel(
+            "ThresholdUpdate",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ThresholdArgs>(
+                    VariantKernels.ThresholdUpdateKernel
+                )
+        );
+        kernel(Stream, 1, theta, minPositive, p);
+    }
+
+    internal void CopyPrefixColumns(ArrayView<float> src, ArrayView<float> dst, int rows, int m, int width)
+    {
+        int n = rows * width;
+        var kernel = Kernel(
+            "CopyPrefixColumns",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(
+                    VariantKernels.CopyPrefixColumnsKernel
+                )
+        );
+        kernel(Stream, Items(n), n, Items(n), src, dst, m, width);
+    }
+
+    internal void AddPrefixColumns(ArrayView<float> src, ArrayView<float> dst, int rows, int m, int width)
+    {
+        int n = rows * width;
+        var kernel = Kernel(
+            "AddPrefixColumns",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(
+                    VariantKernels.AddPrefixColumnsKernel
+                )
+        );
+        kernel(Stream, Items(n), n, Items(n), src, dst, m, width);
+    }
+
+    internal void JumpReluBackward(
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> phi,
+        ArrayView<float> du,
+        ArrayView<float> gBEnc,
+        ArrayView<float> gTheta,
+        ArrayView<float> sums,
+        FamilyBackwardArgs p
+    )
+    {
+        var kernel = Kernel(
+            "JumpReluBackward",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    FamilyBackwardArgs
+                >(VariantKernels.JumpReluBackwardKernel)
+        );
+        kernel(Stream, Items(p.M), p.M, Items(p.M), u, bEnc, theta, phi, du, gBEnc, gTheta, sums, p);
+    }
+}

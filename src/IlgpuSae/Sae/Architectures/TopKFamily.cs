@@ -1,0 +1,208 @@
+using ILGPU;
+using IlgpuSae.Kernels;
+using IlgpuSae.Tensors;
+
+namespace IlgpuSae.Sae;
+
+/// <summary>
+/// The trainer's dead-feature counters as the AuxK loss reads them: <paramref name="StepsSinceFired"/> [M]
+/// (steps since each feature last fired, before the current batch), the window in steps, and whether the
+/// current batch counts (dictionary_learning: dead = not fired now and <c>steps + 1 ≥ window</c>; SAELens:
+/// <c>steps &gt; window</c>).
+/// </summary>
+public sealed record DeadFeatureWindow(
+    ArrayView<float> StepsSinceFired,
+    float WindowSteps,
+    bool IncludeCurrentBatch
+);
+
+/// <summary>
+/// What TopK, BatchTopK and Matryoshka share: validation of k, the selection-masked backward with the AuxK
+/// loss (Gao et al. 2024, App. A.2), and its loss value.
+/// </summary>
+internal static class TopKFamily
+{
+    private const string DeadName = "auxk_dead";
+    private const string FiredName = "auxk_fired";
+    private const string StatsName = "auxk_stats";
+    private const string CodesName = "auxk_codes";
+    private const string ReconName = "auxk_xhat";
+    private const string DeltaName = "auxk_delta";
+    private const string PsiName = "auxk_psi";
+    private const string DevName = "auxk_column_deviation";
+    private const string ActiveName = "auxk_active";
+
+    public static void ValidateK(SaeConfig config, string family)
+    {
+        if (config.Untied || !config.UseRMag)
+        {
+            throw new ArgumentException(
+                $"The untied and no-r_mag options apply to gated SAEs only, not to {family}."
+            );
+        }
+
+        if (config.K < 1 || config.K > config.DSae)
+        {
+            throw new ArgumentException(
+                $"A {family} SAE needs 1 ≤ k ≤ d_sae = {config.DSae}, got k = {config.K}."
+            );
+        }
+    }
+
+    /// <summary>
+    /// The backward pass of the family with <paramref name="phi"/> = ∂L/∂f through the reconstructions
+    /// (Φ, or Matryoshka's sum over levels), plus the AuxK terms when the loss asks for them and the trainer
+    /// supplied dead-feature counters. <see cref="SaeWorkspace.U"/> holds the raw pre-activations
+    /// <c>U + b_enc</c>.
+    /// </summary>
+    public static void Backward(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        MatrixView phi,
+        float lambdaOverB,
+        bool weightedL1
+    )
+    {
+        var ops = sae.Device.Ops;
+        var aux = ws.Loss?.AuxK;
+        bool withAux = aux is not null && aux.Coefficient > 0 && sae.AuxDeadFeatures is not null;
+        var a = ws.F;
+        var psi = ws.F;
+        if (withAux)
+        {
+            (a, psi) = AuxK(sae, ws, aux!, sae.AuxDeadFeatures!);
+        }
+
+        ws.Scratch(ActiveName, 1, 1); // marks whether this pass computed AuxK (see AuxiliaryLoss)
+        ops.Fill(ws.Scratch(ActiveName, 1, 1).Data, withAux ? 1f : 0f);
+        ops.TopKFamilyBackward(
+            ws.F.Data,
+            phi.Data,
+            a.Data,
+            psi.Data,
+            ws.DecoderNorms.Data,
+            ws.DU.Data,
+            sae.Parameters.Gradient("b_enc").Data,
+            ws.ColumnSums.Data,
+            new FamilyBackwardArgs
+            {
+                Rows = ws.Batch,
+                M = sae.DSae,
+                LambdaOverB = lambdaOverB,
+                WeightedL1 = weightedL1 ? 1 : 0,
+                HasAux = withAux ? 1 : 0,
+            }
+        );
+    }
+
+    /// <summary>
+    /// The AuxK loss's codes A [B, M] and <c>Ψa = Δa·W_decᵀ</c> [B, M]; adds <c>Aᵀ·Δa</c> to ∂L/∂W_dec and,
+    /// SAELens style, <c>Σ_b Δa</c> to ∂L/∂b_dec.
+    /// </summary>
+    private static (MatrixView A, MatrixView Psi) AuxK(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        AuxKOptions aux,
+        DeadFeatureWindow window
+    )
+    {
+        var ops = sae.Device.Ops;
+        int b = ws.Batch,
+            d = sae.DIn,
+            m = sae.DSae;
+        bool saeLens = aux.Style == AuxKStyle.SaeLens;
+        var dead = ws.Scratch(DeadName, 1, m);
+        var fired = ws.Scratch(FiredName, 1, m);
+        var stats = ws.Scratch(StatsName, 1, 4);
+        var codes = ws.Scratch(CodesName, b, m);
+        var xa = ws.Scratch(ReconName, b, d);
+        var da = ws.Scratch(DeltaName, b, d);
+        var psi = ws.Scratch(PsiName, b, m);
+        var dev = ws.Scratch(DevName, 1, d);
+
+        ops.ReduceColumns<CountNonZero>(ws.F, fired.Data);
+        ops.DeadMask(
+            window.StepsSinceFired,
+            fired.Data,
+            dead.Data,
+            window.WindowSteps,
+            window.IncludeCurrentBatch
+        );
+        ops.ReduceRows<Sum>(dead.View, stats.Data.SubView(1, 1));
+        ops.AuxKSelect(ws.U.Data, dead.Data, codes.Data, b, m, aux.KAux, raw: saeLens);
+        ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
+
+        var delta = ws.Delta.View.SliceRows(0, b);
+        ops.ColumnSquaredDeviation(delta.Data, dev.Data, b);
+        ops.ReduceRows<Sum>(dev.View, stats.Data.SubView(0, 1));
+        float c = ws.Loss!.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
+        ops.AuxResidual(
+            xa.Data,
+            delta.Data,
+            sae.Parameters[SparseAutoencoder.DecoderBiasTensor].Data,
+            da.Data,
+            stats.Data,
+            new AuxResidualArgs
+            {
+                Rows = b,
+                D = d,
+                MainScale = c * 2f / b * sae.Architecture.MainReconstructionWeight(sae.Config, ws.Loss),
+                Alpha = aux.Coefficient,
+                K0 = aux.KAux,
+                SaeLens = saeLens ? 1 : 0,
+            }
+        );
+        ops.MatMul(da, sae.Decoder, psi, GemmLayout.NT);
+        ops.MatMul(codes, da, sae.DecoderGradient, GemmLayout.TN, 1f, 1f);
+        if (sae.LastStepWasSparse)
+        {
+            // The sparse weight gradients cover the selected (f > 0) entries only, where dU already holds
+            // both
+            // parts; the aux codes' share elsewhere, dW_enc += X̃ᵀ·(Ψa ⊙ 1[A ≠ 0] ⊙ 1[f = 0]), is one dense
+            // product here (the dense path takes all of dU at once). SAELens's dead set may contain features
+            // that fire in this batch, so the f = 0 mask matters.
+            var duAux = ws.Scratch("auxk_du", b, m);
+            ops.Map(psi.Data, codes.Data, duAux.Data, default(WhereNonZero));
+            ops.Map(duAux.Data, ws.F.Data, duAux.Data, default(WhereZero));
+            var xc = sae.Config.ApplyBDecToInput ? ws.Xc : ws.Input;
+            var encoder = sae.Architecture.EncoderMatrices(sae.Config)[0];
+            ops.MatMul(xc, duAux, sae.Parameters.Gradient(encoder), GemmLayout.TN, 1f, 1f);
+        }
+        if (saeLens)
+        {
+            ops.ReduceColumns<Sum>(
+                da,
+                sae.Parameters.Gradient(SparseAutoencoder.DecoderBiasTensor).Data,
+                accumulate: true
+            );
+        }
+
+        return (codes, psi);
+    }
+
+    /// <summary>The AuxK loss of the latest training pass (0 when it did not run): <c>Σ Δa²/(2·coef)</c> with
+    /// <c>Δa = coef·(ê − e)</c> and <c>coef = 2α·g/B</c>, i.e. <c>α·g·(1/B)Σ‖ê − e‖²</c>.</summary>
+    public static double AuxiliaryLoss(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        if (ws.Scratch(ActiveName, 1, 1).ToArray()[0] == 0f)
+        {
+            return 0;
+        }
+
+        var stats = ws.Scratch(StatsName, 1, 4).ToArray();
+        double coef = stats[2];
+        if (coef == 0)
+        {
+            return 0;
+        }
+
+        var da = ws.Scratch(DeltaName, ws.Batch, sae.DIn);
+        var rows = ws.Scratch("auxk_row_sums", 1, ws.Batch);
+        sae.Device.Ops.ReduceRows<SumOfSquares>(da, rows.Data);
+        return rows.ToArray().Sum(v => (double)v) / (2 * coef);
+    }
+
+    /// <summary>The number of dead features the latest AuxK pass saw (0 when it did not run).</summary>
+    public static int DeadCount(SaeWorkspace ws) =>
+        ws.Scratch(ActiveName, 1, 1).ToArray()[0] == 0f ? 0 : (int)ws.Scratch(StatsName, 1, 4).ToArray()[1];
+}

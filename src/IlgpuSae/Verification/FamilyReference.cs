@@ -1,0 +1,454 @@
+using IlgpuSae.Sae;
+
+namespace IlgpuSae.Verification;
+
+/// <summary>
+/// Which features the AuxK loss treats as dead: <paramref name="DeadBefore"/>[i] from the counters before
+/// the batch, and with <paramref name="ExcludeFiredInBatch"/> (dictionary_learning) a feature that fires in
+/// the batch is alive whatever its counter.
+/// </summary>
+public sealed record DeadSpec(bool[] DeadBefore, bool ExcludeFiredInBatch);
+
+/// <summary>
+/// Double-precision reference of the batch-level families, written as plain loops for clarity: TopK,
+/// BatchTopK and Matryoshka BatchTopK with their AuxK loss in either style, and JumpReLU training (SAELens
+/// step sparsity with the kernel-density pseudo-derivatives). Where <see cref="SaeReference"/> works row by
+/// row, these selections and losses need the whole batch (the BatchTopK budget, the AuxK variance, the dead
+/// set). Tests check <see cref="Gradients"/> against central finite differences of <see cref="Loss"/> (the
+/// selections are piecewise constant; the AuxK residual is a stop-gradient, so pass the live parameters as
+/// <c>frozen</c> to make it a constant) and the device against <see cref="Gradients"/>.
+/// </summary>
+public static class FamilyReference
+{
+    /// <summary>Everything a forward pass computes.</summary>
+    /// <param name="Pre">Raw pre-activations <c>x̃·W_enc + b_enc</c> [B, M].</param>
+    /// <param name="F">Features [B, M].</param>
+    /// <param name="Xhat">Full-width reconstructions [B, d].</param>
+    /// <param name="Aux">AuxK codes [B, M] (zeros without AuxK).</param>
+    /// <param name="AuxFactor">The AuxK gradient factor <c>2α·g/B</c> (0 without AuxK or dead
+    /// features).</param>
+    /// <param name="AuxResidual">The AuxK target e = x − x̂ [B, d] (from the frozen parameters).</param>
+    /// <param name="AuxRecon">ê [B, d].</param>
+    /// <param name="Loss">The objective.</param>
+    /// <param name="DeadCount">Dead features seen by AuxK.</param>
+    public sealed record Pass(
+        double[] Pre,
+        double[] F,
+        double[] Xhat,
+        double[] Aux,
+        double AuxFactor,
+        double[] AuxResidual,
+        double[] AuxRecon,
+        double Loss,
+        int DeadCount
+    );
+
+    /// <summary>The objective of one batch.</summary>
+    public static double Loss(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        SaeLossOptions options,
+        DeadSpec? dead = null,
+        IReadOnlyDictionary<string, double[]>? frozen = null
+    ) => Forward(config, p, x, batch, options, dead, frozen).Loss;
+
+    /// <summary>The forward pass (see <see cref="Pass"/>).</summary>
+    public static Pass Forward(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        SaeLossOptions options,
+        DeadSpec? dead = null,
+        IReadOnlyDictionary<string, double[]>? frozen = null
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentNullException.ThrowIfNull(options);
+        int d = config.DIn,
+            m = config.DSae,
+            b = batch;
+        double c = options.Scale == ReconstructionScale.Sum ? 1 : 1.0 / d;
+        var pre = PreActivations(config, p, x, b);
+        var f = Select(config, p, pre, b);
+        var wDec = p["W_dec"];
+        var bDec = p["b_dec"];
+        var weights = LevelWeights(config, options);
+        var xhat = Decode(f, wDec, bDec, b, m, d, m);
+        double loss = weights[^1] * c * SquaredError(xhat, x) / b;
+        if (config.MatryoshkaWidths is { } widths)
+        {
+            for (int g = 0; g < widths.Count - 1; g++)
+            {
+                var level = Decode(f, wDec, bDec, b, m, d, widths[g]);
+                loss += weights[g] * c * SquaredError(level, x) / b;
+            }
+        }
+
+        if (config.Architecture == SaeArchitecture.JumpRelu)
+        {
+            double active = f.Count(v => v != 0);
+            loss += (double)options.L1Coefficient * active / b;
+        }
+
+        var aux = new double[(long)b * m];
+        var e = new double[(long)b * d];
+        var ehat = new double[(long)b * d];
+        double factor = 0;
+        int deadCount = 0;
+        if (options.AuxK is { } auxK && dead is not null)
+        {
+            bool saeLens = auxK.Style == AuxKStyle.SaeLens;
+            var isDead = new bool[m];
+            for (int i = 0; i < m; i++)
+            {
+                bool fired = false;
+                for (int r = 0; r < b; r++)
+                {
+                    fired |= f[(long)r * m + i] != 0;
+                }
+
+                isDead[i] = dead.DeadBefore[i] && !(dead.ExcludeFiredInBatch && fired);
+                deadCount += isDead[i] ? 1 : 0;
+            }
+
+            // The residual target is a stop-gradient: computed from the frozen parameters when given.
+            var q = frozen ?? p;
+            var fq = Select(config, q, PreActivations(config, q, x, b), b);
+            var xq = Decode(fq, q["W_dec"], q["b_dec"], b, m, d, m);
+            for (long t = 0; t < e.Length; t++)
+            {
+                e[t] = x[t] - xq[t];
+            }
+
+            for (int r = 0; r < b; r++)
+            {
+                var order = Enumerable
+                    .Range(0, m)
+                    .Where(i =>
+                        isDead[i]
+                        && (saeLens ? !double.IsNaN(pre[(long)r * m + i]) : pre[(long)r * m + i] > 0)
+                    )
+                    .OrderByDescending(i => pre[(long)r * m + i])
+                    .ThenBy(i => i)
+                    .Take(auxK.KAux);
+                foreach (int i in order)
+                {
+                    aux[(long)r * m + i] = pre[(long)r * m + i];
+                }
+            }
+
+            var zero = new double[d];
+            ehat = Decode(aux, wDec, saeLens ? bDec : zero, b, m, d, m);
+            double g;
+            if (saeLens)
+            {
+                g = Math.Min(deadCount / (double)auxK.KAux, 1);
+            }
+            else
+            {
+                var mean = new double[d];
+                for (int r = 0; r < b; r++)
+                {
+                    for (int j = 0; j < d; j++)
+                    {
+                        mean[j] += e[(long)r * d + j] / b;
+                    }
+                }
+
+                double den = 0;
+                for (int r = 0; r < b; r++)
+                {
+                    for (int j = 0; j < d; j++)
+                    {
+                        double v = e[(long)r * d + j] - mean[j];
+                        den += v * v;
+                    }
+                }
+
+                den /= b;
+                g = deadCount > 0 && den > 0 ? 1 / den : 0;
+            }
+
+            double sse = 0;
+            for (long t = 0; t < e.Length; t++)
+            {
+                sse += (ehat[t] - e[t]) * (ehat[t] - e[t]);
+            }
+
+            loss += auxK.Coefficient * g * sse / b;
+            factor = 2 * auxK.Coefficient * g / b;
+        }
+
+        return new Pass(pre, f, xhat, aux, factor, e, ehat, loss, deadCount);
+    }
+
+    /// <summary>Analytic gradients of <see cref="Loss"/> for every parameter (θ through the
+    /// pseudo-derivatives
+    /// for JumpReLU).</summary>
+    public static Dictionary<string, double[]> Gradients(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        SaeLossOptions options,
+        DeadSpec? dead = null
+    )
+    {
+        var pass = Forward(config, p, x, batch, options, dead);
+        int d = config.DIn,
+            m = config.DSae,
+            b = batch;
+        double c = options.Scale == ReconstructionScale.Sum ? 1 : 1.0 / d;
+        var g = p.ToDictionary(kv => kv.Key, kv => new double[kv.Value.Length]);
+        var wDec = p["W_dec"];
+        var wEnc = p["W_enc"];
+        var bDec = p["b_dec"];
+        var weights = LevelWeights(config, options);
+        var dF = new double[(long)b * m];
+        var levels = config.MatryoshkaWidths ?? [m];
+        for (int level = 0; level < levels.Count; level++)
+        {
+            int width = levels[level];
+            var xhat = level == levels.Count - 1 ? pass.Xhat : Decode(pass.F, wDec, bDec, b, m, d, width);
+            double scale = weights[level] * c * 2 / b;
+            for (int r = 0; r < b; r++)
+            {
+                for (int j = 0; j < d; j++)
+                {
+                    double delta = scale * (xhat[(long)r * d + j] - x[(long)r * d + j]);
+                    g["b_dec"][j] += delta;
+                    for (int i = 0; i < width; i++)
+                    {
+                        dF[(long)r * m + i] += delta * wDec[(long)i * d + j];
+                        g["W_dec"][(long)i * d + j] += pass.F[(long)r * m + i] * delta;
+                    }
+                }
+            }
+        }
+
+        var dU = new double[(long)b * m];
+        if (config.Architecture == SaeArchitecture.JumpRelu)
+        {
+            var theta = p["threshold"];
+            double eps = options.JumpRelu.Bandwidth;
+            double lambdaOverB = (double)options.L1Coefficient / b;
+            for (int r = 0; r < b; r++)
+            {
+                for (int i = 0; i < m; i++)
+                {
+                    long t = (long)r * m + i;
+                    double z = pass.Pre[t];
+                    bool window = Math.Abs((z - theta[i]) / eps) < 0.5;
+                    dU[t] = z > theta[i] ? dF[t] : 0;
+                    if (window)
+                    {
+                        double pseudo = (theta[i] * dF[t] + lambdaOverB) / eps;
+                        g["threshold"][i] -= pseudo;
+                        if (options.JumpRelu.SteToInput)
+                        {
+                            dU[t] += pseudo;
+                        }
+                    }
+                }
+            }
+        }
+        else
+        {
+            for (long t = 0; t < dU.Length; t++)
+            {
+                dU[t] = pass.F[t] != 0 ? dF[t] : 0;
+            }
+        }
+
+        if (pass.AuxFactor != 0)
+        {
+            bool saeLens = options.AuxK!.Style == AuxKStyle.SaeLens;
+            for (int r = 0; r < b; r++)
+            {
+                for (int j = 0; j < d; j++)
+                {
+                    long t = (long)r * d + j;
+                    double da = pass.AuxFactor * (pass.AuxRecon[t] - pass.AuxResidual[t]);
+                    if (saeLens)
+                    {
+                        g["b_dec"][j] += da;
+                    }
+
+                    for (int i = 0; i < m; i++)
+                    {
+                        double a = pass.Aux[(long)r * m + i];
+                        if (a != 0)
+                        {
+                            dU[(long)r * m + i] += da * wDec[(long)i * d + j];
+                            g["W_dec"][(long)i * d + j] += a * da;
+                        }
+                    }
+                }
+            }
+        }
+
+        for (int r = 0; r < b; r++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                double du = dU[(long)r * m + i];
+                g["b_enc"][i] += du;
+                for (int j = 0; j < d; j++)
+                {
+                    double xc = x[(long)r * d + j] - (config.ApplyBDecToInput ? bDec[j] : 0);
+                    g["W_enc"][(long)j * m + i] += xc * du;
+                    if (config.ApplyBDecToInput)
+                    {
+                        g["b_dec"][j] -= wEnc[(long)j * m + i] * du;
+                    }
+                }
+            }
+        }
+
+        return g;
+    }
+
+    /// <summary>The raw pre-activations <c>x̃·W_enc + b_enc</c> [B, M].</summary>
+    public static double[] PreActivations(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] x,
+        int batch
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(x);
+        int d = config.DIn,
+            m = config.DSae;
+        var wEnc = p["W_enc"];
+        var bEnc = p["b_enc"];
+        var bDec = p["b_dec"];
+        var pre = new double[(long)batch * m];
+        for (int r = 0; r < batch; r++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                double s = bEnc[i];
+                for (int j = 0; j < d; j++)
+                {
+                    s +=
+                        (x[(long)r * d + j] - (config.ApplyBDecToInput ? bDec[j] : 0))
+                        * wEnc[(long)j * m + i];
+                }
+
+                pre[(long)r * m + i] = s;
+            }
+        }
+
+        return pre;
+    }
+
+    /// <summary>
+    /// The training features from the pre-activations: TopK per row, BatchTopK (and Matryoshka) over the
+    /// flattened batch (k·B largest positive values, ties to the lowest flat index), JumpReLU
+    /// <c>z·1[z &gt; θ]·1[z &gt; 0]</c>.
+    /// </summary>
+    public static double[] Select(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] pre,
+        int batch
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(pre);
+        int m = config.DSae;
+        var f = new double[pre.Length];
+        if (config.Architecture == SaeArchitecture.JumpRelu)
+        {
+            var theta = p["threshold"];
+            for (long t = 0; t < pre.Length; t++)
+            {
+                double z = pre[t];
+                f[t] = z > 0 && z > theta[t % m] ? z : 0;
+            }
+        }
+        else if (config.Architecture == SaeArchitecture.TopK)
+        {
+            for (int r = 0; r < batch; r++)
+            {
+                foreach (
+                    int i in Enumerable
+                        .Range(0, m)
+                        .Where(i => pre[(long)r * m + i] > 0)
+                        .OrderByDescending(i => pre[(long)r * m + i])
+                        .ThenBy(i => i)
+                        .Take(config.K)
+                )
+                {
+                    f[(long)r * m + i] = pre[(long)r * m + i];
+                }
+            }
+        }
+        else if (config.Architecture is BatchTopKSae)
+        {
+            foreach (
+                long t in Enumerable
+                    .Range(0, pre.Length)
+                    .Select(t => (long)t)
+                    .Where(t => pre[t] > 0)
+                    .OrderByDescending(t => pre[t])
+                    .ThenBy(t => t)
+                    .Take(config.K * batch)
+            )
+            {
+                f[t] = pre[t];
+            }
+        }
+        else
+        {
+            throw new NotSupportedException($"{config.Architecture.Name}: use SaeReference.");
+        }
+
+        return f;
+    }
+
+    private static IReadOnlyList<float> LevelWeights(SaeConfig config, SaeLossOptions options) =>
+        config.Architecture == SaeArchitecture.Matryoshka
+            ? MatryoshkaSae.LevelWeights(config, options)
+            : [1f];
+
+    /// <summary><c>f[:, :width]·W_dec[:width] + b_dec</c>.</summary>
+    private static double[] Decode(double[] f, double[] wDec, double[] bDec, int b, int m, int d, int width)
+    {
+        var y = new double[(long)b * d];
+        for (int r = 0; r < b; r++)
+        {
+            for (int j = 0; j < d; j++)
+            {
+                double s = bDec[j];
+                for (int i = 0; i < width; i++)
+                {
+                    s += f[(long)r * m + i] * wDec[(long)i * d + j];
+                }
+
+                y[(long)r * d + j] = s;
+            }
+        }
+
+        return y;
+    }
+
+    private static double SquaredError(double[] a, double[] b)
+    {
+        double s = 0;
+        for (long t = 0; t < a.Length; t++)
+        {
+            s += (a[t] - b[t]) * (a[t] - b[t]);
+        }
+
+        return s;
+    }
+}

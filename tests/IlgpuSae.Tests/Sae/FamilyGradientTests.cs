@@ -1,0 +1,359 @@
+using FluentAssertions;
+using IlgpuSae.Sae;
+using IlgpuSae.Tensors;
+using IlgpuSae.Tests.Infrastructure;
+using IlgpuSae.Verification;
+using MathNet.Numerics.Differentiation;
+using Xunit;
+
+namespace IlgpuSae.Tests.Sae;
+
+/// <summary>A batch-level family case: the SAE, its objective, and which features the AuxK loss sees as
+/// dead.</summary>
+public sealed record FamilyCase(string Name, SaeConfig Config, SaeLossOptions Options, bool[]? DeadBefore)
+{
+    public DeadSpec? Dead =>
+        DeadBefore is null || Options.AuxK is null
+            ? null
+            : new DeadSpec(DeadBefore, Options.AuxK.Style == AuxKStyle.DictionaryLearning);
+
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// TopK, BatchTopK and Matryoshka (each with AuxK in both styles) and JumpReLU training: the double reference
+/// against central finite differences, the JumpReLU pseudo-derivatives against their formula, then the device
+/// against the reference on every backend and kernel shape, dense and sparse.
+/// </summary>
+[Collection(DeviceCollection.Name)]
+public sealed class FamilyGradientTests(DeviceFixture devices)
+{
+    /// <summary>The cases at width d and dictionary m.</summary>
+    public static IEnumerable<FamilyCase> Cases(int d, int m)
+    {
+        var dead = Enumerable.Range(0, m).Select(i => i % 2 == 1).ToArray();
+        var dl = new AuxKOptions { KAux = Math.Max(1, d / 2), Style = AuxKStyle.DictionaryLearning };
+        var sl = new AuxKOptions
+        {
+            KAux = Math.Max(1, d / 2),
+            Style = AuxKStyle.SaeLens,
+            Coefficient = 1f,
+        };
+        SaeConfig Config(SaeArchitecture a, int k = 0, int[]? widths = null) =>
+            new()
+            {
+                Architecture = a,
+                DIn = d,
+                DSae = m,
+                K = k,
+                MatryoshkaWidths = widths,
+            };
+        int kRow = Math.Max(1, m / 4);
+        int[] widths = [Math.Max(1, m / 4), m / 2, m];
+        yield return new("topk-aux-dl", Config(SaeArchitecture.TopK, kRow), new() { AuxK = dl }, dead);
+        yield return new("topk-aux-saelens", Config(SaeArchitecture.TopK, kRow), new() { AuxK = sl }, dead);
+        yield return new(
+            "topk-aux-dl-mean-over-d",
+            Config(SaeArchitecture.TopK, kRow),
+            new() { AuxK = dl, Scale = ReconstructionScale.MeanOverDim },
+            dead
+        );
+        yield return new(
+            "batchtopk-aux-dl",
+            Config(SaeArchitecture.BatchTopK, kRow),
+            new() { AuxK = dl },
+            dead
+        );
+        yield return new(
+            "batchtopk-aux-saelens",
+            Config(SaeArchitecture.BatchTopK, kRow),
+            new() { AuxK = sl },
+            dead
+        );
+        yield return new(
+            "matryoshka-saelens",
+            Config(SaeArchitecture.Matryoshka, kRow, widths),
+            new() { AuxK = sl },
+            dead
+        );
+        yield return new(
+            "matryoshka-dl-weights",
+            Config(SaeArchitecture.Matryoshka, kRow, widths),
+            new() { AuxK = dl, LevelWeights = [1f / 9, 1f / 9, 1f / 9] },
+            dead
+        );
+        yield return new(
+            "jumprelu-step",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.2f },
+            },
+            null
+        );
+        yield return new(
+            "jumprelu-step-ste",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.2f, SteToInput = true },
+            },
+            null
+        );
+    }
+
+    /// <summary>Every case whose gradient is the loss's derivative (the straight-through option is by design
+    /// not; the device test covers it).</summary>
+    public static TheoryData<string> CaseNames()
+    {
+        var data = new TheoryData<string>();
+        foreach (var c in Cases(4, 8).Where(c => !c.Options.JumpRelu.SteToInput))
+        {
+            data.Add(c.Name);
+        }
+
+        return data;
+    }
+
+    public static TheoryData<Target, string, TrainingPath> DeviceCases()
+    {
+        var data = new TheoryData<Target, string, TrainingPath>();
+        foreach (var t in Targets.All())
+        {
+            foreach (var c in Cases(4, 8))
+            {
+                data.Add(t, c.Name, TrainingPath.Dense);
+                if (c.Config.Architecture != SaeArchitecture.JumpRelu)
+                {
+                    data.Add(t, c.Name, TrainingPath.Sparse);
+                }
+            }
+        }
+
+        return data;
+    }
+
+    private static FamilyCase Find(string name, int d, int m) => Cases(d, m).Single(c => c.Name == name);
+
+    /// <summary>
+    /// Random parameters and inputs (float32-representable) whose branches — every selection, the AuxK set,
+    /// the JumpReLU step and kernel window — do not change under a random perturbation of size
+    /// <paramref name="margin"/>, so finite differences and float32 runs see the reference's branches.
+    /// </summary>
+    public static (Dictionary<string, double[]> P, double[] X) Generate(
+        FamilyCase c,
+        int batch,
+        int seed,
+        double margin
+    )
+    {
+        for (int attempt = 0; attempt < 2000; attempt++)
+        {
+            var random = new Random(seed + attempt * 7919);
+            var p = new Dictionary<string, double[]>();
+            foreach (var entry in SparseAutoencoder.LayoutFor(c.Config).Entries)
+            {
+                double scale = entry.Name.StartsWith('W') ? 0.6 : 0.3;
+                p[entry.Name] = Enumerable
+                    .Range(0, (int)entry.Length)
+                    .Select(_ => (double)(float)((random.NextDouble() * 2 - 1) * scale))
+                    .ToArray();
+            }
+
+            if (p.TryGetValue("threshold", out var theta))
+            {
+                for (int i = 0; i < theta.Length; i++)
+                {
+                    theta[i] = (float)(0.05 + Math.Abs(theta[i]));
+                }
+            }
+
+            var x = Enumerable
+                .Range(0, batch * c.Config.DIn)
+                .Select(_ => (double)(float)(random.NextDouble() * 2 - 1))
+                .ToArray();
+            var pattern = Pattern(c, p, x, batch);
+            bool stable = true;
+            for (int trial = 0; trial < 4 && stable; trial++)
+            {
+                var q = p.ToDictionary(
+                    kv => kv.Key,
+                    kv => kv.Value.Select(v => v + margin * (random.NextDouble() * 2 - 1)).ToArray()
+                );
+                var y = x.Select(v => v + margin * (random.NextDouble() * 2 - 1)).ToArray();
+                stable = Pattern(c, q, y, batch).SequenceEqual(pattern);
+            }
+
+            if (stable)
+            {
+                return (p, x);
+            }
+        }
+
+        throw new InvalidOperationException("Could not draw data away from the branch points.");
+    }
+
+    private static bool[] Pattern(FamilyCase c, Dictionary<string, double[]> p, double[] x, int batch)
+    {
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
+        var bits = pass
+            .F.Select(v => v != 0)
+            .Concat(pass.Aux.Select(v => v != 0))
+            .Concat(pass.Pre.Select(v => v > 0));
+        if (p.TryGetValue("threshold", out var theta))
+        {
+            double eps = c.Options.JumpRelu.Bandwidth;
+            int m = c.Config.DSae;
+            bits = bits.Concat(pass.Pre.Select((z, t) => Math.Abs((z - theta[t % m]) / eps) < 0.5));
+        }
+
+        return [.. bits];
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseNames))]
+    public void Reference_gradients_match_central_finite_differences(string caseName)
+    {
+        var c = Find(caseName, d: 4, m: 8);
+        const int batch = 5;
+        var (p, x) = Generate(c, batch, seed: 3, margin: 1e-4);
+        var frozen = p.ToDictionary(kv => kv.Key, kv => (double[])kv.Value.Clone());
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
+        if (c.Options.AuxK is not null)
+        {
+            pass.DeadCount.Should().BeGreaterThan(0, "the case must exercise AuxK");
+            pass.Aux.Count(v => v != 0).Should().BeGreaterThan(0, "some dead latents must be selected");
+        }
+
+        var analytic = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
+        var fd = new NumericalDerivative(3, 1) { StepType = StepType.Absolute, Epsilon = 1e-6 };
+        foreach (var (name, values) in p)
+        {
+            if (name is "threshold" or BatchTopKSae.ThresholdTensor)
+            {
+                continue; // a step function's derivative: checked against the pseudo-derivative formula below
+            }
+
+            for (int k = 0; k < values.Length; k++)
+            {
+                double Loss(double[] theta)
+                {
+                    var q = p.ToDictionary(kv => kv.Key, kv => kv.Key == name ? theta : kv.Value);
+                    return FamilyReference.Loss(c.Config, q, x, batch, c.Options, c.Dead, frozen);
+                }
+
+                double numeric = fd.EvaluatePartialDerivative(Loss, (double[])values.Clone(), k, 1);
+                Math.Abs(numeric - analytic[name][k])
+                    .Should()
+                    .BeLessThan(
+                        TestTolerances.FiniteDifferences.Bound(numeric),
+                        $"∂L/∂{name}[{k}] in {caseName}: FD {numeric}, analytic {analytic[name][k]}"
+                    );
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void JumpRelu_threshold_gradient_is_the_kernel_density_estimate(bool ste)
+    {
+        // Rajamanoharan et al. 2024, §4: ∂L/∂θ_i = (1/(Bε))·Σ_b (I_i(x_b) − λ)·K((z_bi − θ_i)/ε) with
+        // I_i = 2θ_i·W_dec[i]·(x − x̂) — written here from the paper, not from the reference's loops.
+        var c = Find(ste ? "jumprelu-step-ste" : "jumprelu-step", d: 4, m: 8);
+        const int batch = 6;
+        var (p, x) = Generate(c, batch, seed: 9, margin: 1e-4);
+        int d = c.Config.DIn,
+            m = c.Config.DSae;
+        double eps = c.Options.JumpRelu.Bandwidth,
+            lambda = c.Options.L1Coefficient;
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options);
+        var g = FamilyReference.Gradients(c.Config, p, x, batch, c.Options);
+        int windows = 0;
+        for (int i = 0; i < m; i++)
+        {
+            double expected = 0;
+            for (int b = 0; b < batch; b++)
+            {
+                double z = pass.Pre[b * m + i];
+                if (Math.Abs((z - p["threshold"][i]) / eps) >= 0.5)
+                {
+                    continue;
+                }
+
+                windows++;
+                double inner = 0;
+                for (int j = 0; j < d; j++)
+                {
+                    inner += p["W_dec"][i * d + j] * (x[b * d + j] - pass.Xhat[b * d + j]);
+                }
+
+                expected += 2 * p["threshold"][i] * inner - lambda;
+            }
+
+            expected /= batch * eps;
+            g["threshold"]
+                [i]
+                .Should()
+                .BeApproximately(expected, TestTolerances.DoubleRoundOff.Bound(expected));
+        }
+
+        windows.Should().BeGreaterThan(0, "some pre-activations must fall in a kernel window");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(DeviceCases))]
+    public void Device_gradients_and_loss_match_the_reference(
+        Target target,
+        string caseName,
+        TrainingPath path
+    )
+    {
+        var device = devices.Get(target);
+        var c = Find(caseName, d: 12, m: 40);
+        const int batch = 19;
+        var (p, x) = Generate(c, batch, seed: 5, margin: 2e-4);
+        using var sae = SparseAutoencoder.CreateEmpty(device, c.Config);
+        sae.Path = path;
+        sae.TrainingStep = 1;
+        SaeTestData.Load(sae, p);
+        using var counters = device.Allocate(1, c.Config.DSae, "steps_since_fired");
+        if (c.Dead is { } dead)
+        {
+            // window W = 4 steps; dictionary_learning: dead ⇔ steps + 1 ≥ W and not fired now;
+            // SAELens: dead ⇔ steps > W.
+            bool dl = dead.ExcludeFiredInBatch;
+            counters.CopyFrom([.. dead.DeadBefore.Select(b => b ? (dl ? 3f : 5f) : 0f)]);
+            sae.AuxDeadFeatures = new DeadFeatureWindow(counters.Data, 4f, dl);
+        }
+
+        using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, c.Config.DIn, "x");
+        device.Ops.Fill(sae.Parameters.Gradients, float.NaN); // must be zeroed and fully rewritten
+        var loss = sae.ComputeGradients(tx, c.Options, computeLoss: true)!;
+        sae.LastStepWasSparse.Should().Be(path == TrainingPath.Sparse);
+
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
+        if (c.Options.AuxK is not null)
+        {
+            pass.Aux.Count(v => v != 0).Should().BeGreaterThan(0, "the case must exercise AuxK");
+        }
+
+        loss.Total.Should().BeApproximately(pass.Loss, TestTolerances.SaeLoss.Bound(pass.Loss), "loss");
+        var expected = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
+        foreach (var (name, reference) in expected)
+        {
+            var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
+            double scale = Math.Max(reference.Max(Math.Abs), 1e-30);
+            var result = KernelChecks.Compare(
+                $"{caseName} d{name}",
+                "FamilyBackward",
+                actual.Select(e => (float)e).ToArray(),
+                reference,
+                TestTolerances.SaeGradient(name, scale)
+            );
+            result.Failure.Should().BeNull($"∂L/∂{name} of {caseName} on {target}, {path} path");
+        }
+    }
+}
