@@ -216,6 +216,34 @@ public static class SaeFiles
         }
 
         string architectureName = root["architecture"]?.GetValue<string>() ?? "standard";
+        int legacyK = 0;
+        string? activation =
+            (root["activation_fn"] ?? root["activation_fn_str"]) is JsonValue av
+            && av.TryGetValue<string>(out var an)
+                ? an
+                : null;
+        if (activation is not null && activation != "relu")
+        {
+            // Pre-6.0 SAELens configs say TopK through the activation function (SAELens#553, #308): loading
+            // them as a ReLU SAE would silently lose the sparsity.
+            if (activation != "topk" || architectureName != "standard")
+            {
+                throw new InvalidDataException(
+                    $"{configPath}: activation_fn '{activation}' with architecture '{architectureName}' is not supported (only the legacy 'topk' with k in activation_fn_kwargs, or 'relu')."
+                );
+            }
+
+            architectureName = "topk";
+            legacyK =
+                root["activation_fn_kwargs"]?["k"] is JsonValue kv
+                && kv.TryGetValue<int>(out var lk)
+                && lk > 0
+                    ? lk
+                    : throw new InvalidDataException(
+                        $"{configPath}: a legacy activation_fn 'topk' needs a positive integer activation_fn_kwargs.k."
+                    );
+        }
+
         var architecture =
             SaeArchitectures.Find(architectureName)
             ?? throw new InvalidDataException(
@@ -271,7 +299,7 @@ public static class SaeFiles
             ApplyBDecToInput = root["apply_b_dec_to_input"]?.GetValue<bool>() ?? true,
             UseRMag = useRMag,
             Untied = untied,
-            K = ReadK(configPath, root["k"]),
+            K = legacyK > 0 ? legacyK : ReadK(configPath, root["k"]),
             MatryoshkaWidths = ReadWidths(configPath, root["matryoshka_widths"]),
             Metadata = metadata,
         };

@@ -380,6 +380,6 @@ public sealed class SaeCliTests : IDisposable
             "--out",
             P("topk-bad")
         );
-        kOnStandard.Err.Should().Contain("--k applies to topk");
+        kOnStandard.Err.Should().Contain("--k applies to the TopK family");
     }
 }

@@ -1,0 +1,217 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FluentAssertions;
+using IlgpuSae.Tests.Infrastructure;
+using Xunit;
+
+namespace IlgpuSae.Tests.Cli;
+
+/// <summary>
+/// Every SAE family through the command line: train, evaluate, save and load, export, encode and resume,
+/// and the bad settings each family refuses without writing anything.
+/// </summary>
+[Collection(EnvironmentCollection.Name)]
+public sealed class FamilyCliTests : IDisposable
+{
+    private readonly TempFolder _temp = new("ilgpusae-family-cli-");
+
+    public FamilyCliTests()
+    {
+        Run("synth", "--rows", "4096", "--d", "8", "--features", "16", "--l0", "2", "--out", P("toy.npy"))
+            .Code.Should()
+            .Be(0);
+    }
+
+    public void Dispose() => _temp.Dispose();
+
+    private string P(string name) => _temp.Path(name);
+
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
+
+    private string[] Train(string arch, string output, params string[] extra) =>
+        [
+            "--backend",
+            "cpu",
+            "train",
+            "--arch",
+            arch,
+            "--acts",
+            P("toy.npy"),
+            "--d-sae",
+            "24",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "128",
+            "--tokens",
+            "6400",
+            "--lr-warmup",
+            "5",
+            "--log-every",
+            "10",
+            "--out",
+            P(output),
+            .. extra,
+        ];
+
+    private static string Architecture(string folder) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "cfg.json")))![
+            "architecture"
+        ]!.GetValue<string>();
+
+    private double L0(string sae)
+    {
+        var eval = Run("--backend", "cpu", "eval", "--sae", sae, "--acts", P("toy.npy"), "--json");
+        eval.Code.Should().Be(0, eval.Err);
+        using var doc = JsonDocument.Parse(eval.Out);
+        return doc.RootElement.GetProperty("l0").GetDouble();
+    }
+
+    [Theory]
+    [InlineData("batchtopk")]
+    [InlineData("matryoshka")]
+    public void A_BatchTopK_family_SAE_trains_saves_as_JumpReLU_keeps_its_training_form_and_exports(
+        string arch
+    )
+    {
+        string[] extra = arch == "matryoshka" ? ["--matryoshka-widths", "6,12,24"] : [];
+        var run = Run(
+            Train(arch, arch, ["--k", "3", "--threshold-start", "10", "--dead-window", "1280", .. extra])
+        );
+        run.Code.Should().Be(0, run.Err);
+        Architecture(P(arch)).Should().Be("jumprelu", "SAELens saves BatchTopK for inference as JumpReLU");
+        string trained = arch == "matryoshka" ? "matryoshka_batchtopk" : "batchtopk";
+        Architecture(P($"{arch}/training_form")).Should().Be(trained);
+        var cfg = JsonNode.Parse(File.ReadAllText(P($"{arch}/cfg.json")))!;
+        cfg["metadata"]!["trained_as"]!.GetValue<string>().Should().Be(trained);
+
+        // Inference L0 through the threshold, the same from the training form and from its JumpReLU export.
+        double l0 = L0(P(arch));
+        l0.Should().BeInRange(1.0, 6.0);
+        L0(P($"{arch}/training_form")).Should().BeApproximately(l0, 1e-9);
+        var export = Run(
+            "--backend",
+            "cpu",
+            "export",
+            "--sae",
+            P($"{arch}/training_form"),
+            "--to",
+            "jumprelu",
+            "--out",
+            P($"{arch}-exported")
+        );
+        export.Code.Should().Be(0, export.Err);
+        L0(P($"{arch}-exported")).Should().BeApproximately(l0, 1e-9);
+        File.ReadAllBytes(P($"{arch}-exported/sae_weights.safetensors"))
+            .Should()
+            .Equal(File.ReadAllBytes(P($"{arch}/sae_weights.safetensors")));
+
+        var encode = Run(
+            "--backend",
+            "cpu",
+            "encode",
+            "--sae",
+            P(arch),
+            "--acts",
+            P("toy.npy"),
+            "--out",
+            P($"{arch}-codes")
+        );
+        encode.Code.Should().Be(0, encode.Err);
+    }
+
+    [Theory]
+    [InlineData("topk", "dictionary-learning")]
+    [InlineData("topk", "saelens")]
+    [InlineData("batchtopk", "saelens")]
+    [InlineData("jumprelu", "saelens")]
+    public void Each_family_and_mode_trains_round_trips_and_resumes_exactly(string arch, string mode)
+    {
+        string[] family =
+            arch == "jumprelu"
+                ? ["--l0-coefficient", "0.05", "--threshold-init", "0.05", "--bandwidth", "0.1"]
+                : ["--k", "3"];
+        string[] args =
+        [
+            .. family,
+            "--mode",
+            mode,
+            .. (arch == "jumprelu" ? Array.Empty<string>() : ["--dead-window", "1280"]),
+        ];
+        var whole = Run(Train(arch, "whole", args));
+        whole.Code.Should().Be(0, whole.Err);
+        Architecture(P("whole")).Should().Be(arch == "batchtopk" ? "jumprelu" : arch);
+        L0(P("whole")).Should().BeGreaterThan(0.5);
+
+        // The same run, as if the process died after its step-20 checkpoint, then resumed: the same bytes.
+        var parts = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20"]));
+        parts.Code.Should().Be(0, parts.Err);
+        File.Delete(P("parts/cfg.json"));
+        File.Delete(P("parts/sae_weights.safetensors"));
+        if (Directory.Exists(P("parts/training_form")))
+        {
+            Directory.Delete(P("parts/training_form"), recursive: true);
+        }
+
+        var resumed = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20", "--resume"]));
+        resumed.Code.Should().Be(0, resumed.Err);
+        resumed.Out.Should().Contain("Resumed from");
+        File.ReadAllBytes(P("parts/sae_weights.safetensors"))
+            .Should()
+            .Equal(File.ReadAllBytes(P("whole/sae_weights.safetensors")), "a resumed run continues exactly");
+    }
+
+    [Fact]
+    public void Bad_family_settings_are_clear_errors_and_write_nothing()
+    {
+        var cases = new (string Arch, string[] Extra, string Message)[]
+        {
+            ("topk", ["--k", "0"], "k"),
+            ("topk", ["--k", "25"], "k ≤ d_sae"),
+            ("batchtopk", ["--k", "3", "--aux-k", "30"], "k_aux = 30 exceeds d_sae"),
+            ("matryoshka", ["--k", "3"], "--matryoshka-widths"),
+            ("matryoshka", ["--k", "3", "--matryoshka-widths", "12,6,24"], "strictly increasing"),
+            ("matryoshka", ["--k", "3", "--matryoshka-widths", "6,12"], "must end at d_sae"),
+            ("matryoshka", ["--k", "3", "--matryoshka-widths", "6,x"], "comma-separated"),
+            (
+                "matryoshka",
+                [
+                    "--k",
+                    "3",
+                    "--matryoshka-widths",
+                    "6,24",
+                    "--threshold-start",
+                    "10",
+                    "--level-weights",
+                    "1",
+                ],
+                "level weights"
+            ),
+            ("jumprelu", ["--bandwidth", "0"], "bandwidth"),
+            ("jumprelu", ["--bandwidth", "-1"], "bandwidth"),
+            ("jumprelu", ["--mode", "dictionary-learning"], "does not apply to jumprelu"),
+            ("jumprelu", ["--l1", "1"], "--l0-coefficient"),
+            ("jumprelu", ["--k", "3"], "--k applies"),
+            ("topk", ["--k", "3", "--mode", "april-update"], "does not apply to topk"),
+            ("topk", ["--k", "3", "--bandwidth", "0.1"], "--bandwidth applies to jumprelu"),
+            ("standard", ["--aux-k", "3"], "--aux-k applies to the TopK family"),
+            ("batchtopk", ["--k", "3", "--threshold-start", "1000"], "no inference threshold"),
+            (
+                "batchtopk",
+                ["--k", "3", "--mode", "saelens", "--threshold-start", "5"],
+                "--threshold-start applies"
+            ),
+        };
+        foreach (var (arch, extra, message) in cases)
+        {
+            var bad = Run(Train(arch, "bad", extra));
+            bad.Code.Should().NotBe(0, $"{arch} {string.Join(' ', extra)}");
+            bad.Err.Should().Contain(message, $"{arch} {string.Join(' ', extra)}");
+            bad.Err.Should().NotContain("   at ", "no stack trace");
+            Directory
+                .Exists(P("bad"))
+                .Should()
+                .BeFalse($"a refused run writes nothing ({arch} {string.Join(' ', extra)})");
+        }
+    }
+}
