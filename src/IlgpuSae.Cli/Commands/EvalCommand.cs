@@ -155,7 +155,7 @@ internal static class EvalCommand
                                 benchTokens!,
                                 settings!,
                                 downstream,
-                                parse.GetValue(json) ? Console.Error : Console.Out
+                                Console.Error
                             );
                             (parse.GetValue(json) ? Console.Error : Console.Out).WriteLine(
                                 $"Wrote SAEBench core results to {written}."
