@@ -14,7 +14,7 @@ internal sealed class SaeBenchOptions
         new("--saebench-json")
         {
             Description =
-                "Also write SAEBench's core evaluation file {release}_{id}_eval_results.json into this folder (every metric group and field; explained_variance is the correct formula, the buggy SAEBench/SAELens value is kept as eval_result_unstructured.explained_variance_bug_compatible). With --model every field is computed; with --acts only, the KL and cross-entropy groups and consistent_activation_heuristic are written as -1 (SAEBench's 'not computed') with a warning.",
+                "Also write SAEBench's core evaluation file {release}_{id}_eval_results.json into this folder (every metric group and field; explained_variance is the correct formula, the buggy SAEBench/SAELens value is kept as eval_result_unstructured.explained_variance_bug_compatible). With --model every field is computed (cross-entropy and KL then skip predictions made at BOS/EOS/PAD positions, as SAEBench); with --acts only, the KL and cross-entropy groups and consistent_activation_heuristic are written as -1 (SAEBench's 'not computed') with a warning.",
             HelpName = "DIR",
         };
 
