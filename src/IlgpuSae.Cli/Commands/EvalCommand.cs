@@ -5,12 +5,14 @@ using IlgpuSae.Backends;
 using IlgpuSae.Data;
 using IlgpuSae.Lm;
 using IlgpuSae.Sae;
+using IlgpuSae.SaeBench;
 using Spectre.Console;
 
 namespace IlgpuSae.Cli.Commands;
 
 /// <summary><c>eval</c>: reconstruction and sparsity metrics, and with <c>--model</c> loss recovered
-/// (<see cref="DownstreamEvaluator"/>).</summary>
+/// (<see cref="DownstreamEvaluator"/>); with <c>--saebench-json</c> also SAEBench's core result file
+/// (<see cref="SaeBenchCore"/>).</summary>
 internal static class EvalCommand
 {
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
@@ -45,9 +47,10 @@ internal static class EvalCommand
             Description =
                 "Do not count predictions made at BOS/EOS/PAD positions (default: every next-token prediction counts).",
         };
+        var bench = new SaeBenchOptions();
         var command = new Command(
             "eval",
-            "Reconstruction and sparsity metrics of an SAE on activations; with --model also loss recovered (ce_loss_score) and the KL score."
+            "Reconstruction and sparsity metrics of an SAE on activations; with --model also loss recovered (ce_loss_score) and the KL score; with --saebench-json also SAEBench's core result file."
         )
         {
             sae,
@@ -57,6 +60,11 @@ internal static class EvalCommand
             spliceSpecial,
             skipSpecialLoss,
         };
+        foreach (var o in bench.All)
+        {
+            command.Options.Add(o);
+        }
+
         foreach (var o in acts.All.Concat(lm.All))
         {
             command.Options.Add(o);
@@ -67,18 +75,23 @@ internal static class EvalCommand
                 Task.FromResult(
                     CommonOptions.Guard(() =>
                     {
+                        var saePath = parse.GetValue(sae)!;
+                        if (lm.Given(parse) && parse.GetValue(acts.Acts) is not null)
+                        {
+                            throw new ArgumentException("Give either --acts or --model, not both.");
+                        }
+
+                        // Checked before anything is loaded, so a refused output costs nothing.
+                        var target = bench.Prepare(parse, saePath, acts, lm);
                         using var device = CommonOptions.OpenDevice(parse);
-                        using var model = SaeFiles.Load(device, parse.GetValue(sae)!);
+                        using var model = SaeFiles.Load(device, saePath);
                         SaeMetrics metrics;
                         DownstreamMetrics? downstream = null;
+                        SaeBenchTokenMetrics? benchTokens = null;
+                        SaeBenchEvalSettings? settings = null;
                         if (lm.Given(parse))
                         {
-                            if (parse.GetValue(acts.Acts) is not null)
-                            {
-                                throw new ArgumentException("Give either --acts or --model, not both.");
-                            }
-
-                            downstream = EvaluateWithModel(
+                            (downstream, benchTokens, settings) = EvaluateWithModel(
                                 parse,
                                 device,
                                 model,
@@ -87,25 +100,65 @@ internal static class EvalCommand
                                 new SpliceOptions
                                 {
                                     SpliceSpecialTokens = parse.GetValue(spliceSpecial),
-                                    CountSpecialPositions = !parse.GetValue(skipSpecialLoss),
+                                    // SAEBench never counts predictions made at BOS/EOS/PAD positions.
+                                    CountSpecialPositions =
+                                        !parse.GetValue(skipSpecialLoss) && target is null,
                                     Batch = parse.GetValue(lm.LmBatch),
                                 },
+                                target is not null,
                                 cancel
                             );
                             metrics = downstream.Reconstruction!;
                         }
                         else
                         {
-                            using var data = ActivationSources.Open(
-                                acts.Require(parse),
-                                parse.GetValue(acts.Tensor)
-                            );
-                            metrics = SaeEvaluator.Evaluate(
+                            var actsPath = acts.Require(parse);
+                            using var data = ActivationSources.Open(actsPath, parse.GetValue(acts.Tensor));
+                            long maxTokens = parse.GetValue(tokens) ?? long.MaxValue;
+                            int rowsPerBatch = parse.GetValue(batch);
+                            if (target is null)
+                            {
+                                metrics = SaeEvaluator.Evaluate(
+                                    model,
+                                    data,
+                                    rowsPerBatch,
+                                    maxTokens,
+                                    cancellationToken: cancel
+                                );
+                            }
+                            else
+                            {
+                                (metrics, benchTokens) = SaeBenchEvaluator.EvaluateActivations(
+                                    model,
+                                    data,
+                                    rowsPerBatch,
+                                    maxTokens,
+                                    cancel
+                                );
+                                settings = new SaeBenchEvalSettings
+                                {
+                                    ModelName = MetadataString(model, "model_name") ?? "",
+                                    Dataset = actsPath,
+                                    ContextSize = 1,
+                                    BatchSizePrompts = rowsPerBatch,
+                                    Batches = benchTokens.Batches,
+                                    TotalTokens = benchTokens.Tokens,
+                                };
+                            }
+                        }
+
+                        if (target is not null)
+                        {
+                            var written = SaeBenchOptions.Write(
+                                target,
                                 model,
-                                data,
-                                parse.GetValue(batch),
-                                parse.GetValue(tokens) ?? long.MaxValue,
-                                cancellationToken: cancel
+                                benchTokens!,
+                                settings!,
+                                downstream,
+                                Console.Error
+                            );
+                            (parse.GetValue(json) ? Console.Error : Console.Out).WriteLine(
+                                $"Wrote SAEBench core results to {written}."
                             );
                         }
 
@@ -168,20 +221,27 @@ internal static class EvalCommand
         return command;
     }
 
-    private static DownstreamMetrics EvaluateWithModel(
+    private static string? MetadataString(SparseAutoencoder sae, string key) =>
+        sae.Config.Metadata.TryGetValue(key, out var v) && v?.ToString() is { Length: > 0 } text
+            ? text
+            : null;
+
+    private static (
+        DownstreamMetrics Downstream,
+        SaeBenchTokenMetrics? SaeBench,
+        SaeBenchEvalSettings? Settings
+    ) EvaluateWithModel(
         ParseResult parse,
         SaeDevice device,
         SparseAutoencoder sae,
         ModelOptions lm,
         long tokens,
         SpliceOptions options,
+        bool saeBench,
         CancellationToken cancel
     )
     {
-        var hook =
-            sae.Config.Metadata.TryGetValue("hook_name", out var h) && h?.ToString() is { Length: > 0 } name
-                ? name
-                : null;
+        var hook = MetadataString(sae, "hook_name");
         if (parse.GetValue(lm.Site) is null && hook is null)
         {
             throw new ArgumentException("--site is required: the SAE's metadata has no hook_name.");
@@ -209,11 +269,31 @@ internal static class EvalCommand
         Console.WriteLine(
             $"Evaluating {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} at {site} of {model.Name} on {device}: {count} contexts of {context} tokens from {corpus}."
         );
-        return ConsoleProgress.Run(
+        if (!saeBench)
+        {
+            var plain = ConsoleProgress.Run(
+                "eval",
+                count,
+                report =>
+                    DownstreamEvaluator.Evaluate(
+                        model,
+                        site,
+                        sae,
+                        contexts,
+                        context,
+                        options,
+                        new ConsoleProgress.Relay<int>(done => report(done)),
+                        cancel
+                    )
+            );
+            return (plain, null, null);
+        }
+
+        var (downstream, bench) = ConsoleProgress.Run(
             "eval",
             count,
             report =>
-                DownstreamEvaluator.Evaluate(
+                SaeBenchModelEvaluator.Evaluate(
                     model,
                     site,
                     sae,
@@ -224,5 +304,17 @@ internal static class EvalCommand
                     cancel
                 )
         );
+        int perBatch = Math.Clamp(options.Batch, 1, count);
+        var settings = new SaeBenchEvalSettings
+        {
+            ModelName = model.Name,
+            Dataset = corpus,
+            ContextSize = context,
+            BatchSizePrompts = perBatch,
+            Batches = (count + perBatch - 1) / perBatch,
+            TotalTokens = (long)count * context,
+            ExcludeSpecialTokensFromReconstruction = !options.SpliceSpecialTokens,
+        };
+        return (downstream, bench, settings);
     }
 }
