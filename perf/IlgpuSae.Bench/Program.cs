@@ -30,7 +30,7 @@ public static class Program
             Console.Error.WriteLine(
                 "usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] "
                     + "[--variants cpu,gpu,tf32] [--reps N] [--out FILE.md]\n"
-                    + "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]"
+                    + "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--arch standard,gated,topk,...] [--k 32] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]"
             );
             return 2;
         }

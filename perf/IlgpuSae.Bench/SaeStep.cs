@@ -39,21 +39,44 @@ internal static class SaeStep
                 .Split(',')
                 .Select(f => double.Parse(f, CultureInfo.InvariantCulture))
                 .ToArray();
-            foreach (var arch in new[] { SaeArchitecture.Standard, SaeArchitecture.Gated })
+            var archs = options
+                .GetValueOrDefault("arch", "standard,gated")
+                .Split(',')
+                .Select(SaeArchitectures.Get)
+                .ToArray();
+            int k = int.Parse(options.GetValueOrDefault("k", "32"), CultureInfo.InvariantCulture);
+            foreach (var arch in archs)
             {
+                bool topK = arch is TopKSae or BatchTopKSae;
                 var config = new SaeConfig
                 {
                     Architecture = arch,
                     DIn = d,
                     DSae = m,
+                    K = topK ? k : 0,
+                    MatryoshkaWidths = arch == SaeArchitecture.Matryoshka ? [m / 8, m / 4, m / 2, m] : null,
                 };
                 double denseSeconds = double.NaN;
                 var runs = new List<(TrainingPath, double?)> { (TrainingPath.Dense, null) };
-                runs.AddRange(
-                    fractions.SelectMany(f =>
-                        new (TrainingPath, double?)[] { (TrainingPath.Dense, f), (TrainingPath.Sparse, f) }
-                    )
-                );
+                if (topK)
+                {
+                    // k per row is the trained L0 from the first step: dense and sparse at that state.
+                    runs.Add((TrainingPath.Sparse, null));
+                }
+                else
+                {
+                    runs.AddRange(
+                        fractions.SelectMany(f =>
+                            arch.SupportsSparsePath
+                                ? new (TrainingPath, double?)[]
+                                {
+                                    (TrainingPath.Dense, f),
+                                    (TrainingPath.Sparse, f),
+                                }
+                                : [(TrainingPath.Dense, f)]
+                        )
+                    );
+                }
                 foreach (var (path, active) in runs)
                 {
                     var t = StepBenchmark.Measure(
@@ -64,7 +87,7 @@ internal static class SaeStep
                         path: path,
                         activeFraction: active
                     );
-                    if (active is not null && path == TrainingPath.Dense)
+                    if ((active is not null || topK) && path == TrainingPath.Dense)
                     {
                         denseSeconds = t.SecondsPerStep;
                     }
@@ -73,7 +96,7 @@ internal static class SaeStep
                     var row = string.Create(
                         CultureInfo.InvariantCulture,
                         $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {(t.Sparse ? "sparse" : "dense")} | "
-                            + $"{(double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | "
+                            + $"{(topK ? $"k = {k} ({k * 100.0 / m:0.0#} %)" : double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | "
                             + $"{t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | {blasGflops:0.0} | {rooflineTokens:0} | "
                             + $"{t.TokensPerSecond / rooflineTokens * 100:0.00} % | "
                             + $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |"
@@ -102,6 +125,9 @@ internal static class SaeStep
         sb.AppendLine(CultureInfo.InvariantCulture, $"- OpenBLAS (same run): {blas ?? "not available"}");
         sb.AppendLine(
             "- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up"
+        );
+        sb.AppendLine(
+            "- families: TopK/BatchTopK/Matryoshka run at k per row (their L0 from the first step, no AuxK: no latent is dead yet), dense and sparse; JumpReLU has no sparse path (its θ pseudo-derivative needs Φ just below θ too), so only its dense step at the placed active fraction; Matryoshka widths M/8, M/4, M/2, M"
         );
         sb.AppendLine(
             "- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)"

@@ -93,7 +93,8 @@ public static class StepBenchmark
             SetActiveFraction(sae, x, fraction);
         }
 
-        var loss = new SaeLossOptions { L1Coefficient = 1e-3f };
+        // The TopK family's sparsity is k: no penalty (its step is then exactly the trainer's without AuxK).
+        var loss = new SaeLossOptions { L1Coefficient = config.K > 0 ? 0f : 1e-3f };
         using var optimizer = new ConstrainedAdam(
             sae,
             new AdamSettings { Beta1 = 0f },
