@@ -263,7 +263,7 @@ public sealed record SaeRecipe
             // The TopK family's sparsity is k itself: no penalty (Gao et al. 2024, §2.3).
             o = o with
             {
-                Loss = o.Loss with { L1Coefficient = 0f },
+                Loss = o.Loss with { L1Coefficient = 0f, DecoderNormWeightedL1 = false },
                 L1WarmupSteps = 0,
             };
         }

@@ -382,23 +382,39 @@ public sealed class SaeTrainer : IDisposable
         _sae.Device.Synchronize();
     }
 
-    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun) =>
-        _log?.Append(
-            new JsonObject
-            {
-                ["step"] = _step,
-                ["n_training_tokens"] = _step * (long)_options.BatchSize,
-                ["losses/overall_loss"] = loss.Total,
-                ["losses/mse_loss"] = loss.Mse,
-                ["losses/l1_loss"] = loss.Sparsity,
-                ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
-                ["metrics/l0"] = loss.L0,
-                ["sparsity/dead_features"] = DeadFeatures(),
-                ["details/current_learning_rate"] = LearningRateAt(_step - 1),
-                ["details/current_l1_coefficient"] = L1At(_step - 1),
-                ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
-            }
-        );
+    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun)
+    {
+        if (_log is null)
+        {
+            return;
+        }
+
+        var record = MetricsRecord(loss, seconds, tokensThisRun);
+        if (_sae.Architecture is BatchTopKSae)
+        {
+            // The inference threshold as estimated so far (negative while unset), to compare the inference L0
+            // with k (SAELens's EMA starts at 0 and runs low in short runs).
+            record["details/topk_threshold"] = BatchTopKSae.Threshold(_sae);
+        }
+
+        _log.Append(record);
+    }
+
+    private JsonObject MetricsRecord(LossBreakdown loss, double seconds, double tokensThisRun) =>
+        new JsonObject
+        {
+            ["step"] = _step,
+            ["n_training_tokens"] = _step * (long)_options.BatchSize,
+            ["losses/overall_loss"] = loss.Total,
+            ["losses/mse_loss"] = loss.Mse,
+            ["losses/l1_loss"] = loss.Sparsity,
+            ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
+            ["metrics/l0"] = loss.L0,
+            ["sparsity/dead_features"] = DeadFeatures(),
+            ["details/current_learning_rate"] = LearningRateAt(_step - 1),
+            ["details/current_l1_coefficient"] = L1At(_step - 1),
+            ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
+        };
 
     /// <summary>Writes a checkpoint folder <c>checkpoints/step-NNNNNNNN</c> atomically.</summary>
     public string SaveCheckpoint()
