@@ -25,15 +25,55 @@ public static class StudyArms
     /// <summary>The frozen baseline of the same λ with learned per-feature rescale and shift.</summary>
     public const string RescaleShift = "standard-rescale-shift";
 
-    /// <summary>Every arm, in report order.</summary>
+    /// <summary>TopK SAE (Gao et al. 2024), dictionary_learning recipe, at the gated width; sparsity
+    /// k.</summary>
+    public const string TopK = "topk";
+
+    /// <summary>BatchTopK SAE (Bussmann et al. 2024), dictionary_learning recipe, at the gated width;
+    /// sparsity k; evaluated in its JumpReLU inference form.</summary>
+    public const string BatchTopK = "batchtopk";
+
+    /// <summary>Matryoshka BatchTopK SAE, dictionary_learning recipe, at the gated width M with nested widths
+    /// M/8, M/4, M/2, M; sparsity k; evaluated in its JumpReLU inference form.</summary>
+    public const string Matryoshka = "matryoshka";
+
+    /// <summary>JumpReLU SAE (Rajamanoharan et al. 2024b), SAELens recipe, at the gated width; sparsity the
+    /// L0 coefficient.</summary>
+    public const string JumpRelu = "jumprelu";
+
+    /// <summary>The paper's arms, in report order (the full study runs these).</summary>
     public static IReadOnlyList<string> All { get; } =
     [Gated, Standard, UnfrozenAux, NoRMag, Untied, RescaleShift];
+
+    /// <summary>The other SAE families, compared with the paper's two architectures in the cross-family
+    /// section of the report.</summary>
+    public static IReadOnlyList<string> Families { get; } = [TopK, BatchTopK, Matryoshka, JumpRelu];
+
+    /// <summary>Every arm a study accepts, in report order: <see cref="All"/>, then
+    /// <see cref="Families"/>.</summary>
+    public static IReadOnlyList<string> Known { get; } = [.. All, .. Families];
 
     /// <summary>Whether the arm is a gated SAE trained from scratch.</summary>
     public static bool IsGated(string arm) => arm is Gated or UnfrozenAux or NoRMag or Untied;
 
-    /// <summary>The training recipe of an arm (all use the paper's mode).</summary>
-    /// <exception cref="ArgumentException">The arm is unknown.</exception>
+    /// <summary>Whether the arm is of the TopK family (its sparsity axis is k, not λ).</summary>
+    public static bool IsTopKFamily(string arm) => arm is TopK or BatchTopK or Matryoshka;
+
+    /// <summary>Whether the arm is one of <see cref="Families"/>.</summary>
+    public static bool IsFamily(string arm) => IsTopKFamily(arm) || arm == JumpRelu;
+
+    /// <summary>Whether the arm trains at the gated width M (every arm but the baseline and its rescale &amp;
+    /// shift, which are <see cref="StudyConfig.BaselineWidthFactor"/> × M).</summary>
+    public static bool AtGatedWidth(string arm) => IsGated(arm) || IsFamily(arm);
+
+    /// <summary>Matryoshka's nested widths for a dictionary of <paramref name="dSae"/> features: M/8, M/4,
+    /// M/2, M (rounded down, repeats and zeros dropped).</summary>
+    public static IReadOnlyList<int> MatryoshkaWidths(int dSae) =>
+        [.. new[] { dSae / 8, dSae / 4, dSae / 2, dSae }.Where(w => w > 0).Distinct()];
+
+    /// <summary>The training recipe of a paper arm (all use the paper's mode).</summary>
+    /// <exception cref="ArgumentException">The arm is unknown or is one of <see cref="Families"/> (which
+    /// need k and d_sae: <see cref="Recipe(string, int, int)"/>).</exception>
     public static Training.SaeRecipe Recipe(string arm) =>
         arm switch
         {
@@ -43,7 +83,29 @@ public static class StudyArms
             NoRMag => Training.SaeRecipe.Parse("gated", ablation: "no-rmag"),
             Untied => Training.SaeRecipe.Parse("gated", ablation: "untied"),
             RescaleShift => Training.SaeRecipe.Parse("gated", rescaleShift: true),
-            _ => throw new ArgumentException($"Unknown study arm '{arm}' (arms: {string.Join(", ", All)})."),
+            JumpRelu => Training.SaeRecipe.Parse("jumprelu"),
+            _ => throw new ArgumentException(
+                IsTopKFamily(arm)
+                    ? $"The {arm} arm needs k and d_sae."
+                    : $"Unknown study arm '{arm}' (arms: {string.Join(", ", Known)})."
+            ),
+        };
+
+    /// <summary>The training recipe of any arm: the paper's for the paper arms, the family default mode
+    /// (<see cref="Training.SaeRecipe.DefaultMode"/>) for the others, with <paramref name="k"/> for the TopK
+    /// family and <see cref="MatryoshkaWidths"/> of <paramref name="dSae"/> for Matryoshka.</summary>
+    /// <exception cref="ArgumentException">The arm is unknown, or k is out of range.</exception>
+    public static Training.SaeRecipe Recipe(string arm, int k, int dSae) =>
+        arm switch
+        {
+            TopK => Training.SaeRecipe.Parse("topk", k: k),
+            BatchTopK => Training.SaeRecipe.Parse("batchtopk", k: k),
+            Matryoshka => Training.SaeRecipe.Parse(
+                "matryoshka_batchtopk",
+                k: k,
+                matryoshkaWidths: MatryoshkaWidths(dSae)
+            ),
+            _ => Recipe(arm),
         };
 }
 
@@ -75,16 +137,17 @@ public sealed record StudyConfig
     [JsonPropertyName("arms")]
     public IReadOnlyList<string> Arms { get; init; } = [StudyArms.Gated, StudyArms.Standard];
 
-    /// <summary>Sites where the arms other than gated and standard run (null = every site; the paper ran its
-    /// ablations on one site).</summary>
+    /// <summary>Sites where the ablation arms (gated-unfrozen-aux, gated-no-rmag, gated-untied,
+    /// standard-rescale-shift) run (null = every site; the paper ran its ablations on one site).</summary>
     [JsonPropertyName("ablation_sites")]
     public IReadOnlyList<string>? AblationSites { get; init; }
 
-    /// <summary>The arms that run at <paramref name="site"/>.</summary>
+    /// <summary>The arms that run at <paramref name="site"/> (the families run wherever gated and standard
+    /// do).</summary>
     public IReadOnlyList<string> ArmsAt(string site) =>
         AblationSites is null || AblationSites.Contains(site)
             ? Arms
-            : [.. Arms.Where(a => a is StudyArms.Gated or StudyArms.Standard)];
+            : [.. Arms.Where(a => a is StudyArms.Gated or StudyArms.Standard || StudyArms.IsFamily(a))];
 
     /// <summary>λ values of the gated arms (and the ablations).</summary>
     [JsonPropertyName("l1_gated")]
@@ -93,6 +156,67 @@ public sealed record StudyConfig
     /// <summary>λ values of the baseline (and of its rescale &amp; shift arm).</summary>
     [JsonPropertyName("l1_standard")]
     public required IReadOnlyList<double> L1Standard { get; init; }
+
+    /// <summary>k values of the TopK-family arms (topk, batchtopk, matryoshka), one SAE per value and arm
+    /// (required when such an arm runs; omitted from study.json otherwise).</summary>
+    [JsonPropertyName("k_topk")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<int>? KTopK { get; init; }
+
+    /// <summary>L0 coefficients λ of the jumprelu arm, one SAE per value (required when it runs; omitted
+    /// from study.json otherwise).</summary>
+    [JsonPropertyName("l0_jumprelu")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<double>? L0JumpRelu { get; init; }
+
+    /// <summary>The jumprelu arm's initial threshold θ₀ (null = SAELens's 0.01; the command line and
+    /// <see cref="WithFamilies"/> fill in <see cref="DefaultJumpReluThresholdInit"/>).</summary>
+    [JsonPropertyName("jumprelu_threshold_init")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? JumpReluThresholdInit { get; init; }
+
+    /// <summary>The cross-family verdict's L0 budget: each family's best loss recovered at L0 ≤ this value
+    /// (null = <see cref="DefaultVerdictL0"/>).</summary>
+    [JsonPropertyName("verdict_l0")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? VerdictL0 { get; init; }
+
+    /// <summary>The default of <see cref="VerdictL0"/>.</summary>
+    public const double DefaultVerdictL0 = 32;
+
+    /// <summary>The default k values of the TopK-family arms on the bundled model (their L0 lies within the
+    /// gated and baseline points' range).</summary>
+    public static IReadOnlyList<int> DefaultKTopK { get; } = [8, 16, 32];
+
+    /// <summary>The default L0 coefficients of the jumprelu arm on the bundled model.</summary>
+    public static IReadOnlyList<double> DefaultL0JumpRelu { get; } = [0.3, 3, 30];
+
+    /// <summary>
+    /// The jumprelu arm's default θ₀ in a study. SAELens's 0.01 suits its long runs; in a short one Adam
+    /// moves log θ by at most about lr per step (×2.2 in the reduced study's 256 steps at lr 3·10⁻³), so θ₀
+    /// sets the reachable L0: at 0.01 the bundled model's SAEs stay dense (L0 ≈ 481 of 512 for λ 0.03–3,
+    /// measured), at 0.3 they land in the gated points' L0 range.
+    /// </summary>
+    public const double DefaultJumpReluThresholdInit = 0.3;
+
+    /// <summary>The sparsity settings of an arm: (λ, k) per SAE — λ lists for the L1 arms, the L0
+    /// coefficients for jumprelu (with k 0), the k list for the TopK family (with λ 0).</summary>
+    public IReadOnlyList<(double L1, int K)> PointsOf(string arm) =>
+        StudyArms.IsTopKFamily(arm) ? [.. (KTopK ?? []).Select(k => (0.0, k))]
+        : arm == StudyArms.JumpRelu ? [.. (L0JumpRelu ?? []).Select(l => (l, 0))]
+        : StudyArms.IsGated(arm) ? [.. L1Gated.Select(l => (l, 0))]
+        : [.. L1Standard.Select(l => (l, 0))];
+
+    /// <summary>This study with the four other families added as arms (at every site), with the default k
+    /// and L0-coefficient lists and jumprelu θ₀ where none are set.</summary>
+    public StudyConfig WithFamilies() =>
+        this with
+        {
+            Arms = [.. Arms, .. StudyArms.Families.Where(f => !Arms.Contains(f))],
+            KTopK = KTopK ?? DefaultKTopK,
+            L0JumpRelu = L0JumpRelu ?? DefaultL0JumpRelu,
+            JumpReluThresholdInit = JumpReluThresholdInit ?? DefaultJumpReluThresholdInit,
+        };
 
     /// <summary>Gated dictionary size as a multiple of the site width.</summary>
     [JsonPropertyName("expansion")]
@@ -162,22 +286,56 @@ public sealed record StudyConfig
     /// that is not swept.</exception>
     public void Validate()
     {
-        var unknown = Arms.Where(a => !StudyArms.All.Contains(a)).ToArray();
+        var unknown = Arms.Where(a => !StudyArms.Known.Contains(a)).ToArray();
         if (unknown.Length > 0)
         {
             throw new ArgumentException(
-                $"Unknown arm(s) {string.Join(", ", unknown)}; known: {string.Join(", ", StudyArms.All)}."
+                $"Unknown arm(s) {string.Join(", ", unknown)}; known: {string.Join(", ", StudyArms.Known)}."
             );
         }
 
-        if (Sites.Count == 0 || Arms.Count == 0 || L1Gated.Count == 0 || L1Standard.Count == 0)
+        bool gated = Arms.Any(StudyArms.IsGated);
+        bool baseline = Arms.Any(a => a is StudyArms.Standard or StudyArms.RescaleShift);
+        if (
+            Sites.Count == 0
+            || Arms.Count == 0
+            || (gated && L1Gated.Count == 0)
+            || (baseline && L1Standard.Count == 0)
+        )
         {
             throw new ArgumentException("A study needs at least one site, arm, gated λ and baseline λ.");
         }
 
-        if (L1Gated.Concat(L1Standard).Any(l => !(l >= 0) || double.IsInfinity(l)))
+        if (L1Gated.Concat(L1Standard).Concat(L0JumpRelu ?? []).Any(l => !(l >= 0) || double.IsInfinity(l)))
         {
             throw new ArgumentException("λ values must be finite and ≥ 0.");
+        }
+
+        if (Arms.Any(StudyArms.IsTopKFamily) && KTopK is not { Count: > 0 })
+        {
+            throw new ArgumentException(
+                "The topk, batchtopk and matryoshka arms need k values (k_topk, --k-topk)."
+            );
+        }
+
+        if (KTopK is not null && KTopK.Any(k => k < 1))
+        {
+            throw new ArgumentException("k_topk values must be ≥ 1.");
+        }
+
+        if (Arms.Contains(StudyArms.JumpRelu) && L0JumpRelu is not { Count: > 0 })
+        {
+            throw new ArgumentException(
+                "The jumprelu arm needs L0 coefficients (l0_jumprelu, --l0-jumprelu)."
+            );
+        }
+
+        if (
+            JumpReluThresholdInit is { } t && !(t > 0 && double.IsFinite(t))
+            || VerdictL0 is { } v && !(v > 0 && double.IsFinite(v))
+        )
+        {
+            throw new ArgumentException("jumprelu_threshold_init and verdict_l0 must be positive.");
         }
 
         if (

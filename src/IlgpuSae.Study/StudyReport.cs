@@ -12,6 +12,36 @@ namespace IlgpuSae.Study;
 /// <param name="Evidence">The numbers behind the verdict.</param>
 public sealed record ClaimCheck(string Site, string Claim, string Verdict, string Evidence);
 
+/// <summary>One family's row of the cross-family verdict table at a site.</summary>
+/// <param name="Site">Hook site.</param>
+/// <param name="Arm">The arm (gated, standard or one of <see cref="StudyArms.Families"/>).</param>
+/// <param name="DSae">Dictionary size.</param>
+/// <param name="Points">SAEs of the arm at the site.</param>
+/// <param name="L0Min">Smallest L0 of its SAEs.</param>
+/// <param name="L0Max">Largest L0 of its SAEs.</param>
+/// <param name="Best">Its SAE with the highest loss recovered at L0 ≤ the study's verdict L0 (null: none
+/// that sparse).</param>
+/// <param name="MeanGamma">Mean γ of its SAEs that did not collapse (NaN: none).</param>
+/// <param name="MeanTrainSeconds">Mean measured training time per SAE (the compute).</param>
+/// <param name="TrainTokens">Training tokens per SAE.</param>
+/// <param name="FrontierPoints">Its SAEs that no SAE of another compared arm beats on both L0 and loss
+/// recovered (the joint Pareto frontier).</param>
+/// <param name="DominatedBy">The arms that Pareto-dominate every one of its SAEs.</param>
+public sealed record FamilyVerdict(
+    string Site,
+    string Arm,
+    int DSae,
+    int Points,
+    double L0Min,
+    double L0Max,
+    RunResult? Best,
+    double MeanGamma,
+    double MeanTrainSeconds,
+    long TrainTokens,
+    int FrontierPoints,
+    IReadOnlyList<string> DominatedBy
+);
+
 /// <summary>Writes a study's results.csv, results.json, plots (PNG, ScottPlot) and report.md.</summary>
 public static class StudyReport
 {
@@ -28,6 +58,21 @@ public static class StudyReport
         [StudyArms.RescaleShift] = "#E69F00",
         ["ito:" + StudyArms.Gated] = "#0072B2",
         ["ito:" + StudyArms.Standard] = "#D55E00",
+        // The families share colours with the ablation arms (never on the same plot) and differ in marker.
+        [StudyArms.TopK] = "#009E73",
+        [StudyArms.BatchTopK] = "#56B4E9",
+        [StudyArms.Matryoshka] = "#CC79A7",
+        [StudyArms.JumpRelu] = "#000000",
+    };
+
+    /// <summary>Marker shapes of the families (every other arm: a filled circle, ITO an open
+    /// triangle).</summary>
+    private static readonly Dictionary<string, MarkerShape> Markers = new()
+    {
+        [StudyArms.TopK] = MarkerShape.FilledSquare,
+        [StudyArms.BatchTopK] = MarkerShape.FilledDiamond,
+        [StudyArms.Matryoshka] = MarkerShape.FilledTriangleUp,
+        [StudyArms.JumpRelu] = MarkerShape.FilledTriangleDown,
     };
 
     /// <summary>Writes every file of the report into <paramref name="folder"/>; returns the report
@@ -72,12 +117,12 @@ public static class StudyReport
             PlotPoints(
                 Path.Combine(folder, plots[^1].File),
                 $"{site}: shrinkage",
-                shown.Where(r => !r.IsIto).ToList(),
+                shown.Where(r => !r.IsIto && !StudyArms.IsFamily(r.Arm)).ToList(),
                 "γ (1 = no shrinkage)",
                 r => r.Gamma
             );
             if (
-                here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard)
+                here.Where(r => !r.IsIto && r.Arm is not StudyArms.Standard && !StudyArms.IsFamily(r.Arm))
                     .Select(r => r.Arm)
                     .Distinct()
                     .Count() > 1
@@ -93,9 +138,36 @@ public static class StudyReport
                 PlotFrontiers(
                     Path.Combine(folder, plots[^1].File),
                     $"{site}: ablations",
-                    shown.Where(r => !r.IsIto).ToList(),
+                    shown.Where(r => !r.IsIto && !StudyArms.IsFamily(r.Arm)).ToList(),
                     "loss recovered",
                     r => r.LossRecovered
+                );
+            }
+
+            if (here.Any(r => StudyArms.IsFamily(r.Arm)))
+            {
+                var families = shown.Where(r => IsCompared(r.Arm)).ToList();
+                plots.Add(
+                    (
+                        site,
+                        $"families-loss-recovered-{slug}.png",
+                        "Every family: loss recovered vs L0, with each family's Pareto frontier"
+                    )
+                );
+                PlotFrontiers(
+                    Path.Combine(folder, plots[^1].File),
+                    $"{site}: every family, loss recovered vs L0",
+                    families,
+                    "loss recovered (ce_loss_score)",
+                    r => r.LossRecovered
+                );
+                plots.Add((site, $"families-gamma-{slug}.png", "Every family: γ vs L0"));
+                PlotPoints(
+                    Path.Combine(folder, plots[^1].File),
+                    $"{site}: every family, shrinkage",
+                    families,
+                    "γ (1 = no shrinkage)",
+                    r => r.Gamma
                 );
             }
 
@@ -388,6 +460,82 @@ public static class StudyReport
         return checks;
     }
 
+    /// <summary>Whether an arm takes part in the cross-family comparison: gated, standard and the
+    /// families (not the ablations, rescale &amp; shift or ITO).</summary>
+    private static bool IsCompared(string arm) =>
+        arm is StudyArms.Gated or StudyArms.Standard || StudyArms.IsFamily(arm);
+
+    /// <summary>
+    /// The cross-family verdict table: per site with a family arm, one row per compared arm (gated,
+    /// standard, the families) — its best loss recovered at L0 ≤ <see cref="StudyConfig.VerdictL0"/>, mean
+    /// γ, measured training time, its SAEs on the joint Pareto frontier and the arms that dominate all of
+    /// them. An SAE is dominated by another when that one has L0 ≤ and loss recovered ≥ with one of them
+    /// strict; an arm is Pareto-dominated by another arm when each of its SAEs is dominated by one of that
+    /// arm's.
+    /// </summary>
+    public static IReadOnlyList<FamilyVerdict> CompareFamilies(
+        StudyConfig config,
+        IReadOnlyList<RunResult> results
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(results);
+        double budget = config.VerdictL0 ?? StudyConfig.DefaultVerdictL0;
+        static bool Beats(RunResult b, RunResult a) =>
+            b.L0 <= a.L0
+            && b.LossRecovered >= a.LossRecovered
+            && (b.L0 < a.L0 || b.LossRecovered > a.LossRecovered);
+        var rows = new List<FamilyVerdict>();
+        foreach (var site in config.Sites)
+        {
+            var here = results
+                .Where(r =>
+                    r.Site == site
+                    && !r.IsIto
+                    && IsCompared(r.Arm)
+                    && double.IsFinite(r.L0)
+                    && double.IsFinite(r.LossRecovered)
+                )
+                .ToList();
+            if (!here.Any(r => StudyArms.IsFamily(r.Arm)))
+            {
+                continue;
+            }
+
+            var arms = here.Select(r => r.Arm).Distinct().OrderBy(a => StudyArms.Known.ToList().IndexOf(a));
+            foreach (var arm in arms)
+            {
+                var mine = here.Where(r => r.Arm == arm).OrderBy(r => r.L0).ToList();
+                var others = here.Where(r => r.Arm != arm).ToList();
+                var alive = mine.Where(r => !r.IsDegenerate && double.IsFinite(r.Gamma)).ToList();
+                var dominatedBy = others
+                    .Select(r => r.Arm)
+                    .Distinct()
+                    .Where(o => mine.All(a => others.Any(b => b.Arm == o && Beats(b, a))))
+                    .OrderBy(o => StudyArms.Known.ToList().IndexOf(o))
+                    .ToList();
+                rows.Add(
+                    new FamilyVerdict(
+                        site,
+                        arm,
+                        mine[0].DSae,
+                        mine.Count,
+                        mine[0].L0,
+                        mine[^1].L0,
+                        mine.Where(r => r.L0 <= budget).MaxBy(r => r.LossRecovered),
+                        alive.Count == 0 ? double.NaN : alive.Average(r => r.Gamma),
+                        mine.Average(r => r.TrainSeconds),
+                        mine[0].TrainTokens,
+                        mine.Count(a => !others.Any(b => Beats(b, a))),
+                        dominatedBy
+                    )
+                );
+            }
+        }
+
+        return rows;
+    }
+
     /// <summary>The evidence suffix naming collapsed runs left out of a γ claim, with the numbers that show
     /// it.</summary>
     private static string Excluded(IEnumerable<RunResult> runs)
@@ -453,15 +601,17 @@ public static class StudyReport
         }
 
         sb.AppendLine();
+        FamiliesSection(sb, config, results, plots);
         foreach (var site in config.Sites)
         {
             var here = results
                 .Where(r => r.Site == site)
                 .OrderBy(r => r.IsIto)
                 .ThenBy(r =>
-                    StudyArms.All.ToList().IndexOf(r.Arm.Replace("ito:", "", StringComparison.Ordinal))
+                    StudyArms.Known.ToList().IndexOf(r.Arm.Replace("ito:", "", StringComparison.Ordinal))
                 )
                 .ThenBy(r => r.L1)
+                .ThenBy(r => r.K)
                 .ThenBy(r => r.ItoK)
                 .ToList();
             if (here.Count == 0)
@@ -479,14 +629,16 @@ public static class StudyReport
                 )
                 .AppendLine();
             sb.AppendLine(
-                "| arm | λ | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |"
+                here.Any(r => r.K > 0)
+                    ? "| arm | λ or k | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |"
+                    : "| arm | λ | ITO k | d_sae | L0 | loss recovered | KL score | CE with SAE | γ | alive | expl. var. | train s |"
             );
             sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var r in here)
             {
                 string F(double v, string f) => double.IsNaN(v) ? "–" : v.ToString(f, Inv);
                 sb.AppendLine(
-                    $"| {r.Arm}{(r.IsDegenerate ? " †" : "")} | {r.L1.ToString(Inv)} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |"
+                    $"| {r.Arm}{(r.IsDegenerate ? " †" : "")} | {(r.K > 0 ? $"k {r.K}" : r.L1.ToString(Inv))} | {(r.IsIto ? r.ItoK.ToString(Inv) : "–")} | {r.DSae} | {F(r.L0, "F1")} | {F(r.LossRecovered, "P2")} | {F(r.KlScore, "P2")} | {F(r.CeWithSae, "F4")} | {F(r.Gamma, "F3")} | {F(r.FracAlive, "P0")} | {F(r.ExplainedVariance, "F3")} | {F(r.TrainSeconds, "F0")} |"
                 );
             }
 
@@ -501,7 +653,11 @@ public static class StudyReport
                     .AppendLine();
             }
 
-            foreach (var (_, file, caption) in plots.Where(p => p.Site == site))
+            foreach (
+                var (_, file, caption) in plots.Where(p =>
+                    p.Site == site && !p.File.StartsWith("families-", StringComparison.Ordinal)
+                )
+            )
             {
                 sb.AppendLine($"![{caption}]({file})").AppendLine().AppendLine($"*{caption}.*").AppendLine();
             }
@@ -524,6 +680,109 @@ public static class StudyReport
         );
         sb.AppendLine("```");
         return sb.ToString();
+    }
+
+    /// <summary>The report's cross-family section (only when a family arm ran): what "matched" means, the
+    /// recipes, and the verdict table per site with its two plots.</summary>
+    private static void FamiliesSection(
+        StringBuilder sb,
+        StudyConfig config,
+        IReadOnlyList<RunResult> results,
+        List<(string Site, string File, string Caption)> plots
+    )
+    {
+        var verdicts = CompareFamilies(config, results);
+        if (verdicts.Count == 0)
+        {
+            return;
+        }
+
+        double budget = config.VerdictL0 ?? StudyConfig.DefaultVerdictL0;
+        long steps = config.TrainTokens / config.BatchSize;
+        sb.AppendLine("## Every family on one Pareto plot").AppendLine();
+        sb.AppendLine(
+                string.Create(
+                    Inv,
+                    $"**Matched by dictionary size and by compute.** At each site every SAE reads the same activation cache in the same order: {steps * config.BatchSize} training tokens ({steps} steps of {config.BatchSize}), peak lr {config.LearningRate}, seed {config.Seed}, activations normalised to E‖x‖ = √d. "
+                )
+                    + string.Create(
+                        Inv,
+                        $"Gated and the four families have the same dictionary size M = {config.Expansion}× the site width; the baseline (standard) is {config.BaselineWidthFactor}× wider, the paper's equal-compute width for a ReLU SAE against a gated one (set `baseline_width_factor` to 1 to match it by size instead). "
+                    )
+                    + "Equal tokens and width are not equal arithmetic — a gated encoder does two products, TopK a selection, Matryoshka one loss per level — so the table reports the measured training time per SAE on this device (train s), which is the compute each point cost."
+            )
+            .AppendLine();
+        var jumpTheta = (config.JumpReluThresholdInit ?? 0.01).ToString(Inv);
+        bool anyTopK = results.Any(r => StudyArms.IsTopKFamily(r.Arm));
+        bool anyJumpRelu = results.Any(r => r.Arm == StudyArms.JumpRelu);
+        sb.AppendLine(
+                "**Recipes.** gated and standard: the paper's (above). "
+                    + (
+                        anyTopK
+                            ? string.Create(
+                                Inv,
+                                $"topk, batchtopk, matryoshka: dictionary_learning's (Adam β1 0.9, gradient clip 1, unit-norm decoder, b_dec at the geometric median, AuxK with k_aux = d/2, α = 1/32 and a 10 M-token dead window, no sparsity penalty: k is the sparsity), k = {string.Join(", ", config.KTopK ?? [])}; batchtopk and matryoshka estimate their inference threshold (EMA β 0.999) from step {Math.Min(1000, steps / 2)} and are evaluated as the JumpReLU SAE they are saved as; matryoshka's nested widths are M/8, M/4, M/2, M with weights 1/G² each. "
+                            )
+                            : ""
+                    )
+                    + (
+                        anyJumpRelu
+                            ? string.Create(
+                                Inv,
+                                $"jumprelu: SAELens's (Adam β1 0.9, no lr warm-up, gradient clip 1, log θ, bandwidth ε 0.05, L0 penalty λ·Σ H(pre − θ)) with θ₀ = {jumpTheta}{(config.JumpReluThresholdInit is null ? "" : " (SAELens: 0.01; `jumprelu_threshold_init`)")}, λ = {string.Join(", ", (config.L0JumpRelu ?? []).Select(l => l.ToString(Inv)))}. "
+                            )
+                            : ""
+                    )
+                    + "Every family keeps the study's learning rate, λ warm-up and training length; these runs are short, so a family whose default recipe expects millions of tokens (AuxK's dead window, JumpReLU's slowly moving θ) may not have converged."
+            )
+            .AppendLine();
+        foreach (var group in verdicts.GroupBy(v => v.Site))
+        {
+            sb.AppendLine($"### `{group.Key}`").AppendLine();
+            sb.AppendLine(
+                string.Create(
+                    Inv,
+                    $"| family | d_sae | SAEs | L0 range | best loss recovered at L0 ≤ {budget:G4} | mean γ | train s per SAE | on the joint frontier | Pareto-dominated |"
+                )
+            );
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+            foreach (var v in group)
+            {
+                string best = v.Best is { } b
+                    ? string.Create(
+                        Inv,
+                        $"{b.LossRecovered.ToString("P2", Inv)} ({(b.K > 0 ? $"k {b.K}" : $"λ {b.L1}")}, L0 {b.L0:F1})"
+                    )
+                    : "– (no SAE that sparse)";
+                sb.AppendLine(
+                    string.Create(
+                        Inv,
+                        $"| {v.Arm} | {v.DSae} | {v.Points} | {v.L0Min:F1}–{v.L0Max:F1} | {best} | {(double.IsNaN(v.MeanGamma) ? "–" : v.MeanGamma.ToString("F3", Inv))} | {v.MeanTrainSeconds:F1} | {v.FrontierPoints} of {v.Points} | {(v.DominatedBy.Count == 0 ? "no" : "yes, by " + string.Join(", ", v.DominatedBy))} |"
+                    )
+                );
+            }
+
+            sb.AppendLine();
+            var leader = group.Where(v => v.Best is not null).MaxBy(v => v.Best!.LossRecovered);
+            sb.AppendLine(
+                    leader is null
+                        ? string.Create(Inv, $"No SAE at this site has L0 ≤ {budget:G4}.")
+                        : string.Create(
+                            Inv,
+                            $"Best at L0 ≤ {budget:G4}: **{leader.Arm}** ({leader.Best!.LossRecovered.ToString("P2", Inv)} at L0 {leader.Best.L0:F1}). "
+                        )
+                            + "On the joint frontier: an SAE no SAE of another family beats on both L0 and loss recovered. One seed per point."
+                )
+                .AppendLine();
+            foreach (
+                var (_, file, caption) in plots.Where(p =>
+                    p.Site == group.Key && p.File.StartsWith("families-", StringComparison.Ordinal)
+                )
+            )
+            {
+                sb.AppendLine($"![{caption}]({file})").AppendLine().AppendLine($"*{caption}.*").AppendLine();
+            }
+        }
     }
 
     private static void PlotFrontiers(
@@ -555,7 +814,7 @@ public static class StudyReport
             scatter.MarkerSize = 8;
             scatter.MarkerShape = group.Key.StartsWith("ito:", StringComparison.Ordinal)
                 ? MarkerShape.OpenTriangleUp
-                : MarkerShape.FilledCircle;
+                : Markers.GetValueOrDefault(group.Key, MarkerShape.FilledCircle);
             scatter.LegendText = group.Key;
             var frontier = StudyResults.Frontier(points);
             if (frontier.Count > 1)
@@ -598,6 +857,11 @@ public static class StudyReport
                 Color.FromHex(Colors.GetValueOrDefault(group.Key, "#000000"))
             );
             s.MarkerSize = 8;
+            if (Markers.TryGetValue(group.Key, out var shape))
+            {
+                s.MarkerShape = shape;
+            }
+
             s.LegendText = group.Key;
         }
 

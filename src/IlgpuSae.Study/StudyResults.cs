@@ -16,9 +16,15 @@ public sealed record RunResult
     [JsonPropertyName("arm")]
     public required string Arm { get; init; }
 
-    /// <summary>λ of the (source) SAE.</summary>
+    /// <summary>λ of the (source) SAE: the L1 coefficient, or for jumprelu the L0 coefficient; 0 for the TopK
+    /// family.</summary>
     [JsonPropertyName("l1")]
     public double L1 { get; init; }
+
+    /// <summary>The TopK family's k (0 for the other arms; omitted from the JSON then).</summary>
+    [JsonPropertyName("k")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int K { get; init; }
 
     /// <summary>Dictionary size.</summary>
     [JsonPropertyName("d_sae")]
@@ -97,7 +103,7 @@ public sealed record RunResult
 /// <summary>Pareto frontiers, interpolation and the CSV/JSON files of a study.</summary>
 public static class StudyResults
 {
-    /// <summary>CSV columns, in order.</summary>
+    /// <summary>CSV columns, in order; a study with TopK-family arms appends <see cref="KColumn"/>.</summary>
     public static IReadOnlyList<string> Columns { get; } =
     [
         "site",
@@ -119,6 +125,10 @@ public static class StudyResults
         "eval_seconds",
         "folder",
     ];
+
+    /// <summary>The last CSV column, written only when some result has a k (TopK-family arms), so that
+    /// studies without them keep their file unchanged.</summary>
+    public const string KColumn = "k";
 
     /// <summary>
     /// The Pareto frontier of (L0, score) points where lower L0 and higher score are better: the points no
@@ -212,8 +222,10 @@ public static class StudyResults
     /// <summary>Writes results.csv (invariant culture, RFC 4180 quoting).</summary>
     public static string ToCsv(IEnumerable<RunResult> results)
     {
-        var sb = new StringBuilder(string.Join(",", Columns)).Append('\n');
-        foreach (var r in results)
+        var rows = results.ToList();
+        bool withK = rows.Any(r => r.K != 0);
+        var sb = new StringBuilder(string.Join(",", Columns)).Append(withK ? "," + KColumn : "").Append('\n');
+        foreach (var r in rows)
         {
             string F(double v) => double.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);
             string Q(string s) =>
@@ -241,6 +253,7 @@ public static class StudyResults
                     F(r.EvalSeconds),
                     Q(r.Folder)
                 )
+                .Append(withK ? "," + r.K.ToString(CultureInfo.InvariantCulture) : "")
                 .Append('\n');
         }
 
@@ -251,7 +264,9 @@ public static class StudyResults
     public static List<RunResult> FromCsv(string text)
     {
         var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        if (lines.Length == 0 || lines[0].Trim() != string.Join(",", Columns))
+        string header = lines.Length == 0 ? "" : lines[0].Trim();
+        bool withK = header == string.Join(",", Columns) + "," + KColumn;
+        if (header != string.Join(",", Columns) && !withK)
         {
             throw new InvalidDataException(
                 $"Not a results.csv: the header must be {string.Join(",", Columns)}."
@@ -262,10 +277,11 @@ public static class StudyResults
         foreach (var line in lines.Skip(1))
         {
             var f = SplitCsv(line.TrimEnd('\r'));
-            if (f.Count != Columns.Count)
+            int expected = Columns.Count + (withK ? 1 : 0);
+            if (f.Count != expected)
             {
                 throw new InvalidDataException(
-                    $"results.csv row has {f.Count} fields, expected {Columns.Count}: {line}"
+                    $"results.csv row has {f.Count} fields, expected {expected}: {line}"
                 );
             }
 
@@ -291,6 +307,7 @@ public static class StudyResults
                     TrainSeconds = D(f[15]),
                     EvalSeconds = D(f[16]),
                     Folder = f[17],
+                    K = withK ? int.Parse(f[18], CultureInfo.InvariantCulture) : 0,
                 }
             );
         }

@@ -70,11 +70,8 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         var splice = new SpliceOptions { Batch = config.LmBatch };
         var results = new List<RunResult>();
         int total =
-            config.Sites.Sum(site =>
-                config
-                    .ArmsAt(site)
-                    .Sum(a => StudyArms.IsGated(a) ? config.L1Gated.Count : config.L1Standard.Count)
-            ) + (config.ItoSite is null ? 0 : ItoSources().Count() * config.ItoL0.Count);
+            config.Sites.Sum(site => config.ArmsAt(site).Sum(a => config.PointsOf(a).Count))
+            + (config.ItoSite is null ? 0 : ItoSources().Count() * config.ItoL0.Count);
         int done = 0;
         void Step(string what)
         {
@@ -113,11 +110,11 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
             int dStandard = (int)Math.Round(dGated * config.BaselineWidthFactor);
             foreach (var arm in config.ArmsAt(site).OrderBy(a => a == StudyArms.RescaleShift ? 1 : 0))
             {
-                var lambdas = StudyArms.IsGated(arm) ? config.L1Gated : config.L1Standard;
-                foreach (var l1 in lambdas)
+                int dSae = StudyArms.AtGatedWidth(arm) ? dGated : dStandard;
+                foreach (var (l1, k) in config.PointsOf(arm))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var runDir = RunFolder(site, arm, l1);
+                    var runDir = RunFolder(site, arm, l1, k);
                     var resultFile = Path.Combine(Folder, runDir, "result.json");
                     if (File.Exists(resultFile))
                     {
@@ -129,18 +126,10 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                     }
 
                     Step(
-                        $"{site}: {arm} λ={l1.ToString(CultureInfo.InvariantCulture)} ({(StudyArms.IsGated(arm) ? dGated : dStandard)} features)"
+                        $"{site}: {arm} {(k > 0 ? $"k={k}" : $"λ={l1.ToString(CultureInfo.InvariantCulture)}")} ({dSae} features)"
                     );
                     var watch = Stopwatch.StartNew();
-                    Train(
-                        site,
-                        arm,
-                        l1,
-                        StudyArms.IsGated(arm) ? dGated : dStandard,
-                        cache,
-                        Path.Combine(Folder, runDir),
-                        cancellationToken
-                    );
+                    Train(site, arm, l1, k, dSae, cache, Path.Combine(Folder, runDir), cancellationToken);
                     double trainSeconds = watch.Elapsed.TotalSeconds;
                     watch.Restart();
                     using var sae = SaeFiles.Load(device, Path.Combine(Folder, runDir));
@@ -158,6 +147,7 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                         Site = site,
                         Arm = arm,
                         L1 = l1,
+                        K = k,
                         DSae = sae.DSae,
                         L0 = m.Reconstruction!.L0,
                         LossRecovered = m.CeLossScore,
@@ -287,13 +277,45 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
 
     private static string Name(double l1) => l1.ToString("R", CultureInfo.InvariantCulture);
 
-    private static string RunFolder(string site, string arm, double l1) =>
-        Path.Combine("runs", site, arm, $"l1-{Name(l1)}");
+    /// <summary>
+    /// The study's adjustments to a family's default recipe: BatchTopK's and Matryoshka's
+    /// dictionary_learning threshold estimator starts at step min(1000, steps/2) — its default 1000 when the
+    /// run is long enough, else half-way, so a short run still ends with an inference threshold — and
+    /// jumprelu's θ₀ is the study's <see cref="StudyConfig.JumpReluThresholdInit"/> when set.
+    /// </summary>
+    private TrainerOptions FamilyOptions(TrainerOptions options, long steps)
+    {
+        var o = options;
+        if (!o.Loss.Threshold.SaeLensStyle && o.Loss.Threshold.StartStep >= steps / 2)
+        {
+            o = o with { Loss = o.Loss with { Threshold = o.Loss.Threshold with { StartStep = steps / 2 } } };
+        }
+
+        if (config.JumpReluThresholdInit is { } theta)
+        {
+            o = o with { InitialThreshold = (float)theta };
+        }
+
+        return o;
+    }
+
+    /// <summary>runs/&lt;site&gt;/&lt;arm&gt;/ then <c>l1-λ</c>, <c>k-k</c> (TopK family) or
+    /// <c>l0-coefficient-λ</c> (jumprelu).</summary>
+    private static string RunFolder(string site, string arm, double l1, int k = 0) =>
+        Path.Combine(
+            "runs",
+            site,
+            arm,
+            k > 0 ? $"k-{k}"
+                : arm == StudyArms.JumpRelu ? $"l0-coefficient-{Name(l1)}"
+                : $"l1-{Name(l1)}"
+        );
 
     private void Train(
         string site,
         string arm,
         double l1,
+        int k,
         int dSae,
         IActivationSource data,
         string runDir,
@@ -301,7 +323,7 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
     )
     {
         long steps = config.TrainTokens / config.BatchSize;
-        var recipe = StudyArms.Recipe(arm);
+        var recipe = StudyArms.IsFamily(arm) ? StudyArms.Recipe(arm, k, dSae) : StudyArms.Recipe(arm);
         var options = recipe.Apply(
             new TrainerOptions
             {
@@ -316,8 +338,14 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                 CheckpointEvery = (int)Math.Max(1, steps / 4),
                 ShuffleBufferRows = (int)Math.Min(1 << 16, data.Rows),
                 Loss = new SaeLossOptions { L1Coefficient = (float)l1 },
-            }
+            },
+            data.Dim
         );
+        if (StudyArms.IsFamily(arm))
+        {
+            options = FamilyOptions(options, steps);
+        }
+
         var metadata = new Dictionary<string, object?>
         {
             ["model_name"] = Path.GetFileName(

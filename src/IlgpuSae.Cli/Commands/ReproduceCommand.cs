@@ -13,6 +13,11 @@ internal static class ReproduceCommand
             Description =
                 "Run the full-size study (4 sites, every arm, 5 λ, ITO; about an hour on 2 cores with PoCL) instead of the reduced default (about 10 minutes on 2 cores).",
         };
+        var families = new Option<bool>("--families")
+        {
+            Description =
+                $"Also train the other SAE families ({string.Join(", ", StudyArms.Families)}) at the gated width on the same sites and tokens (k {string.Join(",", StudyConfig.DefaultKTopK)}; jumprelu L0 coefficient {string.Join(",", StudyConfig.DefaultL0JumpRelu.Select(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture)))}, θ₀ {StudyConfig.DefaultJumpReluThresholdInit}) and add every family to one Pareto plot per site with a verdict table; the output folder gets a -families suffix. Off by default (it triples the reduced study's training time).",
+        };
         var data = new Option<string?>("--data")
         {
             Description =
@@ -20,7 +25,8 @@ internal static class ReproduceCommand
         };
         var output = new Option<string?>("--out")
         {
-            Description = "Output folder (default: runs/reproduction, or runs/reproduction-full).",
+            Description =
+                "Output folder (default: runs/reproduction, or runs/reproduction-full; with --families runs/reproduction-families or runs/reproduction-full-families).",
         };
         var command = new Command(
             "reproduce",
@@ -28,6 +34,7 @@ internal static class ReproduceCommand
         )
         {
             full,
+            families,
             data,
             output,
         };
@@ -45,12 +52,18 @@ internal static class ReproduceCommand
                         var config = parse.GetValue(full)
                             ? StudyConfig.Full(folder)
                             : StudyConfig.Reduced(folder);
+                        bool withFamilies = parse.GetValue(families);
+                        if (withFamilies)
+                        {
+                            config = config.WithFamilies();
+                        }
+
                         var outDir =
                             parse.GetValue(output)
-                            ?? (
-                                parse.GetValue(full)
-                                    ? Path.Combine("runs", "reproduction-full")
-                                    : Path.Combine("runs", "reproduction")
+                            ?? Path.Combine(
+                                "runs",
+                                (parse.GetValue(full) ? "reproduction-full" : "reproduction")
+                                    + (withFamilies ? "-families" : "")
                             );
                         return StudyConsole.Run(parse, config, outDir, cancel);
                     })

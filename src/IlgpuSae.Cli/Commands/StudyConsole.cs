@@ -14,6 +14,16 @@ internal static class StudyConsole
         Console.WriteLine(
             $"Study → {outDir} on {device}: sites {string.Join(", ", config.Sites)}; arms {string.Join(", ", config.Arms)}; "
                 + $"λ gated {string.Join("/", config.L1Gated.Select(l => l.ToString(CultureInfo.InvariantCulture)))}, baseline {string.Join("/", config.L1Standard.Select(l => l.ToString(CultureInfo.InvariantCulture)))}; {config.TrainTokens} tokens per SAE."
+                + (
+                    config.KTopK is { } k
+                        ? $" k (topk family) {string.Join("/", k.Select(v => v.ToString(CultureInfo.InvariantCulture)))}."
+                        : ""
+                )
+                + (
+                    config.L0JumpRelu is { } l0
+                        ? $" jumprelu L0 coefficient {string.Join("/", l0.Select(v => v.ToString(CultureInfo.InvariantCulture)))}."
+                        : ""
+                )
         );
         var started = DateTime.UtcNow;
         var runner = new StudyRunner(config, outDir, device);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using IlgpuSae.Study;
 
 namespace IlgpuSae.Cli.Commands;
@@ -12,7 +13,7 @@ internal static class SweepCommand
         var config = new Option<string?>("--config")
         {
             Description =
-                "Study file (JSON; keys as in study.json: model, train_corpus, eval_corpus, sites, arms, l1_gated, l1_standard, expansion, baseline_width_factor, train_tokens, batch_size, lr, lr_warmup, l1_warmup, context, eval_tokens, lm_batch, seed, ito_site, ito_l0, ito_runs). Options below override it.",
+                "Study file (JSON; keys as in study.json: model, train_corpus, eval_corpus, sites, arms, ablation_sites, l1_gated, l1_standard, k_topk, l0_jumprelu, jumprelu_threshold_init, verdict_l0, expansion, baseline_width_factor, train_tokens, batch_size, lr, lr_warmup, l1_warmup, context, eval_tokens, lm_batch, seed, ito_site, ito_l0, ito_runs). Options below override it.",
         };
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder." };
         var trainCorpus = new Option<string?>("--corpus") { Description = "Training text." };
@@ -27,7 +28,8 @@ internal static class SweepCommand
         };
         var arms = new Option<string[]>("--arms")
         {
-            Description = $"Arms: {string.Join(", ", StudyArms.All)}.",
+            Description =
+                $"Arms, space- or comma-separated: the paper's {string.Join(", ", StudyArms.All)}; the other families {string.Join(", ", StudyArms.Families)} (at the gated width; any of them adds the cross-family verdict table and plots with every family on one Pareto plot). Default: gated, standard.",
             AllowMultipleArgumentsPerToken = true,
         };
         var l1Gated = new Option<double[]>("--l1-gated")
@@ -40,10 +42,33 @@ internal static class SweepCommand
             Description = "λ values of the baseline arms.",
             AllowMultipleArgumentsPerToken = true,
         };
-        var tokens = new Option<long?>("--tokens") { Description = "Training tokens per SAE." };
+        var kTopK = new Option<string[]>("--k-topk")
+        {
+            Description =
+                $"k values of the topk, batchtopk and matryoshka arms, one SAE per value and arm, e.g. 8,16,32 (default {string.Join(",", StudyConfig.DefaultKTopK)}: on the bundled model within the L0 range of the gated and baseline points).",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var l0JumpRelu = new Option<string[]>("--l0-jumprelu")
+        {
+            Description =
+                $"L0 coefficients λ of the jumprelu arm (its sparsity penalty λ·L0), one SAE per value (default {string.Join(",", StudyConfig.DefaultL0JumpRelu.Select(l => l.ToString(CultureInfo.InvariantCulture)))}).",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var jumpReluTheta = new Option<double?>("--jumprelu-threshold-init")
+        {
+            Description =
+                $"Initial threshold θ₀ of the jumprelu arm (default {StudyConfig.DefaultJumpReluThresholdInit}; SAELens's 0.01 leaves short runs dense: log θ moves by about lr per step).",
+        };
+        var verdictL0 = new Option<double?>("--verdict-l0")
+        {
+            Description =
+                $"Cross-family verdict table: each family's best loss recovered at L0 ≤ this value (default {StudyConfig.DefaultVerdictL0}).",
+        };
+        var tokens = new Option<long?>("--tokens") { Description = "Training tokens per SAE (every arm)." };
         var expansion = new Option<int?>("--expansion")
         {
-            Description = "Gated width as a multiple of the site width.",
+            Description =
+                "Dictionary size M of gated and the other families as a multiple of the site width (default 4).",
         };
         var widthFactor = new Option<double?>("--baseline-width-factor")
         {
@@ -80,6 +105,10 @@ internal static class SweepCommand
             arms,
             l1Gated,
             l1Standard,
+            kTopK,
+            l0JumpRelu,
+            jumpReluTheta,
+            verdictL0,
             tokens,
             expansion,
             widthFactor,
@@ -100,11 +129,29 @@ internal static class SweepCommand
                             v
                             ?? fallback
                             ?? throw new ArgumentException($"{name} is required (or give --config).");
-                        IReadOnlyList<T> List<T>(T[]? v, IReadOnlyList<T>? fallback, string name) =>
+                        var armList = Split(parse.GetValue(arms)) is { Length: > 0 } given
+                            ? given
+                            : baseConfig?.Arms ?? [StudyArms.Gated, StudyArms.Standard];
+                        IReadOnlyList<T> List<T>(
+                            T[]? v,
+                            IReadOnlyList<T>? fallback,
+                            string name,
+                            bool needed = true
+                        ) =>
                             v is { Length: > 0 }
                                 ? v
                                 : fallback
-                                    ?? throw new ArgumentException($"{name} is required (or give --config).");
+                                    ?? (
+                                        needed
+                                            ? throw new ArgumentException(
+                                                $"{name} is required (or give --config)."
+                                            )
+                                            : []
+                                    );
+                        bool gatedArms = armList.Any(StudyArms.IsGated);
+                        bool baselineArms = armList.Any(a =>
+                            a is StudyArms.Standard or StudyArms.RescaleShift
+                        );
                         var study = new StudyConfig
                         {
                             Model = Need(parse.GetValue(model), baseConfig?.Model, "--model"),
@@ -119,11 +166,17 @@ internal static class SweepCommand
                                 "--eval-corpus"
                             ),
                             Sites = List(parse.GetValue(sites), baseConfig?.Sites, "--sites"),
-                            L1Gated = List(parse.GetValue(l1Gated), baseConfig?.L1Gated, "--l1-gated"),
+                            L1Gated = List(
+                                parse.GetValue(l1Gated),
+                                baseConfig?.L1Gated,
+                                "--l1-gated",
+                                gatedArms
+                            ),
                             L1Standard = List(
                                 parse.GetValue(l1Standard),
                                 baseConfig?.L1Standard,
-                                "--l1-standard"
+                                "--l1-standard",
+                                baselineArms
                             ),
                         };
                         study = (
@@ -140,9 +193,28 @@ internal static class SweepCommand
                                 }
                         ) with
                         {
-                            Arms = parse.GetValue(arms) is { Length: > 0 } a
-                                ? a
-                                : baseConfig?.Arms ?? [StudyArms.Gated, StudyArms.Standard],
+                            Arms = armList,
+                            KTopK =
+                                Numbers(parse.GetValue(kTopK), "--k-topk", int.Parse)
+                                ?? baseConfig?.KTopK
+                                ?? (armList.Any(StudyArms.IsTopKFamily) ? StudyConfig.DefaultKTopK : null),
+                            L0JumpRelu =
+                                Numbers(parse.GetValue(l0JumpRelu), "--l0-jumprelu", double.Parse)
+                                ?? baseConfig?.L0JumpRelu
+                                ?? (
+                                    armList.Contains(StudyArms.JumpRelu)
+                                        ? StudyConfig.DefaultL0JumpRelu
+                                        : null
+                                ),
+                            JumpReluThresholdInit =
+                                parse.GetValue(jumpReluTheta)
+                                ?? baseConfig?.JumpReluThresholdInit
+                                ?? (
+                                    armList.Contains(StudyArms.JumpRelu)
+                                        ? StudyConfig.DefaultJumpReluThresholdInit
+                                        : null
+                                ),
+                            VerdictL0 = parse.GetValue(verdictL0) ?? baseConfig?.VerdictL0,
                             TrainTokens = parse.GetValue(tokens) ?? baseConfig?.TrainTokens ?? 1 << 20,
                             Expansion = parse.GetValue(expansion) ?? baseConfig?.Expansion ?? 4,
                             BaselineWidthFactor =
@@ -156,5 +228,34 @@ internal static class SweepCommand
                 )
         );
         return command;
+    }
+
+    /// <summary>The words of a list option, split at commas too (<c>--arms gated,topk</c>).</summary>
+    private static string[] Split(string[]? values) =>
+        [
+            .. (values ?? []).SelectMany(v =>
+                v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            ),
+        ];
+
+    /// <summary>A list option's numbers (invariant culture, space- or comma-separated), or null when not
+    /// given.</summary>
+    /// <exception cref="ArgumentException">A value is not a number.</exception>
+    private static T[]? Numbers<T>(string[]? values, string name, Func<string, IFormatProvider, T> parse)
+    {
+        var words = Split(values);
+        if (words.Length == 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            return [.. words.Select(w => parse(w, CultureInfo.InvariantCulture))];
+        }
+        catch (FormatException)
+        {
+            throw new ArgumentException($"{name}: '{string.Join(",", words)}' is not a list of numbers.");
+        }
     }
 }

@@ -124,4 +124,127 @@ public sealed class StudyCliTests : IDisposable
         badArm.Code.Should().Be(2);
         badArm.Err.Should().Contain("Unknown arm");
     }
+
+    [Fact]
+    public void A_tiny_cross_family_sweep_draws_every_family_on_one_plot_with_a_verdict_table()
+    {
+        string[] args =
+        [
+            "--backend",
+            "cpu",
+            "sweep",
+            "--model",
+            LmTestData.BundledModel,
+            "--corpus",
+            LmTestData.HeldOut,
+            "--eval-corpus",
+            LmTestData.HeldOut,
+            "--sites",
+            "blocks.0.hook_mlp_out",
+            "--arms",
+            "gated,standard,topk,batchtopk,matryoshka,jumprelu",
+            "--l1-gated",
+            "4",
+            "--l1-standard",
+            "4",
+            "--k-topk",
+            "8",
+            "--l0-jumprelu",
+            "0.3",
+            "--tokens",
+            "2048",
+            "--expansion",
+            "2",
+            "--eval-tokens",
+            "254",
+            "--out",
+            P("families"),
+        ];
+        var run = CliRunner.Run(args);
+        run.Code.Should().Be(0, run.Err + run.Out);
+
+        var results = StudyResults.FromCsv(File.ReadAllText(P("families/results.csv")));
+        results
+            .Select(r => r.Arm)
+            .Should()
+            .BeEquivalentTo(["gated", "standard", "topk", "batchtopk", "matryoshka", "jumprelu"]);
+        results.Should().OnlyContain(r => r.L0 > 0 && double.IsFinite(r.LossRecovered) && r.TrainSeconds > 0);
+        results
+            .Where(r => r.Arm != "standard")
+            .Should()
+            .OnlyContain(r => r.DSae == 256, "every family is matched to the gated dictionary size");
+        results.Should().OnlyContain(r => r.TrainTokens == 2048, "and to the same training tokens");
+        results.Where(r => StudyArms.IsTopKFamily(r.Arm)).Should().OnlyContain(r => r.K == 8 && r.L1 == 0);
+        results.Single(r => r.Arm == "jumprelu").L1.Should().Be(0.3);
+        results
+            .Single(r => r.Arm == "topk")
+            .L0.Should()
+            .BeLessThanOrEqualTo(8 + 1e-9, "TopK keeps k per row");
+        JsonNode
+            .Parse(File.ReadAllText(P("families/results.json")))!
+            .AsArray()
+            .Select(n => (string)n!["arm"]!)
+            .Should()
+            .HaveCount(6);
+        File.Exists(P("families/runs/blocks.0.hook_mlp_out/topk/k-8/result.json")).Should().BeTrue();
+        File.Exists(P("families/runs/blocks.0.hook_mlp_out/jumprelu/l0-coefficient-0.3/result.json"))
+            .Should()
+            .BeTrue();
+        var cfg = JsonNode.Parse(
+            File.ReadAllText(P("families/runs/blocks.0.hook_mlp_out/batchtopk/k-8/cfg.json"))
+        )!;
+        ((string)cfg["architecture"]!)
+            .Should()
+            .Be("jumprelu", "BatchTopK is evaluated in its inference form");
+
+        foreach (
+            var png in new[]
+            {
+                "families-loss-recovered-blocks-0-hook_mlp_out.png",
+                "families-gamma-blocks-0-hook_mlp_out.png",
+            }
+        )
+        {
+            File.Exists(P("families/" + png)).Should().BeTrue(png);
+            PlotImages.DarkPixelsInTitleStrip(P("families/" + png)).Should().BeGreaterThan(100, png);
+        }
+
+        File.Exists(P("families/ablations-blocks-0-hook_mlp_out.png"))
+            .Should()
+            .BeFalse("the families are not ablations");
+        var report = File.ReadAllText(P("families/report.md"));
+        report
+            .Should()
+            .Contain("## Every family on one Pareto plot")
+            .And.Contain("Matched by dictionary size and by compute")
+            .And.Contain("families-loss-recovered-blocks-0-hook_mlp_out.png")
+            .And.Contain("families-gamma-blocks-0-hook_mlp_out.png")
+            .And.Contain("| topk | k 8 |");
+        var table = report[report.IndexOf("| family | d_sae |", StringComparison.Ordinal)..];
+        table = table[..table.IndexOf("\n\n", StringComparison.Ordinal)];
+        foreach (var arm in new[] { "gated", "standard", "topk", "batchtopk", "matryoshka", "jumprelu" })
+        {
+            table.Should().Contain($"\n| {arm} | ", $"the verdict table lists {arm}");
+        }
+
+        var zero = CliRunner.Run([
+            .. args.Select(a =>
+                a == "8" ? "0"
+                : a == P("families") ? P("bad")
+                : a
+            ),
+        ]);
+        zero.Code.Should().Be(2);
+        zero.Err.Should().Contain("k_topk values must be ≥ 1");
+        var words = CliRunner.Run([
+            .. args.Select(a =>
+                a == "8" ? "8,x"
+                : a == P("families") ? P("bad")
+                : a
+            ),
+        ]);
+        words.Code.Should().Be(2);
+        words.Err.Should().Contain("--k-topk");
+        Directory.Exists(P("bad")).Should().BeFalse("nothing is written for bad settings");
+    }
 }

@@ -239,4 +239,155 @@ public sealed class StudyTests : IDisposable
         back[1].ItoK.Should().Be(4);
         FluentActions.Invoking(() => StudyResults.FromCsv("a,b\n1,2")).Should().Throw<InvalidDataException>();
     }
+
+    [Fact]
+    public void Cross_family_verdicts_find_the_best_point_under_the_L0_budget_and_whole_family_dominance()
+    {
+        var config = (StudyConfig.Reduced("data") with { Sites = ["s"], VerdictL0 = 20 }).WithFamilies();
+        RunResult F(string arm, int k, double l1, double l0, double lr, double gamma, double seconds) =>
+            R(arm, l1, l0, lr, gamma) with
+            {
+                K = k,
+                TrainSeconds = seconds,
+                TrainTokens = 1024,
+            };
+        var results = new List<RunResult>
+        {
+            F(StudyArms.Gated, 0, 1, 36, 0.97, 1.01, 10),
+            F(StudyArms.Gated, 0, 4, 10, 0.90, 1.00, 8),
+            F(StudyArms.Standard, 0, 1, 38, 0.93, 0.95, 6),
+            F(StudyArms.Standard, 0, 4, 11, 0.80, 0.85, 6),
+            F(StudyArms.TopK, 8, 0, 8, 0.91, 1.02, 5),
+            F(StudyArms.TopK, 32, 0, 32, 0.98, 1.00, 7),
+            F(StudyArms.BatchTopK, 16, 0, 15, 0.93, 0.99, 5),
+            F(StudyArms.Matryoshka, 16, 0, 16, 0.89, 0.97, 9),
+            F(StudyArms.JumpRelu, 0, 0.3, 25, 0.94, 0.96, 4),
+            F(StudyArms.JumpRelu, 0, 1, 12, 0.5, 3.0, 4) with
+            {
+                ExplainedVariance = -0.1,
+            },
+            // Other sites, ablations and ITO are not compared.
+            F(StudyArms.NoRMag, 0, 1, 1, 1.0, 1.0, 1),
+        };
+        var rows = StudyReport.CompareFamilies(config, results);
+        rows.Select(r => r.Arm)
+            .Should()
+            .Equal(
+                StudyArms.Gated,
+                StudyArms.Standard,
+                StudyArms.TopK,
+                StudyArms.BatchTopK,
+                StudyArms.Matryoshka,
+                StudyArms.JumpRelu
+            );
+        var topk = rows.Single(r => r.Arm == StudyArms.TopK);
+        topk.Best!.K.Should().Be(8, "k 32 has L0 32 > the budget 20");
+        topk.MeanTrainSeconds.Should().Be(6);
+        topk.FrontierPoints.Should().Be(2);
+        topk.DominatedBy.Should().BeEmpty();
+        rows.Single(r => r.Arm == StudyArms.Standard)
+            .DominatedBy.Should()
+            .Equal(
+                [StudyArms.Gated, StudyArms.TopK],
+                "each of its points has a gated and a topk point with lower L0 and higher loss recovered"
+            );
+        var matryoshka = rows.Single(r => r.Arm == StudyArms.Matryoshka);
+        matryoshka.DominatedBy.Should().Equal(StudyArms.Gated, StudyArms.TopK, StudyArms.BatchTopK);
+        matryoshka.FrontierPoints.Should().Be(0);
+        var jump = rows.Single(r => r.Arm == StudyArms.JumpRelu);
+        jump.MeanGamma.Should().Be(0.96, "the collapsed point is left out of γ");
+        jump.Best!.L1.Should().Be(1, "the only point under the budget, collapsed or not");
+        jump.L0Min.Should().Be(12);
+        jump.L0Max.Should().Be(25);
+        rows.Single(r => r.Arm == StudyArms.BatchTopK).DominatedBy.Should().BeEmpty();
+
+        var gatedOnly = results.Where(r => !StudyArms.IsFamily(r.Arm)).ToList();
+        StudyReport
+            .CompareFamilies(config, gatedOnly)
+            .Should()
+            .BeEmpty("no family ran: no cross-family table");
+    }
+
+    [Fact]
+    public void Family_arms_need_their_sparsity_lists_and_leave_paper_studies_unchanged()
+    {
+        var reduced = StudyConfig.Reduced("data");
+        reduced
+            .ToJson()
+            .Should()
+            .NotContain("k_topk")
+            .And.NotContain("l0_jumprelu")
+            .And.NotContain("verdict_l0");
+        reduced.Arms.Should().Equal(StudyArms.Gated, StudyArms.Standard);
+        StudyConfig
+            .Full("data")
+            .Arms.Should()
+            .Equal(StudyArms.All, "the full study runs the paper's arms only");
+
+        var families = reduced.WithFamilies();
+        families.Arms.Should().Equal([StudyArms.Gated, StudyArms.Standard, .. StudyArms.Families]);
+        families.KTopK.Should().Equal(StudyConfig.DefaultKTopK);
+        families
+            .PointsOf(StudyArms.Matryoshka)
+            .Should()
+            .Equal(StudyConfig.DefaultKTopK.Select(k => (0.0, k)));
+        families
+            .PointsOf(StudyArms.JumpRelu)
+            .Should()
+            .Equal(StudyConfig.DefaultL0JumpRelu.Select(l => (l, 0)));
+        families.PointsOf(StudyArms.Gated).Should().Equal(reduced.L1Gated.Select(l => (l, 0)));
+        families.ToJson().Should().Contain("\"k_topk\"");
+        families.Validate();
+
+        var full = StudyConfig.Full("data").WithFamilies();
+        full.ArmsAt("blocks.1.hook_resid_post")
+            .Should()
+            .Equal(
+                [StudyArms.Gated, StudyArms.Standard, .. StudyArms.Families],
+                "the families run at every site, the ablations at one"
+            );
+
+        FluentActions
+            .Invoking(() => (reduced with { Arms = [StudyArms.TopK] }).Validate())
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*k_topk*");
+        FluentActions
+            .Invoking(() => (families with { KTopK = [0] }).Validate())
+            .Should()
+            .Throw<ArgumentException>();
+        FluentActions
+            .Invoking(() => (reduced with { Arms = [StudyArms.JumpRelu] }).Validate())
+            .Should()
+            .Throw<ArgumentException>()
+            .WithMessage("*l0_jumprelu*");
+        (reduced with { Arms = [StudyArms.TopK], KTopK = [4], L1Gated = [], L1Standard = [] }).Validate();
+
+        StudyArms.MatryoshkaWidths(512).Should().Equal(64, 128, 256, 512);
+        StudyArms.Recipe(StudyArms.Matryoshka, 16, 512).MatryoshkaWidths.Should().Equal(64, 128, 256, 512);
+        StudyArms.Recipe(StudyArms.BatchTopK, 16, 512).K.Should().Be(16);
+        StudyArms.Recipe(StudyArms.JumpRelu).ModeName.Should().Be("saelens");
+        FluentActions.Invoking(() => StudyArms.Recipe(StudyArms.TopK)).Should().Throw<ArgumentException>();
+    }
+
+    [Fact]
+    public void Results_with_k_round_trip_through_csv_and_omit_k_otherwise()
+    {
+        var plain = new List<RunResult> { R(StudyArms.Gated, 1, 10, 0.9, 1.0) };
+        StudyResults.ToCsv(plain).Should().StartWith(string.Join(",", StudyResults.Columns) + "\n");
+        StudyResults.ToJson(plain).Should().NotContain("\"k\"");
+        var mixed = new List<RunResult>
+        {
+            R(StudyArms.Gated, 1, 10, 0.9, 1.0),
+            R(StudyArms.TopK, 0, 16, 0.95, 1.0) with
+            {
+                K = 16,
+            },
+        };
+        var csv = StudyResults.ToCsv(mixed);
+        csv.Should().StartWith(string.Join(",", StudyResults.Columns) + ",k\n");
+        var back = StudyResults.FromCsv(csv);
+        back.Should().BeEquivalentTo(mixed);
+        StudyResults.ToJson(mixed).Should().Contain("\"k\": 16");
+    }
 }
