@@ -12,7 +12,8 @@ namespace IlgpuSae.IO;
 public sealed record NpyHeader(TensorDType DType, long[] Shape, long DataOffset)
 {
     /// <summary>Number of elements.</summary>
-    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <exception cref="InvalidDataException">The product of the dimensions overflows.</exception>
+    public long Count => SizeMath.ElementCount(Shape, "npy header");
 }
 
 /// <summary>
@@ -124,10 +125,11 @@ public static partial class Npy
             )
             .ToArray();
         var result = new NpyHeader(dtype, shape, offset + headerLength);
-        if (totalLength is long total && total - result.DataOffset < result.Count * dtype.Size())
+        long needed = SizeMath.ByteCount(SizeMath.ElementCount(shape, name), dtype.Size(), name);
+        if (totalLength is long total && total - result.DataOffset < needed)
         {
             throw new InvalidDataException(
-                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {result.Count * dtype.Size()} bytes of data, the file has {total - result.DataOffset} (truncated?)."
+                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {needed} bytes of data, the file has {total - result.DataOffset} (truncated?)."
             );
         }
 
@@ -147,7 +149,9 @@ public static partial class Npy
             throw new InvalidDataException($"{name}: expected a floating-point array, got {header.DType}.");
         }
 
-        var bytes = new byte[checked(header.Count * header.DType.Size())];
+        var bytes = new byte[
+            SizeMath.ArrayLength(SizeMath.ByteCount(header.Count, header.DType.Size(), name), name)
+        ];
         try
         {
             stream.ReadExactly(bytes);
