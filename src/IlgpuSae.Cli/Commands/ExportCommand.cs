@@ -29,6 +29,11 @@ internal static class ExportCommand
         command.SetAction(parse =>
             CommonOptions.Guard(() =>
             {
+                IO.OutputPaths.EnsureSeparate(
+                    "--out",
+                    parse.GetValue(output),
+                    ("--sae", parse.GetValue(sae))
+                );
                 using var device = CommonOptions.OpenDevice(parse);
                 using var gated = SaeFiles.Load(device, parse.GetValue(sae)!);
                 if (gated.Config.Architecture != SaeArchitecture.Gated)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using IlgpuSae.Backends;
 using IlgpuSae.Data;
+using IlgpuSae.IO;
 using IlgpuSae.Lm;
 using IlgpuSae.Sae;
 using IlgpuSae.Training;
@@ -109,7 +110,45 @@ internal static class TrainCommand
         int batchSize = parse.GetValue(o.Batch);
         long steps = parse.GetValue(o.Tokens) / batchSize;
         var outDir = parse.GetValue(o.Output)!;
-        if (!parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeTrainer.MetricsFile)))
+        // Reliability (issue 16): outputs never overlap inputs, one run per folder, and a log left by a run
+        // killed before its first checkpoint is discarded rather than blocking or polluting this one.
+        var inputs = new (string, string?)[]
+        {
+            ("--acts", parse.GetValue(o.Acts.Acts)),
+            ("--init", parse.GetValue(o.Init)),
+            ("--rescale-shift-of", parse.GetValue(o.RescaleOf)),
+            ("--model", parse.GetValue(o.Lm.Model)),
+            ("--corpus", parse.GetValue(o.Lm.Corpus)),
+        };
+        OutputPaths.EnsureSeparate("--out", outDir, inputs);
+        OutputPaths.EnsureSeparate(
+            "--cache-activations",
+            parse.GetValue(o.CacheActs),
+            [.. inputs, ("--out", outDir)]
+        );
+        using var folderLock = FolderLock.Acquire(outDir, "train");
+        if (folderLock.StaleNote is { } stale)
+        {
+            Console.Error.WriteLine($"note: {outDir}: {stale}.");
+        }
+
+        using var cacheLock = parse.GetValue(o.CacheActs) is { } cacheDir
+            ? FolderLock.Acquire(cacheDir, "train --cache-activations")
+            : null;
+        var metricsPath = Path.Combine(outDir, SaeTrainer.MetricsFile);
+        if (
+            File.Exists(metricsPath)
+            && SaeTrainer.LatestCheckpoint(outDir) is null
+            && !File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile))
+        )
+        {
+            Console.Error.WriteLine(
+                $"note: {outDir} holds the log of a run interrupted before its first checkpoint; it is discarded and training starts from step 0."
+            );
+            File.Delete(metricsPath);
+        }
+
+        if (!parse.GetValue(o.Resume) && File.Exists(metricsPath))
         {
             throw new ArgumentException(
                 $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
@@ -155,6 +194,17 @@ internal static class TrainCommand
         }
 
         var options = recipe.Apply(o.ToTrainerOptions(parse, steps));
+        foreach (var warning in TrainingWarnings.For(options, data.Rows))
+        {
+            Console.Error.WriteLine($"warning: {warning}");
+        }
+
+        if (parse.GetValue(o.Init) is not null && parse.GetValue(o.RescaleOf) is not null)
+        {
+            throw new ArgumentException(
+                "Give --init or --rescale-shift-of, not both: --rescale-shift-of starts from its baseline."
+            );
+        }
         if (parse.GetValue(o.Normalize) && recipe.RescaleShift)
         {
             throw new ArgumentException(
@@ -242,7 +292,12 @@ internal static class TrainCommand
     {
         if (!lm.Given(parse))
         {
-            return TrainingActivations.OpenFile(acts.Require(parse), parse.GetValue(acts.Tensor), metadata);
+            return TrainingActivations.OpenFile(
+                acts.Require(parse),
+                parse.GetValue(acts.Tensor),
+                metadata,
+                acts.Verify(parse)
+            );
         }
 
         if (parse.GetValue(acts.Acts) is not null)
