@@ -243,11 +243,22 @@ internal static class TrainCommand
         using var sae =
             parse.GetValue(o.RescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
             : parse.GetValue(o.Init) is { } initPath
-                ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae))
+                ? WithMetadata(
+                    recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae)),
+                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
+                )
             : recipe.Create(device, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
         using var trainer = new SaeTrainer(sae, data, options, outDir);
         if (parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
         {
+            EnsureSameData(checkpoint, metadata, data.Description);
+            if (parse.GetValue(o.Init) is { } ignoredInit)
+            {
+                Console.Error.WriteLine(
+                    $"note: --init {ignoredInit} is not used: a resumed run continues from {checkpoint}."
+                );
+            }
+
             trainer.Resume(checkpoint, parse.GetValue(o.Overrides));
             Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
         }
@@ -264,6 +275,88 @@ internal static class TrainCommand
             )
         );
         return 0;
+    }
+
+    /// <summary>
+    /// The SAE of <c>--init</c> with this run's metadata (its data's hook, model and context, this run's
+    /// training entry) instead of the old SAE's, which would otherwise send <c>eval --model</c> to the old
+    /// site.
+    /// </summary>
+    private static SparseAutoencoder WithMetadata(
+        SparseAutoencoder loaded,
+        IReadOnlyDictionary<string, object?> metadata
+    )
+    {
+        try
+        {
+            var fresh = SparseAutoencoder.CreateEmpty(
+                loaded.Device,
+                loaded.Config with
+                {
+                    Metadata = metadata,
+                }
+            );
+            fresh.CopyParametersFrom(loaded);
+            return fresh;
+        }
+        finally
+        {
+            loaded.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Refuses <c>--resume</c> onto activations of another model, hook, context or dataset than the
+    /// checkpoint was trained on (as both record them), and notes a different activation path.
+    /// </summary>
+    private static void EnsureSameData(
+        string checkpoint,
+        IReadOnlyDictionary<string, object?> metadata,
+        string description
+    )
+    {
+        var saved = SaeFiles.ReadConfig(Path.Combine(checkpoint, SaeFiles.ConfigFile)).Metadata;
+        static string? Text(object? v) =>
+            v switch
+            {
+                null => null,
+                System.Text.Json.Nodes.JsonValue j when j.TryGetValue<string>(out var s) => s,
+                System.Text.Json.Nodes.JsonNode j => j.ToJsonString(),
+                System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.String } e =>
+                    e.GetString(),
+                System.Text.Json.JsonElement e => e.GetRawText(),
+                string s => s,
+                _ => System.Text.Json.JsonSerializer.Serialize(v),
+            };
+        var changed = new List<string>();
+        foreach (var key in new[] { "model_name", "hook_name", "context_size", "dataset_path" })
+        {
+            string? before = saved.TryGetValue(key, out var b) ? Text(b) : null;
+            string? now = metadata.TryGetValue(key, out var n) ? Text(n) : null;
+            if (before != now)
+            {
+                changed.Add($"{key}: checkpoint {before ?? "(absent)"}, this run {now ?? "(absent)"}");
+            }
+        }
+
+        if (changed.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"{checkpoint} was trained on other activations: {string.Join("; ", changed)}. A resumed run reads the same data; start a new run (--init) for other data."
+            );
+        }
+
+        if (
+            saved.TryGetValue("training", out var t)
+            && t is System.Text.Json.Nodes.JsonObject training
+            && Text(training["activations"]) is { } path
+            && path != description
+        )
+        {
+            Console.Error.WriteLine(
+                $"note: {checkpoint} was trained on {path}; this run reads {description} (same model, hook and context)."
+            );
+        }
     }
 
     private static SparseAutoencoder Wrap(

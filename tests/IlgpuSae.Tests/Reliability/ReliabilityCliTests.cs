@@ -270,6 +270,65 @@ public sealed class ReliabilityCliTests : IDisposable
         other.Err.Should().Contain("warning: the SAE was trained on hook_name 'blocks.0.hook_mlp_out'");
     }
 
+    private void HookCaches()
+    {
+        var data = IlgpuSae.Data.SyntheticData.Generate(2048, 8, 16, 2, seed: 3).Rows;
+        foreach (
+            var (folder, hook) in new[] { ("a", "blocks.0.hook_mlp_out"), ("b", "blocks.1.hook_resid_post") }
+        )
+        {
+            var writer = new IlgpuSae.Data.ActivationCacheWriter(
+                P(folder),
+                8,
+                1024,
+                new Dictionary<string, object?> { ["hook_name"] = hook, ["model"] = "m" }
+            );
+            writer.Append(data);
+            writer.Complete();
+        }
+    }
+
+    private (int Code, string Out, string Err) TrainOn(string acts, string output, params string[] extra) =>
+        Run(
+            new[] { "--backend", "cpu", "train", "--arch", "standard", "--acts", acts, "--d-sae", "16" }
+                .Concat(["--batch-size", "256", "--tokens", "2048", "--lr-warmup", "2", "--out", output])
+                .Concat(extra)
+                .ToArray()
+        );
+
+    [Fact]
+    public void An_init_run_records_its_own_data_s_hook_not_the_old_sae_s()
+    {
+        HookCaches();
+        TrainOn(P("a"), P("first")).Code.Should().Be(0);
+        var second = TrainOn(P("b"), P("second"), "--init", P("first"));
+        second.Code.Should().Be(0, second.Err);
+        var meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(P("second/cfg.json")))![
+            "metadata"
+        ]!;
+        meta["hook_name"]!.GetValue<string>().Should().Be("blocks.1.hook_resid_post");
+        meta["initialized_from"]!.GetValue<string>().Should().Be(P("first"));
+    }
+
+    [Fact]
+    public void Resuming_onto_activations_of_another_hook_is_refused()
+    {
+        HookCaches();
+        TrainOn(P("a"), P("run"), "--checkpoint-every", "4").Code.Should().Be(0);
+        foreach (var f in new[] { "cfg.json", "sae_weights.safetensors", "trainer_config.json" })
+        {
+            File.Delete(P("run/" + f)); // as if killed after the checkpoint at step 4
+        }
+
+        ShouldFailCleanly(
+            TrainOn(P("b"), P("run"), "--checkpoint-every", "4", "--resume"),
+            "hook_name: checkpoint blocks.0.hook_mlp_out, this run blocks.1.hook_resid_post"
+        );
+        var resumed = TrainOn(P("a"), P("run"), "--checkpoint-every", "4", "--resume");
+        resumed.Code.Should().Be(0, resumed.Err);
+        resumed.Out.Should().Contain("Resumed from");
+    }
+
     [Fact]
     public void Devices_with_a_backend_that_is_absent_says_so_and_fails()
     {
