@@ -42,6 +42,10 @@ write("npy/overflow-rows.npy", npy((1 << 62, 4)))
 write("npy/overflow-shape.npy", npy((1 << 40, 1 << 40)))
 # npy: declares 64 float32 values, holds 8.
 write("npy/truncated-data.npy", npy((8, 8), payload=struct.pack("<8f", *range(8))))
+# npy: magic and version, then the file ends inside the header-length field (found by the fuzzer).
+write("npy/truncated-length.npy", b"\x93NUMPY\x01\x00\x10")
+# npy: version 3 with a 3.8 GB header length (found by the fuzzer: an unchecked int cast overflowed).
+write("npy/huge-header-length.npy", b"\x93NUMPY\x03\x00\xdd\xd1\x4e\xe3" + b"{" * 8)
 # npy: header length field larger than the file.
 write("npy/truncated-header.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 200) + b"{'descr'")
 # safetensors: the element count overflows to 0, so begin == end passes an unchecked test.

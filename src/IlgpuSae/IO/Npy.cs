@@ -40,6 +40,18 @@ public static partial class Npy
     public static NpyHeader ReadHeader(Stream stream, string name, long? totalLength = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
+        try
+        {
+            return ReadHeaderCore(stream, name, totalLength);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"{name}: truncated .npy header.", e);
+        }
+    }
+
+    private static NpyHeader ReadHeaderCore(Stream stream, string name, long? totalLength)
+    {
         var prefix = new byte[8];
         if (
             stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8
@@ -63,7 +75,8 @@ public static partial class Npy
         {
             var len = new byte[4];
             stream.ReadExactly(len);
-            headerLength = checked((int)BitConverter.ToUInt32(len));
+            uint declared = BitConverter.ToUInt32(len);
+            headerLength = declared > 1 << 20 ? -1 : (int)declared; // refused below
             offset = 12;
         }
         else
@@ -73,7 +86,7 @@ public static partial class Npy
 
         if (headerLength <= 0 || headerLength > 1 << 20)
         {
-            throw new InvalidDataException($"{name}: invalid .npy header length {headerLength}.");
+            throw new InvalidDataException($"{name}: invalid .npy header length (more than 1 MiB, or zero).");
         }
 
         var headerBytes = new byte[headerLength];

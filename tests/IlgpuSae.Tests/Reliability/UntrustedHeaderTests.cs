@@ -21,6 +21,8 @@ public sealed class UntrustedHeaderTests : IDisposable
     [InlineData("npy/overflow-shape.npy")]
     [InlineData("npy/truncated-data.npy")]
     [InlineData("npy/truncated-header.npy")]
+    [InlineData("npy/truncated-length.npy")]
+    [InlineData("npy/huge-header-length.npy")]
     [InlineData("safetensors/overflow-shape.safetensors")]
     [InlineData("safetensors/string-offsets.safetensors")]
     [InlineData("safetensors/numeric-dtype.safetensors")]
