@@ -121,11 +121,15 @@ internal static class TrainCommand
             ("--corpus", parse.GetValue(o.Lm.Corpus)),
         };
         OutputPaths.EnsureSeparate("--out", outDir, inputs);
-        OutputPaths.EnsureSeparate(
-            "--cache-activations",
-            parse.GetValue(o.CacheActs),
-            [.. inputs, ("--out", outDir)]
-        );
+        OutputPaths.EnsureSeparate("--cache-activations", parse.GetValue(o.CacheActs), inputs);
+        if (
+            parse.GetValue(o.CacheActs) is { } cachePath
+            && Path.TrimEndingDirectorySeparator(Path.GetFullPath(cachePath))
+                == Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir))
+        )
+        {
+            throw new ArgumentException("--cache-activations must be another folder than --out.");
+        }
         using var folderLock = FolderLock.Acquire(outDir, "train");
         if (folderLock.StaleNote is { } stale)
         {

@@ -150,6 +150,13 @@ public sealed class ReliabilityCliTests : IDisposable
         ShouldFailCleanly(inside, "lies inside the input --sae");
         var holding = Train(_temp.FullName);
         ShouldFailCleanly(holding, "contains the input --acts");
+        var cacheIsOut = Run(
+            new[] { "--backend", "cpu", "train", "--arch", "standard", "--model", P("m"), "--site", "s" }
+                .Concat(["--corpus", P("c.txt"), "--d-sae", "16", "--tokens", "2048"])
+                .Concat(["--cache-activations", P("run"), "--out", P("run")])
+                .ToArray()
+        );
+        ShouldFailCleanly(cacheIsOut, "--cache-activations must be another folder than --out");
         BadInputs.Hash(P("toy.npy")).Should().Be(acts);
         BadInputs.Hash(P("sae")).Should().Be(sae);
     }
