@@ -11,8 +11,9 @@ namespace IlgpuSae.Tests.Reliability;
 /// kill -9 at a seeded random moment of a tiny training run (a child <c>ilgpu-sae</c> process), then
 /// <c>train --resume</c>: the final weights are byte-identical to an uninterrupted run's and the metrics log
 /// holds the same records once each, wherever the kill landed (before the folder exists, before the first
-/// checkpoint, in the middle of a log append, between checkpoints, after the end). The stale lock the
-/// killed process leaves is taken over.
+/// checkpoint, in the middle of a log append, between checkpoints). Likewise an <c>activations</c> run
+/// killed after some shards re-runs to byte-identical shards. The stale lock the killed process leaves is
+/// taken over.
 /// </summary>
 [Collection(EnvironmentCollection.Name)]
 public sealed class CrashResumeTests : IDisposable
@@ -55,6 +56,25 @@ public sealed class CrashResumeTests : IDisposable
     /// </summary>
     private static bool RunAndKill(string[] args, int stepLines, int seed)
     {
+        int seen = 0;
+        return RunAndKill(
+            args,
+            line =>
+            {
+                if (line.StartsWith("step ", StringComparison.Ordinal))
+                {
+                    seen++;
+                }
+            },
+            () => seen >= stepLines,
+            stepLines == 0 ? 300 : new Random(seed).Next(40)
+        );
+    }
+
+    /// <summary>Starts the tool, waits until <paramref name="trigger"/> holds, waits
+    /// <paramref name="delayMs"/> more and kills it; false when it ended first.</summary>
+    private static bool RunAndKill(string[] args, Action<string> onLine, Func<bool> trigger, int delayMs)
+    {
         var cli = Path.Combine(AppContext.BaseDirectory, "ilgpu-sae.dll");
         var info = new ProcessStartInfo("dotnet")
         {
@@ -69,29 +89,41 @@ public sealed class CrashResumeTests : IDisposable
         }
 
         using var process = Process.Start(info)!;
-        using var reached = new ManualResetEventSlim(stepLines == 0);
-        int seen = 0;
+        var gate = new object();
         process.OutputDataReceived += (_, e) =>
         {
-            if (e.Data?.StartsWith("step ", StringComparison.Ordinal) == true && ++seen >= stepLines)
+            if (e.Data is { } line)
             {
-                reached.Set();
+                lock (gate)
+                {
+                    onLine(line);
+                }
             }
         };
         process.ErrorDataReceived += (_, _) => { };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         var watch = Stopwatch.StartNew();
-        while (!reached.Wait(20))
+        while (true)
         {
+            lock (gate)
+            {
+                if (trigger())
+                {
+                    break;
+                }
+            }
+
             if (process.HasExited || watch.Elapsed > TimeSpan.FromMinutes(5))
             {
                 process.WaitForExit();
                 return false; // it ended first
             }
+
+            Thread.Sleep(10);
         }
 
-        Thread.Sleep(stepLines == 0 ? 300 : new Random(seed).Next(40));
+        Thread.Sleep(delayMs);
         if (process.HasExited)
         {
             return false;
@@ -151,6 +183,66 @@ public sealed class CrashResumeTests : IDisposable
                 $"killed after {stepLines} log lines"
             );
         Records(P("run/metrics.jsonl")).Should().Equal(Records(P("ref/metrics.jsonl")));
+        File.Exists(P("run/" + FolderLock.FileName)).Should().BeFalse();
+    }
+
+    private string[] ActivationArgs(string output) =>
+        [
+            "--backend",
+            "cpu",
+            "activations",
+            "--model",
+            IlgpuSae.Tests.Lm.LmTestData.BundledModel,
+            "--site",
+            "blocks.0.hook_resid_post",
+            "--corpus",
+            IlgpuSae.Tests.Lm.LmTestData.HeldOut,
+            "--tokens",
+            "8192",
+            "--context",
+            "32",
+            "--shard-rows",
+            "512",
+            "--out",
+            output,
+        ];
+
+    [Theory]
+    [InlineData(1, 5)]
+    [InlineData(6, 6)]
+    [InlineData(12, 7)]
+    public void An_activation_cache_killed_after_some_shards_resumes_to_the_identical_cache(
+        int shards,
+        int seed
+    )
+    {
+        var reference = CliRunner.Run(ActivationArgs(P("ref")));
+        reference.Code.Should().Be(0, reference.Err);
+        Directory.CreateDirectory(P("run"));
+        bool killed = RunAndKill(
+            ActivationArgs(P("run")),
+            _ => { },
+            () => Directory.GetFiles(P("run"), "shard-*.npy").Length >= shards,
+            new Random(seed).Next(60)
+        );
+        killed.Should().BeTrue("the kill lands before the cache is complete");
+        File.Exists(P("run/manifest.json")).Should().BeFalse();
+        var resumed = CliRunner.Run(ActivationArgs(P("run")));
+        resumed.Code.Should().Be(0, resumed.Err);
+        static string[] Shards(string folder) =>
+            [
+                .. Directory
+                    .GetFiles(folder, "shard-*.npy")
+                    .Order(StringComparer.Ordinal)
+                    .Select(BadInputs.Hash),
+            ];
+        Shards(P("run")).Should().Equal(Shards(P("ref")));
+        Directory
+            .GetFiles(P("run"))
+            .Select(Path.GetFileName)
+            .Should()
+            .NotContain(n => n!.StartsWith("pending-"));
+        File.Exists(P("run/progress.json")).Should().BeFalse();
         File.Exists(P("run/" + FolderLock.FileName)).Should().BeFalse();
     }
 }
