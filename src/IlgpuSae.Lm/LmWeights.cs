@@ -158,6 +158,7 @@ public sealed class LmWeights
         var lnB = r.Read("ln_f.bias", d);
         r.Prefix = "";
         var unembed = c.TiedEmbeddings || !r.Has("lm_head.weight") ? wte : r.Read("lm_head.weight", v, d);
+        r.Skip("lm_head.weight"); // tied: a copy of the embedding
         return new LmWeights
         {
             TokenEmbedding = wte,
@@ -230,6 +231,7 @@ public sealed class LmWeights
         var lnB = r.Read("final_layer_norm.bias", d);
         r.Prefix = "";
         var unembed = c.TiedEmbeddings ? wte : r.Read("embed_out.weight", v, d);
+        r.Skip("embed_out.weight"); // tied: a copy of the embedding
         return new LmWeights
         {
             TokenEmbedding = wte,
@@ -324,10 +326,22 @@ public sealed class LmWeights
     )
     {
         private readonly List<string> _problems = [];
+        private readonly HashSet<string> _used = new(StringComparer.Ordinal);
 
         public string Prefix { get; set; } = "";
 
         public bool Has(string name) => index.ContainsKey(name);
+
+        /// <summary>Marks a tensor that is present but deliberately not read (e.g. a tied output
+        /// matrix).</summary>
+        public void Skip(string name) => _used.Add(name);
+
+        private static bool IsBuffer(string name) =>
+            name.EndsWith(".attn.bias", StringComparison.Ordinal)
+            || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal)
+            || name.EndsWith(".attention.bias", StringComparison.Ordinal)
+            || name.EndsWith(".attention.masked_bias", StringComparison.Ordinal)
+            || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
 
         public float[] Read(string name, params int[] shape)
         {
@@ -338,6 +352,7 @@ public sealed class LmWeights
                 return [];
             }
 
+            _used.Add(full);
             var expected = shape.Select(s => (long)s).ToArray();
             if (!hit.Entry.Shape.SequenceEqual(expected))
             {
@@ -365,6 +380,20 @@ public sealed class LmWeights
 
         public void ThrowIfProblems()
         {
+            // Every tensor of the checkpoint must be used: a config.json with a smaller n_layer (or a
+            // narrower shape elsewhere) would otherwise silently drop layers. Causal-mask and rotary
+            // buffers, and an output matrix tied to the embedding, are not weights.
+            var unused = index
+                .Keys.Where(n => !_used.Contains(n) && !IsBuffer(n))
+                .Order(StringComparer.Ordinal)
+                .ToArray();
+            if (unused.Length > 0)
+            {
+                _problems.Add(
+                    $"{unused.Length} tensor(s) of the checkpoint are not used by config.json (is n_layer too small?): {string.Join(", ", unused.Take(8))}{(unused.Length > 8 ? ", …" : "")}"
+                );
+            }
+
             if (_problems.Count > 0)
             {
                 throw new InvalidDataException(

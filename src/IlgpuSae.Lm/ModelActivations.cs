@@ -343,19 +343,48 @@ public static class ActivationCacheBuilder
         var progressPath = Path.Combine(folder, ProgressFile);
         if (File.Exists(progressPath))
         {
-            var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
-            if (state["fingerprint"]!.GetValue<string>() != fingerprint)
+            string? pendingName;
+            string? recorded;
+            try
+            {
+                var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
+                recorded = state["fingerprint"]!.GetValue<string>();
+                nextContext = state["next_context"]!.GetValue<int>();
+                produced = state["produced"]!.GetValue<long>();
+                stats[0] = state["sum_norm"]!.GetValue<double>();
+                stats[1] = state["sum_sq_norm"]!.GetValue<double>();
+                shards = JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!;
+                pendingName = state["pending"]?.GetValue<string>();
+            }
+            catch (Exception e)
+                when (e
+                        is JsonException
+                            or NullReferenceException
+                            or FormatException
+                            or InvalidOperationException
+                )
+            {
+                // Written atomically, so a damaged record means the disk or a person changed it.
+                throw new InvalidDataException(
+                    $"{progressPath} is damaged ({e.Message}); the interrupted run cannot resume. Delete {folder} and start again.",
+                    e
+                );
+            }
+
+            if (shards.Any(s => s?.File is null || s.Sha256 is null) || nextContext < 0 || produced < 0)
+            {
+                throw new InvalidDataException(
+                    $"{progressPath} is damaged (a shard entry or a counter is invalid); delete {folder} and start again."
+                );
+            }
+
+            if (recorded != fingerprint)
             {
                 throw new InvalidOperationException(
                     $"{folder} holds a partial run of a different request ({ProgressFile}); choose another --out folder or delete it."
                 );
             }
 
-            nextContext = state["next_context"]!.GetValue<int>();
-            produced = state["produced"]!.GetValue<long>();
-            stats[0] = state["sum_norm"]!.GetValue<double>();
-            stats[1] = state["sum_sq_norm"]!.GetValue<double>();
-            shards = JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!;
             foreach (var shard in shards)
             {
                 var path = Path.Combine(folder, shard.File);
@@ -367,7 +396,7 @@ public static class ActivationCacheBuilder
                 }
             }
 
-            var pending = state["pending"]?.GetValue<string>();
+            var pending = pendingName;
             if (pending is not null)
             {
                 using var stream = File.OpenRead(Path.Combine(folder, pending));

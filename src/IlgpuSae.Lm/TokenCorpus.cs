@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using System.Text;
 
 namespace IlgpuSae.Lm;
@@ -150,10 +149,9 @@ public sealed class TokenCorpus
     /// whitespace.</summary>
     public static IEnumerable<string> Documents(string path)
     {
-        using var file = File.OpenRead(path);
         using Stream input = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase)
-            ? new GZipStream(file, CompressionMode.Decompress)
-            : file;
+            ? new IlgpuSae.IO.CheckedGzipStream(path)
+            : File.OpenRead(path);
         using var reader = new StreamReader(input, Encoding.UTF8);
         var doc = new StringBuilder();
         string? line;

@@ -21,15 +21,16 @@ public static class TrainingActivations
     ];
 
     /// <summary>Opens an activation file or cache folder; fills <paramref name="metadata"/> from a cache's
-    /// manifest.</summary>
+    /// manifest. <paramref name="verifyChecksums"/>: see <see cref="ActivationSources.Open"/>.</summary>
     public static IActivationSource OpenFile(
         string path,
         string? tensor,
-        IDictionary<string, object?> metadata
+        IDictionary<string, object?> metadata,
+        bool verifyChecksums = true
     )
     {
         ArgumentNullException.ThrowIfNull(metadata);
-        var source = ActivationSources.Open(path, tensor);
+        var source = ActivationSources.Open(path, tensor, verifyChecksums);
         if (source is ActivationCache cache)
         {
             foreach (var key in CacheKeys)

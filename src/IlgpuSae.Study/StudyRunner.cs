@@ -30,6 +30,17 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
+    /// <summary>Whether a study folder holds anything computed: a finished run, an activation cache or
+    /// the progress of one, or a training checkpoint or log.</summary>
+    private static bool HasWork(string folder) =>
+        Directory
+            .EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Select(Path.GetFileName)
+            .Any(name =>
+                name is "result.json" or "manifest.json" or "progress.json" or "metrics.jsonl"
+                || name!.StartsWith("shard-", StringComparison.Ordinal)
+            );
+
     /// <summary>The study folder.</summary>
     public string Folder { get; } = folder;
 
@@ -47,7 +58,13 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         Directory.CreateDirectory(Folder);
         var studyFile = Path.Combine(Folder, "study.json");
         var settings = config.ToJson();
-        if (File.Exists(studyFile) && File.ReadAllText(studyFile) != settings)
+        if (File.Exists(studyFile) && File.ReadAllText(studyFile) != settings && !HasWork(Folder))
+        {
+            // A study that failed before computing anything (a wrong path, a bad site) must not block its
+            // corrected retry: its study.json is replaced.
+            log?.Invoke($"  {Folder}: replacing the settings of a study that produced nothing yet");
+        }
+        else if (File.Exists(studyFile) && File.ReadAllText(studyFile) != settings)
         {
             throw new InvalidOperationException(
                 $"{Folder} holds a study with different settings (study.json); choose another output folder."

@@ -16,7 +16,17 @@ internal sealed class ActivationOptions
     public Option<string?> Tensor { get; } =
         new("--tensor") { Description = "Tensor name inside a .safetensors activation file." };
 
-    public IEnumerable<Option> All => [Acts, Tensor];
+    public Option<bool> SkipChecksums { get; } =
+        new("--skip-checksums")
+        {
+            Description =
+                "Cache folders: do not check each shard's SHA-256 against manifest.json (checked by default when a shard is first read).",
+        };
+
+    public IEnumerable<Option> All => [Acts, Tensor, SkipChecksums];
+
+    /// <summary>Whether to verify cache shards (<c>--skip-checksums</c> not given).</summary>
+    public bool Verify(ParseResult parse) => !parse.GetValue(SkipChecksums);
 
     public string Require(ParseResult parse) =>
         parse.GetValue(Acts)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using IlgpuSae.IO;
 using IlgpuSae.Lm;
 
 namespace IlgpuSae.Cli.Commands;
@@ -59,6 +60,19 @@ internal static class ActivationsCommand
                 Task.FromResult(
                     CommonOptions.Guard(() =>
                     {
+                        var outDir = parse.GetValue(output)!;
+                        OutputPaths.EnsureSeparate(
+                            "--out",
+                            outDir,
+                            ("--model", parse.GetValue(lm.Model)),
+                            ("--corpus", parse.GetValue(lm.Corpus))
+                        );
+                        using var folderLock = FolderLock.Acquire(outDir, "activations");
+                        if (folderLock.StaleNote is { } stale)
+                        {
+                            Console.Error.WriteLine($"note: {outDir}: {stale}.");
+                        }
+
                         using var device = CommonOptions.OpenDevice(parse);
                         var (model, tokenizer, site, corpus) = lm.Open(parse, device);
                         using var _ = model;
@@ -76,7 +90,6 @@ internal static class ActivationsCommand
                             },
                             cancel
                         );
-                        var outDir = parse.GetValue(output)!;
                         Console.WriteLine(
                             string.Create(
                                 CultureInfo.InvariantCulture,

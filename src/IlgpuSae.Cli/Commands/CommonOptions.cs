@@ -53,6 +53,76 @@ internal static class CommonOptions
         return option;
     }
 
+    // Counts that must be at least 1, and counts that must not be negative, wherever a command has them.
+    private static readonly HashSet<string> PositiveCounts =
+    [
+        "--batch-size",
+        "--lm-batch",
+        "--shard-rows",
+        "--log-every",
+        "--steps",
+        "--rows",
+        "--d",
+        "--features",
+        "--d-sae",
+        "--k",
+        "--expansion",
+        "--eval-tokens",
+        "--ito-l0",
+    ];
+
+    private static readonly HashSet<string> NonNegativeCounts =
+    [
+        "--tokens",
+        "--lr-warmup",
+        "--l1-warmup",
+        "--checkpoint-every",
+        "--resample-every",
+        "--context",
+        "--device",
+    ];
+
+    /// <summary>
+    /// Adds range checks to every count option of <paramref name="command"/> and its subcommands (by name:
+    /// batch sizes, periods and widths must be positive, token counts and warm-ups not negative), so that
+    /// <c>--batch-size 0</c> or <c>-1</c> is a parse error naming the option, in every command.
+    /// </summary>
+    public static void AddRangeChecks(Command command)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        foreach (var option in command.Options)
+        {
+            bool positive = PositiveCounts.Contains(option.Name);
+            if (positive || NonNegativeCounts.Contains(option.Name))
+            {
+                option.Validators.Add(result =>
+                {
+                    foreach (var token in result.Tokens)
+                    {
+                        if (
+                            long.TryParse(
+                                token.Value,
+                                System.Globalization.NumberStyles.Integer,
+                                System.Globalization.CultureInfo.InvariantCulture,
+                                out var v
+                            ) && (positive ? v <= 0 : v < 0)
+                        )
+                        {
+                            result.AddError(
+                                $"{option.Name} must be {(positive ? "at least 1" : "0 or more")}, got {v}."
+                            );
+                        }
+                    }
+                });
+            }
+        }
+
+        foreach (var sub in command.Subcommands)
+        {
+            AddRangeChecks(sub);
+        }
+    }
+
     /// <summary>Opens the device the options (or the environment) ask for.</summary>
     public static SaeDevice OpenDevice(ParseResult parse, SaeDeviceOptions? options = null)
     {
@@ -73,12 +143,38 @@ internal static class CommonOptions
         );
     }
 
-    /// <summary>Runs a command body, turning expected failures into a message and exit code 2.</summary>
+    /// <summary>
+    /// Runs a command body, turning expected failures into one <c>error:</c> line and exit code 2. Anything
+    /// else (a bug) is still one line, naming the exception type, with exit code 70: no input ever produces
+    /// a .NET stack trace. Cancellation (Ctrl-C) passes through.
+    /// </summary>
     public static int Guard(Func<int> body)
     {
         try
         {
+            return GuardExpected(body);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Console.Error.WriteLine(
+                $"error: internal error ({e.GetType().Name}): {OneLine(e.Message)} (please report this)"
+            );
+            return 70;
+        }
+    }
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+
+    private static int GuardExpected(Func<int> body)
+    {
+        try
+        {
             return body();
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine($"error: {OneLine(e.Message)} (no permission)");
+            return 2;
         }
         catch (BackendUnavailableException e)
         {

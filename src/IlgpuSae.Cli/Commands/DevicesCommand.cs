@@ -24,6 +24,22 @@ internal static class DevicesCommand
             CommonOptions.Guard(() =>
             {
                 var devices = DeviceCatalog.ListDevices();
+                // An explicit --backend lists that backend's devices, and is an error when it has none.
+                if (
+                    parse.GetValue(CommonOptions.Backend) is { } explicitBackend
+                    && BackendKinds.Parse(explicitBackend) is var kind and not BackendKind.Auto
+                )
+                {
+                    if (!devices.Any(d => d.Backend == kind && d.IsSupported))
+                    {
+                        throw new BackendUnavailableException(
+                            $"Backend '{kind.ToName()}' is not available on this machine.",
+                            devices
+                        );
+                    }
+
+                    devices = [.. devices.Where(d => d.Backend == kind)];
+                }
                 if (parse.GetValue(json))
                 {
                     var payload = new

@@ -41,6 +41,7 @@ internal static class EncodeCommand
             sae,
             acts.Acts,
             acts.Tensor,
+            acts.SkipChecksums,
             output,
             tokens,
             batch,
@@ -48,9 +49,19 @@ internal static class EncodeCommand
         command.SetAction(parse =>
             CommonOptions.Guard(() =>
             {
+                OutputPaths.EnsureSeparate(
+                    "--out",
+                    parse.GetValue(output),
+                    ("--sae", parse.GetValue(sae)),
+                    ("--acts", parse.GetValue(acts.Acts))
+                );
                 using var device = CommonOptions.OpenDevice(parse);
                 using var model = SaeFiles.Load(device, parse.GetValue(sae)!);
-                using var data = ActivationSources.Open(acts.Require(parse), parse.GetValue(acts.Tensor));
+                using var data = ActivationSources.Open(
+                    acts.Require(parse),
+                    parse.GetValue(acts.Tensor),
+                    acts.Verify(parse)
+                );
                 var (indptr, indices, values) = SparseEncoder.Encode(
                     model,
                     data,

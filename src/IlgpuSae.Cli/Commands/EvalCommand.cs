@@ -113,7 +113,14 @@ internal static class EvalCommand
                         else
                         {
                             var actsPath = acts.Require(parse);
-                            using var data = ActivationSources.Open(actsPath, parse.GetValue(acts.Tensor));
+                            var provenance = new Dictionary<string, object?>();
+                            using var data = TrainingActivations.OpenFile(
+                                actsPath,
+                                parse.GetValue(acts.Tensor),
+                                provenance,
+                                acts.Verify(parse)
+                            );
+                            WarnOnSiteMismatch(model, provenance, data.Description);
                             long maxTokens = parse.GetValue(tokens) ?? long.MaxValue;
                             int rowsPerBatch = parse.GetValue(batch);
                             if (target is null)
@@ -220,6 +227,36 @@ internal static class EvalCommand
         );
         return command;
     }
+
+    /// <summary>Warns when the activations come from another hook site (or model) than the SAE was
+    /// trained on, as both record them.</summary>
+    private static void WarnOnSiteMismatch(
+        SparseAutoencoder sae,
+        Dictionary<string, object?> provenance,
+        string description
+    )
+    {
+        foreach (var key in new[] { "hook_name", "model_name" })
+        {
+            var expected = sae.Config.Metadata.TryGetValue(key, out var e) ? Text(e) : null;
+            var actual = provenance.TryGetValue(key, out var a) ? Text(a) : null;
+            if (expected is { Length: > 0 } && actual is { Length: > 0 } && expected != actual)
+            {
+                Console.Error.WriteLine(
+                    $"warning: the SAE was trained on {key} '{expected}' but {description} holds '{actual}'; the metrics describe an SAE used off its site."
+                );
+            }
+        }
+    }
+
+    private static string? Text(object? value) =>
+        value switch
+        {
+            null => null,
+            JsonElement { ValueKind: JsonValueKind.String } j => j.GetString(),
+            JsonElement j => j.GetRawText(),
+            _ => value.ToString(),
+        };
 
     private static string? MetadataString(SparseAutoencoder sae, string key) =>
         sae.Config.Metadata.TryGetValue(key, out var v) && v?.ToString() is { Length: > 0 } text

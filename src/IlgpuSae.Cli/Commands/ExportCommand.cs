@@ -33,6 +33,11 @@ internal static class ExportCommand
         command.SetAction(parse =>
             CommonOptions.Guard(() =>
             {
+                IO.OutputPaths.EnsureSeparate(
+                    "--out",
+                    parse.GetValue(output),
+                    ("--sae", parse.GetValue(sae))
+                );
                 using var device = CommonOptions.OpenDevice(parse);
                 using var source = SaeFiles.Load(device, parse.GetValue(sae)!);
                 if (

@@ -10,6 +10,19 @@ internal static class StudyConsole
     public static int Run(ParseResult parse, StudyConfig config, string outDir, CancellationToken cancel)
     {
         config.Validate();
+        IlgpuSae.IO.OutputPaths.EnsureSeparate(
+            "--out",
+            outDir,
+            ("--model", config.Model),
+            ("--corpus", config.TrainCorpus),
+            ("--eval-corpus", config.EvalCorpus)
+        );
+        using var folderLock = IlgpuSae.IO.FolderLock.Acquire(outDir, parse.CommandResult.Command.Name);
+        if (folderLock.StaleNote is { } stale)
+        {
+            Console.Error.WriteLine($"note: {outDir}: {stale}.");
+        }
+
         using var device = CommonOptions.OpenDevice(parse);
         Console.WriteLine(
             $"Study → {outDir} on {device}: sites {string.Join(", ", config.Sites)}; arms {string.Join(", ", config.Arms)}; "

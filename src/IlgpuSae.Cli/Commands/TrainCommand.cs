@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using IlgpuSae.Backends;
 using IlgpuSae.Data;
+using IlgpuSae.IO;
 using IlgpuSae.Lm;
 using IlgpuSae.Sae;
 using IlgpuSae.Training;
@@ -155,7 +156,49 @@ internal static class TrainCommand
         int batchSize = parse.GetValue(o.Batch);
         long steps = parse.GetValue(o.Tokens) / batchSize;
         var outDir = parse.GetValue(o.Output)!;
-        if (!parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeTrainer.MetricsFile)))
+        // Reliability (issue 16): outputs never overlap inputs, one run per folder, and a log left by a run
+        // killed before its first checkpoint is discarded rather than blocking or polluting this one.
+        var inputs = new (string, string?)[]
+        {
+            ("--acts", parse.GetValue(o.Acts.Acts)),
+            ("--init", parse.GetValue(o.Init)),
+            ("--rescale-shift-of", parse.GetValue(o.RescaleOf)),
+            ("--model", parse.GetValue(o.Lm.Model)),
+            ("--corpus", parse.GetValue(o.Lm.Corpus)),
+        };
+        OutputPaths.EnsureSeparate("--out", outDir, inputs);
+        OutputPaths.EnsureSeparate("--cache-activations", parse.GetValue(o.CacheActs), inputs);
+        if (
+            parse.GetValue(o.CacheActs) is { } cachePath
+            && Path.TrimEndingDirectorySeparator(Path.GetFullPath(cachePath))
+                == Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir))
+        )
+        {
+            throw new ArgumentException("--cache-activations must be another folder than --out.");
+        }
+        using var folderLock = FolderLock.Acquire(outDir, "train");
+        if (folderLock.StaleNote is { } stale)
+        {
+            Console.Error.WriteLine($"note: {outDir}: {stale}.");
+        }
+
+        using var cacheLock = parse.GetValue(o.CacheActs) is { } cacheDir
+            ? FolderLock.Acquire(cacheDir, "train --cache-activations")
+            : null;
+        var metricsPath = Path.Combine(outDir, SaeTrainer.MetricsFile);
+        if (
+            File.Exists(metricsPath)
+            && SaeTrainer.LatestCheckpoint(outDir) is null
+            && !File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile))
+        )
+        {
+            Console.Error.WriteLine(
+                $"note: {outDir} holds the log of a run interrupted before its first checkpoint; it is discarded and training starts from step 0."
+            );
+            File.Delete(metricsPath);
+        }
+
+        if (!parse.GetValue(o.Resume) && File.Exists(metricsPath))
         {
             throw new ArgumentException(
                 $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
@@ -202,6 +245,17 @@ internal static class TrainCommand
 
         var options = recipe.Apply(o.ToTrainerOptions(parse, steps), data.Dim);
         options = o.WithExplicitOverrides(parse, options, recipe);
+        foreach (var warning in TrainingWarnings.For(options, data.Rows))
+        {
+            Console.Error.WriteLine($"warning: {warning}");
+        }
+
+        if (parse.GetValue(o.Init) is not null && parse.GetValue(o.RescaleOf) is not null)
+        {
+            throw new ArgumentException(
+                "Give --init or --rescale-shift-of, not both: --rescale-shift-of starts from its baseline."
+            );
+        }
         if (parse.GetValue(o.Normalize) && recipe.RescaleShift)
         {
             throw new ArgumentException(
@@ -240,11 +294,22 @@ internal static class TrainCommand
         using var sae =
             parse.GetValue(o.RescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
             : parse.GetValue(o.Init) is { } initPath
-                ? recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae))
+                ? WithMetadata(
+                    recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae)),
+                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
+                )
             : recipe.Create(device, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
         using var trainer = new SaeTrainer(sae, data, options, outDir);
         if (parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
         {
+            EnsureSameData(checkpoint, metadata, data.Description);
+            if (parse.GetValue(o.Init) is { } ignoredInit)
+            {
+                Console.Error.WriteLine(
+                    $"note: --init {ignoredInit} is not used: a resumed run continues from {checkpoint}."
+                );
+            }
+
             trainer.Resume(checkpoint, parse.GetValue(o.Overrides));
             Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
         }
@@ -261,6 +326,88 @@ internal static class TrainCommand
             )
         );
         return 0;
+    }
+
+    /// <summary>
+    /// The SAE of <c>--init</c> with this run's metadata (its data's hook, model and context, this run's
+    /// training entry) instead of the old SAE's, which would otherwise send <c>eval --model</c> to the old
+    /// site.
+    /// </summary>
+    private static SparseAutoencoder WithMetadata(
+        SparseAutoencoder loaded,
+        IReadOnlyDictionary<string, object?> metadata
+    )
+    {
+        try
+        {
+            var fresh = SparseAutoencoder.CreateEmpty(
+                loaded.Device,
+                loaded.Config with
+                {
+                    Metadata = metadata,
+                }
+            );
+            fresh.CopyParametersFrom(loaded);
+            return fresh;
+        }
+        finally
+        {
+            loaded.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Refuses <c>--resume</c> onto activations of another model, hook, context or dataset than the
+    /// checkpoint was trained on (as both record them), and notes a different activation path.
+    /// </summary>
+    private static void EnsureSameData(
+        string checkpoint,
+        IReadOnlyDictionary<string, object?> metadata,
+        string description
+    )
+    {
+        var saved = SaeFiles.ReadConfig(Path.Combine(checkpoint, SaeFiles.ConfigFile)).Metadata;
+        static string? Text(object? v) =>
+            v switch
+            {
+                null => null,
+                System.Text.Json.Nodes.JsonValue j when j.TryGetValue<string>(out var s) => s,
+                System.Text.Json.Nodes.JsonNode j => j.ToJsonString(),
+                System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.String } e =>
+                    e.GetString(),
+                System.Text.Json.JsonElement e => e.GetRawText(),
+                string s => s,
+                _ => System.Text.Json.JsonSerializer.Serialize(v),
+            };
+        var changed = new List<string>();
+        foreach (var key in new[] { "model_name", "hook_name", "context_size", "dataset_path" })
+        {
+            string? before = saved.TryGetValue(key, out var b) ? Text(b) : null;
+            string? now = metadata.TryGetValue(key, out var n) ? Text(n) : null;
+            if (before != now)
+            {
+                changed.Add($"{key}: checkpoint {before ?? "(absent)"}, this run {now ?? "(absent)"}");
+            }
+        }
+
+        if (changed.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"{checkpoint} was trained on other activations: {string.Join("; ", changed)}. A resumed run reads the same data; start a new run (--init) for other data."
+            );
+        }
+
+        if (
+            saved.TryGetValue("training", out var t)
+            && t is System.Text.Json.Nodes.JsonObject training
+            && Text(training["activations"]) is { } path
+            && path != description
+        )
+        {
+            Console.Error.WriteLine(
+                $"note: {checkpoint} was trained on {path}; this run reads {description} (same model, hook and context)."
+            );
+        }
     }
 
     private static SparseAutoencoder Wrap(
@@ -289,7 +436,12 @@ internal static class TrainCommand
     {
         if (!lm.Given(parse))
         {
-            return TrainingActivations.OpenFile(acts.Require(parse), parse.GetValue(acts.Tensor), metadata);
+            return TrainingActivations.OpenFile(
+                acts.Require(parse),
+                parse.GetValue(acts.Tensor),
+                metadata,
+                acts.Verify(parse)
+            );
         }
 
         if (parse.GetValue(acts.Acts) is not null)

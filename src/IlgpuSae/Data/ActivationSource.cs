@@ -35,12 +35,24 @@ public static class ActivationSources
     /// </summary>
     /// <exception cref="FileNotFoundException">Nothing is at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a valid activation table.</exception>
-    public static IActivationSource Open(string path, string? tensor = null)
+    /// <param name="path">The file or cache folder.</param>
+    /// <param name="tensor">The tensor of a <c>.safetensors</c> file.</param>
+    /// <param name="verifyChecksums">For a cache folder: check each shard's SHA-256 against the manifest
+    /// when the shard is first read (one extra sequential read of it); false skips the check for huge
+    /// caches.</param>
+    public static IActivationSource Open(string path, string? tensor = null, bool verifyChecksums = true)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (tensor is not null && !path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException(
+                $"A tensor name ('{tensor}') applies to .safetensors activations only; {path} is not one."
+            );
+        }
+
         if (Directory.Exists(path))
         {
-            return ActivationCache.Open(path);
+            return ActivationCache.Open(path, verifyChecksums);
         }
 
         if (!File.Exists(path))
@@ -229,10 +241,18 @@ public sealed class ActivationCache : IActivationSource
     private readonly string _folder;
     private readonly NpyActivations[] _shards;
     private readonly long[] _starts;
+    private readonly bool[] _verified;
 
-    private ActivationCache(string folder, ActivationManifest manifest, NpyActivations[] shards)
+    private ActivationCache(
+        string folder,
+        ActivationManifest manifest,
+        NpyActivations[] shards,
+        bool verifyChecksums
+    )
     {
         _folder = folder;
+        _verified = new bool[shards.Length];
+        Array.Fill(_verified, !verifyChecksums);
         Manifest = manifest;
         _shards = shards;
         _starts = new long[shards.Length + 1];
@@ -254,10 +274,14 @@ public sealed class ActivationCache : IActivationSource
     /// <inheritdoc/>
     public string Description => _folder;
 
-    /// <summary>Opens a cache folder.</summary>
+    /// <summary>
+    /// Opens a cache folder. With <paramref name="verifyChecksums"/> (the default) each shard's SHA-256 is
+    /// checked against the manifest the first time a row of it is read (so a run pays one extra sequential
+    /// read per shard it uses, spread over the run); a mismatch is an <see cref="InvalidDataException"/>.
+    /// </summary>
     /// <exception cref="InvalidDataException">The manifest is missing, malformed or disagrees with a
     /// shard.</exception>
-    public static ActivationCache Open(string folder)
+    public static ActivationCache Open(string folder, bool verifyChecksums = true)
     {
         var manifestPath = Path.Combine(folder, "manifest.json");
         if (!File.Exists(manifestPath))
@@ -286,10 +310,28 @@ public sealed class ActivationCache : IActivationSource
             );
         }
 
+        if (
+            manifest.Shards is null
+            || manifest.Shards.Any(s => s is null || s.File is null || s.Sha256 is null)
+        )
+        {
+            throw new InvalidDataException(
+                $"{manifestPath}: every shard needs a file, rows and sha256 (null or missing entries)."
+            );
+        }
+
         if (manifest.DIn <= 0 || manifest.Shards.Count == 0)
         {
             throw new InvalidDataException(
                 $"{manifestPath}: d_in must be positive and at least one shard must be listed."
+            );
+        }
+
+        long listed = SizeMath.Sum(manifest.Shards.Select(s => s.Rows), manifestPath);
+        if (listed != manifest.TotalRows)
+        {
+            throw new InvalidDataException(
+                $"{manifestPath}: total_rows {manifest.TotalRows} differs from the shards' {listed}."
             );
         }
 
@@ -324,13 +366,6 @@ public sealed class ActivationCache : IActivationSource
                     );
                 }
             }
-
-            if (shards.Sum(s => s.Rows) != manifest.TotalRows)
-            {
-                throw new InvalidDataException(
-                    $"{manifestPath}: total_rows {manifest.TotalRows} differs from the shards' {shards.Sum(s => s.Rows)}."
-                );
-            }
         }
         catch
         {
@@ -338,23 +373,42 @@ public sealed class ActivationCache : IActivationSource
             throw;
         }
 
-        return new ActivationCache(folder, manifest, [.. shards]);
+        return new ActivationCache(folder, manifest, [.. shards], verifyChecksums);
     }
 
-    /// <summary>Checks every shard's SHA-256 against the manifest.</summary>
+    /// <summary>Checks every shard's SHA-256 against the manifest now.</summary>
     /// <exception cref="InvalidDataException">A checksum differs.</exception>
     public void Verify()
     {
-        foreach (var shard in Manifest.Shards)
+        for (int s = 0; s < _shards.Length; s++)
         {
-            var actual = Sha256Of(Path.Combine(_folder, shard.File));
-            if (!string.Equals(actual, shard.Sha256, StringComparison.OrdinalIgnoreCase))
+            VerifyShard(s);
+        }
+    }
+
+    private void EnsureVerified(int s)
+    {
+        lock (_verified)
+        {
+            if (!_verified[s])
             {
-                throw new InvalidDataException(
-                    $"{_folder}: shard {shard.File} has SHA-256 {actual}, the manifest says {shard.Sha256} (corrupt or modified)."
-                );
+                VerifyShard(s);
             }
         }
+    }
+
+    private void VerifyShard(int s)
+    {
+        var shard = Manifest.Shards[s];
+        var actual = Sha256Of(Path.Combine(_folder, shard.File));
+        if (!string.Equals(actual, shard.Sha256, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new InvalidDataException(
+                $"{_folder}: shard {shard.File} has SHA-256 {actual}, the manifest says {shard.Sha256} (corrupt or modified; --skip-checksums reads it anyway)."
+            );
+        }
+
+        _verified[s] = true;
     }
 
     /// <inheritdoc/>
@@ -374,6 +428,7 @@ public sealed class ActivationCache : IActivationSource
 
             long inShard = row - _starts[s];
             int take = (int)Math.Min((destination.Length - offset) / Dim, _shards[s].Rows - inShard);
+            EnsureVerified(s);
             _shards[s].ReadRows(inShard, destination.Slice(offset, take * Dim));
             offset += take * Dim;
             row += take;

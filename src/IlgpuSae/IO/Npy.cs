@@ -12,7 +12,8 @@ namespace IlgpuSae.IO;
 public sealed record NpyHeader(TensorDType DType, long[] Shape, long DataOffset)
 {
     /// <summary>Number of elements.</summary>
-    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <exception cref="InvalidDataException">The product of the dimensions overflows.</exception>
+    public long Count => SizeMath.ElementCount(Shape, "npy header");
 }
 
 /// <summary>
@@ -39,6 +40,18 @@ public static partial class Npy
     public static NpyHeader ReadHeader(Stream stream, string name, long? totalLength = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
+        try
+        {
+            return ReadHeaderCore(stream, name, totalLength);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"{name}: truncated .npy header.", e);
+        }
+    }
+
+    private static NpyHeader ReadHeaderCore(Stream stream, string name, long? totalLength)
+    {
         var prefix = new byte[8];
         if (
             stream.ReadAtLeast(prefix, 8, throwOnEndOfStream: false) < 8
@@ -62,7 +75,8 @@ public static partial class Npy
         {
             var len = new byte[4];
             stream.ReadExactly(len);
-            headerLength = checked((int)BitConverter.ToUInt32(len));
+            uint declared = BitConverter.ToUInt32(len);
+            headerLength = declared > 1 << 20 ? -1 : (int)declared; // refused below
             offset = 12;
         }
         else
@@ -72,7 +86,7 @@ public static partial class Npy
 
         if (headerLength <= 0 || headerLength > 1 << 20)
         {
-            throw new InvalidDataException($"{name}: invalid .npy header length {headerLength}.");
+            throw new InvalidDataException($"{name}: invalid .npy header length (more than 1 MiB, or zero).");
         }
 
         var headerBytes = new byte[headerLength];
@@ -124,10 +138,11 @@ public static partial class Npy
             )
             .ToArray();
         var result = new NpyHeader(dtype, shape, offset + headerLength);
-        if (totalLength is long total && total - result.DataOffset < result.Count * dtype.Size())
+        long needed = SizeMath.ByteCount(SizeMath.ElementCount(shape, name), dtype.Size(), name);
+        if (totalLength is long total && total - result.DataOffset < needed)
         {
             throw new InvalidDataException(
-                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {result.Count * dtype.Size()} bytes of data, the file has {total - result.DataOffset} (truncated?)."
+                $"{name}: shape [{string.Join(", ", shape)}] of {dtype} needs {needed} bytes of data, the file has {total - result.DataOffset} (truncated?)."
             );
         }
 
@@ -147,7 +162,9 @@ public static partial class Npy
             throw new InvalidDataException($"{name}: expected a floating-point array, got {header.DType}.");
         }
 
-        var bytes = new byte[checked(header.Count * header.DType.Size())];
+        var bytes = new byte[
+            SizeMath.ArrayLength(SizeMath.ByteCount(header.Count, header.DType.Size(), name), name)
+        ];
         try
         {
             stream.ReadExactly(bytes);

@@ -14,7 +14,8 @@ namespace IlgpuSae.IO;
 public sealed record SafetensorsEntry(string Name, TensorDType DType, long[] Shape, long Begin, long End)
 {
     /// <summary>Number of elements.</summary>
-    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <exception cref="InvalidDataException">The product of the dimensions overflows.</exception>
+    public long Count => SizeMath.ElementCount(Shape, $"safetensors tensor '{Name}'");
 
     /// <summary>The shape as <c>[a, b]</c>.</summary>
     public string ShapeText => "[" + string.Join(", ", Shape) + "]";
@@ -103,7 +104,7 @@ public sealed class SafetensorsFile : IDisposable
     public float[] ReadFloats(string name)
     {
         var e = this[name];
-        var result = new float[e.Count];
+        var result = new float[SizeMath.ArrayLength(e.Count, $"{Path}: tensor '{name}'")];
         ReadFloats(e, 0, result);
         return result;
     }
@@ -147,7 +148,7 @@ public sealed class SafetensorsFile : IDisposable
     public unsafe long[] ReadInt64(string name)
     {
         var e = this[name];
-        var result = new long[e.Count];
+        var result = new long[SizeMath.ArrayLength(e.Count, $"{Path}: tensor '{name}'")];
         if (result.Length == 0)
         {
             return result;
@@ -226,7 +227,9 @@ public sealed class SafetensorsFile : IDisposable
             }
 
             var dtypeText =
-                (t["dtype"] as JsonValue)?.GetValue<string>() ?? throw Bad($"gives tensor '{name}' no dtype");
+                t["dtype"] is JsonValue dv && dv.TryGetValue<string>(out var dts)
+                    ? dts
+                    : throw Bad($"gives tensor '{name}' no dtype");
             if (!Enum.TryParse<TensorDType>(dtypeText, ignoreCase: false, out var dtype))
             {
                 throw Bad(
@@ -247,15 +250,21 @@ public sealed class SafetensorsFile : IDisposable
                 throw Bad($"gives tensor '{name}' no valid data_offsets");
             }
 
-            long begin = offsets[0]!.GetValue<long>(),
-                end = offsets[1]!.GetValue<long>();
+            if (
+                !((JsonValue)offsets[0]!).TryGetValue<long>(out var begin)
+                || !((JsonValue)offsets[1]!).TryGetValue<long>(out var end)
+            )
+            {
+                throw Bad($"gives tensor '{name}' data_offsets that are not 64-bit integers");
+            }
+
             var entry = new SafetensorsEntry(name, dtype, shape, begin, end);
             long expected;
             try
             {
-                expected = checked(entry.Count * dtype.Size());
+                expected = SizeMath.ByteCount(SizeMath.ElementCount(shape, name), dtype.Size(), name);
             }
-            catch (OverflowException)
+            catch (InvalidDataException)
             {
                 throw Bad($"gives tensor '{name}' a shape too large to address");
             }

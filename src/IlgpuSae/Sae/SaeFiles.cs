@@ -75,7 +75,31 @@ public static class SaeFiles
             "normalize_activations_scaling_factor",
         };
 
+    /// <summary>The SAELens version whose <c>cfg.json</c> layout is written
+    /// (<c>metadata.sae_lens_version</c>): SAELens reads configs at 6.0 or later without
+    /// conversion.</summary>
+    public const string SaeLensFormatVersion = "6.0.0";
+
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    // Top-level keys of pre-6.0 SAELens configs and the metadata keys SAELens v6 moved them to.
+    private static readonly (string Legacy, string Key)[] LegacyMetadataKeys =
+    [
+        ("model_name", "model_name"),
+        ("hook_name", "hook_name"),
+        ("hook_point", "hook_name"),
+        ("hook_head_index", "hook_head_index"),
+        ("hook_point_head_index", "hook_head_index"),
+        ("model_class_name", "model_class_name"),
+        ("model_from_pretrained_kwargs", "model_from_pretrained_kwargs"),
+        ("prepend_bos", "prepend_bos"),
+        ("exclude_special_tokens", "exclude_special_tokens"),
+        ("neuronpedia_id", "neuronpedia_id"),
+        ("context_size", "context_size"),
+        ("seqpos_slice", "seqpos_slice"),
+        ("dataset_path", "dataset_path"),
+        ("sae_lens_training_version", "sae_lens_training_version"),
+    ];
 
     /// <summary>
     /// Writes <paramref name="sae"/> into <paramref name="folder"/> (created if needed; other files there are
@@ -132,6 +156,16 @@ public static class SaeFiles
             metadata[k] = JsonSerializer.SerializeToNode(v);
         }
 
+        // SAELens (v6) reads a cfg.json without metadata.sae_lens_version as a pre-6.0 config and rebuilds
+        // the metadata from top-level keys, dropping ours; the version marks the v6 layout we write. The
+        // training version stays null (as SAELens's own converters write it for SAEs it did not train);
+        // values already there (an SAE saved by SAELens) are kept.
+        metadata["sae_lens_version"] ??= SaeLensFormatVersion;
+        if (!metadata.ContainsKey("sae_lens_training_version"))
+        {
+            metadata["sae_lens_training_version"] = null;
+        }
+
         metadata["ilgpusae"] = new JsonObject
         {
             ["version"] = typeof(SaeFiles).Assembly.GetName().Version?.ToString(3),
@@ -154,6 +188,16 @@ public static class SaeFiles
         {
             json["k"] = config.K;
             json["rescale_acts_by_decoder_norm"] = false;
+        }
+        else if (
+            metadata["training"] is JsonObject training
+            && training["l1_coefficient"] is JsonValue l1
+            && l1.TryGetValue<double>(out var lambda)
+        )
+        {
+            // The sparsity coefficient under the name SAELens's training configs read (standard, gated).
+            json["l1_coefficient"] = lambda;
+            json["lp_norm"] = 1.0;
         }
 
         if (config.MatryoshkaWidths is { } widths)
@@ -288,6 +332,16 @@ public static class SaeFiles
                 }
 
                 metadata[k] = v?.DeepClone();
+            }
+        }
+
+        // A pre-6.0 SAELens config keeps its provenance at the top level (hook_point was hook_name's old
+        // name); carry it into the metadata, so that a re-saved folder (v6 layout) keeps it.
+        foreach (var (legacy, key) in LegacyMetadataKeys)
+        {
+            if (root[legacy] is { } value && !metadata.ContainsKey(key))
+            {
+                metadata[key] = value.DeepClone();
             }
         }
 

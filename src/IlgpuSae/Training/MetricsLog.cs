@@ -23,6 +23,9 @@ public sealed class MetricsLog
     /// <summary>The log file.</summary>
     public string Path { get; }
 
+    /// <summary>Deletes the log (a fresh run from step 0 starts a new one).</summary>
+    public void Clear() => File.Delete(Path);
+
     /// <summary>Appends one line.</summary>
     public void Append(JsonObject line)
     {
@@ -31,7 +34,11 @@ public sealed class MetricsLog
         File.AppendAllText(Path, line.ToJsonString() + "\n");
     }
 
-    /// <summary>Drops every line after <paramref name="step"/> (atomically).</summary>
+    /// <summary>
+    /// Drops every line after <paramref name="step"/> (atomically). A torn last line (no final newline, as
+    /// a crash or a full disk in the middle of an append leaves it) is dropped too; a malformed complete
+    /// line is an <see cref="InvalidDataException"/>.
+    /// </summary>
     public void TruncateAfter(long step)
     {
         if (!File.Exists(Path))
@@ -39,7 +46,10 @@ public sealed class MetricsLog
             return;
         }
 
-        var lines = File.ReadAllLines(Path);
+        var text = File.ReadAllText(Path);
+        var lines = text.Split('\n');
+        // The piece after the last newline is empty for a complete log, a torn record otherwise.
+        lines = lines[..^1];
         var kept = new List<string>();
         for (int n = 0; n < lines.Length; n++)
         {
