@@ -148,6 +148,60 @@ public sealed partial class DeviceOps
         kernel(Stream, Items(p.M), p.M, Items(p.M), f, phi, a, psi, norms, du, gBEnc, sums, p);
     }
 
+    internal void TopKFamilySparseBackward(
+        ArrayView<float> f,
+        ArrayView<float> phi,
+        ArrayView<float> a,
+        ArrayView<float> psi,
+        ArrayView<float> norms,
+        ArrayView<float> du,
+        ArrayView<float> gBEnc,
+        ArrayView<float> sums,
+        ArrayView<int> colIdx,
+        ArrayView<int> colCount,
+        FamilyBackwardArgs p
+    )
+    {
+        var kernel = Kernel(
+            "TopKFamilySparseBackward",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<int>,
+                    ArrayView<int>,
+                    FamilyBackwardArgs
+                >(VariantKernels.TopKFamilySparseBackwardKernel)
+        );
+        kernel(
+            Stream,
+            Items(p.M),
+            p.M,
+            Items(p.M),
+            f,
+            phi,
+            a,
+            psi,
+            norms,
+            du,
+            gBEnc,
+            sums,
+            colIdx,
+            colCount,
+            p
+        );
+    }
+
     internal void GlobalThresholdEncode(
         ArrayView<float> u,
         ArrayView<float> bEnc,

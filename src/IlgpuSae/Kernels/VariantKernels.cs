@@ -311,6 +311,56 @@ internal static class VariantKernels
     }
 
     /// <summary>
+    /// <see cref="TopKFamilyBackwardKernel"/> on the sparse path: one item per feature walking only its
+    /// active rows (<paramref name="colIdx"/>[i·B …], <paramref name="colCount"/>[i], from the column
+    /// compaction of f), so dU is written at the selected entries only (the sparse weight gradients read
+    /// nothing else) and the work is O(B·k) instead of O(B·M).
+    /// </summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void TopKFamilySparseBackwardKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> f,
+        ArrayView<float> phi,
+        ArrayView<float> a,
+        ArrayView<float> psi,
+        ArrayView<float> norms,
+        ArrayView<float> du,
+        ArrayView<float> gBEnc,
+        ArrayView<float> sums,
+        ArrayView<int> colIdx,
+        ArrayView<int> colCount,
+        FamilyBackwardArgs p
+    )
+    {
+        for (int i = gridIndex; i < count; i += stride)
+        {
+            float sparsity = p.LambdaOverB * (p.WeightedL1 != 0 ? norms[i] : 1f);
+            float sumDu = 0f,
+                sumF = 0f;
+            int n = colCount[i];
+            for (int t = 0; t < n; t++)
+            {
+                int e = colIdx[i * p.Rows + t] * p.M + i;
+                float g = phi[e] + sparsity;
+                if (p.HasAux != 0 && a[e] != 0f)
+                {
+                    g += psi[e];
+                }
+
+                du[e] = g;
+                sumDu += g;
+                sumF += f[e];
+            }
+
+            gBEnc[i] += sumDu;
+            sums[i] = sumDu;
+            sums[2 * p.M + i] = sumF;
+        }
+    }
+
+    /// <summary>
     /// BatchTopK / Matryoshka inference: a JumpReLU with one threshold θ = <c>theta[0]</c> shared by every
     /// feature, <c>z = U + b_enc</c>, <c>f = z·1[z &gt; 0]·1[z &gt; θ]</c>.
     /// </summary>

@@ -68,38 +68,68 @@ internal static class TopKFamily
         bool withAux = aux is not null && aux.Coefficient > 0 && sae.AuxDeadFeatures is not null;
         var a = ws.F;
         var psi = ws.F;
+        MatrixView? duAux = null;
         if (withAux)
         {
-            (a, psi) = AuxK(sae, ws, aux!, sae.AuxDeadFeatures!);
+            (a, psi, duAux) = AuxK(sae, ws, aux!, sae.AuxDeadFeatures!);
         }
 
-        ws.Scratch(ActiveName, 1, 1); // marks whether this pass computed AuxK (see AuxiliaryLoss)
-        ops.Fill(ws.Scratch(ActiveName, 1, 1).Data, withAux ? 1f : 0f);
-        ops.TopKFamilyBackward(
-            ws.F.Data,
-            phi.Data,
-            a.Data,
-            psi.Data,
-            ws.DecoderNorms.Data,
-            ws.DU.Data,
-            sae.Parameters.Gradient("b_enc").Data,
-            ws.ColumnSums.Data,
-            new FamilyBackwardArgs
+        ops.Fill(ws.Scratch(ActiveName, 1, 1).Data, withAux ? 1f : 0f); // see AuxiliaryLoss
+        var args = new FamilyBackwardArgs
+        {
+            Rows = ws.Batch,
+            M = sae.DSae,
+            LambdaOverB = lambdaOverB,
+            WeightedL1 = weightedL1 ? 1 : 0,
+            HasAux = withAux ? 1 : 0,
+        };
+        var gBEnc = sae.Parameters.Gradient("b_enc").Data;
+        if (sae.LastStepWasSparse)
+        {
+            // Only the selected entries: the sparse weight gradients read dU nowhere else.
+            ops.TopKFamilySparseBackward(
+                ws.F.Data,
+                phi.Data,
+                a.Data,
+                psi.Data,
+                ws.DecoderNorms.Data,
+                ws.DU.Data,
+                gBEnc,
+                ws.ColumnSums.Data,
+                ws.ColIdx.View,
+                ws.ColCount.View,
+                args
+            );
+            if (duAux is { } extra)
             {
-                Rows = ws.Batch,
-                M = sae.DSae,
-                LambdaOverB = lambdaOverB,
-                WeightedL1 = weightedL1 ? 1 : 0,
-                HasAux = withAux ? 1 : 0,
+                // The aux codes' entries outside the selection: their share of db_enc and of Σ_b dU (the
+                // b_dec centring term).
+                ops.ReduceColumns<Sum>(extra, gBEnc, accumulate: true);
+                ops.ReduceColumns<Sum>(extra, ws.ColumnSums.Data.SubView(0, sae.DSae), accumulate: true);
             }
-        );
+        }
+        else
+        {
+            ops.TopKFamilyBackward(
+                ws.F.Data,
+                phi.Data,
+                a.Data,
+                psi.Data,
+                ws.DecoderNorms.Data,
+                ws.DU.Data,
+                gBEnc,
+                ws.ColumnSums.Data,
+                args
+            );
+        }
     }
 
     /// <summary>
     /// The AuxK loss's codes A [B, M] and <c>Ψa = Δa·W_decᵀ</c> [B, M]; adds <c>Aᵀ·Δa</c> to ∂L/∂W_dec and,
-    /// SAELens style, <c>Σ_b Δa</c> to ∂L/∂b_dec.
+    /// SAELens style, <c>Σ_b Δa</c> to ∂L/∂b_dec. On the sparse path also the aux share of dU outside the
+    /// selection (returned; its dW_enc share is added here).
     /// </summary>
-    private static (MatrixView A, MatrixView Psi) AuxK(
+    private static (MatrixView A, MatrixView Psi, MatrixView? DuAux) AuxK(
         SparseAutoencoder sae,
         SaeWorkspace ws,
         AuxKOptions aux,
@@ -177,7 +207,7 @@ internal static class TopKFamily
             );
         }
 
-        return (codes, psi);
+        return (codes, psi, sae.LastStepWasSparse ? ws.Scratch("auxk_du", b, m).View : null);
     }
 
     /// <summary>The AuxK loss of the latest training pass (0 when it did not run): <c>Σ Δa²/(2·coef)</c> with
