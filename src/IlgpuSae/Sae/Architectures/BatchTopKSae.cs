@@ -112,10 +112,11 @@ public class BatchTopKSae : SaeArchitecture
     {
         var ops = sae.Device.Ops;
         var estimator = ws.Loss?.Threshold ?? ThresholdEstimator.DictionaryLearning;
-        var columns = ws.Scratch("threshold_column_min", 1, sae.DSae);
+        // Row minima first (contiguous reads), then the minimum over rows.
+        var rows = ws.Scratch("threshold_row_min", 1, ws.Batch);
         var min = ws.Scratch("threshold_min", 1, 1);
-        ops.ReduceColumns<MinPositive>(ws.F, columns.Data);
-        ops.ReduceRows<MinPositive>(columns.View, min.Data);
+        ops.ReduceRows<MinPositive>(ws.F, rows.Data);
+        ops.ReduceRows<MinPositive>(rows.View, min.Data);
         ops.ThresholdUpdate(
             sae.Parameters[ThresholdTensor].Data,
             min.Data,
