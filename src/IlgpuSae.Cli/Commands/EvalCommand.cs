@@ -123,6 +123,13 @@ internal static class EvalCommand
                             WarnOnSiteMismatch(model, provenance, data.Description);
                             long maxTokens = parse.GetValue(tokens) ?? long.MaxValue;
                             int rowsPerBatch = parse.GetValue(batch);
+                            long evaluated = Math.Min(data.Rows, maxTokens);
+                            if (rowsPerBatch > evaluated)
+                            {
+                                Console.Error.WriteLine(
+                                    $"warning: --batch-size {rowsPerBatch} exceeds the {evaluated} rows evaluated; they are evaluated as one batch of {evaluated}."
+                                );
+                            }
                             if (target is null)
                             {
                                 metrics = SaeEvaluator.Evaluate(

@@ -237,6 +237,20 @@ public sealed class ReliabilityCliTests : IDisposable
             .Contain("warning: the learning-rate warm-up (1000 steps) is longer than the run (2 steps)")
             .And.Contain("never reaches 0.0003")
             .And.Contain("warning: the batch size (4096 rows) is larger than the data (2048 rows)");
+
+        var eval = Run(
+            "--backend",
+            "cpu",
+            "eval",
+            "--sae",
+            P("run"),
+            "--acts",
+            P("toy.npy"),
+            "--batch-size",
+            "4096"
+        );
+        eval.Code.Should().Be(0, eval.Err);
+        eval.Err.Should().Contain("warning: --batch-size 4096 exceeds the 2048 rows evaluated");
     }
 
     [Fact]
