@@ -33,6 +33,8 @@ internal static class TrainCommand
             o.L0Coefficient,
             o.ThresholdInit,
             o.SteToInput,
+            o.JumpReluSparsity,
+            o.TanhScale,
             o.ThresholdStart,
             o.BDecInit,
             o.Mode,
@@ -132,6 +134,8 @@ internal static class TrainCommand
                 (o.L0Coefficient, jumpRelu, "jumprelu SAEs"),
                 (o.ThresholdInit, jumpRelu, "jumprelu SAEs"),
                 (o.SteToInput, jumpRelu, "jumprelu SAEs"),
+                (o.JumpReluSparsity, jumpRelu, "jumprelu SAEs"),
+                (o.TanhScale, jumpRelu, "jumprelu SAEs"),
                 (o.ThresholdStart, recipe.Architecture is BatchTopKSae, "batchtopk and matryoshka SAEs"),
             }
         )
@@ -571,6 +575,7 @@ internal static class TrainCommand
         {
             Arch.AcceptOnlyFromAmong("standard", "gated", "topk", "batchtopk", "matryoshka", "jumprelu");
             BDecInit.AcceptOnlyFromAmong("zero", "mean", "geometric-median");
+            JumpReluSparsity.AcceptOnlyFromAmong("step", "tanh");
             Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
@@ -651,6 +656,19 @@ internal static class TrainCommand
             {
                 Description =
                     "JumpReLU: also pass the pseudo-derivatives to the pre-activations (newer SAELens jumprelu_ste_to_input).",
+            };
+
+        public Option<string?> JumpReluSparsity { get; } =
+            new Option<string?>("--jumprelu-sparsity")
+            {
+                Description =
+                    "JumpReLU: step (default, L0 penalty) or tanh (λ·Σ tanh(c·f·‖W_dec[i]‖), SAELens jumprelu_sparsity_loss_mode).",
+            };
+
+        public Option<float?> TanhScale { get; } =
+            new Option<float?>("--tanh-scale")
+            {
+                Description = "JumpReLU tanh sparsity: the scale c (default 4, SAELens).",
             };
 
         public Option<long?> ThresholdStart { get; } =
@@ -904,6 +922,11 @@ internal static class TrainCommand
                     {
                         Bandwidth = parse.GetValue(Bandwidth) ?? loss.JumpRelu.Bandwidth,
                         SteToInput = parse.GetValue(SteToInput),
+                        Sparsity =
+                            parse.GetValue(JumpReluSparsity) == "tanh"
+                                ? Sae.JumpReluSparsity.Tanh
+                                : Sae.JumpReluSparsity.Step,
+                        TanhScale = parse.GetValue(TanhScale) ?? loss.JumpRelu.TanhScale,
                     },
                 };
                 o = o with { InitialThreshold = parse.GetValue(ThresholdInit) ?? o.InitialThreshold };

@@ -275,6 +275,7 @@ public sealed partial class DeviceOps
         ArrayView<float> bEnc,
         ArrayView<float> theta,
         ArrayView<float> phi,
+        ArrayView<float> norms,
         ArrayView<float> du,
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
@@ -298,9 +299,10 @@ public sealed partial class DeviceOps
                     ArrayView<float>,
                     ArrayView<float>,
                     ArrayView<float>,
+                    ArrayView<float>,
                     FamilyBackwardArgs
                 >(VariantKernels.JumpReluBackwardKernel)
         );
-        kernel(Stream, Items(p.M), p.M, Items(p.M), u, bEnc, theta, phi, du, gBEnc, gTheta, sums, p);
+        kernel(Stream, Items(p.M), p.M, Items(p.M), u, bEnc, theta, phi, norms, du, gBEnc, gTheta, sums, p);
     }
 }

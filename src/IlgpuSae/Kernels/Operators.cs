@@ -82,6 +82,17 @@ public readonly struct Log : IUnaryOp
     public float Apply(float x) => XMath.Log(x);
 }
 
+/// <summary><c>y = tanh(Scale · x)</c> (JumpReLU's tanh sparsity).</summary>
+/// <param name="scale">The scale c.</param>
+public readonly struct ScaledTanh(float scale) : IUnaryOp
+{
+    /// <summary>The scale c.</summary>
+    public float Scale { get; } = scale;
+
+    /// <inheritdoc/>
+    public float Apply(float x) => XMath.Tanh(Scale * x);
+}
+
 /// <summary><c>y = max(x, Floor)</c>.</summary>
 /// <param name="floor">The smallest value kept.</param>
 public readonly struct ClampMin(float floor) : IUnaryOp

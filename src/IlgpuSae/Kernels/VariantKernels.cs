@@ -29,6 +29,8 @@ internal struct FamilyBackwardArgs
     public int HasAux;
     public float InvBandwidth;
     public int SteToInput;
+    public int Tanh; // JumpReLU: 1 = tanh sparsity with scale TanhScale, 0 = step (L0)
+    public float TanhScale;
 }
 
 /// <summary>Arguments of <see cref="VariantKernels.ThresholdUpdateKernel"/>.</summary>
@@ -467,7 +469,10 @@ internal static class VariantKernels
     /// feature walking the batch. With <c>z = U + b_enc</c>, <c>H = 1[z &gt; θ]</c> and the rectangle kernel
     /// <c>K = 1[|z − θ|/ε &lt; ½]</c>: <c>dU = H·Φ</c> (plus, with the straight-through option,
     /// <c>K·(θ·Φ + λ/B)/ε</c>); <c>dθ = Σ_b K·(−θ·Φ − λ/B)/ε</c>; <c>db_enc += Σ_b dU</c>. Writes the column
-    /// sums of dU and of H (the L0 penalty counts active features).
+    /// sums of dU and of H (the L0 penalty counts active features). With the tanh sparsity, Φ gains
+    /// <c>(λ/B)·c·n_i·sech²(c·f·n_i)</c> (n_i = ‖W_dec[i]‖, <paramref name="norms"/>) before the step's
+    /// gradient and the pseudo-derivative, no step term, and the second column sum is
+    /// <c>Σ_b c·f·sech²(c·f·n_i)</c> for the decoder-norm gradient.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluBackwardKernel(
@@ -478,6 +483,7 @@ internal static class VariantKernels
         ArrayView<float> bEnc,
         ArrayView<float> theta,
         ArrayView<float> phi,
+        ArrayView<float> norms,
         ArrayView<float> du,
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
@@ -489,6 +495,7 @@ internal static class VariantKernels
         {
             float t = theta[i];
             float bias = bEnc[i];
+            float n = norms[i];
             float sumDu = 0f,
                 sumDt = 0f,
                 active = 0f;
@@ -497,17 +504,28 @@ internal static class VariantKernels
                 int e = b * p.M + i;
                 float z = u[e] + bias;
                 float ph = phi[e];
-                float scaled = (z - t) * p.InvBandwidth;
-                bool window = scaled > -0.5f && scaled < 0.5f;
-                float g = z > t ? ph : 0f;
-                if (z > t)
+                float step = p.LambdaOverB;
+                if (p.Tanh != 0)
+                {
+                    // ∂/∂f of (λ/B)·tanh(c·f·n): (λ/B)·c·n·sech²(c·f·n); the decoder-norm part goes to sums.
+                    float f = z > t && z > 0f ? z : 0f;
+                    float th = XMath.Tanh(p.TanhScale * f * n);
+                    float sech2 = 1f - th * th;
+                    ph += p.LambdaOverB * p.TanhScale * n * sech2;
+                    active += p.TanhScale * f * sech2;
+                    step = 0f;
+                }
+                else if (z > t)
                 {
                     active += 1f;
                 }
 
+                float scaled = (z - t) * p.InvBandwidth;
+                bool window = scaled > -0.5f && scaled < 0.5f;
+                float g = z > t ? ph : 0f;
                 if (window)
                 {
-                    float pseudo = (t * ph + p.LambdaOverB) * p.InvBandwidth;
+                    float pseudo = (t * ph + step) * p.InvBandwidth;
                     sumDt -= pseudo;
                     if (p.SteToInput != 0)
                     {

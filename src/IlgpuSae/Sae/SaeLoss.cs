@@ -105,7 +105,19 @@ public sealed record ThresholdEstimator
     public long StartStep { get; init; } = 1000;
 }
 
-/// <summary>JumpReLU training (Rajamanoharan et al. 2024; SAELens "step" sparsity).</summary>
+/// <summary>JumpReLU's sparsity term.</summary>
+public enum JumpReluSparsity
+{
+    /// <summary><c>(λ/B)·Σ_b Σ_i 1[z_bi &gt; θ_i]</c>, its θ gradient from the pseudo-derivative of the
+    /// step.</summary>
+    Step,
+
+    /// <summary><c>(λ/B)·Σ_b Σ_i tanh(c·f_bi·‖W_dec[i]‖)</c>: smooth in f and in the decoder norms; reaches θ
+    /// through the JumpReLU's pseudo-derivative.</summary>
+    Tanh,
+}
+
+/// <summary>JumpReLU training (Rajamanoharan et al. 2024; SAELens "step" or "tanh" sparsity).</summary>
 public sealed record JumpReluTraining
 {
     /// <summary>Bandwidth ε of the rectangle kernel of the pseudo-derivatives (SAELens 0.05).</summary>
@@ -114,6 +126,16 @@ public sealed record JumpReluTraining
     /// <summary>Train <c>log θ</c> (SAELens, default) instead of θ itself (dictionary_learning; θ is then
     /// clamped to stay positive).</summary>
     public bool LogThreshold { get; init; } = true;
+
+    /// <summary>
+    /// The sparsity term: <see cref="JumpReluSparsity.Step"/> (default, an L0 penalty) or
+    /// <see cref="JumpReluSparsity.Tanh"/> (Anthropic's <c>λ·Σ_i tanh(c·f_i·‖W_dec[i]‖)</c>, SAELens
+    /// <c>jumprelu_sparsity_loss_mode="tanh"</c>).
+    /// </summary>
+    public JumpReluSparsity Sparsity { get; init; } = JumpReluSparsity.Step;
+
+    /// <summary>The tanh mode's scale c (SAELens <c>jumprelu_tanh_scale</c> = 4).</summary>
+    public float TanhScale { get; init; } = 4f;
 
     /// <summary>Also pass the pseudo-derivatives to the pre-activations (Anthropic, January 2025; newer
     /// SAELens <c>jumprelu_ste_to_input</c>). Off by default.</summary>

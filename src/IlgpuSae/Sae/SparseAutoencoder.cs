@@ -590,18 +590,18 @@ public sealed class SparseAutoencoder : IDisposable
         ops.ReduceRows<SumOfSquares>(ws.Delta.SliceRows(0, rows), tmp.SubView(0, rows));
         var penalised = Architecture.PenalisedRows(ws);
         var l1 = new MatrixView(tmp.SubView(2L * b, b), b, 1);
-        if (options.DecoderNormWeightedL1)
+        if (Architecture.SparsityPerRow(this, ws, l1.Data)) { }
+        else if (Architecture.PenaltyCountsActive)
+        {
+            ops.ReduceRows<CountNonZero>(penalised, l1.Data);
+        }
+        else if (options.DecoderNormWeightedL1)
         {
             ops.MatMul(penalised, new MatrixView(ws.DecoderNorms.Data, DSae, 1), l1, GemmLayout.NN);
         }
         else
         {
             ops.ReduceRows<Sum>(penalised, l1.Data);
-        }
-
-        if (Architecture.PenaltyCountsActive)
-        {
-            ops.ReduceRows<CountNonZero>(penalised, l1.Data);
         }
 
         ops.ReduceRows<CountNonZero>(ws.F, tmp.SubView(3L * b, b));

@@ -118,6 +118,11 @@ public sealed class TrainerConfig
             Put("jumprelu_bandwidth", F(o.Loss.JumpRelu.Bandwidth));
             Put("jumprelu_log_threshold", o.Loss.JumpRelu.LogThreshold);
             Put("jumprelu_ste_to_input", o.Loss.JumpRelu.SteToInput);
+            if (o.Loss.JumpRelu.Sparsity == JumpReluSparsity.Tanh)
+            {
+                Put("jumprelu_sparsity_loss_mode", "tanh");
+                Put("jumprelu_tanh_scale", F(o.Loss.JumpRelu.TanhScale));
+            }
             Put("jumprelu_init_threshold", F(o.InitialThreshold));
         }
 

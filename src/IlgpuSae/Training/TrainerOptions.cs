@@ -223,6 +223,10 @@ public sealed record TrainerOptions
             $"The JumpReLU bandwidth ε must be positive, got {Loss.JumpRelu.Bandwidth}."
         );
         Require(
+            Loss.JumpRelu.TanhScale > 0 && float.IsFinite(Loss.JumpRelu.TanhScale),
+            $"The JumpReLU tanh scale must be positive, got {Loss.JumpRelu.TanhScale}."
+        );
+        Require(
             (AuxDeadWindowTokens ?? 1) > 0,
             $"The AuxK dead window must be a positive number of tokens, got {AuxDeadWindowTokens}."
         );

@@ -91,8 +91,24 @@ public static class FamilyReference
 
         if (config.Architecture == SaeArchitecture.JumpRelu)
         {
-            double active = f.Count(v => v != 0);
-            loss += (double)options.L1Coefficient * active / b;
+            if (options.JumpRelu.Sparsity == JumpReluSparsity.Tanh)
+            {
+                // (λ/B)·Σ_b Σ_i tanh(c·f_bi·‖W_dec[i]‖)
+                var norms = RowNorms(wDec, m, d);
+                double c4 = options.JumpRelu.TanhScale;
+                double sum = 0;
+                for (long t = 0; t < f.Length; t++)
+                {
+                    sum += Math.Tanh(c4 * f[t] * norms[t % m]);
+                }
+
+                loss += (double)options.L1Coefficient * sum / b;
+            }
+            else
+            {
+                double active = f.Count(v => v != 0);
+                loss += (double)options.L1Coefficient * active / b;
+            }
         }
 
         var aux = new double[(long)b * m];
@@ -237,17 +253,36 @@ public static class FamilyReference
             var theta = p["threshold"];
             double eps = options.JumpRelu.Bandwidth;
             double lambdaOverB = (double)options.L1Coefficient / b;
+            bool tanh = options.JumpRelu.Sparsity == JumpReluSparsity.Tanh;
+            double c4 = options.JumpRelu.TanhScale;
+            var norms = RowNorms(wDec, m, d);
             for (int r = 0; r < b; r++)
             {
                 for (int i = 0; i < m; i++)
                 {
                     long t = (long)r * m + i;
                     double z = pass.Pre[t];
+                    double stepTerm = lambdaOverB;
+                    if (tanh)
+                    {
+                        // The tanh term's derivative joins ∂L/∂f (and so the JumpReLU pseudo-derivative);
+                        // its decoder-norm part goes to W_dec.
+                        double sech2 = 1 - Math.Pow(Math.Tanh(c4 * pass.F[t] * norms[i]), 2);
+                        dF[t] += lambdaOverB * c4 * norms[i] * sech2;
+                        for (int j = 0; j < d; j++)
+                        {
+                            g["W_dec"][(long)i * d + j] +=
+                                lambdaOverB * c4 * pass.F[t] * sech2 * wDec[(long)i * d + j] / norms[i];
+                        }
+
+                        stepTerm = 0;
+                    }
+
                     bool window = Math.Abs((z - theta[i]) / eps) < 0.5;
                     dU[t] = z > theta[i] ? dF[t] : 0;
                     if (window)
                     {
-                        double pseudo = (theta[i] * dF[t] + lambdaOverB) / eps;
+                        double pseudo = (theta[i] * dF[t] + stepTerm) / eps;
                         g["threshold"][i] -= pseudo;
                         if (options.JumpRelu.SteToInput)
                         {
@@ -439,6 +474,23 @@ public static class FamilyReference
         }
 
         return y;
+    }
+
+    private static double[] RowNorms(double[] w, int rows, int cols)
+    {
+        var n = new double[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double s = 0;
+            for (int c = 0; c < cols; c++)
+            {
+                s += w[(long)r * cols + c] * w[(long)r * cols + c];
+            }
+
+            n[r] = Math.Sqrt(s);
+        }
+
+        return n;
     }
 
     private static double SquaredError(double[] a, double[] b)

@@ -190,6 +190,8 @@ public sealed class FamilyCliTests : IDisposable
             ("jumprelu", ["--bandwidth", "0"], "bandwidth"),
             ("jumprelu", ["--bandwidth", "-1"], "bandwidth"),
             ("jumprelu", ["--mode", "dictionary-learning"], "does not apply to jumprelu"),
+            ("jumprelu", ["--jumprelu-sparsity", "tanh", "--tanh-scale", "0"], "tanh scale"),
+            ("topk", ["--k", "3", "--jumprelu-sparsity", "tanh"], "--jumprelu-sparsity applies to jumprelu"),
             ("jumprelu", ["--l1", "1"], "--l0-coefficient"),
             ("jumprelu", ["--k", "3"], "--k applies"),
             ("topk", ["--k", "3", "--mode", "april-update"], "does not apply to topk"),

@@ -93,6 +93,16 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             null
         );
         yield return new(
+            "jumprelu-tanh",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.2f, Sparsity = JumpReluSparsity.Tanh },
+            },
+            null
+        );
+        yield return new(
             "jumprelu-step-ste",
             Config(SaeArchitecture.JumpRelu),
             new()

@@ -76,11 +76,19 @@ public sealed class JumpReluSae : SaeArchitecture
 
         var jump = ws.Loss?.JumpRelu ?? new JumpReluTraining();
         var p = sae.Parameters;
-        sae.Device.Ops.JumpReluBackward(
+        var ops = sae.Device.Ops;
+        bool tanh = jump.Sparsity == JumpReluSparsity.Tanh;
+        if (tanh)
+        {
+            ops.RowL2Norms(sae.Decoder, ws.DecoderNorms.Data);
+        }
+
+        ops.JumpReluBackward(
             ws.U.Data,
             p["b_enc"].Data,
             p["threshold"].Data,
             ws.Phi.Data,
+            ws.DecoderNorms.Data,
             ws.DU.Data,
             p.Gradient("b_enc").Data,
             p.Gradient("threshold").Data,
@@ -92,8 +100,40 @@ public sealed class JumpReluSae : SaeArchitecture
                 LambdaOverB = lambdaOverB,
                 InvBandwidth = 1f / jump.Bandwidth,
                 SteToInput = jump.SteToInput ? 1 : 0,
+                Tanh = tanh ? 1 : 0,
+                TanhScale = jump.TanhScale,
             }
         );
+        if (tanh)
+        {
+            // ∂/∂W_dec[i] of (λ/B)·Σ_b tanh(c·f·n_i) = (λ/B)·Σ_b c·f·sech²(c·f·n_i)·W_dec[i]/n_i.
+            ops.DecoderNormPenaltyGrad(
+                sae.Decoder,
+                ws.ColumnSums.Data.SubView(2L * sae.DSae, sae.DSae),
+                ws.DecoderNorms.Data,
+                sae.DecoderGradient,
+                lambdaOverB
+            );
+        }
+    }
+
+    /// <inheritdoc/>
+    public override bool SparsityPerRow(SparseAutoencoder sae, SaeWorkspace ws, ILGPU.ArrayView<float> perRow)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        var jump = ws.Loss?.JumpRelu;
+        if (jump is null || jump.Sparsity != JumpReluSparsity.Tanh)
+        {
+            return false;
+        }
+
+        var ops = sae.Device.Ops;
+        var scaled = ws.Scratch("jumprelu_tanh", ws.Batch, sae.DSae);
+        ops.MapBroadcastRows<Multiply>(ws.F, ws.DecoderNorms.Data, scaled);
+        ops.Map(scaled.Data, scaled.Data, new ScaledTanh(jump.TanhScale));
+        ops.ReduceRows<Sum>(scaled, perRow);
+        return true;
     }
 
     /// <inheritdoc/>

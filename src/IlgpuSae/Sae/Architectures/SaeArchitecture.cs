@@ -213,6 +213,17 @@ public abstract class SaeArchitecture
     public virtual bool PenaltyCountsActive => false;
 
     /// <summary>
+    /// Writes the sparsity term of each row, before λ/B, into <paramref name="perRow"/> [B] and returns true,
+    /// when the family's penalty is neither a (weighted) sum nor a count of the penalised rows (JumpReLU's
+    /// tanh); false (the default) leaves it to the shared loss.
+    /// </summary>
+    public virtual bool SparsityPerRow(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        ILGPU.ArrayView<float> perRow
+    ) => false;
+
+    /// <summary>
     /// Loss terms beyond the main reconstruction and the sparsity penalty that the family's
     /// <see cref="Backward"/> computed in its own buffers (AuxK, Matryoshka's inner levels), as a batch mean;
     /// called after the device has synchronised, on logging steps only.
