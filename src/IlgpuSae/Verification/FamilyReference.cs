@@ -94,7 +94,7 @@ public static class FamilyReference
             if (options.JumpRelu.Sparsity == JumpReluSparsity.Tanh)
             {
                 // (λ/B)·Σ_b Σ_i tanh(c·f_bi·‖W_dec[i]‖)
-                var norms = RowNorms(wDec, m, d);
+                var norms = SaeReference.RowNorms(wDec, m, d);
                 double c4 = options.JumpRelu.TanhScale;
                 double sum = 0;
                 for (long t = 0; t < f.Length; t++)
@@ -255,7 +255,7 @@ public static class FamilyReference
             double lambdaOverB = (double)options.L1Coefficient / b;
             bool tanh = options.JumpRelu.Sparsity == JumpReluSparsity.Tanh;
             double c4 = options.JumpRelu.TanhScale;
-            var norms = RowNorms(wDec, m, d);
+            var norms = SaeReference.RowNorms(wDec, m, d);
             for (int r = 0; r < b; r++)
             {
                 for (int i = 0; i < m; i++)
@@ -474,23 +474,6 @@ public static class FamilyReference
         }
 
         return y;
-    }
-
-    private static double[] RowNorms(double[] w, int rows, int cols)
-    {
-        var n = new double[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            double s = 0;
-            for (int c = 0; c < cols; c++)
-            {
-                s += w[(long)r * cols + c] * w[(long)r * cols + c];
-            }
-
-            n[r] = Math.Sqrt(s);
-        }
-
-        return n;
     }
 
     private static double SquaredError(double[] a, double[] b)

@@ -234,7 +234,8 @@ public static class SaeReference
         return y;
     }
 
-    private static double[] RowNorms(double[] w, int rows, int cols)
+    /// <summary>The Euclidean norm of each row of <paramref name="w"/> [rows, cols].</summary>
+    internal static double[] RowNorms(double[] w, int rows, int cols)
     {
         var n = new double[rows];
         for (int r = 0; r < rows; r++)

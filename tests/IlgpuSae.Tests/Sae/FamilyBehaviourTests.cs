@@ -217,8 +217,8 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
         var (loss, grads) = Pass(sae, x, rows, options);
         loss.L0.Should().Be(0, "no feature is active");
         grads["threshold"][0].Should().NotBe(0);
-        // The pseudo-derivative of the step alone: −(λ/B)/ε (the reconstruction term needs f ≠ 0... it does
-        // not: −(θ/ε)·Φ with Φ = 2·W_dec[0]·(x̂ − x) = 2·(0 − 0.45)).
+        // Both pseudo-derivatives act on the inactive latent: −(θ·Φ + λ/B)/ε, with
+        // Φ = (2/B)·W_dec[0]·(x̂ − x) = 2·(0 − 0.45), since nothing is active (x̂ = b_dec = 0) and B = 1.
         double expected = -(0.5 * 2 * (0 - 0.45) + 0.1) / eps;
         grads["threshold"][0].Should().BeApproximately(expected, 1e-5);
     }
