@@ -6,6 +6,7 @@
 #
 #   .ci/pocl-chroot.sh setup            build the chroot once (about 1-3 minutes)
 #   .ci/pocl-chroot.sh run CMD ARGS...  run CMD in the repository root inside the chroot
+#   .ci/pocl-chroot.sh install PKG...   add Debian packages to the chroot (benchmarks: python3-torch)
 #   .ci/pocl-chroot.sh unmount          remove every mount below the chroot (after a killed run)
 #
 # The Debian mirror is read from this machine's own apt configuration; none is written here.
@@ -21,10 +22,29 @@ mirror() {
   echo "$m"
 }
 
+# Packages the tests need inside the chroot: PoCL and OpenBLAS for the kernels, Chromium for the dashboard
+# browser tests, MPICH for the multi-process training tests. Extra ones for benchmarks (python3-torch):
+# `.ci/pocl-chroot.sh install PKG...`.
+PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo libopenblas0-pthread libicu76 chromium mpich libmpich-dev)
+
+missing() {   # prints the packages of "$@" that the chroot does not have
+  local p
+  for p in "$@"; do
+    chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+
+install_packages() {
+  local need
+  mapfile -t need < <(missing "$@")
+  [ ${#need[@]} -eq 0 ] && return 0
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  chroot "$ROOT" apt-get update -qq
+  chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${need[@]}" >/dev/null
+}
+
 setup() {
-  if [ -x "$ROOT/usr/bin/clinfo" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/libopenblas.so.0" ]; then
-    return 0
-  fi
   command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap; }
   if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
     rm -rf "$ROOT.partial"
@@ -32,10 +52,7 @@ setup() {
       || { tail -30 /tmp/ilgpusae-debootstrap.log; exit 1; }
     mv "$ROOT.partial" "$ROOT"
   fi
-  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-  chroot "$ROOT" apt-get update -qq
-  chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      pocl-opencl-icd ocl-icd-opencl-dev clinfo libopenblas0-pthread libicu76 >/dev/null
+  install_packages "${PACKAGES[@]}"
 }
 
 unmount_all() {
@@ -73,7 +90,8 @@ run() {
 
 case "${1:-}" in
   setup) setup ;;
+  install) shift; setup; install_packages "$@" ;;
   unmount) unmount_all ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 setup | run CMD [ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 setup | install PKG... | run CMD [ARGS...] | unmount" >&2; exit 2 ;;
 esac
