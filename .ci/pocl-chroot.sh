@@ -70,8 +70,15 @@ mnt() {   # mnt SOURCE TARGET-INSIDE-CHROOT [mount options...]
 
 run() {
   setup
-  unmount_all
-  trap unmount_all EXIT
+  # Each run mounts in a mount namespace of its own, so runs from several checkouts (or several at once)
+  # never unmount each other's mounts, and everything is unmounted when the run ends, even if it is killed.
+  if [ -z "${ILGPUSAE_CHROOT_NS:-}" ] && command -v unshare >/dev/null; then
+    ILGPUSAE_CHROOT_NS=1 exec unshare --mount --propagation private bash "$0" run "$@"
+  fi
+  if [ -z "${ILGPUSAE_CHROOT_NS:-}" ]; then
+    unmount_all
+    trap unmount_all EXIT
+  fi
   mkdir -p "$ROOT/proc"; mount -t proc proc "$ROOT/proc"
   mnt /dev /dev --rbind; mount --make-rslave "$ROOT/dev"
   mnt /sys /sys --rbind; mount --make-rslave "$ROOT/sys"     # PoCL's hwloc needs /sys
