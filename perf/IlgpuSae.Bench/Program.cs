@@ -25,12 +25,24 @@ public static class Program
             return SaeStep.Run(args);
         }
 
+        if (args.Length > 0 && args[0] == "lm")
+        {
+            return LmBench.Run(args);
+        }
+
+        if (args.Length > 0 && args[0] == "torch-case")
+        {
+            return TorchCase.Run(args);
+        }
+
         if (args.Length == 0 || args[0] != "gemm")
         {
             Console.Error.WriteLine(
                 "usage: IlgpuSae.Bench gemm [--backend cpu|opencl|cuda|all] [--sizes 256,512,MxNxK] "
                     + "[--variants cpu,gpu,tf32] [--reps N] [--out FILE.md]\n"
-                    + "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--arch standard,gated,topk,...] [--k 32] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]"
+                    + "       IlgpuSae.Bench sae [--backend auto|cpu|opencl|cuda] [--sizes dxMxB,...] [--arch standard,gated,topk,...] [--k 32] [--active 0.01,0.02,...] [--steps N] [--out FILE.md]\n"
+                    + "       IlgpuSae.Bench torch-case [--backend B] [--sizes dxMxB,...] [--arch standard,gated,topk] [--active 0.02] [--k 32] [--steps N] --out DIR\n"
+                    + "       IlgpuSae.Bench lm [--backend B] [--models bundled,gpt2-small] [--batch 8] [--context 128] [--reps 3] [--cases DIR] [--out FILE.md]"
             );
             return 2;
         }
@@ -98,10 +110,16 @@ public static class Program
                         rows.Add(row);
                     }
                 }
+
+                if (backend == BackendKind.Cuda && name == "gpu")
+                {
+                    AddCuBlasRows(device, sizes, reps, rows);
+                }
             }
         }
 
         var report = Report(args, blas, deviceNames.Distinct().ToArray(), rows);
+        int mismatches = rows.Count(r => r.Contains("MISMATCH", StringComparison.Ordinal));
         if (outPath is not null)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPath))!);
@@ -110,7 +128,48 @@ public static class Program
             Console.WriteLine($"Wrote {outPath}");
         }
 
+        if (mismatches > 0)
+        {
+            Console.Error.WriteLine(
+                $"gemm: {mismatches} product(s) disagree with the reference (MISMATCH rows)"
+            );
+            return 1;
+        }
+
         return 0;
+    }
+
+    /// <summary>cuBLAS rows for a CUDA device (same sizes and layouts), or the specification roofline when
+    /// cuBLAS cannot be loaded.</summary>
+    private static void AddCuBlasRows(
+        SaeDevice device,
+        (int M, int N, int K)[] sizes,
+        int reps,
+        List<string> rows
+    )
+    {
+        string? missing = CuBlasGemm.Unavailable(device);
+        if (missing is not null)
+        {
+            var peak = CuBlasGemm.SpecPeak(device);
+            rows.Add(
+                $"| cuda | cuBLAS | all | all | {missing}; FP32 roofline from the specifications: {peak?.Formula ?? "unknown"} | | | | |"
+            );
+            return;
+        }
+
+        foreach (var (m, n, k) in sizes)
+        {
+            var random = new Random(1);
+            var a = Enumerable.Range(0, m * k).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+            var b = Enumerable.Range(0, k * n).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+            foreach (var layout in Enum.GetValues<GemmLayout>())
+            {
+                var row = CuBlasGemm.Row(device, layout, m, n, k, reps, a, b);
+                Console.WriteLine(row);
+                rows.Add(row);
+            }
+        }
     }
 
     private static string Measure(

@@ -161,7 +161,7 @@ internal static class SaeStep
         return 0;
     }
 
-    private static double BlasRate(int m, int n, int k)
+    internal static double BlasRate(int m, int n, int k)
     {
         var random = new Random(1);
         var a = Enumerable.Range(0, m * k).Select(_ => (float)random.NextDouble()).ToArray();

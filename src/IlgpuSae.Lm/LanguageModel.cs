@@ -103,6 +103,15 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Every hook site of this model, in forward order.</summary>
     public IReadOnlyList<HookSite> Sites { get; }
 
+    /// <summary>
+    /// When set, each forward pass synchronises the device after every phase (embedding, LayerNorm,
+    /// attention products, attention, MLP products, element-wise ops, unembedding) and adds the phase's
+    /// time to this profile: for benchmarks only, the synchronisations slow the pass down.
+    /// </summary>
+    public StepProfile? Profile { get; set; }
+
+    private void Mark(string phase) => Profile?.Mark(Device, phase);
+
     /// <summary>Loads a Hugging Face model folder (<c>config.json</c> + <c>*.safetensors</c>) onto
     /// <paramref name="device"/>.</summary>
     /// <exception cref="InvalidDataException">Unknown architecture, or missing/mismatched
@@ -189,7 +198,9 @@ public sealed class LanguageModel : IDisposable
             return name == stopAfter;
         }
 
+        Profile?.Start(Device);
         ops.Embed(ws.Ids.View, _wte.Data, _wpe?.Data ?? _wte.Data, ws.X.Data, d, seqLen, _wpe is not null);
+        Mark("embedding");
         for (int l = 0; l < _blocks.Length; l++)
         {
             var b = _blocks[l];
@@ -199,7 +210,9 @@ public sealed class LanguageModel : IDisposable
             }
 
             ops.LayerNorm(ws.X.Data, b.Ln1W.Data, b.Ln1B.Data, ws.A.Data, d, Config.LayerNormEpsilon);
+            Mark("LayerNorm");
             Linear(ws.A, b.Wqkv, b.Bqkv, ws.Qkv);
+            Mark("attention products (QKV, output)");
             if (_invFreq is not null)
             {
                 ops.Rotary(
@@ -223,12 +236,14 @@ public sealed class LanguageModel : IDisposable
                 Config.HeadDim,
                 1f / MathF.Sqrt(Config.HeadDim)
             );
+            Mark("attention (rotary, scores, softmax, values)");
             if (SiteHit($"blocks.{l}.attn.hook_z", ws.Z))
             {
                 return default;
             }
 
             Linear(ws.Z, b.Wo, b.Bo, ws.AttnOut);
+            Mark("attention products (QKV, output)");
             if (SiteHit($"blocks.{l}.hook_attn_out", ws.AttnOut))
             {
                 return default;
@@ -244,7 +259,9 @@ public sealed class LanguageModel : IDisposable
             }
 
             ops.LayerNorm(ws.X.Data, b.Ln2W.Data, b.Ln2B.Data, ws.A.Data, d, Config.LayerNormEpsilon);
+            Mark("LayerNorm");
             Linear(ws.A, b.Win, b.Bin, ws.H);
+            Mark("MLP products");
             switch (Config.Activation)
             {
                 case LmActivation.GeluTanh:
@@ -260,12 +277,15 @@ public sealed class LanguageModel : IDisposable
                     throw new NotSupportedException($"MLP activation {Config.Activation} has no kernel.");
             }
 
+            Mark("element-wise (GELU, residual adds)");
+
             if (SiteHit($"blocks.{l}.mlp.hook_post", ws.H))
             {
                 return default;
             }
 
             Linear(ws.H, b.Wout, b.Bout, ws.MlpOut);
+            Mark("MLP products");
             if (SiteHit($"blocks.{l}.hook_mlp_out", ws.MlpOut))
             {
                 return default;
@@ -277,6 +297,7 @@ public sealed class LanguageModel : IDisposable
             }
 
             ops.Map<Add>(ws.X.Data, ws.MlpOut.Data, ws.X.Data);
+            Mark("element-wise (GELU, residual adds)");
             if (SiteHit($"blocks.{l}.hook_resid_post", ws.X))
             {
                 return default;
@@ -285,6 +306,7 @@ public sealed class LanguageModel : IDisposable
 
         ops.LayerNorm(ws.X.Data, _lnfW.Data, _lnfB.Data, ws.A.Data, d, Config.LayerNormEpsilon);
         ops.MatMul(ws.A, _unembed, ws.Logits, GemmLayout.NT);
+        Mark("unembedding");
         return ws.Logits;
     }
 

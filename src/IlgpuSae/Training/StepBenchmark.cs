@@ -84,27 +84,16 @@ public static class StepBenchmark
             device.Description.MemoryBytes,
             device.Description.Label
         );
-        using var sae = SparseAutoencoder.Create(device, config, seed: 1);
-        using var x = device.Allocate(batch, config.DIn, "x");
-        device.Ops.FillNormal(x.Data, 0f, 1f, seed: 2);
+        var (sae, x) = Prepare(device, config, batch, activeFraction);
+        using var saeScope = sae;
+        using var xScope = x;
         sae.Path = path;
-        if (activeFraction is double fraction)
-        {
-            SetActiveFraction(sae, x, fraction);
-        }
-
-        // The TopK family's sparsity is k: no penalty (its step is then exactly the trainer's without AuxK).
-        var loss = new SaeLossOptions { L1Coefficient = config.K > 0 ? 0f : 1e-3f };
-        using var optimizer = new ConstrainedAdam(
-            sae,
-            new AdamSettings { Beta1 = 0f },
-            clipNorm: 0f,
-            constrainDecoderNorm: true
-        );
+        var loss = LossFor(config);
+        using var optimizer = CreateOptimizer(sae);
         void Step(int t)
         {
             sae.ComputeGradients(x, loss);
-            optimizer.Step(t, 1e-4f);
+            optimizer.Step(t, LearningRate);
         }
 
         var times = new List<double>();
@@ -142,6 +131,49 @@ public static class StepBenchmark
             Profile = profile,
         };
     }
+
+    /// <summary>The learning rate of every benchmarked step.</summary>
+    public const float LearningRate = 1e-4f;
+
+    /// <summary>
+    /// The benchmark's starting state: the SAE initialised with seed 1, a batch of standard-normal rows (seed
+    /// 2) and, with <paramref name="activeFraction"/> set, each feature's gate (or encoder) bias placed at
+    /// the quantile that leaves that fraction of the batch's rows active. Deterministic, so that a second
+    /// call (or another implementation given the same tensors) starts from exactly the same point.
+    /// </summary>
+    public static (SparseAutoencoder Sae, Tensors.DeviceTensor X) Prepare(
+        SaeDevice device,
+        SaeConfig config,
+        int batch,
+        double? activeFraction = null
+    )
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(config);
+        var sae = SparseAutoencoder.Create(device, config, seed: 1);
+        var x = device.Allocate(batch, config.DIn, "x");
+        device.Ops.FillNormal(x.Data, 0f, 1f, seed: 2);
+        if (activeFraction is double fraction)
+        {
+            SetActiveFraction(sae, x, fraction);
+        }
+
+        return (sae, x);
+    }
+
+    /// <summary>The benchmark's objective: λ = 10⁻³ on the unweighted L1 (unit-norm decoder), the squared
+    /// error summed over the input dimension; the TopK family has no penalty (its sparsity is k) and no
+    /// AuxK.</summary>
+    public static SaeLossOptions LossFor(SaeConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return new SaeLossOptions { L1Coefficient = config.K > 0 ? 0f : 1e-3f };
+    }
+
+    /// <summary>The benchmark's optimizer: Adam with β1 = 0, β2 = 0.999, ε = 10⁻⁸, no clipping, the decoder
+    /// gradient projected and the decoder rows renormalised (the paper's recipe).</summary>
+    public static ConstrainedAdam CreateOptimizer(SparseAutoencoder sae) =>
+        new(sae, new AdamSettings { Beta1 = 0f }, clipNorm: 0f, constrainDecoderNorm: true);
 
     private static void SetActiveFraction(SparseAutoencoder sae, Tensors.DeviceTensor x, double fraction)
     {

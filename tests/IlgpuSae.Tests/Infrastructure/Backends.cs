@@ -13,7 +13,8 @@ public sealed record Target(BackendKind Backend, KernelVariant Variant)
 /// <summary>
 /// The targets every kernel test runs on: each backend with both kernel shapes. ILGPU's CPU accelerator
 /// always runs; OpenCL and CUDA skip with a reason when absent — except that with
-/// <c>ILGPUSAE_EXPECT_OPENCL=1</c> (set by CI inside its PoCL chroot) a missing OpenCL device fails.
+/// <c>ILGPUSAE_EXPECT_OPENCL=1</c> (set by CI inside its PoCL chroot) a missing OpenCL device fails, and with
+/// <c>ILGPUSAE_EXPECT_CUDA=1</c> (set by perf/run-gpu.sh) a missing CUDA device fails.
 /// </summary>
 public static class Targets
 {
@@ -78,6 +79,10 @@ public sealed class DeviceFixture : IDisposable
                     || (
                         target.Backend == BackendKind.OpenCL
                         && Environment.GetEnvironmentVariable("ILGPUSAE_EXPECT_OPENCL") == "1"
+                    )
+                    || (
+                        target.Backend == BackendKind.Cuda
+                        && Environment.GetEnvironmentVariable("ILGPUSAE_EXPECT_CUDA") == "1"
                     );
                 if (required)
                 {
