@@ -136,11 +136,34 @@ internal static class CommonOptions
             };
         }
 
-        return SaeDevice.Create(
+        var device = SaeDevice.Create(
             BackendKinds.Resolve(parse.GetValue(Backend)),
             parse.GetValue(Device),
             options
         );
+        WriteSpeedHint(device.Description);
+        return device;
+    }
+
+    private static bool _hinted;
+
+    /// <summary>
+    /// The first line of every command that opens a device: on ILGPU's CPU accelerator with no usable
+    /// OpenCL runtime, how much faster one would be and how to get it (standard error, once per process;
+    /// <c>ILGPUSAE_NO_HINT=1</c> silences it).
+    /// </summary>
+    public static void WriteSpeedHint(DeviceDescription chosen)
+    {
+        if (_hinted || Environment.GetEnvironmentVariable("ILGPUSAE_NO_HINT") == "1")
+        {
+            return;
+        }
+
+        _hinted = true;
+        if (DeviceCatalog.FasterBackendHint(DeviceCatalog.ListDevices(), chosen) is { } hint)
+        {
+            Console.Error.WriteLine(hint);
+        }
     }
 
     /// <summary>

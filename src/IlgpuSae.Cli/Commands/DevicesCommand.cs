@@ -102,6 +102,15 @@ internal static class DevicesCommand
                     console.MarkupLine($"[yellow]{d.Label}[/]: {Markup.Escape(d.UnsupportedReason!)}");
                 }
 
+                var all = DeviceCatalog.ListDevices();
+                if (
+                    all.FirstOrDefault(d => d.IsAutoChoice) is { } auto
+                    && DeviceCatalog.FasterBackendHint(all, auto) is { } hint
+                )
+                {
+                    console.WriteLine(hint);
+                }
+
                 return 0;
             })
         );

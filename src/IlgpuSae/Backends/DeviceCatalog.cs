@@ -128,6 +128,44 @@ public static class DeviceCatalog
             : "no generic address space support (ILGPU 1.5.3 needs it; e.g. PoCL 6 has it, PoCL 3.1 and rusticl do not)";
     }
 
+    /// <summary>
+    /// Training on ILGPU's CPU accelerator versus PoCL on the same cores, measured in one session
+    /// (perf/results/sae-step-2026-12-01-{host,pocl}.md, gated 256 × 2048 × 1024): the dense step 21× and
+    /// the sparse step 9× faster through PoCL; the main job (<c>reproduce</c>) in
+    /// docs/reproduction.md's measured times.
+    /// </summary>
+    public const string OpenClSpeedup = "about 10–20×";
+
+    /// <summary>
+    /// When <paramref name="chosen"/> is ILGPU's CPU accelerator and no CUDA or OpenCL device ILGPU accepts
+    /// is present, one line telling the user how much faster an OpenCL CPU runtime would be and how to get
+    /// one (naming an OpenCL device that is there but unusable, with the reason); otherwise null.
+    /// </summary>
+    public static string? FasterBackendHint(
+        IReadOnlyList<DeviceDescription> devices,
+        DeviceDescription chosen
+    )
+    {
+        ArgumentNullException.ThrowIfNull(devices);
+        ArgumentNullException.ThrowIfNull(chosen);
+        if (
+            chosen.Backend != BackendKind.Cpu
+            || devices.Any(d => d.Backend != BackendKind.Cpu && d.IsSupported)
+        )
+        {
+            return null;
+        }
+
+        var unusable = devices.FirstOrDefault(d => d.Backend == BackendKind.OpenCL);
+        string found = unusable is null
+            ? "no OpenCL runtime is installed"
+            : $"OpenCL device '{unusable.Name}' is there but unusable: {unusable.UnsupportedReason}";
+        return $"note: running on ILGPU's CPU accelerator ({found}). An OpenCL CPU runtime with the generic "
+            + $"address space (PoCL 5 or newer) trains {OpenClSpeedup} faster on the same cores: on Debian 13 or "
+            + "Ubuntu 24.04 and later `sudo apt install pocl-opencl-icd`; on Debian 12 (PoCL 3.1) run the "
+            + "command through the repository's `.ci/pocl-chroot.sh run …` (root). 'auto' then picks it.";
+    }
+
     /// <summary>CUDA, then an OpenCL GPU, then an OpenCL CPU device ILGPU accepts, then the CPU
     /// accelerator.</summary>
     internal static DeviceDescription? PickAuto(IReadOnlyList<DeviceDescription> devices)
