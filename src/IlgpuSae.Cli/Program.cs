@@ -27,6 +27,7 @@ public static class Program
         root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ReproduceCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(DashboardCommand.Create());
         CommonOptions.AddRangeChecks(root);
         return root.Parse(args).Invoke();
     }
