@@ -265,7 +265,7 @@ public sealed record Rating
     /// <summary>Optional description.</summary>
     public string? Description { get; init; }
 
-    /// <summary>1 for the first rating of this feature by this rater, then 2, 3, … (the latest wins).</summary>
+    /// <summary>1 for this rater's first rating of this feature, then 2, 3, … (the latest wins).</summary>
     public int Revision { get; init; }
 }
 
@@ -381,7 +381,7 @@ public sealed class RatingLog
 
     /// <summary>Appends a rating and flushes it to the disk; returns it with its sequence and
     /// revision.</summary>
-    /// <exception cref="IOException">It could not be written (nothing is recorded in memory then).</exception>
+    /// <exception cref="IOException">It could not be written (then nothing is recorded).</exception>
     public Rating Append(string rater, string feature, string label, string? description)
     {
         lock (_gate)

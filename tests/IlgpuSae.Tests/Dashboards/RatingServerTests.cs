@@ -94,7 +94,11 @@ public sealed class RatingServerTests(StudyFixture study) : IClassFixture<StudyF
         (await Post(http, "{not json")).Code.Should().Be(HttpStatusCode.BadRequest);
         (await Post(http, "[1,2]")).Code.Should().Be(HttpStatusCode.BadRequest);
         var big =
-            $$"""{"rater":"ann","feature":"{{id}}","label":"yes","description":"{{new string('x', 20000)}}"}""";
+            "{\"rater\":\"ann\",\"feature\":\""
+            + id
+            + "\",\"description\":\""
+            + new string('x', 20000)
+            + "\"}";
         (await Post(http, big)).Code.Should().Be(HttpStatusCode.RequestEntityTooLarge);
         (await http.GetAsync("api/features/nope")).StatusCode.Should().Be(HttpStatusCode.NotFound);
         (await http.GetAsync($"api/features/{id}")).StatusCode.Should().Be(HttpStatusCode.OK);
