@@ -111,3 +111,64 @@ public sealed class DashboardCliTests : IDisposable
         }
     }
 }
+
+/// <summary><c>sweep --rating-study</c> (the hook <c>reproduce --rating-study</c> uses): a study from the
+/// gated and baseline SAEs, and the report section that says how to serve it.</summary>
+[Collection(EnvironmentCollection.Name)]
+public sealed class StudyRatingCliTests : IDisposable
+{
+    private readonly TempFolder _temp = new("ilgpusae-study-rating-");
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void A_sweep_with_rating_study_creates_a_blinded_study_of_its_gated_and_baseline_saes()
+    {
+        var run = CliRunner.Run(
+            "--backend",
+            "cpu",
+            "sweep",
+            "--model",
+            LmTestData.BundledModel,
+            "--corpus",
+            LmTestData.HeldOut,
+            "--eval-corpus",
+            LmTestData.HeldOut,
+            "--sites",
+            "blocks.0.hook_mlp_out",
+            "--arms",
+            "gated",
+            "standard",
+            "--l1-gated",
+            "4",
+            "--l1-standard",
+            "4",
+            "--tokens",
+            "2048",
+            "--expansion",
+            "2",
+            "--eval-tokens",
+            "254",
+            "--rating-study",
+            "3",
+            "--rating-study-tokens",
+            "600",
+            "--out",
+            _temp.Path("study")
+        );
+        run.Code.Should().Be(0, run.Err + run.Out);
+        var folder = _temp.Combine("study", "rating-study");
+        JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "study.json")))!["features"]!
+            .AsArray()
+            .Should()
+            .HaveCount(6);
+        var key = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "key.json")))!;
+        key["saes"]!.AsArray().Select(s => s!["path"]!.GetValue<string>()).Should().HaveCount(2);
+        var report = File.ReadAllText(_temp.Combine("study", "report.md"));
+        report
+            .Should()
+            .Contain("## Blinded rating study (paper §4.3)")
+            .And.Contain($"ilgpu-sae serve --dir {folder}");
+        File.ReadAllText(Path.Combine(folder, "public", "index-data.js")).Should().NotContain("gated");
+    }
+}
