@@ -88,9 +88,9 @@ internal static class ReproduceCommand
     }
 
     /// <summary>
-    /// Creates the §4.3 rating study from the gated and baseline SAEs of the first site: the pair (one λ each)
-    /// whose L0 are closest in log scale, 20 features each (fewer if fewer are alive), dashboards over 8192
-    /// held-out tokens (by default); returns the report section that says how to serve and analyze it.
+    /// Creates the §4.3 rating study from the gated and baseline SAEs of the first site: the pair (one λ
+    /// each) whose L0 are closest in log scale, 20 alive features each and dashboards over 8192 held-out
+    /// tokens by default; returns the report section that says how to serve and analyze it.
     /// </summary>
     internal static string CreateRatingStudy(
         IlgpuSae.Backends.SaeDevice device,

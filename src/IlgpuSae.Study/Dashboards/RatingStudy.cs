@@ -211,9 +211,18 @@ public static class RatingStudy
     public static string[] Labels(IReadOnlyList<string> saes)
     {
         ArgumentNullException.ThrowIfNull(saes);
-        var names = saes.Select(s => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s))))
-            .ToArray();
-        return [.. names.Select((n, k) => names.Count(m => m == n) > 1 ? $"{n}#{k + 1}" : n)];
+        // The folder's name, or parent/name when two names are equal (a sweep's arm/l1-λ folders).
+        var full = saes.Select(s => Path.TrimEndingDirectorySeparator(Path.GetFullPath(s))).ToArray();
+        var names = full.Select(f => Path.GetFileName(f)).ToArray();
+        if (names.Distinct().Count() < names.Length)
+        {
+            names =
+            [
+                .. full.Select(f => Path.GetFileName(Path.GetDirectoryName(f)) + "/" + Path.GetFileName(f)),
+            ];
+        }
+
+        return [.. names.Select((n, k) => names.Count(m => m == n) > 1 ? $"{n}#{k + 1}" : n!)];
     }
 
     /// <summary>The ids of a study folder, in rating order.</summary>

@@ -163,7 +163,11 @@ public sealed class StudyRatingCliTests : IDisposable
             .Should()
             .HaveCount(6);
         var key = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "key.json")))!;
-        key["saes"]!.AsArray().Select(s => s!["path"]!.GetValue<string>()).Should().HaveCount(2);
+        key["saes"]!
+            .AsArray()
+            .Select(s => s!["label"]!.GetValue<string>())
+            .Should()
+            .Equal("gated/l1-4", "standard/l1-4");
         var report = File.ReadAllText(_temp.Combine("study", "report.md"));
         report
             .Should()
