@@ -23,7 +23,7 @@ mirror() {
 }
 
 # Packages the tests need inside the chroot: PoCL and OpenBLAS for the kernels, Chromium for the dashboard
-# browser tests, MPICH for the multi-process training tests. Extra ones for benchmarks (python3-torch):
+# browser tests (ILGPUSAE_EXPECT_BROWSER=1 below makes them fail, not skip, if it is missing), MPICH for the multi-process training tests. Extra ones for benchmarks (python3-torch):
 # `.ci/pocl-chroot.sh install PKG...`.
 PACKAGES=(pocl-opencl-icd ocl-icd-opencl-dev clinfo libopenblas0-pthread libicu76 chromium mpich libmpich-dev)
 
@@ -91,7 +91,7 @@ run() {
   chroot "$ROOT" env -i PATH="$dotnet_root:/usr/bin:/bin" HOME="$HOME" CI="${CI:-}" \
       DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_CLI_USE_MSBUILD_SERVER=0 \
       NUGET_CERT_REVOCATION_MODE=offline POCL_MAX_WORK_GROUP_SIZE="${POCL_MAX_WORK_GROUP_SIZE:-256}" \
-      ILGPUSAE_BACKEND="${ILGPUSAE_BACKEND:-}" ILGPUSAE_EXPECT_OPENCL=1 \
+      ILGPUSAE_BACKEND="${ILGPUSAE_BACKEND:-}" ILGPUSAE_EXPECT_OPENCL=1 ILGPUSAE_EXPECT_BROWSER=1 \
       bash -c 'cd "$0" && "$@"' "$REPO" "$@"
 }
 

@@ -27,6 +27,9 @@ public static class Program
         root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ReproduceCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(DashboardCommand.Create());
+        root.Subcommands.Add(RatingStudyCommand.Create());
+        root.Subcommands.Add(RatingStudyCommand.Serve());
         CommonOptions.AddRangeChecks(root);
         return root.Parse(args).Invoke();
     }

@@ -63,6 +63,45 @@ public sealed class LmTokenizer
     /// <summary>Text of <paramref name="ids"/>.</summary>
     public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
 
+    private Dictionary<int, string>? _pieces;
+
+    /// <summary>
+    /// The text of one token as it appears inside a text, leading space included (SentencePiece's ▁ is a
+    /// space; decoding the token alone would drop it), for showing tokens one by one.
+    /// </summary>
+    public string TokenText(int id)
+    {
+        if (_tokenizer is SentencePieceTokenizer sp)
+        {
+            _pieces ??= sp.Vocabulary.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
+            if (!_pieces.TryGetValue(id, out var piece))
+            {
+                return $"<{id}>";
+            }
+
+            // Byte-fallback pieces <0xNN> of ASCII bytes are the character itself (newline, tab, …).
+            if (
+                piece.Length == 6
+                && piece.StartsWith("<0x", StringComparison.Ordinal)
+                && piece[5] == '>'
+                && int.TryParse(
+                    piece.AsSpan(3, 2),
+                    System.Globalization.NumberStyles.HexNumber,
+                    null,
+                    out var b
+                )
+                && b < 0x80
+            )
+            {
+                return ((char)b).ToString();
+            }
+
+            return piece.Replace('\u2581', ' ');
+        }
+
+        return _tokenizer.Decode([id]) ?? $"<{id}>";
+    }
+
     /// <summary>Opens the tokenizer of a model folder.</summary>
     /// <exception cref="InvalidDataException">No tokenizer file is found and the model is not GPT-2-sized, or
     /// a file cannot be read.</exception>

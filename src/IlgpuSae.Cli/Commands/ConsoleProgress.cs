@@ -6,8 +6,9 @@ namespace IlgpuSae.Cli.Commands;
 /// <summary>Progress displays: a bar on a terminal, periodic lines when the output is redirected.</summary>
 internal static class ConsoleProgress
 {
-    /// <summary>Runs <paramref name="body"/> under a progress bar (or a line every 10 %).</summary>
-    public static T Run<T>(string label, long total, Func<Action<long>, T> body)
+    /// <summary>Runs <paramref name="body"/> under a progress bar (or a line every 10 %); with
+    /// <paramref name="unit"/>, the rate in units per second is shown too.</summary>
+    public static T Run<T>(string label, long total, Func<Action<long>, T> body, string? unit = null)
     {
         if (Console.IsOutputRedirected)
         {
@@ -19,10 +20,17 @@ internal static class ConsoleProgress
                 if (bucket != lastPrinted)
                 {
                     lastPrinted = bucket;
+                    double seconds = (DateTime.UtcNow - started).TotalSeconds;
+                    var rate = unit is null
+                        ? ""
+                        : string.Create(
+                            CultureInfo.InvariantCulture,
+                            $", {value / Math.Max(seconds, 1e-3):F0} {unit}/s"
+                        );
                     Console.WriteLine(
                         string.Create(
                             CultureInfo.InvariantCulture,
-                            $"{label}: {value}/{total} ({100.0 * value / Math.Max(total, 1):F0}%, {(DateTime.UtcNow - started).TotalSeconds:F0} s)"
+                            $"{label}: {value}/{total} ({100.0 * value / Math.Max(total, 1):F0}%, {seconds:F0} s{rate})"
                         )
                     );
                 }
@@ -32,19 +40,35 @@ internal static class ConsoleProgress
         T result = default!;
         AnsiConsole
             .Progress()
-            .Columns(
+            .Columns([
                 new TaskDescriptionColumn(),
                 new ProgressBarColumn(),
                 new PercentageColumn(),
+                .. (unit is null ? Array.Empty<ProgressColumn>() : [new RateColumn(unit)]),
                 new RemainingTimeColumn(),
-                new SpinnerColumn()
-            )
+                new SpinnerColumn(),
+            ])
             .Start(ctx =>
             {
                 var task = ctx.AddTask(label, maxValue: Math.Max(total, 1));
                 result = body(value => task.Value = value);
             });
         return result;
+    }
+
+    /// <summary>Units per second of a task (Spectre's own speed column counts bytes).</summary>
+    private sealed class RateColumn(string unit) : ProgressColumn
+    {
+        public override Spectre.Console.Rendering.IRenderable Render(
+            Spectre.Console.Rendering.RenderOptions options,
+            ProgressTask task,
+            TimeSpan deltaTime
+        ) =>
+            new Text(
+                task.Speed is { } speed
+                    ? string.Create(CultureInfo.InvariantCulture, $"{speed:F0} {unit}/s")
+                    : $"– {unit}/s"
+            );
     }
 
     /// <summary>Reports on the calling thread (System.Progress would post to the thread pool and reorder

@@ -7,7 +7,13 @@ namespace IlgpuSae.Cli.Commands;
 /// <summary>Runs a study with progress lines (shared by <c>sweep</c> and <c>reproduce</c>).</summary>
 internal static class StudyConsole
 {
-    public static int Run(ParseResult parse, StudyConfig config, string outDir, CancellationToken cancel)
+    public static int Run(
+        ParseResult parse,
+        StudyConfig config,
+        string outDir,
+        CancellationToken cancel,
+        Func<Backends.SaeDevice, IReadOnlyList<RunResult>, string?>? after = null
+    )
     {
         config.Validate();
         IlgpuSae.IO.OutputPaths.EnsureSeparate(
@@ -40,7 +46,7 @@ internal static class StudyConsole
         );
         var started = DateTime.UtcNow;
         var runner = new StudyRunner(config, outDir, device);
-        runner.Run(
+        var results = runner.Run(
             new ConsoleProgress.Relay<StudyProgress>(p =>
                 Console.WriteLine(
                     string.Create(
@@ -59,6 +65,14 @@ internal static class StudyConsole
             cancel
         );
         var report = Path.GetFullPath(Path.Combine(outDir, "report.md"));
+        if (after?.Invoke(device, results) is { } section)
+        {
+            IlgpuSae.IO.AtomicFile.WriteAllText(
+                report,
+                File.ReadAllText(report).TrimEnd() + "\n\n" + section
+            );
+        }
+
         Console.WriteLine(
             string.Create(
                 CultureInfo.InvariantCulture,

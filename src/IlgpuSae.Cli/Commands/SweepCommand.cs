@@ -87,6 +87,17 @@ internal static class SweepCommand
             Description = "Target L0 values for ITO.",
             AllowMultipleArgumentsPerToken = true,
         };
+        var ratingStudy = new Option<int>("--rating-study")
+        {
+            Description =
+                "Also create the blinded rating study (paper §4.3) with this many features per SAE from the gated and baseline SAEs of the first site with the closest L0 (0 = none).",
+            DefaultValueFactory = _ => 0,
+        };
+        var ratingTokens = new Option<long>("--rating-study-tokens")
+        {
+            Description = "Held-out tokens the rating study's dashboards read.",
+            DefaultValueFactory = _ => 8192,
+        };
         var output = new Option<string>("--out")
         {
             Description = "Study folder (re-running resumes).",
@@ -115,6 +126,8 @@ internal static class SweepCommand
             evalTokens,
             itoSite,
             itoL0,
+            ratingStudy,
+            ratingTokens,
             output,
         };
         command.SetAction(
@@ -223,7 +236,31 @@ internal static class SweepCommand
                             ItoSite = parse.GetValue(itoSite) ?? baseConfig?.ItoSite,
                             ItoL0 = parse.GetValue(itoL0) is { Length: > 0 } k ? k : baseConfig?.ItoL0 ?? [],
                         };
-                        return StudyConsole.Run(parse, study, parse.GetValue(output)!, cancel);
+                        int perSae = parse.GetValue(ratingStudy);
+                        if (perSae < 0)
+                        {
+                            throw new ArgumentException($"--rating-study must be 0 or more, got {perSae}.");
+                        }
+
+                        var outDir = parse.GetValue(output)!;
+                        return StudyConsole.Run(
+                            parse,
+                            study,
+                            outDir,
+                            cancel,
+                            perSae > 0
+                                ? (device, results) =>
+                                    ReproduceCommand.CreateRatingStudy(
+                                        device,
+                                        study,
+                                        results,
+                                        outDir,
+                                        cancel,
+                                        perSae,
+                                        parse.GetValue(ratingTokens)
+                                    )
+                                : null
+                        );
                     })
                 )
         );
