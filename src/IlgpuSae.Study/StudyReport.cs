@@ -42,6 +42,12 @@ public sealed record FamilyVerdict(
     IReadOnlyList<string> DominatedBy
 );
 
+/// <summary>How long a study invocation took.</summary>
+/// <param name="Wall">Wall time from the start of <see cref="StudyRunner.Run"/> to the report.</param>
+/// <param name="Resumed">Units (SAEs or ITO points) an earlier invocation had finished.</param>
+/// <param name="Units">All units of the study.</param>
+public sealed record StudyTiming(TimeSpan Wall, int Resumed, int Units);
+
 /// <summary>Writes a study's results.csv, results.json, plots (PNG, ScottPlot) and report.md.</summary>
 public static class StudyReport
 {
@@ -81,7 +87,8 @@ public static class StudyReport
         string folder,
         StudyConfig config,
         IReadOnlyList<RunResult> results,
-        string device
+        string device,
+        StudyTiming? timing = null
     )
     {
         AtomicFile.WriteAllText(Path.Combine(folder, "results.csv"), StudyResults.ToCsv(results));
@@ -192,7 +199,7 @@ public static class StudyReport
 
         var claims = CheckClaims(config, results);
         var path = Path.Combine(folder, "report.md");
-        AtomicFile.WriteAllText(path, Markdown(config, results, claims, plots, device));
+        AtomicFile.WriteAllText(path, Markdown(config, results, claims, plots, device, timing));
         return path;
     }
 
@@ -566,7 +573,8 @@ public static class StudyReport
         IReadOnlyList<RunResult> results,
         IReadOnlyList<ClaimCheck> claims,
         List<(string Site, string File, string Caption)> plots,
-        string device
+        string device,
+        StudyTiming? timing
     )
     {
         var sb = new StringBuilder();
@@ -577,6 +585,15 @@ public static class StudyReport
                 $"Generated {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC by `ilgpu-sae` on {device}."
             )
         );
+        if (timing is { } t)
+        {
+            sb.AppendLine(
+                string.Create(
+                    Inv,
+                    $"Wall time of this invocation: {t.Wall.TotalMinutes:0.0} min (language model, training, evaluation, ITO and this report; the build and start-up not included){(t.Resumed > 0 ? $"; {t.Resumed} of {t.Units} units were finished by an earlier invocation and only read back" : "")}."
+                )
+            );
+        }
         sb.AppendLine(
             string.Create(
                 Inv,

@@ -55,6 +55,8 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
     )
     {
         config.Validate();
+        var wall = Stopwatch.StartNew();
+        int resumed = 0;
         Directory.CreateDirectory(Folder);
         var studyFile = Path.Combine(Folder, "study.json");
         var settings = config.ToJson();
@@ -139,6 +141,7 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                             JsonSerializer.Deserialize<RunResult>(File.ReadAllText(resultFile), Json)!
                         );
                         done++;
+                        resumed++;
                         continue;
                     }
 
@@ -206,6 +209,7 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                         {
                             results.Add(JsonSerializer.Deserialize<RunResult>(File.ReadAllText(file), Json)!);
                             done++;
+                            resumed++;
                             continue;
                         }
 
@@ -270,7 +274,13 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         }
 
         progress?.Report(new StudyProgress(total, total, "report"));
-        StudyReport.Write(Folder, config, results, device.ToString());
+        StudyReport.Write(
+            Folder,
+            config,
+            results,
+            device.ToString(),
+            new StudyTiming(wall.Elapsed, resumed, total)
+        );
         return results;
     }
 
@@ -348,6 +358,8 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
                 BatchSize = config.BatchSize,
                 LearningRate = (float)config.LearningRate,
                 LrWarmupSteps = config.LrWarmup,
+                LrDecay = config.DecaySchedule,
+                LrDecayStartFraction = config.LrDecayStart ?? 0.8,
                 L1WarmupSteps = config.L1Warmup,
                 NormalizeActivations = true,
                 Seed = config.Seed,
