@@ -441,11 +441,11 @@ public sealed record StudyConfig
             L1Standard = [0.5, 1.5, 4],
             Expansion = 4,
             TrainTokens = 1 << 17,
-            // 2048 steps of 64 rather than 256 of 512, and the learning rate decayed linearly to 0 over the
-            // last 20 %: the same tokens, but enough Adam steps for the gated magnitudes to settle and a quiet
-            // end (measured on PoCL, docs/reproduction.md: at 256 steps of 512 gated γ fell to 0.84 at λ 9;
-            // with this schedule it is 0.999–1.007 at every λ and site, as the full study's 2048 steps of 512
-            // give).
+            // 2048 steps of 64 rather than 256 of 512, and the learning rate decayed linearly to 0 over
+            // the last 20 %: the same tokens, but enough Adam steps for the gated magnitudes to settle and
+            // a quiet end (measured on PoCL, docs/reproduction.md: at 256 steps of 512 gated γ fell to
+            // 0.84 at λ 9; with this schedule it is 0.999–1.007 at every λ and site, as the full study's
+            // 2048 steps of 512 give).
             BatchSize = 64,
             LrDecay = "linear",
             LearningRate = 3e-3,
