@@ -603,7 +603,7 @@ public static class StudyReport
         sb.AppendLine(
             string.Create(
                 Inv,
-                $"Each SAE: {config.TrainTokens} training tokens, batch {config.BatchSize}, lr {config.LearningRate}, paper recipe (unit-norm decoder, Adam β1 = 0, frozen aux decoder), activations normalised to E‖x‖ = √d (folded into the saved weights). Gated width {config.Expansion}× the site, baseline {config.BaselineWidthFactor}× wider (equal compute)."
+                $"Each SAE: {config.TrainTokens} training tokens, batch {config.BatchSize} ({config.TrainTokens / config.BatchSize} steps), lr {config.LearningRate}{(config.DecaySchedule == Training.LrDecay.None ? "" : $" decayed ({config.LrDecay}) to 0 from {(config.LrDecayStart ?? 0.8) * 100:0} % of the steps")}, paper recipe (unit-norm decoder, Adam β1 = 0, frozen aux decoder), activations normalised to E‖x‖ = √d (folded into the saved weights). Gated width {config.Expansion}× the site, baseline {config.BaselineWidthFactor}× wider (equal compute)."
             )
         );
         sb.AppendLine(
