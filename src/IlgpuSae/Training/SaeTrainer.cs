@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json.Nodes;
 using ILGPU.Runtime;
 using IlgpuSae.Data;
@@ -53,6 +56,9 @@ public sealed class SaeTrainer : IDisposable
     private readonly DeadFeatureResampler _resampler;
     private readonly DeviceTensor _batch;
     private readonly float[] _hostBatch;
+    private readonly ITrainingGroup? _group;
+    private readonly float[]? _localBatch;
+    private readonly float[]? _gradients;
     private long _step;
     private long _lastResample = -1;
     private float _normScale = 1f;
@@ -60,11 +66,27 @@ public sealed class SaeTrainer : IDisposable
 
     /// <summary>Prepares training of <paramref name="sae"/> on <paramref name="data"/>; writes to
     /// <paramref name="outputFolder"/> if given.</summary>
+    /// <param name="sae">The SAE to train (its weights are the starting point).</param>
+    /// <param name="data">The training activations.</param>
+    /// <param name="options">Every setting of the run.</param>
+    /// <param name="outputFolder">Where the metrics, checkpoints and final SAE go (rank 0 only when
+    /// <paramref name="group"/> is given; the other ranks write nothing).</param>
+    /// <param name="group">
+    /// Data-parallel training over these processes (<c>train --parallel data</c>), or null for one process.
+    /// Every rank reads the same seeded shuffle and trains on its own equal, disjoint slice of each global
+    /// batch of <see cref="TrainerOptions.BatchSize"/> rows (rank r takes rows [r·B/N, (r+1)·B/N) of the
+    /// rows the single-process run uses for that step); the flat gradient buffer is summed over the ranks
+    /// (see <see cref="ITrainingGroup.SumToAll(float[])"/>) and divided by N, which is the gradient of the
+    /// whole batch, and every rank then applies the same Adam step to the same bits.
+    /// </param>
+    /// <exception cref="ArgumentException">The batch does not divide among the ranks.</exception>
+    /// <exception cref="NotSupportedException">The family cannot train data-parallel here.</exception>
     public SaeTrainer(
         SparseAutoencoder sae,
         IActivationSource data,
         TrainerOptions options,
-        string? outputFolder
+        string? outputFolder,
+        ITrainingGroup? group = null
     )
     {
         ArgumentNullException.ThrowIfNull(sae);
@@ -102,6 +124,16 @@ public sealed class SaeTrainer : IDisposable
             );
         }
 
+        if (group is not null)
+        {
+            CheckParallel(sae, options, group);
+            if (group.Rank != 0)
+            {
+                outputFolder = null;
+            }
+        }
+
+        _group = group;
         _sae = sae;
         _data = data;
         _options = options;
@@ -116,7 +148,14 @@ public sealed class SaeTrainer : IDisposable
             options.ShuffleBufferRows
         );
         _schedule = new TrainingSchedule(options);
-        _batch = sae.Device.Allocate(options.BatchSize, sae.DIn, "batch");
+        int localRows = options.BatchSize / (group?.Size ?? 1);
+        _batch = sae.Device.Allocate(localRows, sae.DIn, "batch");
+        if (group is not null)
+        {
+            _localBatch = new float[(long)localRows * sae.DIn];
+            _gradients = new float[sae.Parameters.Layout.Length];
+        }
+
         _optimizer = ConstrainedAdam.For(sae, options);
         _resampler = new DeadFeatureResampler(sae, DeadWindowOf(options), options.Seed);
         _hostBatch = new float[(long)options.BatchSize * sae.DIn];
@@ -129,6 +168,37 @@ public sealed class SaeTrainer : IDisposable
             _auxWindowSteps = (float)Math.Ceiling(tokens / (double)options.BatchSize);
         }
     }
+
+    /// <summary>Refuses data-parallel runs this trainer cannot split exactly.</summary>
+    private static void CheckParallel(SparseAutoencoder sae, TrainerOptions options, ITrainingGroup group)
+    {
+        if (options.BatchSize % group.Size != 0)
+        {
+            throw new ArgumentException(
+                $"the batch size {options.BatchSize} does not divide among {group.Size} ranks: data-parallel training gives every rank an equal share of each global batch; choose a batch size that is a multiple of {group.Size}."
+            );
+        }
+
+        if (sae.Architecture != SaeArchitecture.Standard && sae.Architecture != SaeArchitecture.Gated)
+        {
+            throw new NotSupportedException(
+                $"data-parallel training supports standard and gated SAEs; {sae.Architecture.Name} is not split across ranks yet (train it in one process)."
+            );
+        }
+    }
+
+    /// <summary>
+    /// When set (and training is data-parallel), every rank hashes its weights, Adam moments and
+    /// dead-feature counters after every step and the run stops with an error naming the step and rank if
+    /// any rank's hash differs from rank 0's (<c>--parallel-check</c>).
+    /// </summary>
+    public bool VerifyReplicas { get; set; }
+
+    /// <summary>Seconds this rank has spent in collectives (0 for one process).</summary>
+    public double CommunicationSeconds => _group?.CommunicationSeconds ?? 0;
+
+    /// <summary>Bytes this rank has moved in collectives (0 for one process).</summary>
+    public long CommunicationBytes => _group?.BytesMoved ?? 0;
 
     /// <summary>The dead window of the AuxK loss in steps (0 without AuxK).</summary>
     private readonly float _auxWindowSteps;
@@ -227,14 +297,22 @@ public sealed class SaeTrainer : IDisposable
         CancellationToken cancellationToken = default
     )
     {
-        if (_step == 0 && _options.NormalizeActivations && _normScale == 1f)
+        bool root = _group is null || _group.Rank == 0;
+        if (root && _step == 0 && _options.NormalizeActivations && _normScale == 1f)
         {
             _normScale = EstimateNormalization();
         }
 
-        if (_step == 0 && _options.DecoderBiasInit != DecoderBiasInit.Keep)
+        if (root && _step == 0 && _options.DecoderBiasInit != DecoderBiasInit.Keep)
         {
             InitializeDecoderBias();
+        }
+
+        if (_group is not null)
+        {
+            // Rank 0's weights, Adam moments, counters and position (initialised, loaded by --init or
+            // resumed) become every rank's.
+            SynchronizeFromRoot();
         }
 
         var watch = Stopwatch.StartNew();
@@ -251,7 +329,22 @@ public sealed class SaeTrainer : IDisposable
                 }
             }
 
-            _batch.CopyFrom(_hostBatch);
+            if (_group is null)
+            {
+                _batch.CopyFrom(_hostBatch);
+            }
+            else
+            {
+                Array.Copy(
+                    _hostBatch,
+                    _group.Rank * _localBatch!.LongLength,
+                    _localBatch,
+                    0,
+                    _localBatch.Length
+                );
+                _batch.CopyFrom(_localBatch);
+            }
+
             bool log = (_step + 1) % _options.LogEvery == 0 || _step + 1 == _options.Steps;
             _sae.TrainingStep = _step + 1;
             PrepareAuxK();
@@ -263,16 +356,27 @@ public sealed class SaeTrainer : IDisposable
                 },
                 computeLoss: log
             );
+            if (_group is not null)
+            {
+                ReduceGradients();
+                loss = ReduceLoss(loss);
+            }
+
             _optimizer.Step(_step + 1, (float)LearningRateAt(_step));
-            _resampler.Observe();
+            _resampler.Observe(_group);
             _step++;
 
             if (_options.ResampleEvery > 0 && _step % _options.ResampleEvery == 0 && _step < _options.Steps)
             {
-                if (_resampler.Resample(_hostBatch, _options.BatchSize, _step) > 0)
+                if (Resample() > 0)
                 {
                     _lastResample = _step;
                 }
+            }
+
+            if (VerifyReplicas && _group is not null)
+            {
+                EnsureReplicasEqual();
             }
 
             if (log)
@@ -289,6 +393,7 @@ public sealed class SaeTrainer : IDisposable
                 _options.CheckpointEvery > 0
                 && _step % _options.CheckpointEvery == 0
                 && _step < _options.Steps
+                && root
             )
             {
                 SaveCheckpoint();
@@ -314,6 +419,164 @@ public sealed class SaeTrainer : IDisposable
         }
 
         return _lastLoss;
+    }
+
+    /// <summary>
+    /// Sums the flat gradient buffer over the ranks and divides it by their number. Each rank's gradient is
+    /// the mean over its B/N rows, so the mean of the N rank gradients is the mean over all B rows: the
+    /// single-process gradient up to the order of the float additions.
+    /// </summary>
+    private void ReduceGradients()
+    {
+        var stream = _sae.Device.Stream;
+        var gradients = _sae.Parameters.Gradients;
+        _sae.Device.Synchronize();
+        gradients.CopyToCPU(stream, _gradients!);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(_gradients!);
+        float inverse = 1f / _group.Size;
+        for (int i = 0; i < _gradients!.Length; i++)
+        {
+            _gradients[i] *= inverse;
+        }
+
+        gradients.CopyFromCPU(stream, _gradients);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>The loss terms over the whole global batch: the mean of the ranks' means (equal
+    /// shares).</summary>
+    private LossBreakdown? ReduceLoss(LossBreakdown? local)
+    {
+        if (local is null)
+        {
+            return null;
+        }
+
+        double[] terms = [local.Mse, local.Sparsity, local.Aux, local.L0];
+        _group!.SumToAll(terms);
+        double n = _group.Size;
+        return new LossBreakdown(terms[0] / n, terms[1] / n, terms[2] / n, terms[3] / n);
+    }
+
+    /// <summary>Resamples dead features: in one process directly; data-parallel, rank 0 decides on the
+    /// whole global batch (every rank holds it) and sends the result to the others.</summary>
+    private int Resample()
+    {
+        if (_group is null)
+        {
+            return _resampler.Resample(_hostBatch, _options.BatchSize, _step);
+        }
+
+        long[] resampled =
+        [
+            _group.Rank == 0 ? _resampler.Resample(_hostBatch, _options.BatchSize, _step) : 0,
+        ];
+        _group.Broadcast(resampled);
+        if (resampled[0] > 0)
+        {
+            BroadcastWeightsAndCounters();
+        }
+
+        return (int)resampled[0];
+    }
+
+    /// <summary>Rank 0's weights, Adam moments and dead-feature counters, on every rank.</summary>
+    private void BroadcastWeightsAndCounters()
+    {
+        var p = _sae.Parameters;
+        foreach (
+            var section in new[]
+            {
+                ParameterSection.Values,
+                ParameterSection.FirstMoment,
+                ParameterSection.SecondMoment,
+            }
+        )
+        {
+            var host = p.Download(section);
+            _group!.Broadcast(host);
+            p.Upload(host, section);
+        }
+
+        var counters = _resampler.StepsSinceFired();
+        _group!.Broadcast(counters);
+        _resampler.Restore(counters);
+    }
+
+    /// <summary>Makes every rank continue from rank 0's state: weights, moments, counters, step, data
+    /// cursor, last resampling and activation scale.</summary>
+    private void SynchronizeFromRoot()
+    {
+        BroadcastWeightsAndCounters();
+        long[] state = [_step, _loader.Cursor, _lastResample, BitConverter.SingleToInt32Bits(_normScale)];
+        _group!.Broadcast(state);
+        _step = state[0];
+        _loader.Seek(state[1]);
+        _lastResample = state[2];
+        _normScale = BitConverter.Int32BitsToSingle((int)state[3]);
+    }
+
+    /// <summary>Fails if any rank's weights, moments or counters differ from rank 0's by one bit.</summary>
+    private void EnsureReplicasEqual()
+    {
+        var p = _sae.Parameters;
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (
+            var section in new[]
+            {
+                ParameterSection.Values,
+                ParameterSection.FirstMoment,
+                ParameterSection.SecondMoment,
+            }
+        )
+        {
+            hash.AppendData(MemoryMarshal.AsBytes(p.Download(section).AsSpan()));
+        }
+
+        hash.AppendData(MemoryMarshal.AsBytes(_resampler.StepsSinceFired().AsSpan()));
+        var all = _group!.AllGather(hash.GetHashAndReset());
+        for (int r = 1; r < all.Length; r++)
+        {
+            if (!all[r].AsSpan().SequenceEqual(all[0]))
+            {
+                throw new InvalidOperationException(
+                    $"parallel check: after step {_step} the weights of rank {r} differ from rank 0's (SHA-256 {Convert.ToHexStringLower(all[r])[..16]}… vs {Convert.ToHexStringLower(all[0])[..16]}…)."
+                );
+            }
+        }
+    }
+
+    /// <summary>
+    /// SHA-256 of what must agree across the ranks of a data-parallel run: every trainer setting, the SAE's
+    /// shape and family, the data's shape and the contents of the first global batch (so ranks that read
+    /// other files, or the same path holding other data, are told apart).
+    /// </summary>
+    public byte[] ConfigurationDigest()
+    {
+        var text = new StringBuilder();
+        foreach (var (key, value) in _config.Values.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            text.Append(key).Append('=').Append(value).Append('\n');
+        }
+
+        text.Append(
+            CultureInfo.InvariantCulture,
+            $"arch={_sae.Architecture.Name} d_in={_sae.DIn} d_sae={_sae.DSae} rows={_data.Rows} dim={_data.Dim}\n"
+        );
+        var probe = new ActivationLoader(
+            _data,
+            _options.BatchSize,
+            _options.Seed,
+            shuffle: true,
+            _options.ShuffleBufferRows
+        );
+        var first = new float[_hostBatch.Length];
+        probe.NextBatch(first);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
+        hash.AppendData(MemoryMarshal.AsBytes(first.AsSpan()));
+        return hash.GetHashAndReset();
     }
 
     /// <summary>The factor s with E‖s·x‖ = √d over a few batches (SAELens
