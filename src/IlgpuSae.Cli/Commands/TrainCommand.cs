@@ -149,16 +149,32 @@ internal static class TrainCommand
     {
         var group = launch?.Group;
         bool root = group is null || group.Rank == 0;
+        string? mode = parse.GetValue(o.Parallel);
+        bool features = mode == "features";
         if (launch is not null && (o.Lm.Given(parse) || parse.GetValue(o.CacheActs) is not null))
         {
             throw new ArgumentException(
-                "--parallel data trains from --acts (a file or activation cache); streaming from --model across ranks is not supported yet: write a cache with 'activations' first."
+                $"--parallel {mode} trains from --acts (a file or activation cache); streaming from --model across ranks is not supported yet: write a cache with 'activations' first."
             );
         }
 
         if (parse.GetValue(o.ParallelCheck) && launch is null)
         {
-            throw new ArgumentException("--parallel-check applies to --parallel data only.");
+            throw new ArgumentException("--parallel-check applies to --parallel only.");
+        }
+
+        if (features && parse.GetValue(o.RescaleOf) is not null)
+        {
+            throw new ArgumentException(
+                "--rescale-shift-of trains two scalars per feature; it is not sharded."
+            );
+        }
+
+        if (features && parse.GetValue(o.DSae) is null)
+        {
+            throw new ArgumentException(
+                "--parallel features needs --d-sae (every rank needs the width; only rank 0 reads --init)."
+            );
         }
 
         string arch = parse.GetValue(o.Arch)!;
@@ -343,6 +359,11 @@ internal static class TrainCommand
                 data.Dim,
                 parse.GetValue(o.DSae) ?? throw new ArgumentException("--d-sae is required for a new SAE.")
             );
+            if (features)
+            {
+                planned = FeatureShards.ShardConfig(planned, group!.Size); // this rank's block
+            }
+
             var plan = MemoryPlan.EnsureFits(
                 planned,
                 batchSize,
@@ -362,25 +383,46 @@ internal static class TrainCommand
                 {
                     ["activations"] = data.Description,
                     ["backend"] = device.Description.Label,
-                    ["parallel"] = group is null ? null : $"data, {group.Size} ranks",
+                    ["parallel"] = group is null ? null : $"{mode}, {group.Size} ranks",
                 }
             ),
         };
-        using var sae =
-            parse.GetValue(o.RescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
+        // Feature-sharded: rank 0 holds the whole SAE in host memory (created, or read from --init, as one
+        // process would), sends each rank its block when training starts and gathers them to save.
+        using var hostDevice = features && root ? SaeDevice.Create(BackendKind.Cpu) : null;
+        var sourceDevice = hostDevice ?? device;
+        using var whole =
+            features && !root ? null
+            : parse.GetValue(o.RescaleOf) is { } baselinePath
+                ? Wrap(recipe, sourceDevice, baselinePath, metadata)
             : parse.GetValue(o.Init) is { } initPath
                 ? WithMetadata(
-                    recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae)),
+                    recipe.LoadInitial(sourceDevice, initPath, data.Dim, parse.GetValue(o.DSae)),
                     new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
                 )
-            : recipe.Create(device, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
-        using var trainer = new SaeTrainer(sae, data, options, outDir, group)
+            : recipe.Create(sourceDevice, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
+        FeatureShards? shards = null;
+        SparseAutoencoder? block = null;
+        if (features)
+        {
+            var wholeConfig =
+                whole?.Config ?? recipe.Config(data.Dim, parse.GetValue(o.DSae)!.Value, metadata);
+            shards = new FeatureShards(wholeConfig, whole);
+            block = SparseAutoencoder.CreateEmpty(
+                device,
+                FeatureShards.ShardConfig(wholeConfig, group!.Size)
+            );
+        }
+
+        using var blockOwner = block;
+        var sae = block ?? whole!;
+        using var trainer = new SaeTrainer(sae, data, options, outDir, group, shards)
         {
             VerifyReplicas =
                 parse.GetValue(o.ParallelCheck)
                 || Environment.GetEnvironmentVariable(ParallelLaunch.CheckVariable) == "1",
         };
-        // Data-parallel: rank 0 resumes and sends its state to the others when training starts.
+        // In parallel, rank 0 resumes and sends its state to the others when training starts.
         if (root && parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
         {
             EnsureSameData(checkpoint, metadata, data.Description);
@@ -401,9 +443,13 @@ internal static class TrainCommand
         }
 
         Console.WriteLine(
-            $"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}"
+            $"Training {sae.Architecture.Name} SAE {sae.DIn}×{shards?.Whole.DSae ?? sae.DSae} ({recipe.ModeName}"
                 + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}"
-                + (group is null ? "." : $", {group.Size} ranks × {batchSize / group.Size} rows.")
+                + (
+                    group is null ? "."
+                    : features ? $", {group.Size} ranks × {sae.DSae} features."
+                    : $", {group.Size} ranks × {batchSize / group.Size} rows."
+                )
         );
         var last = RunWithProgress(trainer, options, cancel);
         Console.WriteLine(
@@ -665,7 +711,7 @@ internal static class TrainCommand
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
             Scale.AcceptOnlyFromAmong("sum", "mean-d");
-            Parallel.AcceptOnlyFromAmong("data");
+            Parallel.AcceptOnlyFromAmong("data", "features");
         }
 
         public Option<string> Arch { get; } =
@@ -941,7 +987,7 @@ internal static class TrainCommand
             new Option<string?>("--parallel")
             {
                 Description =
-                    "data: train across the processes of an MPICH mpiexec launch, each on an equal slice of every batch (standard and gated; see README, 'Training on several devices and machines').",
+                    "data (each rank trains on an equal slice of every batch) or features (each rank owns an equal block of the features): train across the processes of an MPICH mpiexec launch (standard and gated; see README, 'Training on several devices and machines').",
             };
 
         public Option<bool> ParallelCheck { get; } =

@@ -155,6 +155,22 @@ public sealed class MpiTrainingGroup : ITrainingGroup, IDisposable
         Timed(() => _world.Broadcast(ref buffer, root), (long)buffer.Length * sizeof(long));
 
     /// <inheritdoc/>
+    public float[]? Gather(float[] local, int root = 0)
+    {
+        ArgumentNullException.ThrowIfNull(local);
+        float[]? all = null;
+        Timed(
+            () =>
+            {
+                var gathered = _world.GatherFlattened(local, root);
+                all = Rank == root ? gathered : null;
+            },
+            (long)local.Length * sizeof(float)
+        );
+        return all;
+    }
+
+    /// <inheritdoc/>
     public byte[][] AllGather(byte[] value)
     {
         ArgumentNullException.ThrowIfNull(value);

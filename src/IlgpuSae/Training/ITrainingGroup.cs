@@ -33,6 +33,10 @@ public interface ITrainingGroup
     /// <inheritdoc cref="Broadcast(float[], int)"/>
     void Broadcast(long[] buffer, int root = 0);
 
+    /// <summary>The ranks' <paramref name="local"/> arrays (each of the same length) one after another in
+    /// rank order, on rank <paramref name="root"/>; null on the others.</summary>
+    float[]? Gather(float[] local, int root = 0);
+
     /// <summary>Every rank's <paramref name="value"/> (any length), indexed by rank, on every rank.</summary>
     byte[][] AllGather(byte[] value);
 

@@ -59,6 +59,8 @@ public sealed class SaeTrainer : IDisposable
     private readonly ITrainingGroup? _group;
     private readonly float[]? _localBatch;
     private readonly float[]? _gradients;
+    private readonly FeatureShards? _shards;
+    private float[]? _wholeCounters;
     private long _step;
     private long _lastResample = -1;
     private float _normScale = 1f;
@@ -79,6 +81,12 @@ public sealed class SaeTrainer : IDisposable
     /// (see <see cref="ITrainingGroup.SumToAll(float[])"/>) and divided by N, which is the gradient of the
     /// whole batch, and every rank then applies the same Adam step to the same bits.
     /// </param>
+    /// <param name="shards">
+    /// With <paramref name="group"/>: train feature-sharded instead (<c>train --parallel features</c>):
+    /// <paramref name="sae"/> is this rank's block of features of the whole SAE these describe. Every rank
+    /// trains on the whole batch; the partial reconstructions (B × d, stacked with the gated auxiliary
+    /// ones) and the b_dec gradient are summed over the ranks; everything else stays on its rank.
+    /// </param>
     /// <exception cref="ArgumentException">The batch does not divide among the ranks.</exception>
     /// <exception cref="NotSupportedException">The family cannot train data-parallel here.</exception>
     public SaeTrainer(
@@ -86,7 +94,8 @@ public sealed class SaeTrainer : IDisposable
         IActivationSource data,
         TrainerOptions options,
         string? outputFolder,
-        ITrainingGroup? group = null
+        ITrainingGroup? group = null,
+        FeatureShards? shards = null
     )
     {
         ArgumentNullException.ThrowIfNull(sae);
@@ -124,9 +133,14 @@ public sealed class SaeTrainer : IDisposable
             );
         }
 
+        if (shards is not null && group is null)
+        {
+            throw new ArgumentException("Feature sharding needs a group of ranks.", nameof(shards));
+        }
+
         if (group is not null)
         {
-            CheckParallel(sae, options, group);
+            CheckParallel(sae, options, group, shards);
             if (group.Rank != 0)
             {
                 outputFolder = null;
@@ -134,10 +148,11 @@ public sealed class SaeTrainer : IDisposable
         }
 
         _group = group;
+        _shards = shards;
         _sae = sae;
         _data = data;
         _options = options;
-        _config = TrainerConfig.Of(sae.Config, options);
+        _config = TrainerConfig.Of(shards?.Whole ?? sae.Config, options);
         _output = outputFolder;
         _log = outputFolder is null ? null : new MetricsLog(outputFolder);
         _loader = new ActivationLoader(
@@ -148,9 +163,15 @@ public sealed class SaeTrainer : IDisposable
             options.ShuffleBufferRows
         );
         _schedule = new TrainingSchedule(options);
-        int localRows = options.BatchSize / (group?.Size ?? 1);
+        int localRows = shards is null ? options.BatchSize / (group?.Size ?? 1) : options.BatchSize;
         _batch = sae.Device.Allocate(localRows, sae.DIn, "batch");
-        if (group is not null)
+        if (shards is not null)
+        {
+            sae.Sharding = new FeatureShardHooks(SumReconstructions, group!.Rank == 0);
+            _gradients = new float[sae.DIn];
+            _wholeCounters = new float[shards.Whole.DSae];
+        }
+        else if (group is not null)
         {
             _localBatch = new float[(long)localRows * sae.DIn];
             _gradients = new float[sae.Parameters.Layout.Length];
@@ -170,9 +191,40 @@ public sealed class SaeTrainer : IDisposable
     }
 
     /// <summary>Refuses data-parallel runs this trainer cannot split exactly.</summary>
-    private static void CheckParallel(SparseAutoencoder sae, TrainerOptions options, ITrainingGroup group)
+    private static void CheckParallel(
+        SparseAutoencoder sae,
+        TrainerOptions options,
+        ITrainingGroup group,
+        FeatureShards? shards
+    )
     {
-        if (options.BatchSize % group.Size != 0)
+        if (shards is not null)
+        {
+            var expected = FeatureShards.ShardConfig(shards.Whole, group.Size);
+            if (
+                sae.DSae != expected.DSae
+                || sae.DIn != expected.DIn
+                || sae.Architecture != expected.Architecture
+            )
+            {
+                throw new ArgumentException(
+                    $"A rank's block of a {shards.Whole.DSae}-feature SAE over {group.Size} ranks has {expected.DSae} features, got {sae.DSae}."
+                );
+            }
+
+            string? refused =
+                options.ResampleEvery > 0 ? "resampling (--resample-every)"
+                : options.GradClipNorm > 0 ? "gradient clipping (--grad-clip)"
+                : options.TrainableParameters is not null ? "a restricted set of trainable parameters"
+                : null;
+            if (refused is not null)
+            {
+                throw new NotSupportedException(
+                    $"feature-sharded training does not support {refused} yet: train with --parallel data or in one process."
+                );
+            }
+        }
+        else if (options.BatchSize % group.Size != 0)
         {
             throw new ArgumentException(
                 $"the batch size {options.BatchSize} does not divide among {group.Size} ranks: data-parallel training gives every rank an equal share of each global batch; choose a batch size that is a multiple of {group.Size}."
@@ -182,7 +234,7 @@ public sealed class SaeTrainer : IDisposable
         if (sae.Architecture != SaeArchitecture.Standard && sae.Architecture != SaeArchitecture.Gated)
         {
             throw new NotSupportedException(
-                $"data-parallel training supports standard and gated SAEs; {sae.Architecture.Name} is not split across ranks yet (train it in one process)."
+                $"parallel training supports standard and gated SAEs; {sae.Architecture.Name} is not split across ranks yet (train it in one process)."
             );
         }
     }
@@ -266,6 +318,10 @@ public sealed class SaeTrainer : IDisposable
             : null;
     }
 
+    /// <summary>The SAE that init, resume and saving work on: the whole one (rank 0 of a feature-sharded
+    /// run) or the one being trained.</summary>
+    private SparseAutoencoder Primary => _shards?.WholeOnRoot ?? _sae;
+
     /// <summary>Steps done so far.</summary>
     public long Step => _step;
 
@@ -276,8 +332,22 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Every setting of this run, as saved with its checkpoints.</summary>
     public TrainerConfig Config => _config;
 
-    /// <summary>Features that have not fired within the dead window.</summary>
+    /// <summary>Features that have not fired within the dead window (feature-sharded: of this rank's
+    /// block).</summary>
     public int DeadFeatures() => _resampler.DeadFeatures();
+
+    /// <summary>Dead features of the whole SAE: a collective in a feature-sharded run.</summary>
+    private int AllDeadFeatures()
+    {
+        if (_shards is null)
+        {
+            return DeadFeatures();
+        }
+
+        double[] dead = [DeadFeatures()];
+        _group!.SumToAll(dead);
+        return (int)dead[0];
+    }
 
     private static int DeadWindowOf(TrainerOptions o) =>
         o.ResampleDeadWindow ?? Math.Max(1, o.ResampleEvery > 0 ? o.ResampleEvery / 2 : 1000);
@@ -329,7 +399,7 @@ public sealed class SaeTrainer : IDisposable
                 }
             }
 
-            if (_group is null)
+            if (_group is null || _shards is not null)
             {
                 _batch.CopyFrom(_hostBatch);
             }
@@ -356,14 +426,19 @@ public sealed class SaeTrainer : IDisposable
                 },
                 computeLoss: log
             );
-            if (_group is not null)
+            if (_shards is not null)
+            {
+                ReduceSharedGradients();
+                loss = ReduceShardLoss(loss);
+            }
+            else if (_group is not null)
             {
                 ReduceGradients();
                 loss = ReduceLoss(loss);
             }
 
             _optimizer.Step(_step + 1, (float)LearningRateAt(_step));
-            _resampler.Observe(_group);
+            _resampler.Observe(_shards is null ? _group : null);
             _step++;
 
             if (_options.ResampleEvery > 0 && _step % _options.ResampleEvery == 0 && _step < _options.Steps)
@@ -379,13 +454,15 @@ public sealed class SaeTrainer : IDisposable
                 EnsureReplicasEqual();
             }
 
+            int dead = log ? AllDeadFeatures() : -1;
             if (log)
             {
                 _lastLoss = loss;
                 WriteMetrics(
                     loss!,
                     watch.Elapsed.TotalSeconds,
-                    (_step - startStep) * (double)_options.BatchSize
+                    (_step - startStep) * (double)_options.BatchSize,
+                    dead
                 );
             }
 
@@ -393,10 +470,13 @@ public sealed class SaeTrainer : IDisposable
                 _options.CheckpointEvery > 0
                 && _step % _options.CheckpointEvery == 0
                 && _step < _options.Steps
-                && root
             )
             {
-                SaveCheckpoint();
+                GatherWhole();
+                if (root)
+                {
+                    SaveCheckpoint();
+                }
             }
 
             double seconds = Math.Max(watch.Elapsed.TotalSeconds, 1e-9);
@@ -407,12 +487,13 @@ public sealed class SaeTrainer : IDisposable
                     _step * (long)_options.BatchSize,
                     (_step - startStep) * (double)_options.BatchSize / seconds,
                     _lastLoss,
-                    log ? DeadFeatures() : -1
+                    dead
                 )
             );
         }
 
         _sae.Device.Synchronize();
+        GatherWhole();
         if (_output is not null)
         {
             SaveFinal(_output);
@@ -442,6 +523,111 @@ public sealed class SaeTrainer : IDisposable
 
         gradients.CopyFromCPU(stream, _gradients);
         _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded: the sum over the ranks of the partial reconstructions (every rank's
+    /// stacked F·W_dec rows), the same bits on each.</summary>
+    private void SumReconstructions(MatrixView partial)
+    {
+        var host = new float[partial.Length];
+        _sae.Device.Synchronize();
+        partial.Data.CopyToCPU(_sae.Device.Stream, host);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(host);
+        partial.Data.CopyFromCPU(_sae.Device.Stream, host);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded: sums the b_dec gradient over the ranks (rank 0 holds the output term,
+    /// every rank its block's input-centring term).</summary>
+    private void ReduceSharedGradients()
+    {
+        var g = _sae.Parameters.Gradient(SparseAutoencoder.DecoderBiasTensor).Data;
+        _sae.Device.Synchronize();
+        g.CopyToCPU(_sae.Device.Stream, _gradients!);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(_gradients!);
+        g.CopyFromCPU(_sae.Device.Stream, _gradients!);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded loss: the reconstruction terms are computed from the summed reconstruction
+    /// (alike on every rank); the sparsity penalty and L0 are sums over the feature blocks.</summary>
+    private LossBreakdown? ReduceShardLoss(LossBreakdown? local)
+    {
+        if (local is null)
+        {
+            return null;
+        }
+
+        double[] terms = [local.Sparsity, local.L0];
+        _group!.SumToAll(terms);
+        return new LossBreakdown(local.Mse, terms[0], local.Aux, terms[1]);
+    }
+
+    private static readonly ParameterSection[] StateSections =
+    [
+        ParameterSection.Values,
+        ParameterSection.FirstMoment,
+        ParameterSection.SecondMoment,
+    ];
+
+    /// <summary>Feature-sharded: rank 0 sends the whole SAE's weights, moments and counters; each rank keeps
+    /// its block.</summary>
+    private void ScatterWhole()
+    {
+        var shards = _shards!;
+        var wholeLayout = SparseAutoencoder.LayoutFor(shards.Whole);
+        var p = _sae.Parameters;
+        var block = new float[p.Layout.Length];
+        foreach (var section in StateSections)
+        {
+            var whole = shards.WholeOnRoot?.Parameters.Download(section) ?? new float[wholeLayout.Length];
+            _group!.Broadcast(whole);
+            FeatureShards.Copy(wholeLayout, p.Layout, _group.Rank, whole, block, toShard: true);
+            p.Upload(block, section);
+        }
+
+        var counters = _group!.Rank == 0 ? _wholeCounters! : new float[shards.Whole.DSae];
+        _group.Broadcast(counters);
+        _resampler.Restore(counters.AsSpan(_group.Rank * _sae.DSae, _sae.DSae).ToArray());
+    }
+
+    /// <summary>Feature-sharded: gathers every rank's block into rank 0's whole SAE (a collective; a no-op
+    /// otherwise).</summary>
+    private void GatherWhole()
+    {
+        if (_shards is null)
+        {
+            return;
+        }
+
+        var wholeLayout = SparseAutoencoder.LayoutFor(_shards.Whole);
+        var p = _sae.Parameters;
+        long blockLength = p.Layout.Length;
+        foreach (var section in StateSections)
+        {
+            var all = _group!.Gather(p.Download(section));
+            if (all is null)
+            {
+                continue;
+            }
+
+            var whole = new float[wholeLayout.Length];
+            for (int r = 0; r < _group.Size; r++)
+            {
+                var block = all.AsSpan((int)(r * blockLength), (int)blockLength).ToArray();
+                FeatureShards.Copy(wholeLayout, p.Layout, r, whole, block, toShard: false);
+            }
+
+            _shards.WholeOnRoot!.Parameters.Upload(whole, section);
+        }
+
+        var counters = _group!.Gather(_resampler.StepsSinceFired());
+        if (counters is not null)
+        {
+            _wholeCounters = counters;
+        }
     }
 
     /// <summary>The loss terms over the whole global batch: the mean of the ranks' means (equal
@@ -508,7 +694,15 @@ public sealed class SaeTrainer : IDisposable
     /// cursor, last resampling and activation scale.</summary>
     private void SynchronizeFromRoot()
     {
-        BroadcastWeightsAndCounters();
+        if (_shards is null)
+        {
+            BroadcastWeightsAndCounters();
+        }
+        else
+        {
+            ScatterWhole();
+        }
+
         long[] state = [_step, _loader.Cursor, _lastResample, BitConverter.SingleToInt32Bits(_normScale)];
         _group!.Broadcast(state);
         _step = state[0];
@@ -522,6 +716,7 @@ public sealed class SaeTrainer : IDisposable
     {
         var p = _sae.Parameters;
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var wholeLayout = _shards is null ? null : SparseAutoencoder.LayoutFor(_shards.Whole);
         foreach (
             var section in new[]
             {
@@ -531,10 +726,25 @@ public sealed class SaeTrainer : IDisposable
             }
         )
         {
-            hash.AppendData(MemoryMarshal.AsBytes(p.Download(section).AsSpan()));
+            var host = p.Download(section);
+            if (wholeLayout is null)
+            {
+                hash.AppendData(MemoryMarshal.AsBytes(host.AsSpan()));
+                continue;
+            }
+
+            // Feature-sharded: only the replicated tensors (b_dec) must agree.
+            foreach (var e in p.Layout.Entries.Where(e => FeatureShards.Replicated(wholeLayout, e)))
+            {
+                hash.AppendData(MemoryMarshal.AsBytes(host.AsSpan((int)e.Offset, (int)e.Length)));
+            }
         }
 
-        hash.AppendData(MemoryMarshal.AsBytes(_resampler.StepsSinceFired().AsSpan()));
+        if (wholeLayout is null)
+        {
+            hash.AppendData(MemoryMarshal.AsBytes(_resampler.StepsSinceFired().AsSpan()));
+        }
+
         var all = _group!.AllGather(hash.GetHashAndReset());
         for (int r = 1; r < all.Length; r++)
         {
@@ -640,19 +850,21 @@ public sealed class SaeTrainer : IDisposable
             _options.DecoderBiasInit == DecoderBiasInit.Mean
                 ? GeometricMedian.Mean(rows, _options.BatchSize, _sae.DIn)
                 : GeometricMedian.Compute(rows, _options.BatchSize, _sae.DIn);
-        _sae.Parameters[SparseAutoencoder.DecoderBiasTensor]
-            .Data.CopyFromCPU(_sae.Device.Stream, center.Select(v => (float)v).ToArray());
-        _sae.Device.Synchronize();
+        var target = Primary;
+        target
+            .Parameters[SparseAutoencoder.DecoderBiasTensor]
+            .Data.CopyFromCPU(target.Device.Stream, center.Select(v => (float)v).ToArray());
+        target.Device.Synchronize();
     }
 
-    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun)
+    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun, int dead)
     {
         if (_log is null)
         {
             return;
         }
 
-        var record = MetricsRecord(loss, seconds, tokensThisRun);
+        var record = MetricsRecord(loss, seconds, tokensThisRun, dead);
         if (_sae.Architecture is BatchTopKSae)
         {
             // The inference threshold as estimated so far (negative while unset), to compare the inference L0
@@ -663,7 +875,7 @@ public sealed class SaeTrainer : IDisposable
         _log.Append(record);
     }
 
-    private JsonObject MetricsRecord(LossBreakdown loss, double seconds, double tokensThisRun) =>
+    private JsonObject MetricsRecord(LossBreakdown loss, double seconds, double tokensThisRun, int dead) =>
         new JsonObject
         {
             ["step"] = _step,
@@ -673,7 +885,7 @@ public sealed class SaeTrainer : IDisposable
             ["losses/l1_loss"] = loss.Sparsity,
             ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
             ["metrics/l0"] = loss.L0,
-            ["sparsity/dead_features"] = DeadFeatures(),
+            ["sparsity/dead_features"] = dead,
             ["details/current_learning_rate"] = LearningRateAt(_step - 1),
             ["details/current_l1_coefficient"] = L1At(_step - 1),
             ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
@@ -689,8 +901,8 @@ public sealed class SaeTrainer : IDisposable
 
         return TrainingCheckpoint.Save(
             _output,
-            _sae,
-            _resampler.StepsSinceFired(),
+            Primary,
+            _shards is null ? _resampler.StepsSinceFired() : _wholeCounters!,
             new TrainerState(_step, _loader.Cursor, _lastResample, _normScale),
             _config
         );
@@ -713,8 +925,16 @@ public sealed class SaeTrainer : IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
         TrainingCheckpoint.EnsureCompatible(checkpoint, _config, overrides);
-        var (state, stepsSinceFired) = TrainingCheckpoint.Load(checkpoint, _sae);
-        _resampler.Restore(stepsSinceFired);
+        var (state, stepsSinceFired) = TrainingCheckpoint.Load(checkpoint, Primary);
+        if (_shards is null)
+        {
+            _resampler.Restore(stepsSinceFired);
+        }
+        else
+        {
+            _wholeCounters = stepsSinceFired; // sent to the ranks when training starts
+        }
+
         _step = state.Step;
         _lastResample = state.LastResample;
         _normScale = state.NormalizationScale;
@@ -726,17 +946,18 @@ public sealed class SaeTrainer : IDisposable
     /// beside it.</summary>
     private void SaveFinal(string folder)
     {
+        var sae = Primary;
         if (_normScale == 1f)
         {
-            SaveForms(_sae, folder);
+            SaveForms(sae, folder);
         }
         else
         {
-            var metadata = new Dictionary<string, object?>(_sae.Config.Metadata)
+            var metadata = new Dictionary<string, object?>(sae.Config.Metadata)
             {
                 ["activation_normalization_folded"] = _normScale.ToString("R", CultureInfo.InvariantCulture),
             };
-            using var folded = _sae.WithInputScaleFolded(_normScale, metadata);
+            using var folded = sae.WithInputScaleFolded(_normScale, metadata);
             SaveForms(folded, folder);
         }
 

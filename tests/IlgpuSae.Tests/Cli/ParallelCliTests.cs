@@ -51,7 +51,14 @@ public sealed class ParallelCliTests : IDisposable
 
     private string P(string name) => _temp.Path(name);
 
-    private string[] TrainArgs(string arch, string backend, string output, int steps = 20, int batch = 64) =>
+    private string[] TrainArgs(
+        string arch,
+        string backend,
+        string output,
+        int steps = 20,
+        int batch = 64,
+        bool resample = true
+    ) =>
         [
             "--backend",
             backend,
@@ -70,8 +77,7 @@ public sealed class ParallelCliTests : IDisposable
             "5",
             "--log-every",
             "1",
-            "--resample-every",
-            "10",
+            .. (resample ? new[] { "--resample-every", "10" } : []),
             "--out",
             output,
         ];
@@ -104,29 +110,50 @@ public sealed class ParallelCliTests : IDisposable
                 .Select(l => JsonNode.Parse(l)!.AsObject()),
         ];
 
+    /// <summary>
+    /// 2 ranks against one process, every step: the losses, L0 and dead-feature counts of each step's
+    /// record and the final weights agree within <see cref="Tolerance"/>; with <c>--parallel-check</c> the
+    /// run would have stopped had any rank's replicated weights differed from rank 0's by one bit.
+    /// Data-parallel runs resample every 10 steps (rank 0 decides and broadcasts); feature-sharded runs do
+    /// not resample (refused).
+    /// </summary>
     [SkippableTheory]
-    [InlineData("standard", "cpu")]
-    [InlineData("gated", "cpu")]
-    [InlineData("gated", "opencl")]
+    [InlineData("standard", "cpu", "data")]
+    [InlineData("gated", "opencl", "data")]
+    [InlineData("gated", "cpu", "features")]
+    [InlineData("standard", "opencl", "features")]
     public void Two_ranks_train_like_one_process_step_for_step_with_identical_weights_on_every_rank(
         string arch,
-        string backend
+        string backend,
+        string mode
     )
     {
         Mpi.Exec();
         RequireBackend(backend);
-        var single = CliRunner.Run(TrainArgs(arch, backend, P("single")));
+        bool resample = mode == "data";
+        var single = CliRunner.Run(TrainArgs(arch, backend, P("single"), resample: resample));
         single.Code.Should().Be(0, single.Err);
         var parallel = Mpi.Run(
             2,
-            [.. TrainArgs(arch, backend, P("parallel")), "--parallel", "data", "--parallel-check"]
+            [
+                .. TrainArgs(arch, backend, P("parallel"), resample: resample),
+                "--parallel",
+                mode,
+                "--parallel-check",
+            ]
         );
         parallel.Code.Should().Be(0, parallel.Out + parallel.Err);
-        parallel.Out.Should().Contain("2 ranks × 32 rows");
+        parallel.Out.Should().Contain(mode == "data" ? "2 ranks × 32 rows" : "2 ranks × 16 features");
+        AssertClose(P("single"), P("parallel"), 20);
+    }
 
-        var a = Metrics(P("single"));
-        var b = Metrics(P("parallel"));
-        b.Length.Should().Be(a.Length).And.Be(20, "one record per step");
+    /// <summary>The metrics of every step and the final weights of two runs agree within
+    /// <see cref="Tolerance"/>.</summary>
+    private static void AssertClose(string expected, string actual, int steps)
+    {
+        var a = Metrics(expected);
+        var b = Metrics(actual);
+        b.Length.Should().Be(a.Length).And.Be(steps, "one record per step");
         for (int i = 0; i < a.Length; i++)
         {
             b[i]["step"]!.GetValue<long>().Should().Be(a[i]["step"]!.GetValue<long>());
@@ -147,8 +174,8 @@ public sealed class ParallelCliTests : IDisposable
                 .Be(a[i]["sparsity/dead_features"]!.GetValue<int>(), $"dead features at step {i + 1}");
         }
 
-        using var ws = new SafetensorsFile(P("single/sae_weights.safetensors"));
-        using var wp = new SafetensorsFile(P("parallel/sae_weights.safetensors"));
+        using var ws = new SafetensorsFile(Path.Combine(expected, "sae_weights.safetensors"));
+        using var wp = new SafetensorsFile(Path.Combine(actual, "sae_weights.safetensors"));
         wp.Entries.Keys.Should().BeEquivalentTo(ws.Entries.Keys);
         foreach (var name in ws.Entries.Keys)
         {
@@ -160,6 +187,47 @@ public sealed class ParallelCliTests : IDisposable
                 .Should()
                 .BeLessThanOrEqualTo(Tolerance * scale, name);
         }
+    }
+
+    /// <summary>
+    /// A feature-sharded checkpoint holds the whole SAE (gathered by rank 0): resumed feature-sharded on 2
+    /// ranks (scattered again) it reaches the uninterrupted run's bytes; resumed in one process it reaches
+    /// the same result within <see cref="Tolerance"/> (the data cursor and every setting are global, so
+    /// another rank count continues the same run).
+    /// </summary>
+    [SkippableFact]
+    public void Feature_sharded_checkpoints_hold_the_whole_SAE_and_resume_on_any_rank_count()
+    {
+        Mpi.Exec();
+        string[] Args(string output) =>
+            [.. TrainArgs("gated", "cpu", P(output), resample: false), "--checkpoint-every", "10"];
+        var full = Mpi.Run(2, [.. Args("full"), "--parallel", "features"]);
+        full.Code.Should().Be(0, full.Out + full.Err);
+        foreach (var copy in new[] { "two", "one" })
+        {
+            Directory.CreateDirectory(P(copy));
+            File.Copy(P("full/metrics.jsonl"), P($"{copy}/metrics.jsonl"));
+            var checkpoint = P($"{copy}/checkpoints/step-00000010");
+            Directory.CreateDirectory(checkpoint);
+            foreach (var file in Directory.GetFiles(P("full/checkpoints/step-00000010")))
+            {
+                File.Copy(file, Path.Combine(checkpoint, Path.GetFileName(file)));
+            }
+        }
+
+        using (var saved = new SafetensorsFile(P("full/checkpoints/step-00000010/sae_weights.safetensors")))
+        {
+            saved["W_dec"].Shape.Should().Equal([32L, 16L], "the checkpoint holds every feature");
+        }
+
+        var two = Mpi.Run(2, [.. Args("two"), "--parallel", "features", "--resume"]);
+        two.Code.Should().Be(0, two.Out + two.Err);
+        File.ReadAllBytes(P("two/sae_weights.safetensors"))
+            .Should()
+            .Equal(File.ReadAllBytes(P("full/sae_weights.safetensors")));
+        var one = CliRunner.Run([.. Args("one"), "--resume"]);
+        one.Code.Should().Be(0, one.Err);
+        AssertClose(P("full"), P("one"), 20);
     }
 
     [SkippableFact]
@@ -287,6 +355,13 @@ public sealed class ParallelCliTests : IDisposable
         uneven.Code.Should().NotBe(0);
         uneven.Err.Should().Contain("the batch size 63 does not divide among 2 ranks");
         Directory.Exists(P("uneven")).Should().BeFalse();
+
+        string[] odd = [.. TrainArgs("standard", "cpu", P("odd"), resample: false), "--parallel", "features"];
+        odd[Array.IndexOf(odd, "--d-sae") + 1] = "33";
+        var oddFeatures = Mpi.Run(2, odd);
+        oddFeatures.Code.Should().NotBe(0);
+        oddFeatures.Err.Should().Contain("d_sae = 33 does not divide among 2 ranks");
+        Directory.Exists(P("odd")).Should().BeFalse();
 
         // MPMD: the two ranks run different commands (another seed on rank 1).
         var differing = Mpi.Launch(
