@@ -458,6 +458,21 @@ internal static class TrainCommand
                 $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
             )
         );
+        if (group is not null && trainer.StepTimings.Count > 0)
+        {
+            // After the first step (JIT, allocation): the median step and its share in collectives.
+            var steady =
+                trainer.StepTimings.Count > 1
+                    ? trainer.StepTimings.Skip(1).ToArray()
+                    : [.. trainer.StepTimings];
+            static double Median(IEnumerable<double> v) => v.Order().ElementAt((v.Count() - 1) / 2);
+            Console.WriteLine(
+                string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Parallel {mode} on {group.Size} ranks (rank 0, {steady.Length} steps after the first): median step {Median(steady.Select(t => t.Seconds)):F4} s, of which {Median(steady.Select(t => t.CommunicationSeconds)):F4} s in collectives; {steady.Average(t => (double)t.CommunicationBytes) / 1e6:F2} MB moved per step."
+                )
+            );
+        }
         return 0;
     }
 

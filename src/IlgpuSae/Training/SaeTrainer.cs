@@ -27,6 +27,14 @@ public sealed record TrainingProgress(
     int DeadFeatures
 );
 
+/// <summary>The time of one training step on this rank.</summary>
+/// <param name="Seconds">Wall-clock seconds of the whole step (data, compute, collectives, metrics,
+/// checkpoint).</param>
+/// <param name="CommunicationSeconds">Of which inside collectives (waiting for other ranks
+/// included).</param>
+/// <param name="CommunicationBytes">Payload bytes this rank moved in the step's collectives.</param>
+public sealed record TrainingStepTime(double Seconds, double CommunicationSeconds, long CommunicationBytes);
+
 /// <summary>
 /// Trains an SAE with Adam on activations. The loop is assembled from parts: <see cref="TrainingSchedule"/>
 /// (learning-rate warm-up and decay, λ warm-up, recovery after resampling), <see cref="ConstrainedAdam"/>
@@ -246,6 +254,11 @@ public sealed class SaeTrainer : IDisposable
     /// </summary>
     public bool VerifyReplicas { get; set; }
 
+    /// <summary>The time of every step this process ran, in order.</summary>
+    public IReadOnlyList<TrainingStepTime> StepTimings => _timings;
+
+    private readonly List<TrainingStepTime> _timings = [];
+
     /// <summary>Seconds this rank has spent in collectives (0 for one process).</summary>
     public double CommunicationSeconds => _group?.CommunicationSeconds ?? 0;
 
@@ -390,6 +403,9 @@ public sealed class SaeTrainer : IDisposable
         while (_step < _options.Steps)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            double stepStart = watch.Elapsed.TotalSeconds,
+                commStart = CommunicationSeconds;
+            long bytesStart = CommunicationBytes;
             _loader.NextBatch(_hostBatch);
             if (_normScale != 1f)
             {
@@ -479,6 +495,13 @@ public sealed class SaeTrainer : IDisposable
                 }
             }
 
+            _timings.Add(
+                new TrainingStepTime(
+                    watch.Elapsed.TotalSeconds - stepStart,
+                    CommunicationSeconds - commStart,
+                    CommunicationBytes - bytesStart
+                )
+            );
             double seconds = Math.Max(watch.Elapsed.TotalSeconds, 1e-9);
             progress?.Report(
                 new TrainingProgress(

@@ -253,8 +253,14 @@ public sealed class ParallelCliTests : IDisposable
         );
         int? rank1 = null;
         var gate = new object();
+        var output = new System.Text.StringBuilder();
         job.OutputDataReceived += (_, e) =>
         {
+            lock (gate)
+            {
+                output.AppendLine(e.Data);
+            }
+
             if (
                 e.Data is { } line
                 && line.StartsWith("parallel data: rank 1 of 2, pid ", StringComparison.Ordinal)
@@ -266,7 +272,13 @@ public sealed class ParallelCliTests : IDisposable
                 }
             }
         };
-        job.ErrorDataReceived += (_, _) => { };
+        job.ErrorDataReceived += (_, e) =>
+        {
+            lock (gate)
+            {
+                output.AppendLine(e.Data);
+            }
+        };
         job.BeginOutputReadLine();
         job.BeginErrorReadLine();
         var wait = Stopwatch.StartNew();
@@ -292,7 +304,7 @@ public sealed class ParallelCliTests : IDisposable
         // The other rank is stopped by the launcher; 30 s is a generous bound (it takes well under 1 s).
         job.WaitForExit(30_000).Should().BeTrue("mpiexec stops the remaining rank when one dies");
         job.WaitForExit();
-        job.ExitCode.Should().NotBe(0);
+        job.ExitCode.Should().NotBe(0, $"rank 1 (pid {pid}) was killed; the job printed: {output}");
         File.Exists(P("run/cfg.json")).Should().BeFalse("the killed run never finished");
         var latest = IlgpuSae.Training.SaeTrainer.LatestCheckpoint(P("run"));
         latest.Should().NotBeNull();
