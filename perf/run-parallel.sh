@@ -22,13 +22,15 @@ dotnet build src/IlgpuSae.Cli -c Release -v q -nologo >/dev/null
 cli=src/IlgpuSae.Cli/bin/Release/net10.0/ilgpu-sae.dll
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 out=perf/results/parallel-$day-$backend.md
-device=$(dotnet "$cli" devices 2>/dev/null | grep -m1 -i "$backend" || echo "$backend")
+device=$(dotnet "$cli" devices 2>/dev/null | grep -m1 " $backend:" \
+  | awk -F'│' '{ for (i = 3; i <= 5; i++) gsub(/^ +| +$/, "", $i); print $3 ", " $4 ", " $5 }' || echo "$backend")
 {
   echo "# train --parallel: compute vs communication per step, $(date -u '+%Y-%m-%d %H:%M') UTC"
   echo
   echo "- command: \`bash perf/run-parallel.sh --sizes $sizes --steps $steps --arch $arch --backend $backend\`"
   echo "- commit: $commit; MPICH $("$mpiexec" --version | awk '/Version:/ {print $2; exit}') (hydra), MPI.NET 1.4.0"
   echo "- device: $device, every rank on it; machine: $(nproc) cores, shared with other jobs while this ran"
+  echo "  (load average at the start: $(cut -d' ' -f1-3 /proc/loadavg))"
   echo "  (the times are upper bounds; two ranks share the same cores, so the 2-rank compute is not halved)"
   echo "- step: forward + backward + Adam of one batch after a first, unmeasured step; median over $steps steps"
   echo "  of rank 0; communication = time inside collectives (device↔host staging, waiting for the other"
