@@ -124,7 +124,15 @@ internal static class CommonOptions
     }
 
     /// <summary>Opens the device the options (or the environment) ask for.</summary>
-    public static SaeDevice OpenDevice(ParseResult parse, SaeDeviceOptions? options = null)
+    /// <param name="parse">The parsed command line.</param>
+    /// <param name="options">Device options, or null for the defaults.</param>
+    /// <param name="defaultIndex">The device when <c>--device</c> is not given (a parallel rank's
+    /// round-robin choice), or null for the backend's first usable one.</param>
+    public static SaeDevice OpenDevice(
+        ParseResult parse,
+        SaeDeviceOptions? options = null,
+        int? defaultIndex = null
+    )
     {
         options ??= new SaeDeviceOptions();
         if (parse.GetValue(TensorCores))
@@ -138,7 +146,7 @@ internal static class CommonOptions
 
         var device = SaeDevice.Create(
             BackendKinds.Resolve(parse.GetValue(Backend)),
-            parse.GetValue(Device),
+            parse.GetValue(Device) ?? defaultIndex,
             options
         );
         WriteSpeedHint(device.Description);

@@ -63,6 +63,8 @@ internal static class TrainCommand
             o.Overrides,
             o.Output,
             o.CacheActs,
+            o.Parallel,
+            o.ParallelCheck,
         };
         foreach (var option in o.Acts.All.Concat(o.Lm.All))
         {
@@ -77,18 +79,30 @@ internal static class TrainCommand
                         // A run that fails before its first checkpoint leaves nothing behind in a folder it
                         // created.
                         var outDir = parse.GetValue(o.Output)!;
-                        bool created = !Directory.Exists(outDir);
+                        using var launch = ParallelLaunch.Open(parse.GetValue(o.Parallel), outDir);
+                        bool created =
+                            (launch is null || launch.Group.Rank == 0) && !Directory.Exists(outDir);
                         try
                         {
-                            return Run(o, parse, cancel);
+                            return Run(o, parse, launch, cancel);
                         }
-                        catch
-                            when (created
-                                && Directory.Exists(outDir)
-                                && SaeTrainer.LatestCheckpoint(outDir) is null
-                            )
+                        catch (Exception e) when (launch is not null && !launch.Started)
                         {
-                            Directory.Delete(outDir, recursive: true);
+                            // Failed while setting up: the other ranks learn why in the start-up collective.
+                            launch.Fail(e);
+                            DeleteIfFresh(outDir, created);
+                            throw;
+                        }
+                        catch (Exception e)
+                            when (launch is { Agreed: true } && e is not OperationCanceledException)
+                        {
+                            // Failed mid-run: every other rank would wait forever in its next collective.
+                            launch.AbortAll(e);
+                            throw;
+                        }
+                        catch when (created)
+                        {
+                            DeleteIfFresh(outDir, created);
                             throw;
                         }
                     })
@@ -98,8 +112,71 @@ internal static class TrainCommand
         return command;
     }
 
-    private static int Run(Options o, ParseResult parse, CancellationToken cancel)
+    /// <summary>Deletes <paramref name="outDir"/> if this run created it and it holds no
+    /// checkpoint.</summary>
+    private static void DeleteIfFresh(string outDir, bool created)
     {
+        if (created && Directory.Exists(outDir) && SaeTrainer.LatestCheckpoint(outDir) is null)
+        {
+            Directory.Delete(outDir, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Environment variable for tests: sleep this many milliseconds after every step, so that a test can
+    /// act on a run mid-way (kill a rank) without a long run.
+    /// </summary>
+    internal const string StepDelayVariable = "ILGPUSAE_STEP_DELAY_MS";
+
+    private static readonly int StepDelayMs = int.TryParse(
+        Environment.GetEnvironmentVariable(StepDelayVariable),
+        NumberStyles.Integer,
+        CultureInfo.InvariantCulture,
+        out int ms
+    )
+        ? ms
+        : 0;
+
+    private static void Pace()
+    {
+        if (StepDelayMs > 0)
+        {
+            Thread.Sleep(StepDelayMs);
+        }
+    }
+
+    private static int Run(Options o, ParseResult parse, ParallelLaunch? launch, CancellationToken cancel)
+    {
+        var group = launch?.Group;
+        bool root = group is null || group.Rank == 0;
+        string? mode = parse.GetValue(o.Parallel);
+        bool features = mode == "features";
+        if (launch is not null && (o.Lm.Given(parse) || parse.GetValue(o.CacheActs) is not null))
+        {
+            throw new ArgumentException(
+                $"--parallel {mode} trains from --acts (a file or activation cache); streaming from --model across ranks is not supported yet: write a cache with 'activations' first."
+            );
+        }
+
+        if (parse.GetValue(o.ParallelCheck) && launch is null)
+        {
+            throw new ArgumentException("--parallel-check applies to --parallel only.");
+        }
+
+        if (features && parse.GetValue(o.RescaleOf) is not null)
+        {
+            throw new ArgumentException(
+                "--rescale-shift-of trains two scalars per feature; it is not sharded."
+            );
+        }
+
+        if (features && parse.GetValue(o.DSae) is null)
+        {
+            throw new ArgumentException(
+                "--parallel features needs --d-sae (every rank needs the width; only rank 0 reads --init)."
+            );
+        }
+
         string arch = parse.GetValue(o.Arch)!;
         var recipe = SaeRecipe.Parse(
             arch == "matryoshka" ? "matryoshka_batchtopk" : arch,
@@ -180,8 +257,9 @@ internal static class TrainCommand
         {
             throw new ArgumentException("--cache-activations must be another folder than --out.");
         }
-        using var folderLock = FolderLock.Acquire(outDir, "train");
-        if (folderLock.StaleNote is { } stale)
+        // Data-parallel: rank 0 alone owns --out; the other ranks never touch it.
+        using var folderLock = root ? FolderLock.Acquire(outDir, "train") : null;
+        if (folderLock?.StaleNote is { } stale)
         {
             Console.Error.WriteLine($"note: {outDir}: {stale}.");
         }
@@ -191,7 +269,8 @@ internal static class TrainCommand
             : null;
         var metricsPath = Path.Combine(outDir, SaeTrainer.MetricsFile);
         if (
-            File.Exists(metricsPath)
+            root
+            && File.Exists(metricsPath)
             && SaeTrainer.LatestCheckpoint(outDir) is null
             && !File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile))
         )
@@ -202,14 +281,14 @@ internal static class TrainCommand
             File.Delete(metricsPath);
         }
 
-        if (!parse.GetValue(o.Resume) && File.Exists(metricsPath))
+        if (root && !parse.GetValue(o.Resume) && File.Exists(metricsPath))
         {
             throw new ArgumentException(
                 $"{outDir} already holds a training run; pass --resume to continue it or choose another --out."
             );
         }
 
-        if (parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
+        if (root && parse.GetValue(o.Resume) && File.Exists(Path.Combine(outDir, SaeFiles.ConfigFile)))
         {
             throw new ArgumentException(
                 $"{outDir} holds a finished run, which is never overwritten; to train further, start a new run from it with --init {outDir} --out NEW_FOLDER."
@@ -221,14 +300,21 @@ internal static class TrainCommand
             throw new ArgumentException("--override applies to --resume only.");
         }
 
-        if (parse.GetValue(o.Overrides) is { Length: > 0 } && SaeTrainer.LatestCheckpoint(outDir) is null)
+        if (
+            root
+            && parse.GetValue(o.Overrides) is { Length: > 0 }
+            && SaeTrainer.LatestCheckpoint(outDir) is null
+        )
         {
             throw new ArgumentException(
                 $"--override: {outDir} has no checkpoint to resume from, so there is nothing to override."
             );
         }
 
-        using var device = CommonOptions.OpenDevice(parse);
+        using var device = CommonOptions.OpenDevice(
+            parse,
+            defaultIndex: launch?.DefaultDevice(BackendKinds.Resolve(parse.GetValue(CommonOptions.Backend)))
+        );
         var provenance = new Dictionary<string, object?>();
         using var data = OpenData(
             parse,
@@ -273,6 +359,11 @@ internal static class TrainCommand
                 data.Dim,
                 parse.GetValue(o.DSae) ?? throw new ArgumentException("--d-sae is required for a new SAE.")
             );
+            if (features)
+            {
+                planned = FeatureShards.ShardConfig(planned, group!.Size); // this rank's block
+            }
+
             var plan = MemoryPlan.EnsureFits(
                 planned,
                 batchSize,
@@ -292,19 +383,47 @@ internal static class TrainCommand
                 {
                     ["activations"] = data.Description,
                     ["backend"] = device.Description.Label,
+                    ["parallel"] = group is null ? null : $"{mode}, {group.Size} ranks",
                 }
             ),
         };
-        using var sae =
-            parse.GetValue(o.RescaleOf) is { } baselinePath ? Wrap(recipe, device, baselinePath, metadata)
+        // Feature-sharded: rank 0 holds the whole SAE in host memory (created, or read from --init, as one
+        // process would), sends each rank its block when training starts and gathers them to save.
+        using var hostDevice = features && root ? SaeDevice.Create(BackendKind.Cpu) : null;
+        var sourceDevice = hostDevice ?? device;
+        using var whole =
+            features && !root ? null
+            : parse.GetValue(o.RescaleOf) is { } baselinePath
+                ? Wrap(recipe, sourceDevice, baselinePath, metadata)
             : parse.GetValue(o.Init) is { } initPath
                 ? WithMetadata(
-                    recipe.LoadInitial(device, initPath, data.Dim, parse.GetValue(o.DSae)),
+                    recipe.LoadInitial(sourceDevice, initPath, data.Dim, parse.GetValue(o.DSae)),
                     new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
                 )
-            : recipe.Create(device, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
-        using var trainer = new SaeTrainer(sae, data, options, outDir);
-        if (parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
+            : recipe.Create(sourceDevice, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
+        FeatureShards? shards = null;
+        SparseAutoencoder? block = null;
+        if (features)
+        {
+            var wholeConfig =
+                whole?.Config ?? recipe.Config(data.Dim, parse.GetValue(o.DSae)!.Value, metadata);
+            shards = new FeatureShards(wholeConfig, whole);
+            block = SparseAutoencoder.CreateEmpty(
+                device,
+                FeatureShards.ShardConfig(wholeConfig, group!.Size)
+            );
+        }
+
+        using var blockOwner = block;
+        var sae = block ?? whole!;
+        using var trainer = new SaeTrainer(sae, data, options, outDir, group, shards)
+        {
+            VerifyReplicas =
+                parse.GetValue(o.ParallelCheck)
+                || Environment.GetEnvironmentVariable(ParallelLaunch.CheckVariable) == "1",
+        };
+        // In parallel, rank 0 resumes and sends its state to the others when training starts.
+        if (root && parse.GetValue(o.Resume) && SaeTrainer.LatestCheckpoint(outDir) is { } checkpoint)
         {
             EnsureSameData(checkpoint, metadata, data.Description);
             if (parse.GetValue(o.Init) is { } ignoredInit)
@@ -318,9 +437,19 @@ internal static class TrainCommand
             Console.WriteLine($"Resumed from {checkpoint} at step {trainer.Step}.");
         }
 
+        if (launch is not null)
+        {
+            launch.Agree(trainer.ConfigurationDigest());
+        }
+
         Console.WriteLine(
-            $"Training {sae.Architecture.Name} SAE {sae.DIn}×{sae.DSae} ({recipe.ModeName}"
-                + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}."
+            $"Training {sae.Architecture.Name} SAE {sae.DIn}×{shards?.Whole.DSae ?? sae.DSae} ({recipe.ModeName}"
+                + $"{(recipe.Ablation == GatedAblation.None ? "" : ", " + recipe.AblationName)}) on {device}: {steps} steps of {batchSize} rows from {data.Description}"
+                + (
+                    group is null ? "."
+                    : features ? $", {group.Size} ranks × {sae.DSae} features."
+                    : $", {group.Size} ranks × {batchSize / group.Size} rows."
+                )
         );
         var last = RunWithProgress(trainer, options, cancel);
         Console.WriteLine(
@@ -329,6 +458,21 @@ internal static class TrainCommand
                 $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
             )
         );
+        if (group is not null && trainer.StepTimings.Count > 0)
+        {
+            // After the first step (JIT, allocation): the median step and its share in collectives.
+            var steady =
+                trainer.StepTimings.Count > 1
+                    ? trainer.StepTimings.Skip(1).ToArray()
+                    : [.. trainer.StepTimings];
+            static double Median(IEnumerable<double> v) => v.Order().ElementAt((v.Count() - 1) / 2);
+            Console.WriteLine(
+                string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Parallel {mode} on {group.Size} ranks (rank 0, {steady.Length} steps after the first): median step {Median(steady.Select(t => t.Seconds)):F4} s, of which {Median(steady.Select(t => t.CommunicationSeconds)):F4} s in collectives; {steady.Average(t => (double)t.CommunicationBytes) / 1e6:F2} MB moved per step."
+                )
+            );
+        }
         return 0;
     }
 
@@ -503,6 +647,7 @@ internal static class TrainCommand
             return trainer.Train(
                 new ConsoleProgress.Relay<TrainingProgress>(p =>
                 {
+                    Pace();
                     if (p.Step % options.LogEvery == 0 || p.Step == p.TotalSteps)
                     {
                         Console.WriteLine(
@@ -534,6 +679,7 @@ internal static class TrainCommand
                 result = trainer.Train(
                     new ConsoleProgress.Relay<TrainingProgress>(p =>
                     {
+                        Pace();
                         task.Value = p.Step;
                         task.Description = string.Create(
                             CultureInfo.InvariantCulture,
@@ -580,6 +726,7 @@ internal static class TrainCommand
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
             Scale.AcceptOnlyFromAmong("sum", "mean-d");
+            Parallel.AcceptOnlyFromAmong("data", "features");
         }
 
         public Option<string> Arch { get; } =
@@ -850,6 +997,20 @@ internal static class TrainCommand
             };
 
         public ModelOptions Lm { get; } = new ModelOptions();
+
+        public Option<string?> Parallel { get; } =
+            new Option<string?>("--parallel")
+            {
+                Description =
+                    "data (each rank trains on an equal slice of every batch) or features (each rank owns an equal block of the features): train across the processes of an MPICH mpiexec launch (standard and gated; see README, 'Training on several devices and machines').",
+            };
+
+        public Option<bool> ParallelCheck { get; } =
+            new Option<bool>("--parallel-check")
+            {
+                Description =
+                    "With --parallel: hash every rank's weights after every step and stop if any differs from rank 0's (also ILGPUSAE_PARALLEL_CHECK=1).",
+            };
 
         public Option<string?> CacheActs { get; } =
             new Option<string?>("--cache-activations")

@@ -110,6 +110,13 @@ public sealed class SparseAutoencoder : IDisposable
     /// starts after a given step).</summary>
     public long TrainingStep { get; set; }
 
+    /// <summary>
+    /// Feature-sharded training (<c>train --parallel features</c>): this SAE holds one contiguous block of
+    /// the features of a wider one, and <see cref="ComputeGradients"/> sums the partial reconstructions of
+    /// every block before the residual (null: a whole SAE).
+    /// </summary>
+    internal FeatureShardHooks? Sharding { get; set; }
+
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
 
@@ -401,7 +408,7 @@ public sealed class SparseAutoencoder : IDisposable
         var delta = ws.Delta.SliceRows(0, rows);
         var phiPsi = ws.PhiPsi.SliceRows(0, rows);
         bool auxIntoDecoder = stacked && !options.FreezeAuxDecoder;
-        bool sparse = ChooseSparse(ws);
+        bool sparse = Sharding is null ? ChooseSparse(ws) : (LastStepWasSparse = false);
         Profile?.Mark(Device, "compaction");
         var encoders = Architecture.EncoderMatrices(Config);
         bool second = encoders.Count > 1;
@@ -444,6 +451,7 @@ public sealed class SparseAutoencoder : IDisposable
         else
         {
             ops.MatMul(fa, wDec, xhat, GemmLayout.NN);
+            Sharding?.SumReconstructions(xhat);
             ops.Residual(xhat.Data, x.Data, bDec, delta.Data, d, b, mainScale);
             Profile?.Mark(Device, "decoder");
 
@@ -515,11 +523,17 @@ public sealed class SparseAutoencoder : IDisposable
         }
 
         // b_dec: output term colsum(Δ) (+ colsum(Δa) if unfrozen), input-centring term −W_enc·colsum(dU).
-        ops.ReduceColumns<Sum>(
-            ws.Delta.SliceRows(0, decoderRows),
-            p.Gradient(DecoderBiasTensor).Data,
-            accumulate: true
-        );
+        // Feature-sharded, Δ is the same on every block, so one block adds the output term and the blocks'
+        // gradients are then summed.
+        if (Sharding is null || Sharding.AddsSharedTerms)
+        {
+            ops.ReduceColumns<Sum>(
+                ws.Delta.SliceRows(0, decoderRows),
+                p.Gradient(DecoderBiasTensor).Data,
+                accumulate: true
+            );
+        }
+
         if (Config.ApplyBDecToInput)
         {
             var gbDec = new MatrixView(p.Gradient(DecoderBiasTensor).Data, d, 1);
@@ -648,3 +662,11 @@ public sealed class SparseAutoencoder : IDisposable
         Parameters.Dispose();
     }
 }
+
+/// <summary>What a feature block of a sharded SAE needs from the others during
+/// <see cref="SparseAutoencoder.ComputeGradients"/>.</summary>
+/// <param name="SumReconstructions">Replaces the block's partial reconstructions F·W_dec (the stacked rows)
+/// by their sum over every block, the same bits on each.</param>
+/// <param name="AddsSharedTerms">Whether this block adds the terms every block would compute alike (the
+/// b_dec output term), so that they are counted once when the blocks' gradients are summed.</param>
+internal sealed record FeatureShardHooks(Action<MatrixView> SumReconstructions, bool AddsSharedTerms);

@@ -39,9 +39,20 @@ public sealed class DeadFeatureResampler : IDisposable
 
     /// <summary>After a training step: counts the features that fired in it and advances the
     /// counters.</summary>
-    public void Observe()
+    /// <param name="group">Data-parallel ranks whose firing counts are summed first (null: one
+    /// process).</param>
+    public void Observe(ITrainingGroup? group = null)
     {
         _sae.CountFiring(_firedCounts.Data);
+        if (group is not null)
+        {
+            // Data-parallel: a feature fired in this step if it fired on any rank's rows (the counts are
+            // whole numbers, so their float sum is exact).
+            var counts = _firedCounts.ToArray();
+            group.SumToAll(counts);
+            _firedCounts.CopyFrom(counts);
+        }
+
         _sae.Device.Ops.Map(
             _stepsSinceFired.Data,
             _firedCounts.Data,

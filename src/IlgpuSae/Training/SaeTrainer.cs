@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json.Nodes;
 using ILGPU.Runtime;
 using IlgpuSae.Data;
@@ -23,6 +26,14 @@ public sealed record TrainingProgress(
     LossBreakdown? Loss,
     int DeadFeatures
 );
+
+/// <summary>The time of one training step on this rank.</summary>
+/// <param name="Seconds">Wall-clock seconds of the whole step (data, compute, collectives, metrics,
+/// checkpoint).</param>
+/// <param name="CommunicationSeconds">Of which inside collectives (waiting for other ranks
+/// included).</param>
+/// <param name="CommunicationBytes">Payload bytes this rank moved in the step's collectives.</param>
+public sealed record TrainingStepTime(double Seconds, double CommunicationSeconds, long CommunicationBytes);
 
 /// <summary>
 /// Trains an SAE with Adam on activations. The loop is assembled from parts: <see cref="TrainingSchedule"/>
@@ -53,6 +64,11 @@ public sealed class SaeTrainer : IDisposable
     private readonly DeadFeatureResampler _resampler;
     private readonly DeviceTensor _batch;
     private readonly float[] _hostBatch;
+    private readonly ITrainingGroup? _group;
+    private readonly float[]? _localBatch;
+    private readonly float[]? _gradients;
+    private readonly FeatureShards? _shards;
+    private float[]? _wholeCounters;
     private long _step;
     private long _lastResample = -1;
     private float _normScale = 1f;
@@ -60,11 +76,34 @@ public sealed class SaeTrainer : IDisposable
 
     /// <summary>Prepares training of <paramref name="sae"/> on <paramref name="data"/>; writes to
     /// <paramref name="outputFolder"/> if given.</summary>
+    /// <param name="sae">The SAE to train (its weights are the starting point).</param>
+    /// <param name="data">The training activations.</param>
+    /// <param name="options">Every setting of the run.</param>
+    /// <param name="outputFolder">Where the metrics, checkpoints and final SAE go (rank 0 only when
+    /// <paramref name="group"/> is given; the other ranks write nothing).</param>
+    /// <param name="group">
+    /// Data-parallel training over these processes (<c>train --parallel data</c>), or null for one process.
+    /// Every rank reads the same seeded shuffle and trains on its own equal, disjoint slice of each global
+    /// batch of <see cref="TrainerOptions.BatchSize"/> rows (rank r takes rows [r·B/N, (r+1)·B/N) of the
+    /// rows the single-process run uses for that step); the flat gradient buffer is summed over the ranks
+    /// (see <see cref="ITrainingGroup.SumToAll(float[])"/>) and divided by N, which is the gradient of the
+    /// whole batch, and every rank then applies the same Adam step to the same bits.
+    /// </param>
+    /// <param name="shards">
+    /// With <paramref name="group"/>: train feature-sharded instead (<c>train --parallel features</c>):
+    /// <paramref name="sae"/> is this rank's block of features of the whole SAE these describe. Every rank
+    /// trains on the whole batch; the partial reconstructions (B × d, stacked with the gated auxiliary
+    /// ones) and the b_dec gradient are summed over the ranks; everything else stays on its rank.
+    /// </param>
+    /// <exception cref="ArgumentException">The batch does not divide among the ranks.</exception>
+    /// <exception cref="NotSupportedException">The family cannot train data-parallel here.</exception>
     public SaeTrainer(
         SparseAutoencoder sae,
         IActivationSource data,
         TrainerOptions options,
-        string? outputFolder
+        string? outputFolder,
+        ITrainingGroup? group = null,
+        FeatureShards? shards = null
     )
     {
         ArgumentNullException.ThrowIfNull(sae);
@@ -102,10 +141,26 @@ public sealed class SaeTrainer : IDisposable
             );
         }
 
+        if (shards is not null && group is null)
+        {
+            throw new ArgumentException("Feature sharding needs a group of ranks.", nameof(shards));
+        }
+
+        if (group is not null)
+        {
+            CheckParallel(sae, options, group, shards);
+            if (group.Rank != 0)
+            {
+                outputFolder = null;
+            }
+        }
+
+        _group = group;
+        _shards = shards;
         _sae = sae;
         _data = data;
         _options = options;
-        _config = TrainerConfig.Of(sae.Config, options);
+        _config = TrainerConfig.Of(shards?.Whole ?? sae.Config, options);
         _output = outputFolder;
         _log = outputFolder is null ? null : new MetricsLog(outputFolder);
         _loader = new ActivationLoader(
@@ -116,7 +171,20 @@ public sealed class SaeTrainer : IDisposable
             options.ShuffleBufferRows
         );
         _schedule = new TrainingSchedule(options);
-        _batch = sae.Device.Allocate(options.BatchSize, sae.DIn, "batch");
+        int localRows = shards is null ? options.BatchSize / (group?.Size ?? 1) : options.BatchSize;
+        _batch = sae.Device.Allocate(localRows, sae.DIn, "batch");
+        if (shards is not null)
+        {
+            sae.Sharding = new FeatureShardHooks(SumReconstructions, group!.Rank == 0);
+            _gradients = new float[sae.DIn];
+            _wholeCounters = new float[shards.Whole.DSae];
+        }
+        else if (group is not null)
+        {
+            _localBatch = new float[(long)localRows * sae.DIn];
+            _gradients = new float[sae.Parameters.Layout.Length];
+        }
+
         _optimizer = ConstrainedAdam.For(sae, options);
         _resampler = new DeadFeatureResampler(sae, DeadWindowOf(options), options.Seed);
         _hostBatch = new float[(long)options.BatchSize * sae.DIn];
@@ -129,6 +197,73 @@ public sealed class SaeTrainer : IDisposable
             _auxWindowSteps = (float)Math.Ceiling(tokens / (double)options.BatchSize);
         }
     }
+
+    /// <summary>Refuses data-parallel runs this trainer cannot split exactly.</summary>
+    private static void CheckParallel(
+        SparseAutoencoder sae,
+        TrainerOptions options,
+        ITrainingGroup group,
+        FeatureShards? shards
+    )
+    {
+        if (shards is not null)
+        {
+            var expected = FeatureShards.ShardConfig(shards.Whole, group.Size);
+            if (
+                sae.DSae != expected.DSae
+                || sae.DIn != expected.DIn
+                || sae.Architecture != expected.Architecture
+            )
+            {
+                throw new ArgumentException(
+                    $"A rank's block of a {shards.Whole.DSae}-feature SAE over {group.Size} ranks has {expected.DSae} features, got {sae.DSae}."
+                );
+            }
+
+            string? refused =
+                options.ResampleEvery > 0 ? "resampling (--resample-every)"
+                : options.GradClipNorm > 0 ? "gradient clipping (--grad-clip)"
+                : options.TrainableParameters is not null ? "a restricted set of trainable parameters"
+                : null;
+            if (refused is not null)
+            {
+                throw new NotSupportedException(
+                    $"feature-sharded training does not support {refused} yet: train with --parallel data or in one process."
+                );
+            }
+        }
+        else if (options.BatchSize % group.Size != 0)
+        {
+            throw new ArgumentException(
+                $"the batch size {options.BatchSize} does not divide among {group.Size} ranks: data-parallel training gives every rank an equal share of each global batch; choose a batch size that is a multiple of {group.Size}."
+            );
+        }
+
+        if (sae.Architecture != SaeArchitecture.Standard && sae.Architecture != SaeArchitecture.Gated)
+        {
+            throw new NotSupportedException(
+                $"parallel training supports standard and gated SAEs; {sae.Architecture.Name} is not split across ranks yet (train it in one process)."
+            );
+        }
+    }
+
+    /// <summary>
+    /// When set (and training is data-parallel), every rank hashes its weights, Adam moments and
+    /// dead-feature counters after every step and the run stops with an error naming the step and rank if
+    /// any rank's hash differs from rank 0's (<c>--parallel-check</c>).
+    /// </summary>
+    public bool VerifyReplicas { get; set; }
+
+    /// <summary>The time of every step this process ran, in order.</summary>
+    public IReadOnlyList<TrainingStepTime> StepTimings => _timings;
+
+    private readonly List<TrainingStepTime> _timings = [];
+
+    /// <summary>Seconds this rank has spent in collectives (0 for one process).</summary>
+    public double CommunicationSeconds => _group?.CommunicationSeconds ?? 0;
+
+    /// <summary>Bytes this rank has moved in collectives (0 for one process).</summary>
+    public long CommunicationBytes => _group?.BytesMoved ?? 0;
 
     /// <summary>The dead window of the AuxK loss in steps (0 without AuxK).</summary>
     private readonly float _auxWindowSteps;
@@ -196,6 +331,10 @@ public sealed class SaeTrainer : IDisposable
             : null;
     }
 
+    /// <summary>The SAE that init, resume and saving work on: the whole one (rank 0 of a feature-sharded
+    /// run) or the one being trained.</summary>
+    private SparseAutoencoder Primary => _shards?.WholeOnRoot ?? _sae;
+
     /// <summary>Steps done so far.</summary>
     public long Step => _step;
 
@@ -206,8 +345,22 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Every setting of this run, as saved with its checkpoints.</summary>
     public TrainerConfig Config => _config;
 
-    /// <summary>Features that have not fired within the dead window.</summary>
+    /// <summary>Features that have not fired within the dead window (feature-sharded: of this rank's
+    /// block).</summary>
     public int DeadFeatures() => _resampler.DeadFeatures();
+
+    /// <summary>Dead features of the whole SAE: a collective in a feature-sharded run.</summary>
+    private int AllDeadFeatures()
+    {
+        if (_shards is null)
+        {
+            return DeadFeatures();
+        }
+
+        double[] dead = [DeadFeatures()];
+        _group!.SumToAll(dead);
+        return (int)dead[0];
+    }
 
     private static int DeadWindowOf(TrainerOptions o) =>
         o.ResampleDeadWindow ?? Math.Max(1, o.ResampleEvery > 0 ? o.ResampleEvery / 2 : 1000);
@@ -227,14 +380,22 @@ public sealed class SaeTrainer : IDisposable
         CancellationToken cancellationToken = default
     )
     {
-        if (_step == 0 && _options.NormalizeActivations && _normScale == 1f)
+        bool root = _group is null || _group.Rank == 0;
+        if (root && _step == 0 && _options.NormalizeActivations && _normScale == 1f)
         {
             _normScale = EstimateNormalization();
         }
 
-        if (_step == 0 && _options.DecoderBiasInit != DecoderBiasInit.Keep)
+        if (root && _step == 0 && _options.DecoderBiasInit != DecoderBiasInit.Keep)
         {
             InitializeDecoderBias();
+        }
+
+        if (_group is not null)
+        {
+            // Rank 0's weights, Adam moments, counters and position (initialised, loaded by --init or
+            // resumed) become every rank's.
+            SynchronizeFromRoot();
         }
 
         var watch = Stopwatch.StartNew();
@@ -242,6 +403,9 @@ public sealed class SaeTrainer : IDisposable
         while (_step < _options.Steps)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            double stepStart = watch.Elapsed.TotalSeconds,
+                commStart = CommunicationSeconds;
+            long bytesStart = CommunicationBytes;
             _loader.NextBatch(_hostBatch);
             if (_normScale != 1f)
             {
@@ -251,7 +415,22 @@ public sealed class SaeTrainer : IDisposable
                 }
             }
 
-            _batch.CopyFrom(_hostBatch);
+            if (_group is null || _shards is not null)
+            {
+                _batch.CopyFrom(_hostBatch);
+            }
+            else
+            {
+                Array.Copy(
+                    _hostBatch,
+                    _group.Rank * _localBatch!.LongLength,
+                    _localBatch,
+                    0,
+                    _localBatch.Length
+                );
+                _batch.CopyFrom(_localBatch);
+            }
+
             bool log = (_step + 1) % _options.LogEvery == 0 || _step + 1 == _options.Steps;
             _sae.TrainingStep = _step + 1;
             PrepareAuxK();
@@ -263,25 +442,43 @@ public sealed class SaeTrainer : IDisposable
                 },
                 computeLoss: log
             );
+            if (_shards is not null)
+            {
+                ReduceSharedGradients();
+                loss = ReduceShardLoss(loss);
+            }
+            else if (_group is not null)
+            {
+                ReduceGradients();
+                loss = ReduceLoss(loss);
+            }
+
             _optimizer.Step(_step + 1, (float)LearningRateAt(_step));
-            _resampler.Observe();
+            _resampler.Observe(_shards is null ? _group : null);
             _step++;
 
             if (_options.ResampleEvery > 0 && _step % _options.ResampleEvery == 0 && _step < _options.Steps)
             {
-                if (_resampler.Resample(_hostBatch, _options.BatchSize, _step) > 0)
+                if (Resample() > 0)
                 {
                     _lastResample = _step;
                 }
             }
 
+            if (VerifyReplicas && _group is not null)
+            {
+                EnsureReplicasEqual();
+            }
+
+            int dead = log ? AllDeadFeatures() : -1;
             if (log)
             {
                 _lastLoss = loss;
                 WriteMetrics(
                     loss!,
                     watch.Elapsed.TotalSeconds,
-                    (_step - startStep) * (double)_options.BatchSize
+                    (_step - startStep) * (double)_options.BatchSize,
+                    dead
                 );
             }
 
@@ -291,9 +488,20 @@ public sealed class SaeTrainer : IDisposable
                 && _step < _options.Steps
             )
             {
-                SaveCheckpoint();
+                GatherWhole();
+                if (root)
+                {
+                    SaveCheckpoint();
+                }
             }
 
+            _timings.Add(
+                new TrainingStepTime(
+                    watch.Elapsed.TotalSeconds - stepStart,
+                    CommunicationSeconds - commStart,
+                    CommunicationBytes - bytesStart
+                )
+            );
             double seconds = Math.Max(watch.Elapsed.TotalSeconds, 1e-9);
             progress?.Report(
                 new TrainingProgress(
@@ -302,18 +510,306 @@ public sealed class SaeTrainer : IDisposable
                     _step * (long)_options.BatchSize,
                     (_step - startStep) * (double)_options.BatchSize / seconds,
                     _lastLoss,
-                    log ? DeadFeatures() : -1
+                    dead
                 )
             );
         }
 
         _sae.Device.Synchronize();
+        GatherWhole();
         if (_output is not null)
         {
             SaveFinal(_output);
         }
 
         return _lastLoss;
+    }
+
+    /// <summary>
+    /// Sums the flat gradient buffer over the ranks and divides it by their number. Each rank's gradient is
+    /// the mean over its B/N rows, so the mean of the N rank gradients is the mean over all B rows: the
+    /// single-process gradient up to the order of the float additions.
+    /// </summary>
+    private void ReduceGradients()
+    {
+        var stream = _sae.Device.Stream;
+        var gradients = _sae.Parameters.Gradients;
+        _sae.Device.Synchronize();
+        gradients.CopyToCPU(stream, _gradients!);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(_gradients!);
+        float inverse = 1f / _group.Size;
+        for (int i = 0; i < _gradients!.Length; i++)
+        {
+            _gradients[i] *= inverse;
+        }
+
+        gradients.CopyFromCPU(stream, _gradients);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded: the sum over the ranks of the partial reconstructions (every rank's
+    /// stacked F·W_dec rows), the same bits on each.</summary>
+    private void SumReconstructions(MatrixView partial)
+    {
+        var host = new float[partial.Length];
+        _sae.Device.Synchronize();
+        partial.Data.CopyToCPU(_sae.Device.Stream, host);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(host);
+        partial.Data.CopyFromCPU(_sae.Device.Stream, host);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded: sums the b_dec gradient over the ranks (rank 0 holds the output term,
+    /// every rank its block's input-centring term).</summary>
+    private void ReduceSharedGradients()
+    {
+        var g = _sae.Parameters.Gradient(SparseAutoencoder.DecoderBiasTensor).Data;
+        _sae.Device.Synchronize();
+        g.CopyToCPU(_sae.Device.Stream, _gradients!);
+        _sae.Device.Synchronize();
+        _group!.SumToAll(_gradients!);
+        g.CopyFromCPU(_sae.Device.Stream, _gradients!);
+        _sae.Device.Synchronize();
+    }
+
+    /// <summary>Feature-sharded loss: the reconstruction terms are computed from the summed reconstruction
+    /// (alike on every rank); the sparsity penalty and L0 are sums over the feature blocks.</summary>
+    private LossBreakdown? ReduceShardLoss(LossBreakdown? local)
+    {
+        if (local is null)
+        {
+            return null;
+        }
+
+        double[] terms = [local.Sparsity, local.L0];
+        _group!.SumToAll(terms);
+        return new LossBreakdown(local.Mse, terms[0], local.Aux, terms[1]);
+    }
+
+    private static readonly ParameterSection[] StateSections =
+    [
+        ParameterSection.Values,
+        ParameterSection.FirstMoment,
+        ParameterSection.SecondMoment,
+    ];
+
+    /// <summary>Feature-sharded: rank 0 sends the whole SAE's weights, moments and counters; each rank keeps
+    /// its block.</summary>
+    private void ScatterWhole()
+    {
+        var shards = _shards!;
+        var wholeLayout = SparseAutoencoder.LayoutFor(shards.Whole);
+        var p = _sae.Parameters;
+        var block = new float[p.Layout.Length];
+        foreach (var section in StateSections)
+        {
+            var whole = shards.WholeOnRoot?.Parameters.Download(section) ?? new float[wholeLayout.Length];
+            _group!.Broadcast(whole);
+            FeatureShards.Copy(wholeLayout, p.Layout, _group.Rank, whole, block, toShard: true);
+            p.Upload(block, section);
+        }
+
+        var counters = _group!.Rank == 0 ? _wholeCounters! : new float[shards.Whole.DSae];
+        _group.Broadcast(counters);
+        _resampler.Restore(counters.AsSpan(_group.Rank * _sae.DSae, _sae.DSae).ToArray());
+    }
+
+    /// <summary>Feature-sharded: gathers every rank's block into rank 0's whole SAE (a collective; a no-op
+    /// otherwise).</summary>
+    private void GatherWhole()
+    {
+        if (_shards is null)
+        {
+            return;
+        }
+
+        var wholeLayout = SparseAutoencoder.LayoutFor(_shards.Whole);
+        var p = _sae.Parameters;
+        long blockLength = p.Layout.Length;
+        foreach (var section in StateSections)
+        {
+            var all = _group!.Gather(p.Download(section));
+            if (all is null)
+            {
+                continue;
+            }
+
+            var whole = new float[wholeLayout.Length];
+            for (int r = 0; r < _group.Size; r++)
+            {
+                var block = all.AsSpan((int)(r * blockLength), (int)blockLength).ToArray();
+                FeatureShards.Copy(wholeLayout, p.Layout, r, whole, block, toShard: false);
+            }
+
+            _shards.WholeOnRoot!.Parameters.Upload(whole, section);
+        }
+
+        var counters = _group!.Gather(_resampler.StepsSinceFired());
+        if (counters is not null)
+        {
+            _wholeCounters = counters;
+        }
+    }
+
+    /// <summary>The loss terms over the whole global batch: the mean of the ranks' means (equal
+    /// shares).</summary>
+    private LossBreakdown? ReduceLoss(LossBreakdown? local)
+    {
+        if (local is null)
+        {
+            return null;
+        }
+
+        double[] terms = [local.Mse, local.Sparsity, local.Aux, local.L0];
+        _group!.SumToAll(terms);
+        double n = _group.Size;
+        return new LossBreakdown(terms[0] / n, terms[1] / n, terms[2] / n, terms[3] / n);
+    }
+
+    /// <summary>Resamples dead features: in one process directly; data-parallel, rank 0 decides on the
+    /// whole global batch (every rank holds it) and sends the result to the others.</summary>
+    private int Resample()
+    {
+        if (_group is null)
+        {
+            return _resampler.Resample(_hostBatch, _options.BatchSize, _step);
+        }
+
+        long[] resampled =
+        [
+            _group.Rank == 0 ? _resampler.Resample(_hostBatch, _options.BatchSize, _step) : 0,
+        ];
+        _group.Broadcast(resampled);
+        if (resampled[0] > 0)
+        {
+            BroadcastWeightsAndCounters();
+        }
+
+        return (int)resampled[0];
+    }
+
+    /// <summary>Rank 0's weights, Adam moments and dead-feature counters, on every rank.</summary>
+    private void BroadcastWeightsAndCounters()
+    {
+        var p = _sae.Parameters;
+        foreach (
+            var section in new[]
+            {
+                ParameterSection.Values,
+                ParameterSection.FirstMoment,
+                ParameterSection.SecondMoment,
+            }
+        )
+        {
+            var host = p.Download(section);
+            _group!.Broadcast(host);
+            p.Upload(host, section);
+        }
+
+        var counters = _resampler.StepsSinceFired();
+        _group!.Broadcast(counters);
+        _resampler.Restore(counters);
+    }
+
+    /// <summary>Makes every rank continue from rank 0's state: weights, moments, counters, step, data
+    /// cursor, last resampling and activation scale.</summary>
+    private void SynchronizeFromRoot()
+    {
+        if (_shards is null)
+        {
+            BroadcastWeightsAndCounters();
+        }
+        else
+        {
+            ScatterWhole();
+        }
+
+        long[] state = [_step, _loader.Cursor, _lastResample, BitConverter.SingleToInt32Bits(_normScale)];
+        _group!.Broadcast(state);
+        _step = state[0];
+        _loader.Seek(state[1]);
+        _lastResample = state[2];
+        _normScale = BitConverter.Int32BitsToSingle((int)state[3]);
+    }
+
+    /// <summary>Fails if any rank's weights, moments or counters differ from rank 0's by one bit.</summary>
+    private void EnsureReplicasEqual()
+    {
+        var p = _sae.Parameters;
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var wholeLayout = _shards is null ? null : SparseAutoencoder.LayoutFor(_shards.Whole);
+        foreach (
+            var section in new[]
+            {
+                ParameterSection.Values,
+                ParameterSection.FirstMoment,
+                ParameterSection.SecondMoment,
+            }
+        )
+        {
+            var host = p.Download(section);
+            if (wholeLayout is null)
+            {
+                hash.AppendData(MemoryMarshal.AsBytes(host.AsSpan()));
+                continue;
+            }
+
+            // Feature-sharded: only the replicated tensors (b_dec) must agree.
+            foreach (var e in p.Layout.Entries.Where(e => FeatureShards.Replicated(wholeLayout, e)))
+            {
+                hash.AppendData(MemoryMarshal.AsBytes(host.AsSpan((int)e.Offset, (int)e.Length)));
+            }
+        }
+
+        if (wholeLayout is null)
+        {
+            hash.AppendData(MemoryMarshal.AsBytes(_resampler.StepsSinceFired().AsSpan()));
+        }
+
+        var all = _group!.AllGather(hash.GetHashAndReset());
+        for (int r = 1; r < all.Length; r++)
+        {
+            if (!all[r].AsSpan().SequenceEqual(all[0]))
+            {
+                throw new InvalidOperationException(
+                    $"parallel check: after step {_step} the weights of rank {r} differ from rank 0's (SHA-256 {Convert.ToHexStringLower(all[r])[..16]}… vs {Convert.ToHexStringLower(all[0])[..16]}…)."
+                );
+            }
+        }
+    }
+
+    /// <summary>
+    /// SHA-256 of what must agree across the ranks of a data-parallel run: every trainer setting, the SAE's
+    /// shape and family, the data's shape and the contents of the first global batch (so ranks that read
+    /// other files, or the same path holding other data, are told apart).
+    /// </summary>
+    public byte[] ConfigurationDigest()
+    {
+        var text = new StringBuilder();
+        foreach (var (key, value) in _config.Values.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            text.Append(key).Append('=').Append(value).Append('\n');
+        }
+
+        text.Append(
+            CultureInfo.InvariantCulture,
+            $"arch={_sae.Architecture.Name} d_in={_sae.DIn} d_sae={_sae.DSae} rows={_data.Rows} dim={_data.Dim}\n"
+        );
+        var probe = new ActivationLoader(
+            _data,
+            _options.BatchSize,
+            _options.Seed,
+            shuffle: true,
+            _options.ShuffleBufferRows
+        );
+        var first = new float[_hostBatch.Length];
+        probe.NextBatch(first);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
+        hash.AppendData(MemoryMarshal.AsBytes(first.AsSpan()));
+        return hash.GetHashAndReset();
     }
 
     /// <summary>The factor s with E‖s·x‖ = √d over a few batches (SAELens
@@ -377,19 +873,21 @@ public sealed class SaeTrainer : IDisposable
             _options.DecoderBiasInit == DecoderBiasInit.Mean
                 ? GeometricMedian.Mean(rows, _options.BatchSize, _sae.DIn)
                 : GeometricMedian.Compute(rows, _options.BatchSize, _sae.DIn);
-        _sae.Parameters[SparseAutoencoder.DecoderBiasTensor]
-            .Data.CopyFromCPU(_sae.Device.Stream, center.Select(v => (float)v).ToArray());
-        _sae.Device.Synchronize();
+        var target = Primary;
+        target
+            .Parameters[SparseAutoencoder.DecoderBiasTensor]
+            .Data.CopyFromCPU(target.Device.Stream, center.Select(v => (float)v).ToArray());
+        target.Device.Synchronize();
     }
 
-    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun)
+    private void WriteMetrics(LossBreakdown loss, double seconds, double tokensThisRun, int dead)
     {
         if (_log is null)
         {
             return;
         }
 
-        var record = MetricsRecord(loss, seconds, tokensThisRun);
+        var record = MetricsRecord(loss, seconds, tokensThisRun, dead);
         if (_sae.Architecture is BatchTopKSae)
         {
             // The inference threshold as estimated so far (negative while unset), to compare the inference L0
@@ -400,7 +898,7 @@ public sealed class SaeTrainer : IDisposable
         _log.Append(record);
     }
 
-    private JsonObject MetricsRecord(LossBreakdown loss, double seconds, double tokensThisRun) =>
+    private JsonObject MetricsRecord(LossBreakdown loss, double seconds, double tokensThisRun, int dead) =>
         new JsonObject
         {
             ["step"] = _step,
@@ -410,7 +908,7 @@ public sealed class SaeTrainer : IDisposable
             ["losses/l1_loss"] = loss.Sparsity,
             ["losses/auxiliary_reconstruction_loss"] = loss.Aux,
             ["metrics/l0"] = loss.L0,
-            ["sparsity/dead_features"] = DeadFeatures(),
+            ["sparsity/dead_features"] = dead,
             ["details/current_learning_rate"] = LearningRateAt(_step - 1),
             ["details/current_l1_coefficient"] = L1At(_step - 1),
             ["details/tokens_per_second"] = seconds > 0 ? tokensThisRun / seconds : 0,
@@ -426,8 +924,8 @@ public sealed class SaeTrainer : IDisposable
 
         return TrainingCheckpoint.Save(
             _output,
-            _sae,
-            _resampler.StepsSinceFired(),
+            Primary,
+            _shards is null ? _resampler.StepsSinceFired() : _wholeCounters!,
             new TrainerState(_step, _loader.Cursor, _lastResample, _normScale),
             _config
         );
@@ -450,8 +948,16 @@ public sealed class SaeTrainer : IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
         TrainingCheckpoint.EnsureCompatible(checkpoint, _config, overrides);
-        var (state, stepsSinceFired) = TrainingCheckpoint.Load(checkpoint, _sae);
-        _resampler.Restore(stepsSinceFired);
+        var (state, stepsSinceFired) = TrainingCheckpoint.Load(checkpoint, Primary);
+        if (_shards is null)
+        {
+            _resampler.Restore(stepsSinceFired);
+        }
+        else
+        {
+            _wholeCounters = stepsSinceFired; // sent to the ranks when training starts
+        }
+
         _step = state.Step;
         _lastResample = state.LastResample;
         _normScale = state.NormalizationScale;
@@ -463,17 +969,18 @@ public sealed class SaeTrainer : IDisposable
     /// beside it.</summary>
     private void SaveFinal(string folder)
     {
+        var sae = Primary;
         if (_normScale == 1f)
         {
-            SaveForms(_sae, folder);
+            SaveForms(sae, folder);
         }
         else
         {
-            var metadata = new Dictionary<string, object?>(_sae.Config.Metadata)
+            var metadata = new Dictionary<string, object?>(sae.Config.Metadata)
             {
                 ["activation_normalization_folded"] = _normScale.ToString("R", CultureInfo.InvariantCulture),
             };
-            using var folded = _sae.WithInputScaleFolded(_normScale, metadata);
+            using var folded = sae.WithInputScaleFolded(_normScale, metadata);
             SaveForms(folded, folder);
         }
 
