@@ -168,7 +168,11 @@ internal static class CommonOptions
         }
 
         _hinted = true;
-        if (DeviceCatalog.FasterBackendHint(DeviceCatalog.ListDevices(), chosen) is { } hint)
+        // Only the CPU accelerator can get a hint: other devices need no second device enumeration.
+        if (
+            chosen.Backend == BackendKind.Cpu
+            && DeviceCatalog.FasterBackendHint(DeviceCatalog.ListDevices(), chosen) is { } hint
+        )
         {
             Console.Error.WriteLine(hint);
         }
