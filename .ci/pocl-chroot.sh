@@ -88,6 +88,13 @@ run() {
   if [ -d /opt/nuget ]; then mnt /opt/nuget /opt/nuget --bind; fi
   mnt "$REPO" "$REPO" --bind
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  # The machine's own CA bundle: where it trusts an extra CA (e.g. for a package mirror), a restore or a
+  # download inside the chroot must trust it too.
+  local ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+  if [ -f "$ca" ]; then
+    mkdir -p "$ROOT/etc/ssl/certs"; touch "$ROOT/etc/ssl/certs/ca-certificates.crt"
+    mount --bind -o ro "$ca" "$ROOT/etc/ssl/certs/ca-certificates.crt"
+  fi
   chroot "$ROOT" env -i PATH="$dotnet_root:/usr/bin:/bin" HOME="$HOME" CI="${CI:-}" \
       DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_CLI_USE_MSBUILD_SERVER=0 \
       NUGET_CERT_REVOCATION_MODE=offline POCL_MAX_WORK_GROUP_SIZE="${POCL_MAX_WORK_GROUP_SIZE:-256}" \
