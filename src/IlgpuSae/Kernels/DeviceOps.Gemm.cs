@@ -165,6 +165,8 @@ public sealed partial class DeviceOps
     {
         _gemmScratch?.Dispose();
         _gemmScratch = null;
+        _magnitudeScratch?.Dispose();
+        _magnitudeScratch = null;
         DisposeTopKScratch();
     }
 }

@@ -5,6 +5,45 @@ using IlgpuSae.Tensors;
 
 namespace IlgpuSae.Kernels;
 
+internal delegate void GatedBackwardSource(
+    Index1D index,
+    ArrayView<float> u,
+    ArrayView<float> um,
+    ArrayView<float> phiPsi,
+    ArrayView<float> bGate,
+    ArrayView<float> bMag,
+    ArrayView<float> rMag,
+    ArrayView<float> norms,
+    ArrayView<float> du,
+    ArrayView<float> dum,
+    ArrayView<float> gBGate,
+    ArrayView<float> gBMag,
+    ArrayView<float> gRMag,
+    ArrayView<float> sums,
+    ArrayView<int> lists,
+    GatedArgs p
+);
+
+internal delegate void GatedBackwardLauncher(
+    AcceleratorStream stream,
+    Index1D extent,
+    ArrayView<float> u,
+    ArrayView<float> um,
+    ArrayView<float> phiPsi,
+    ArrayView<float> bGate,
+    ArrayView<float> bMag,
+    ArrayView<float> rMag,
+    ArrayView<float> norms,
+    ArrayView<float> du,
+    ArrayView<float> dum,
+    ArrayView<float> gBGate,
+    ArrayView<float> gBMag,
+    ArrayView<float> gRMag,
+    ArrayView<float> sums,
+    ArrayView<int> lists,
+    GatedArgs p
+);
+
 /// <summary>Launchers of the fused SAE kernels (internal: the public surface is
 /// <see cref="Sae.SparseAutoencoder"/>).</summary>
 public sealed partial class DeviceOps
@@ -36,7 +75,30 @@ public sealed partial class DeviceOps
                     GatedArgs
                 >(SaeKernels.GatedEncodeKernel)
         );
-        k(Stream, Items(p.Rows * p.M), p.Rows * p.M, Items(p.Rows * p.M), u, um, bGate, bMag, rMag, fa, p);
+        // s = exp(r_mag) once per feature, not once per element (the kernel reads s).
+        var scale = rMag;
+        if (p.UseRMag != 0)
+        {
+            scale = MagnitudeScratch(p.M);
+            Map<Exp>(rMag.SubView(0, p.M), scale);
+        }
+
+        k(Stream, Items(p.Rows * p.M), p.Rows * p.M, Items(p.Rows * p.M), u, um, bGate, bMag, scale, fa, p);
+    }
+
+    private MemoryBuffer1D<float, Stride1D.Dense>? _magnitudeScratch;
+
+    /// <summary>The gated encoder's per-feature magnitude scale exp(r_mag), grown on demand.</summary>
+    private ArrayView<float> MagnitudeScratch(int length)
+    {
+        if (_magnitudeScratch is null || _magnitudeScratch.Length < length)
+        {
+            Stream.Synchronize(); // a queued encoder may still read the old buffer
+            _magnitudeScratch?.Dispose();
+            _magnitudeScratch = Acc.Allocate1D<float>(length);
+        }
+
+        return _magnitudeScratch.View.SubView(0, length);
     }
 
     internal void ReluEncode(ArrayView<float> u, ArrayView<float> bEnc, ArrayView<float> f, int m)
@@ -140,33 +202,48 @@ public sealed partial class DeviceOps
         ArrayView<float> gBMag,
         ArrayView<float> gRMag,
         ArrayView<float> sums,
+        ArrayView<int> lists,
         GatedArgs p
     )
     {
         var k = Kernel(
             "GatedBackward",
             null,
+            // 15 arguments after the index: more than ILGPU's Action overloads take, hence own delegates.
             () =>
-                Acc.LoadAutoGroupedKernel<
-                    Index1D,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    ArrayView<float>,
-                    GatedArgs
-                >(SaeKernels.GatedBackwardKernel)
+                Acc.LoadAutoGroupedKernel<GatedBackwardLauncher, GatedBackwardSource>(
+                    SaeKernels.GatedBackwardKernel,
+                    out _
+                )
         );
+        if (p.Sparse != 0 && lists.Length < p.M + (long)p.Rows * p.M)
+        {
+            throw new ArgumentException(
+                $"GatedBackward (sparse): column lists of {lists.Length} ints for {p.Rows} rows × {p.M} "
+                    + "features (M counts, then M·B indices)."
+            );
+        }
+
         p.Stride = Items(p.M);
-        k(Stream, p.Stride, u, um, phiPsi, bGate, bMag, rMag, norms, du, dum, gBGate, gBMag, gRMag, sums, p);
+        k(
+            Stream,
+            p.Stride,
+            u,
+            um,
+            phiPsi,
+            bGate,
+            bMag,
+            rMag,
+            norms,
+            du,
+            dum,
+            gBGate,
+            gBMag,
+            gRMag,
+            sums,
+            lists,
+            p
+        );
     }
 
     internal void StandardBackward(

@@ -17,6 +17,9 @@ internal struct GatedArgs
     public int Untied;
     public int WeightedL1;
     public int Stride;
+
+    /// <summary>1: walk only each feature's open-gate rows (the column lists of the sparse path).</summary>
+    public int Sparse;
 }
 
 /// <summary>Scalar arguments of the standard (ReLU) backward kernel.</summary>
@@ -36,6 +39,7 @@ internal static class SaeKernels
     /// <c>π_mag = s·Um + b_mag</c> with <c>s = exp(r_mag)</c> (or 1 without r_mag), <c>F = 1[π_gate &gt;
     /// 0]·ReLU(π_mag)</c>,
     /// <c>A = ReLU(π_gate)</c>. Um is U for tied weights. F goes to rows [0, B) of FA, A to rows [B, 2B).
+    /// <paramref name="magScale"/> holds s itself (the launcher takes exp(r_mag) once per feature).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedEncodeKernel(
@@ -46,7 +50,7 @@ internal static class SaeKernels
         ArrayView<float> um,
         ArrayView<float> bGate,
         ArrayView<float> bMag,
-        ArrayView<float> rMag,
+        ArrayView<float> magScale,
         ArrayView<float> fa,
         GatedArgs p
     )
@@ -55,7 +59,7 @@ internal static class SaeKernels
         {
             int i = e % p.M;
             float pg = u[e] + bGate[i];
-            float scale = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
+            float scale = p.UseRMag != 0 ? magScale[i] : 1f;
             float pm = scale * um[e] + bMag[i];
             fa[e] = pg > 0f && pm > 0f ? pm : 0f;
             fa[p.Rows * p.M + e] = pg > 0f ? pg : 0f;
@@ -136,7 +140,12 @@ internal static class SaeKernels
     /// <c>dΠm = Φ·1[π_gate &gt; 0]·1[π_mag &gt; 0]</c>, <c>dΠg = (Ψ + (λ/B)·w_i)·1[π_gate &gt; 0]</c>,
     /// <c>dU = dΠg + s·dΠm</c> (tied) or <c>dU = dΠg</c>, <c>dUm = dΠm</c> (untied). Accumulates
     /// <c>db_gate += Σ dΠg</c>, <c>db_mag += Σ dΠm</c>, <c>dr_mag += s·Σ dΠm·Um</c>, and writes the column
-    /// sums of dU, dUm and A (for the b_dec and decoder-norm terms).
+    /// sums of dU, dUm and A (for the b_dec and decoder-norm terms). With <c>p.Sparse</c> set, feature i
+    /// walks only its open-gate rows <c>colIdx[i·B …]</c> (<c>colCount[i]</c> of them, from the sparse path's
+    /// column compaction of A, counts first in <c>lists</c>: <c>[colCount (M) | colIdx (M·B)]</c>): every
+    /// term above vanishes where the gate is closed, so the sums are the
+    /// same, the work is O(B·L0) instead of O(B·M), and dU, dUm are written at those entries only (the
+    /// sparse weight gradients read nothing else).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void GatedBackwardKernel(
@@ -154,11 +163,14 @@ internal static class SaeKernels
         ArrayView<float> gBMag,
         ArrayView<float> gRMag,
         ArrayView<float> sums,
+        ArrayView<int> lists,
         GatedArgs p
     )
     {
         for (int i = gridIndex; i < p.M; i += p.Stride)
         {
+            int n = p.Sparse != 0 ? lists[i] : p.Rows;
+            int list = p.M + i * p.Rows;
             float bg = bGate[i];
             float bm = bMag[i];
             float s = p.UseRMag != 0 ? XMath.Exp(rMag[i]) : 1f;
@@ -171,8 +183,9 @@ internal static class SaeKernels
                 sumDum = 0f,
                 sumA = 0f;
             int psiOffset = p.Rows * p.M;
-            for (int b = 0; b < p.Rows; b++)
+            for (int t = 0; t < n; t++)
             {
+                int b = p.Sparse != 0 ? lists[list + t] : t;
                 int e = b * p.M + i;
                 float ue = u[e];
                 float ume = um[e];

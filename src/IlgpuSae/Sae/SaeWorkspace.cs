@@ -144,9 +144,33 @@ public sealed class SaeWorkspace : IDisposable
 
     internal MemoryBuffer1D<int, Stride1D.Dense> RowCount { get; private set; } = null!;
 
-    internal MemoryBuffer1D<int, Stride1D.Dense> ColIdx { get; private set; } = null!;
+    /// <summary>Feature i's active rows, <c>ColIdx[i·B …]</c> (a view into <see cref="ColLists"/>).</summary>
+    internal ArrayView<int> ColIdx { get; private set; }
 
-    internal MemoryBuffer1D<int, Stride1D.Dense> ColCount { get; private set; } = null!;
+    /// <summary>Feature i's number of active rows (the first M ints of <see cref="ColLists"/>).</summary>
+    internal ArrayView<int> ColCount { get; private set; }
+
+    /// <summary>The column lists in one buffer, counts first: <c>[colCount (M) | colIdx (M·B)]</c>, for
+    /// kernels that take them as one argument.</summary>
+    internal ArrayView<int> ColLists => _colLists!.View;
+
+    private MemoryBuffer1D<int, Stride1D.Dense>? _colLists;
+
+    /// <summary>The column lists of the sparse path (<see cref="ColLists"/>) when the latest step took it;
+    /// otherwise a one-element placeholder (a kernel with an unused index argument still needs a valid
+    /// buffer).</summary>
+    internal ArrayView<int> ColumnLists(bool sparse)
+    {
+        if (sparse)
+        {
+            return ColLists;
+        }
+
+        _noIndex ??= _device.Accelerator.Allocate1D<int>(1);
+        return _noIndex.View;
+    }
+
+    private MemoryBuffer1D<int, Stride1D.Dense>? _noIndex;
 
     /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow
     /// possible).</summary>
@@ -160,8 +184,9 @@ public sealed class SaeWorkspace : IDisposable
         var acc = _device.Accelerator;
         RowIdx = acc.Allocate1D<int>((long)Batch * m);
         RowCount = acc.Allocate1D<int>(Batch);
-        ColIdx = acc.Allocate1D<int>((long)Batch * m);
-        ColCount = acc.Allocate1D<int>(m);
+        _colLists = acc.Allocate1D<int>(m + (long)Batch * m);
+        ColCount = _colLists.View.SubView(0, m);
+        ColIdx = _colLists.View.SubView(m, (long)Batch * m);
     }
 
     /// <inheritdoc/>
@@ -170,7 +195,7 @@ public sealed class SaeWorkspace : IDisposable
         _owned.ForEach(t => t.Dispose());
         RowIdx?.Dispose();
         RowCount?.Dispose();
-        ColIdx?.Dispose();
-        ColCount?.Dispose();
+        _colLists?.Dispose();
+        _noIndex?.Dispose();
     }
 }

@@ -345,6 +345,13 @@ public sealed class SparseAutoencoder : IDisposable
     /// A).</summary>
     private void EncodeCore(SaeWorkspace ws, MatrixView x)
     {
+        EncoderProducts(ws, x);
+        Architecture.Activate(this, ws);
+    }
+
+    /// <summary>Centring and the encoder product(s) <c>U = X̃·W_enc</c> (and <c>Um = X̃·W_mag</c>).</summary>
+    private void EncoderProducts(SaeWorkspace ws, MatrixView x)
+    {
         var ops = Device.Ops;
         if (Config.ApplyBDecToInput)
         {
@@ -358,8 +365,6 @@ public sealed class SparseAutoencoder : IDisposable
         {
             ops.MatMul(xc, Parameters[encoders[1]], ws.Um, GemmLayout.NN);
         }
-
-        Architecture.Activate(this, ws);
     }
 
     // ------------------------------------------------------------------ training
@@ -401,8 +406,10 @@ public sealed class SparseAutoencoder : IDisposable
         p.ZeroGradients();
 
         // Forward: U, F (and A), stacked reconstructions and residuals Δ = c·(2/B)(X̂ − X).
-        EncodeCore(ws, x);
-        Profile?.Mark(Device, "encoder (dense GEMM + gate)");
+        EncoderProducts(ws, x);
+        Profile?.Mark(Device, "encoder GEMM");
+        Architecture.Activate(this, ws);
+        Profile?.Mark(Device, "activation (gate, top-k)");
         var fa = ws.FA.SliceRows(0, rows);
         var xhat = ws.Xhat.SliceRows(0, rows);
         var delta = ws.Delta.SliceRows(0, rows);
@@ -482,8 +489,8 @@ public sealed class SparseAutoencoder : IDisposable
                 ws.DUm.Data,
                 ws.FA.Data,
                 ws.Delta.Data,
-                ws.ColIdx.View,
-                ws.ColCount.View,
+                ws.ColIdx,
+                ws.ColCount,
                 gEnc.Data,
                 gMag.Data,
                 DecoderGradient.Data,
@@ -574,12 +581,13 @@ public sealed class SparseAutoencoder : IDisposable
 
         int b = ws.Batch,
             m = DSae;
-        var active = Architecture.SupportRows(ws);
+        var support = Architecture.SupportRows(ws);
         ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
-        ops.CompactRows(active.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
+        ops.CompactRows(support.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
         if (Path == TrainingPath.Auto)
         {
+            // The one synchronisation of the sparse path: the density decides it.
             Device.Synchronize();
             var counts = ws.RowCount.GetAsArray1D(Device.Stream);
             LastDensity = counts.Sum(v => (double)v) / ((double)b * m);
@@ -589,7 +597,7 @@ public sealed class SparseAutoencoder : IDisposable
             }
         }
 
-        ops.CompactColumns(active.Data, ws.ColIdx.View, ws.ColCount.View, b, m);
+        ops.CompactColumns(support.Data, ws.ColIdx, ws.ColCount, b, m);
         LastStepWasSparse = true;
         return true;
     }

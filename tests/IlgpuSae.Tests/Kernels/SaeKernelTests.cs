@@ -53,7 +53,13 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         Cases(L1Variants, FeatureShapes);
 
     public static TheoryData<Target, string, int, int> GatedBackwardCases() =>
-        Cases([.. GatedVariants.SelectMany(g => L1Variants.Select(l => $"{g}, {l}"))], FeatureShapes);
+        Cases(
+            [
+                .. GatedVariants.SelectMany(g => L1Variants.Select(l => $"{g}, {l}")),
+                .. GatedVariants.Select(g => $"{g}, L1, sparse"),
+            ],
+            FeatureShapes
+        );
 
     public static TheoryData<Target, int, int> DecoderNormPenaltyGradCases() =>
         Cases([(1, 1), (5, 37), (9, 37)]);
@@ -337,6 +343,8 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         bool untied = variant.StartsWith("untied", StringComparison.Ordinal);
         bool useRMag = variant.StartsWith("tied r_mag", StringComparison.Ordinal);
         bool weighted = variant.EndsWith("weighted L1", StringComparison.Ordinal);
+        // sparse: the kernel walks only the open-gate rows of each feature, from the column lists
+        bool sparse = variant.EndsWith("sparse", StringComparison.Ordinal);
         int seed = Seed(target, "GatedBackward", variant, rows, m);
         var random = new Random(seed);
         var u = Quantized(random, rows * m);
@@ -356,6 +364,10 @@ public sealed class SaeKernelTests(DeviceFixture devices)
         }
 
         float lambdaOverB = 0.3f / rows;
+        // Quantized: π_gate = U + b_gate is exact in float32, so the kernel's gate agrees with this one.
+        var open = Enumerable.Range(0, rows * m).Select(e => u[e] + bGate[e % m] > 0f ? 1f : 0f).ToArray();
+        var (colIdx, colCount) = IndexLists(SaeKernelReference.CompactColumns(open, rows, m), rows);
+        using var lists = UploadInts(device, sparse ? [.. colCount, .. colIdx] : [0]);
         using var tu = device.Upload(u, rows, m);
         using var tum = um is null ? null : device.Upload(um, rows, m);
         using var tpp = device.Upload(phiPsi, 2 * rows, m);
@@ -379,6 +391,7 @@ public sealed class SaeKernelTests(DeviceFixture devices)
             UseRMag = useRMag ? 1 : 0,
             Untied = untied ? 1 : 0,
             WeightedL1 = weighted ? 1 : 0,
+            Sparse = sparse ? 1 : 0,
         };
         device.Ops.GatedBackward(
             tu.Data,
@@ -394,6 +407,7 @@ public sealed class SaeKernelTests(DeviceFixture devices)
             tgm.Data,
             tgr.Data,
             tsums.Data,
+            lists.View,
             args
         );
 
@@ -419,15 +433,18 @@ public sealed class SaeKernelTests(DeviceFixture devices)
                     ? SumThroughTranscendental(terms, o.Magnitudes[i])
                     : Tolerance.Accumulation(terms, o.Magnitudes[i]);
         var sums = tsums.ToArray();
+        // The sparse kernel writes dU and dUm at open gates only; the rest must stay untouched.
+        double[] AtOpenGates(double[] v) =>
+            sparse ? [.. v.Select((x, e) => open[e] > 0 ? x : double.NaN)] : v;
         KernelChecks
-            .Compare(name + " dU", "SAE", tdu.ToArray(), r.DU.Values, Tol(r.DU, 3))
+            .Compare(name + " dU", "SAE", tdu.ToArray(), AtOpenGates(r.DU.Values), Tol(r.DU, 3))
             .ShouldPass(target, seed);
         KernelChecks
             .Compare(
                 name + " dUm",
                 "SAE",
                 tdum.ToArray(),
-                r.DUm?.Values ?? Untouched(rows * m),
+                r.DUm is null ? Untouched(rows * m) : AtOpenGates(r.DUm.Values),
                 r.DUm is null ? _ => Tolerance.Exact : Tol(r.DUm, 1)
             )
             .ShouldPass(target, seed);

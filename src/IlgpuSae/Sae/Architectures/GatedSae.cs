@@ -115,6 +115,10 @@ public sealed class GatedSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var p = sae.Parameters;
+        bool sparse = sae.LastStepWasSparse;
+        var lists = ws.ColumnLists(sparse);
+        var args = Args(sae, ws.Batch, lambdaOverB, weightedL1);
+        args.Sparse = sparse ? 1 : 0;
         sae.Device.Ops.GatedBackward(
             ws.U.Data,
             ws.Um.Data,
@@ -129,7 +133,8 @@ public sealed class GatedSae : SaeArchitecture
             p.Gradient("b_mag").Data,
             RMagOrDummy(sae, ParameterSection.Gradients),
             ws.ColumnSums.Data,
-            Args(sae, ws.Batch, lambdaOverB, weightedL1)
+            lists,
+            args
         );
     }
 

@@ -59,6 +59,32 @@ public sealed class StandardSae : SaeArchitecture
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
+        if (sae.LastStepWasSparse)
+        {
+            // The sparse path compacted the columns of f > 0: walk those entries only (O(B·L0)); the sparse
+            // weight gradients read dU nowhere else.
+            sae.Device.Ops.TopKFamilySparseBackward(
+                ws.F.Data,
+                ws.PhiPsi.Data,
+                ws.F.Data,
+                ws.F.Data,
+                ws.DecoderNorms.Data,
+                ws.DU.Data,
+                sae.Parameters.Gradient("b_enc").Data,
+                ws.ColumnSums.Data,
+                ws.ColIdx,
+                ws.ColCount,
+                new FamilyBackwardArgs
+                {
+                    Rows = ws.Batch,
+                    M = sae.DSae,
+                    LambdaOverB = lambdaOverB,
+                    WeightedL1 = weightedL1 ? 1 : 0,
+                }
+            );
+            return;
+        }
+
         sae.Device.Ops.StandardBackward(
             ws.F.Data,
             ws.PhiPsi.Data,

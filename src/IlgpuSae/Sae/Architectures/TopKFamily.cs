@@ -96,8 +96,8 @@ internal static class TopKFamily
                 ws.DU.Data,
                 gBEnc,
                 ws.ColumnSums.Data,
-                ws.ColIdx.View,
-                ws.ColCount.View,
+                ws.ColIdx,
+                ws.ColCount,
                 args
             );
             if (duAux is { } extra)
