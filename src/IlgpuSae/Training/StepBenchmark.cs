@@ -194,7 +194,12 @@ public static class StepBenchmark
             }
 
             Array.Sort(column);
-            bias[i] = -column[b - keep] + 1e-6f; // exactly `keep` rows have U + bias > 0
+            // Exactly `keep` rows have U + bias > 0, the threshold halfway between two order statistics:
+            // no row sits at the gate's discontinuity, where another summation order of U (another
+            // backend, or PyTorch in perf/) could flip it.
+            float above = column[b - keep];
+            float below = keep < b ? column[b - keep - 1] : above - 1f;
+            bias[i] = above > below ? -(0.5f * above + 0.5f * below) : -above + 1e-6f;
         }
 
         var name = sae.Architecture.ActivationBias(sae.Config);
