@@ -115,6 +115,13 @@ with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as g:
 whole = buf.getvalue()
 write("corpus/truncated.txt.gz", whole[: len(whole) // 2])
 
+# A model's config.json (LmConfig.Load) whose keys have the wrong JSON type: model_type a number (found by
+# AFL++: an InvalidOperationException from JsonNode.GetValue, not a clear error), activation a number.
+LM_CONFIG = {"model_type": "gpt2", "vocab_size": 4096, "n_positions": 128, "n_embd": 128, "n_layer": 2,
+             "n_head": 4, "n_inner": 512, "activation_function": "gelu_new"}
+write("lm-config/numeric-model-type.json", json.dumps(dict(LM_CONFIG, model_type=4096), indent=2).encode())
+write("lm-config/numeric-activation.json", json.dumps(dict(LM_CONFIG, activation_function=7), indent=2).encode())
+
 # Tokenizer files (LmTokenizer.Load): each must be one InvalidDataException naming the model folder.
 BPE_VOCAB = {"H": 0, "e": 1, "l": 2, "o": 3, "He": 4, "ll": 5, "Hell": 6, "Hello": 7}
 BPE_MERGES = ["H e", "l l", "He ll", "Hell o"]

@@ -59,7 +59,8 @@ cp -r "$BUILT" "$OUT/bin"
 # Instrument the readers only: kernels compiled by ILGPU must stay as they are.
 dotnet tool run sharpfuzz "$OUT/bin/IlgpuSae.dll" \
   IlgpuSae.IO IlgpuSae.Data IlgpuSae.Sae.SaeFiles IlgpuSae.Sae.SaeConfig IlgpuSae.Training
-dotnet tool run sharpfuzz "$OUT/bin/IlgpuSae.Lm.dll" IlgpuSae.Lm.LmConfig IlgpuSae.Lm.LmTokenizer
+dotnet tool run sharpfuzz "$OUT/bin/IlgpuSae.Lm.dll" \
+  IlgpuSae.Lm.LmConfig IlgpuSae.Lm.LmTokenizer IlgpuSae.Lm.ActivationCacheBuilder
 dotnet tool run sharpfuzz "$OUT/bin/Microsoft.ML.Tokenizers.dll"
 dotnet tool run sharpfuzz "$OUT/bin/Google.Protobuf.dll"   # parses tokenizer.model
 
