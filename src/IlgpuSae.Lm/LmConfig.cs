@@ -152,17 +152,27 @@ public sealed record LmConfig
             throw new InvalidDataException($"{path} is not valid JSON: {e.Message}", e);
         }
 
-        string type =
-            json["model_type"]?.GetValue<string>()
-            ?? throw new InvalidDataException($"{path}: model_type is missing.");
-        var config = type switch
+        LmConfig config;
+        try
         {
-            "gpt2" => Gpt2(json, path),
-            "gpt_neox" => NeoX(json, path),
-            _ => throw new InvalidDataException(
-                $"{path}: unknown architecture model_type '{type}'. Supported: gpt2 (GPT2LMHeadModel), gpt_neox (GPTNeoXForCausalLM, Pythia)."
-            ),
-        };
+            string type =
+                json["model_type"]?.GetValue<string>()
+                ?? throw new InvalidDataException($"{path}: model_type is missing.");
+            config = type switch
+            {
+                "gpt2" => Gpt2(json, path),
+                "gpt_neox" => NeoX(json, path),
+                _ => throw new InvalidDataException(
+                    $"{path}: unknown architecture model_type '{type}'. Supported: gpt2 (GPT2LMHeadModel), gpt_neox (GPTNeoXForCausalLM, Pythia)."
+                ),
+            };
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            // JsonNode.GetValue of a key of another JSON type (a number for model_type, a string for a size).
+            throw new InvalidDataException($"{path}: a key has the wrong JSON type: {e.Message}", e);
+        }
+
         config.Validate(path);
         return config;
     }

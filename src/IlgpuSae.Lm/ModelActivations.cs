@@ -293,6 +293,63 @@ public static class ActivationCacheBuilder
 {
     private const string ProgressFile = "progress.json";
 
+    /// <summary>The state an interrupted build saved in <c>progress.json</c>.</summary>
+    internal sealed record ProgressRecord(
+        string? Fingerprint,
+        int NextContext,
+        long Produced,
+        double SumNorm,
+        double SumSqNorm,
+        List<ActivationShard> Shards,
+        string? Pending
+    );
+
+    /// <summary>Reads and checks the <c>progress.json</c> at <paramref name="progressPath"/> of the cache
+    /// being built in <paramref name="folder"/>.</summary>
+    /// <exception cref="InvalidDataException">The record is not valid JSON, lacks a field, or holds a field
+    /// of the wrong type, a null shard entry or a negative counter.</exception>
+    internal static ProgressRecord ReadProgress(string progressPath, string folder)
+    {
+        ProgressRecord record;
+        try
+        {
+            var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
+            record = new ProgressRecord(
+                state["fingerprint"]!.GetValue<string>(),
+                state["next_context"]!.GetValue<int>(),
+                state["produced"]!.GetValue<long>(),
+                state["sum_norm"]!.GetValue<double>(),
+                state["sum_sq_norm"]!.GetValue<double>(),
+                JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!,
+                state["pending"]?.GetValue<string>()
+            );
+        }
+        catch (Exception e)
+            when (e is JsonException or NullReferenceException or FormatException or InvalidOperationException
+            )
+        {
+            // Written atomically, so a damaged record means the disk or a person changed it.
+            throw new InvalidDataException(
+                $"{progressPath} is damaged ({e.Message}); the interrupted run cannot resume. Delete {folder} and start again.",
+                e
+            );
+        }
+
+        if (
+            record.Shards is null
+            || record.Shards.Any(s => s?.File is null || s.Sha256 is null)
+            || record.NextContext < 0
+            || record.Produced < 0
+        )
+        {
+            throw new InvalidDataException(
+                $"{progressPath} is damaged (a shard entry or a counter is invalid); delete {folder} and start again."
+            );
+        }
+
+        return record;
+    }
+
     /// <summary>Builds (or resumes, or confirms a finished) cache in <paramref name="folder"/>.</summary>
     /// <exception cref="InvalidOperationException">The folder holds a cache or a partial run of a different
     /// request.</exception>
@@ -343,41 +400,14 @@ public static class ActivationCacheBuilder
         var progressPath = Path.Combine(folder, ProgressFile);
         if (File.Exists(progressPath))
         {
-            string? pendingName;
-            string? recorded;
-            try
-            {
-                var state = JsonNode.Parse(File.ReadAllText(progressPath))!;
-                recorded = state["fingerprint"]!.GetValue<string>();
-                nextContext = state["next_context"]!.GetValue<int>();
-                produced = state["produced"]!.GetValue<long>();
-                stats[0] = state["sum_norm"]!.GetValue<double>();
-                stats[1] = state["sum_sq_norm"]!.GetValue<double>();
-                shards = JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!;
-                pendingName = state["pending"]?.GetValue<string>();
-            }
-            catch (Exception e)
-                when (e
-                        is JsonException
-                            or NullReferenceException
-                            or FormatException
-                            or InvalidOperationException
-                )
-            {
-                // Written atomically, so a damaged record means the disk or a person changed it.
-                throw new InvalidDataException(
-                    $"{progressPath} is damaged ({e.Message}); the interrupted run cannot resume. Delete {folder} and start again.",
-                    e
-                );
-            }
-
-            if (shards.Any(s => s?.File is null || s.Sha256 is null) || nextContext < 0 || produced < 0)
-            {
-                throw new InvalidDataException(
-                    $"{progressPath} is damaged (a shard entry or a counter is invalid); delete {folder} and start again."
-                );
-            }
-
+            var saved = ReadProgress(progressPath, folder);
+            string? pendingName = saved.Pending;
+            string? recorded = saved.Fingerprint;
+            nextContext = saved.NextContext;
+            produced = saved.Produced;
+            stats[0] = saved.SumNorm;
+            stats[1] = saved.SumSqNorm;
+            shards = saved.Shards;
             if (recorded != fingerprint)
             {
                 throw new InvalidOperationException(

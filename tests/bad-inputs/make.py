@@ -115,4 +115,50 @@ with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as g:
 whole = buf.getvalue()
 write("corpus/truncated.txt.gz", whole[: len(whole) // 2])
 
+# A model's config.json (LmConfig.Load) whose keys have the wrong JSON type: model_type a number (found by
+# AFL++: an InvalidOperationException from JsonNode.GetValue, not a clear error), activation a number.
+LM_CONFIG = {"model_type": "gpt2", "vocab_size": 4096, "n_positions": 128, "n_embd": 128, "n_layer": 2,
+             "n_head": 4, "n_inner": 512, "activation_function": "gelu_new"}
+write("lm-config/numeric-model-type.json", json.dumps(dict(LM_CONFIG, model_type=4096), indent=2).encode())
+write("lm-config/numeric-activation.json", json.dumps(dict(LM_CONFIG, activation_function=7), indent=2).encode())
+
+# Tokenizer files (LmTokenizer.Load): each must be one InvalidDataException naming the model folder.
+BPE_VOCAB = {"H": 0, "e": 1, "l": 2, "o": 3, "He": 4, "ll": 5, "Hell": 6, "Hello": 7}
+BPE_MERGES = ["H e", "l l", "He ll", "Hell o"]
+
+
+def tokenizer_json(model):
+    return json.dumps({"version": "1.0", "model": model}, ensure_ascii=False).encode()
+
+
+# tokenizer.json: a WordPiece model, which only byte-level BPE files may be.
+write("tokenizer/wordpiece.json", tokenizer_json({"type": "WordPiece", "vocab": BPE_VOCAB}))
+# tokenizer.json: merges that are numbers and null instead of "a b" strings or [a, b] pairs.
+write(
+    "tokenizer/merges-not-strings.json",
+    tokenizer_json({"type": "BPE", "vocab": BPE_VOCAB, "merges": [1, None, ["H"]]}),
+)
+# tokenizer.json: a byte-level BPE whose vocabulary has no token for most bytes ('.', digits, ...), so that
+# encoding a text with one of them failed with a bare KeyNotFoundException (found by the mutation fuzzer's
+# seeds); it must be refused when loaded.
+write(
+    "tokenizer/missing-bytes.json",
+    tokenizer_json({"type": "BPE", "vocab": dict(BPE_VOCAB, **{"<|endoftext|>": 8}), "merges": BPE_MERGES}),
+)
+# tokenizer.json: token ids that are strings.
+write(
+    "tokenizer/string-ids.json",
+    tokenizer_json({"type": "BPE", "vocab": {"H": "0", "e": "1"}, "merges": BPE_MERGES[:1]}),
+)
+# vocab.json + merges.txt in one file (split at the first NUL byte, as the fuzz target reads it): merges of
+# tokens the vocabulary lacks.
+write(
+    "tokenizer/unknown-merge.bpe",
+    json.dumps(BPE_VOCAB).encode() + b"\0#version: 0.2\nq z\nqz y\n",
+)
+# tokenizer.model (SentencePiece protobuf): the bundled model cut in half.
+with open(os.path.join(HERE, "..", "..", "data", "lm", "tokenizer.model"), "rb") as f:
+    sp = f.read()
+write("tokenizer/truncated.model", sp[: len(sp) // 2])
+
 print("wrote the bad-input corpus under", HERE)

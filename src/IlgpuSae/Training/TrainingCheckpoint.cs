@@ -198,7 +198,10 @@ public static class TrainingCheckpoint
         }
     }
 
-    private static TrainerState ReadState(string checkpoint)
+    /// <summary>Reads and checks <c>trainer_state.json</c> of <paramref name="checkpoint"/>.</summary>
+    /// <exception cref="InvalidDataException">The file is missing, not JSON, or a field is missing or of
+    /// the wrong type.</exception>
+    internal static TrainerState ReadState(string checkpoint)
     {
         var json = ReadStateJson(checkpoint);
         T Field<T>(string name)

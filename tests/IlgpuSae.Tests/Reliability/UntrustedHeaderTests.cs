@@ -42,6 +42,16 @@ public sealed class UntrustedHeaderTests : IDisposable
         BadInputs.Hash(path).Should().Be(before, "a reader never changes its input");
     }
 
+    [Theory]
+    [InlineData("lm-config/numeric-model-type.json")]
+    [InlineData("lm-config/numeric-activation.json")]
+    public void A_model_config_key_of_the_wrong_json_type_is_one_clear_error(string name)
+    {
+        var path = BadInputs.Path(name);
+        var load = () => IlgpuSae.Lm.LmConfig.Load(path);
+        load.Should().Throw<InvalidDataException>().Which.Message.Should().Contain(path);
+    }
+
     [Fact]
     public void Npy_headers_check_every_size_product_for_overflow()
     {
