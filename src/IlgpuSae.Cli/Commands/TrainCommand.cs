@@ -35,6 +35,8 @@ internal static class TrainCommand
             o.SteToInput,
             o.JumpReluSparsity,
             o.TanhScale,
+            o.PreActCoefficient,
+            o.PreActLatents,
             o.ThresholdStart,
             o.BDecInit,
             o.Mode,
@@ -205,7 +207,11 @@ internal static class TrainCommand
             {
                 (o.AuxK, recipe.IsTopKFamily, "the TopK family"),
                 (o.AuxCoefficient, recipe.IsTopKFamily, "the TopK family"),
-                (o.DeadWindow, recipe.IsTopKFamily, "the TopK family"),
+                (
+                    o.DeadWindow,
+                    recipe.IsTopKFamily || (jumpRelu && Given(o.PreActCoefficient)),
+                    "the TopK family (AuxK) and jumprelu SAEs with --pre-act-coefficient"
+                ),
                 (o.LevelWeights, recipe.Architecture == SaeArchitecture.Matryoshka, "matryoshka SAEs"),
                 (o.Bandwidth, jumpRelu, "jumprelu SAEs"),
                 (o.L0Coefficient, jumpRelu, "jumprelu SAEs"),
@@ -213,6 +219,8 @@ internal static class TrainCommand
                 (o.SteToInput, jumpRelu, "jumprelu SAEs"),
                 (o.JumpReluSparsity, jumpRelu, "jumprelu SAEs"),
                 (o.TanhScale, jumpRelu, "jumprelu SAEs"),
+                (o.PreActCoefficient, jumpRelu, "jumprelu SAEs"),
+                (o.PreActLatents, jumpRelu, "jumprelu SAEs"),
                 (o.ThresholdStart, recipe.Architecture is BatchTopKSae, "batchtopk and matryoshka SAEs"),
             }
         )
@@ -221,6 +229,20 @@ internal static class TrainCommand
             {
                 throw new ArgumentException($"{option.Name} applies to {family} only.");
             }
+        }
+
+        if (Given(o.PreActLatents) && !Given(o.PreActCoefficient))
+        {
+            throw new ArgumentException(
+                "--pre-act-latents chooses the latents of the pre-activation loss; give --pre-act-coefficient too."
+            );
+        }
+
+        if (jumpRelu && Given(o.DeadWindow) && parse.GetValue(o.PreActLatents) == "all")
+        {
+            throw new ArgumentException(
+                "--dead-window does not apply with --pre-act-latents all (every latent is penalised)."
+            );
         }
 
         if (
@@ -722,6 +744,7 @@ internal static class TrainCommand
             Arch.AcceptOnlyFromAmong("standard", "gated", "topk", "batchtopk", "matryoshka", "jumprelu");
             BDecInit.AcceptOnlyFromAmong("zero", "mean", "geometric-median");
             JumpReluSparsity.AcceptOnlyFromAmong("step", "tanh");
+            PreActLatents.AcceptOnlyFromAmong("dead", "all");
             Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
@@ -762,7 +785,7 @@ internal static class TrainCommand
             new Option<long?>("--dead-window")
             {
                 Description =
-                    "TopK family: tokens without firing after which a latent is dead for AuxK (default 10000000 dictionary-learning; 1000 batches saelens).",
+                    "TopK family: tokens without firing after which a latent is dead for AuxK (default 10000000 dictionary-learning; 1000 batches saelens). JumpReLU: the same for the pre-activation loss on dead latents (default 1000 batches, SAELens).",
             };
 
         public Option<string?> MatryoshkaWidths { get; } =
@@ -816,6 +839,20 @@ internal static class TrainCommand
             new Option<float?>("--tanh-scale")
             {
                 Description = "JumpReLU tanh sparsity: the scale c (default 4, SAELens).",
+            };
+
+        public Option<float?> PreActCoefficient { get; } =
+            new Option<float?>("--pre-act-coefficient")
+            {
+                Description =
+                    "JumpReLU: coefficient λ_P ≥ 0 of the pre-activation loss (λ_P/B)·Σ ReLU(θ − z)·dead·‖W_dec[i]‖ (SAELens pre_act_loss_coefficient; default off; SAELens's docs use 3e-6).",
+            };
+
+        public Option<string?> PreActLatents { get; } =
+            new Option<string?>("--pre-act-latents")
+            {
+                Description =
+                    "JumpReLU pre-activation loss: dead (default, SAELens: latents with no non-zero value for more than --dead-window tokens) or all (Anthropic's recipe).",
             };
 
         public Option<long?> ThresholdStart { get; } =
@@ -1088,6 +1125,12 @@ internal static class TrainCommand
                                 ? Sae.JumpReluSparsity.Tanh
                                 : Sae.JumpReluSparsity.Step,
                         TanhScale = parse.GetValue(TanhScale) ?? loss.JumpRelu.TanhScale,
+                        PreActCoefficient =
+                            parse.GetValue(PreActCoefficient) ?? loss.JumpRelu.PreActCoefficient,
+                        PreActLatents =
+                            parse.GetValue(PreActLatents) == "all"
+                                ? Sae.PreActLatents.All
+                                : Sae.PreActLatents.Dead,
                     },
                 };
                 o = o with { InitialThreshold = parse.GetValue(ThresholdInit) ?? o.InitialThreshold };

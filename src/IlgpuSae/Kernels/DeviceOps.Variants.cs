@@ -280,9 +280,30 @@ public sealed partial class DeviceOps
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
         ArrayView<float> sums,
+        ArrayView<float> extra,
         FamilyBackwardArgs p
     )
     {
+        long n = (long)p.Rows * p.M;
+        if (
+            u.Length != n
+            || phi.Length < n
+            || du.Length < n
+            || bEnc.Length != p.M
+            || theta.Length != p.M
+            || gTheta.Length != p.M
+            || norms.Length < p.M
+            || sums.Length < 3L * p.M
+            || (p.PreAct != 0 && extra.Length < 2L * p.M)
+        )
+        {
+            throw new ArgumentException(
+                $"JumpReluBackward: u[{u.Length}] phi[{phi.Length}] du[{du.Length}] as [{p.Rows}, {p.M}], "
+                    + $"b_enc[{bEnc.Length}] θ[{theta.Length}] dθ[{gTheta.Length}] norms[{norms.Length}] "
+                    + $"sums[{sums.Length}] extra[{extra.Length}]."
+            );
+        }
+
         var kernel = Kernel(
             "JumpReluBackward",
             null,
@@ -300,9 +321,26 @@ public sealed partial class DeviceOps
                     ArrayView<float>,
                     ArrayView<float>,
                     ArrayView<float>,
+                    ArrayView<float>,
                     FamilyBackwardArgs
                 >(VariantKernels.JumpReluBackwardKernel)
         );
-        kernel(Stream, Items(p.M), p.M, Items(p.M), u, bEnc, theta, phi, norms, du, gBEnc, gTheta, sums, p);
+        kernel(
+            Stream,
+            Items(p.M),
+            p.M,
+            Items(p.M),
+            u,
+            bEnc,
+            theta,
+            phi,
+            norms,
+            du,
+            gBEnc,
+            gTheta,
+            sums,
+            extra,
+            p
+        );
     }
 }

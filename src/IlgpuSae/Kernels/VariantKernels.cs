@@ -31,6 +31,8 @@ internal struct FamilyBackwardArgs
     public int SteToInput;
     public int Tanh; // JumpReLU: 1 = tanh sparsity with scale TanhScale, 0 = step (L0)
     public float TanhScale;
+    public int PreAct; // JumpReLU: 1 = add the pre-activation loss with coefficient PreActOverB·B
+    public float PreActOverB;
 }
 
 /// <summary>Arguments of <see cref="VariantKernels.ThresholdUpdateKernel"/>.</summary>
@@ -472,7 +474,11 @@ internal static class VariantKernels
     /// sums of dU and of H (the L0 penalty counts active features). With the tanh sparsity, Φ gains
     /// <c>(λ/B)·c·n_i·sech²(c·f·n_i)</c> (n_i = ‖W_dec[i]‖, <paramref name="norms"/>) before the step's
     /// gradient and the pseudo-derivative, no step term, and the second column sum is
-    /// <c>Σ_b c·f·sech²(c·f·n_i)</c> for the decoder-norm gradient.
+    /// <c>Σ_b c·f·sech²(c·f·n_i)</c> for the decoder-norm gradient. With the pre-activation loss
+    /// (Anthropic, January 2025; SAELens <c>pre_act_loss_coefficient</c>)
+    /// <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·n_i</c>, dead_i = <c>extra[i]</c> (0 or 1):
+    /// <c>dU −= (λ_P/B)·dead_i·n_i·1[θ_i &gt; z]</c>, <c>dθ_i += (λ_P/B)·Σ_b dead_i·n_i·1[θ_i &gt; z]</c>,
+    /// and <c>extra[M + i] = dead_i·Σ_b ReLU(θ_i − z_bi)</c> (its decoder-norm gradient and its value).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluBackwardKernel(
@@ -488,6 +494,7 @@ internal static class VariantKernels
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
         ArrayView<float> sums,
+        ArrayView<float> extra,
         FamilyBackwardArgs p
     )
     {
@@ -496,9 +503,12 @@ internal static class VariantKernels
             float t = theta[i];
             float bias = bEnc[i];
             float n = norms[i];
+            bool preAct = p.PreAct != 0 && extra[i] > 0f;
+            float preActGrad = preAct ? p.PreActOverB * n : 0f;
             float sumDu = 0f,
                 sumDt = 0f,
-                active = 0f;
+                active = 0f,
+                below = 0f;
             for (int b = 0; b < p.Rows; b++)
             {
                 int e = b * p.M + i;
@@ -533,6 +543,14 @@ internal static class VariantKernels
                     }
                 }
 
+                if (preAct && t > z)
+                {
+                    // ∂/∂z and ∂/∂θ of (λ_P/B)·(θ − z)·n for a dead latent below its threshold.
+                    g -= preActGrad;
+                    sumDt += preActGrad;
+                    below += t - z;
+                }
+
                 du[e] = g;
                 sumDu += g;
             }
@@ -541,6 +559,10 @@ internal static class VariantKernels
             gTheta[i] += sumDt;
             sums[i] = sumDu;
             sums[2 * p.M + i] = active;
+            if (p.PreAct != 0)
+            {
+                extra[p.M + i] = below;
+            }
         }
     }
 }

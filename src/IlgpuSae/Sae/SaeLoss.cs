@@ -140,6 +140,33 @@ public sealed record JumpReluTraining
     /// <summary>Also pass the pseudo-derivatives to the pre-activations (Anthropic, January 2025; newer
     /// SAELens <c>jumprelu_ste_to_input</c>). Off by default.</summary>
     public bool SteToInput { get; init; }
+
+    /// <summary>
+    /// The coefficient λ_P of Anthropic's pre-activation loss (SAELens <c>pre_act_loss_coefficient</c>; 0 =
+    /// off, SAELens's default None): <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·‖W_dec[i]‖</c>, which pulls
+    /// the pre-activations z of the latents in <see cref="PreActLatents"/> up towards their thresholds. Not
+    /// warmed up (SAELens applies it as is).
+    /// </summary>
+    public float PreActCoefficient { get; init; }
+
+    /// <summary>Which latents the pre-activation loss covers: <see cref="PreActLatents.Dead"/> (SAELens,
+    /// default) or <see cref="PreActLatents.All"/> (Anthropic's recipe).</summary>
+    public PreActLatents PreActLatents { get; init; } = PreActLatents.Dead;
+}
+
+/// <summary>The latents JumpReLU's pre-activation loss covers (dead_i in its formula).</summary>
+public enum PreActLatents
+{
+    /// <summary>
+    /// Only dead latents: more than the dead window (default 1000 steps) since they last had a non-zero
+    /// activation, counted before the current batch — SAELens ("except we only calculate this for latents
+    /// that are actually dead", SAELens 6.18 <c>JumpReLUTrainingSAE.calculate_pre_act_loss</c>). Default.
+    /// </summary>
+    Dead,
+
+    /// <summary>Every latent (dead_i = 1): Anthropic's recipe (Transformer Circuits, January 2025
+    /// update).</summary>
+    All,
 }
 
 /// <summary>How a training step runs after the dense encoder product.</summary>

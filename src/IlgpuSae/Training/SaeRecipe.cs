@@ -437,6 +437,14 @@ public sealed record SaeRecipe
             training["aux_style"] = aux.Style == AuxKStyle.SaeLens ? "saelens" : "dictionary-learning";
         }
 
+        if (Architecture == SaeArchitecture.JumpRelu && options.Loss.JumpRelu.PreActCoefficient > 0)
+        {
+            // SAELens's name; SAELens restricts the loss to dead latents, Anthropic's recipe does not.
+            training["pre_act_loss_coefficient"] = options.Loss.JumpRelu.PreActCoefficient;
+            training["pre_act_loss_latents"] =
+                options.Loss.JumpRelu.PreActLatents == PreActLatents.All ? "all" : "dead";
+        }
+
         foreach (var (k, v) in extra ?? new Dictionary<string, object?>())
         {
             training[k] = v;

@@ -123,6 +123,18 @@ public sealed class TrainerConfig
                 Put("jumprelu_sparsity_loss_mode", "tanh");
                 Put("jumprelu_tanh_scale", F(o.Loss.JumpRelu.TanhScale));
             }
+
+            if (o.Loss.JumpRelu.PreActCoefficient > 0)
+            {
+                Put("pre_act_loss_coefficient", F(o.Loss.JumpRelu.PreActCoefficient));
+                bool dead = o.Loss.JumpRelu.PreActLatents == PreActLatents.Dead;
+                Put("pre_act_loss_latents", dead ? "dead" : "all");
+                if (dead)
+                {
+                    Put("dead_window_tokens", o.AuxDeadWindowTokens ?? 1000L * o.BatchSize);
+                }
+            }
+
             Put("jumprelu_init_threshold", F(o.InitialThreshold));
         }
 

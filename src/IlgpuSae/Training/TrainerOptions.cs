@@ -139,7 +139,9 @@ public sealed record TrainerOptions
     /// <summary>
     /// The AuxK dead window in tokens: a feature is dead for the AuxK loss after this many tokens without
     /// firing (dictionary_learning: 10M tokens; SAELens: 1000 steps, i.e. 1000·batch tokens). Null = the
-    /// style's default. Counted in whole steps: <c>⌈tokens / batch⌉</c>.
+    /// style's default. Counted in whole steps: <c>⌈tokens / batch⌉</c>. JumpReLU's pre-activation loss on
+    /// dead latents uses the same window, with SAELens's default (1000 steps) and its count (more than the
+    /// window, before the batch).
     /// </summary>
     public long? AuxDeadWindowTokens { get; init; }
 
@@ -225,6 +227,10 @@ public sealed record TrainerOptions
         Require(
             Loss.JumpRelu.TanhScale > 0 && float.IsFinite(Loss.JumpRelu.TanhScale),
             $"The JumpReLU tanh scale must be positive, got {Loss.JumpRelu.TanhScale}."
+        );
+        Require(
+            Loss.JumpRelu.PreActCoefficient >= 0 && float.IsFinite(Loss.JumpRelu.PreActCoefficient),
+            $"The JumpReLU pre-activation loss coefficient must be ≥ 0, got {Loss.JumpRelu.PreActCoefficient}."
         );
         Require(
             (AuxDeadWindowTokens ?? 1) > 0,

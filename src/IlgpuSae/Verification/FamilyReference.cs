@@ -14,9 +14,11 @@ public sealed record DeadSpec(bool[] DeadBefore, bool ExcludeFiredInBatch);
 /// BatchTopK and Matryoshka BatchTopK with their AuxK loss in either style, and JumpReLU training (SAELens
 /// step sparsity with the kernel-density pseudo-derivatives). Where <see cref="SaeReference"/> works row by
 /// row, these selections and losses need the whole batch (the BatchTopK budget, the AuxK variance, the dead
-/// set). Tests check <see cref="Gradients"/> against central finite differences of <see cref="Loss"/> (the
-/// selections are piecewise constant; the AuxK residual is a stop-gradient, so pass the live parameters as
-/// <c>frozen</c> to make it a constant) and the device against <see cref="Gradients"/>.
+/// set). JumpReLU's options: the tanh sparsity and the pre-activation loss (its dead set from
+/// <see cref="DeadSpec.DeadBefore"/>). Tests check <see cref="Gradients"/> against central finite
+/// differences of <see cref="Loss"/> (the selections are piecewise constant; the AuxK residual is a
+/// stop-gradient, so pass the live parameters as <c>frozen</c> to make it a constant) and the device
+/// against <see cref="Gradients"/>.
 /// </summary>
 public static class FamilyReference
 {
@@ -108,6 +110,22 @@ public static class FamilyReference
             {
                 double active = f.Count(v => v != 0);
                 loss += (double)options.L1Coefficient * active / b;
+            }
+
+            if (options.JumpRelu.PreActCoefficient > 0)
+            {
+                // (λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·‖W_dec[i]‖
+                var norms = SaeReference.RowNorms(wDec, m, d);
+                var isDead = PreActDead(m, options, dead);
+                var theta = p["threshold"];
+                double sum = 0;
+                for (long t = 0; t < pre.Length; t++)
+                {
+                    int i = (int)(t % m);
+                    sum += isDead[i] ? Math.Max(0, theta[i] - pre[t]) * norms[i] : 0;
+                }
+
+                loss += (double)options.JumpRelu.PreActCoefficient * sum / b;
             }
         }
 
@@ -256,6 +274,8 @@ public static class FamilyReference
             bool tanh = options.JumpRelu.Sparsity == JumpReluSparsity.Tanh;
             double c4 = options.JumpRelu.TanhScale;
             var norms = SaeReference.RowNorms(wDec, m, d);
+            double preActOverB = (double)options.JumpRelu.PreActCoefficient / b;
+            var isDead = PreActDead(m, options, dead);
             for (int r = 0; r < b; r++)
             {
                 for (int i = 0; i < m; i++)
@@ -287,6 +307,19 @@ public static class FamilyReference
                         if (options.JumpRelu.SteToInput)
                         {
                             dU[t] += pseudo;
+                        }
+                    }
+
+                    if (preActOverB > 0 && isDead[i] && theta[i] > z)
+                    {
+                        // (λ_P/B)·(θ_i − z)·n_i: −(λ_P/B)·n_i to z, +(λ_P/B)·n_i to θ_i,
+                        // (λ_P/B)·(θ_i − z)·Ŵ_dec[i] to W_dec[i].
+                        dU[t] -= preActOverB * norms[i];
+                        g["threshold"][i] += preActOverB * norms[i];
+                        for (int j = 0; j < d; j++)
+                        {
+                            g["W_dec"][(long)i * d + j] +=
+                                preActOverB * (theta[i] - z) * wDec[(long)i * d + j] / norms[i];
                         }
                     }
                 }
@@ -448,6 +481,19 @@ public static class FamilyReference
         }
 
         return f;
+    }
+
+    /// <summary>
+    /// dead_i of JumpReLU's pre-activation loss: every latent with <see cref="PreActLatents.All"/>, else
+    /// <see cref="DeadSpec.DeadBefore"/> (SAELens: the counters before the batch; a latent firing in the
+    /// batch stays dead), none without a dead set.
+    /// </summary>
+    public static bool[] PreActDead(int m, SaeLossOptions options, DeadSpec? dead)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return options.JumpRelu.PreActLatents == PreActLatents.All ? Enumerable.Repeat(true, m).ToArray()
+            : dead is null ? new bool[m]
+            : (bool[])dead.DeadBefore.Clone();
     }
 
     private static IReadOnlyList<float> LevelWeights(SaeConfig config, SaeLossOptions options) =>

@@ -161,6 +161,75 @@ public sealed class FamilyCliTests : IDisposable
             .Equal(File.ReadAllBytes(P("whole/sae_weights.safetensors")), "a resumed run continues exactly");
     }
 
+    private JsonNode Json(string path) => JsonNode.Parse(File.ReadAllText(P(path)))!;
+
+    private double[] Metric(string folder, string name) =>
+        [
+            .. File.ReadLines(P($"{folder}/metrics.jsonl"))
+                .Where(l => l.Length > 0)
+                .Select(l => JsonNode.Parse(l)![name]!.GetValue<double>()),
+        ];
+
+    /// <summary>Trains <paramref name="args"/> whole, then as a run killed after its step-20 checkpoint and
+    /// resumed, and checks that both give the same bytes.</summary>
+    private void TrainsAndResumesExactly(string arch, string[] args)
+    {
+        var whole = Run(Train(arch, "whole", args));
+        whole.Code.Should().Be(0, whole.Err);
+        var parts = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20"]));
+        parts.Code.Should().Be(0, parts.Err);
+        File.Delete(P("parts/cfg.json"));
+        File.Delete(P("parts/sae_weights.safetensors"));
+        var resumed = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20", "--resume"]));
+        resumed.Code.Should().Be(0, resumed.Err);
+        resumed.Out.Should().Contain("Resumed from");
+        File.ReadAllBytes(P("parts/sae_weights.safetensors"))
+            .Should()
+            .Equal(File.ReadAllBytes(P("whole/sae_weights.safetensors")), "a resumed run continues exactly");
+    }
+
+    [Theory]
+    [InlineData("dead")]
+    [InlineData("all")]
+    public void A_JumpRelu_run_with_the_pre_act_loss_records_SAELens_names_round_trips_and_resumes_exactly(
+        string latents
+    )
+    {
+        string[] jump = ["--l0-coefficient", "0.05", "--threshold-init", "0.05", "--bandwidth", "0.1"];
+        string[] args =
+        [
+            .. jump,
+            "--pre-act-coefficient",
+            "0.01",
+            "--pre-act-latents",
+            latents,
+            .. (latents == "dead" ? ["--dead-window", "1280"] : Array.Empty<string>()),
+        ];
+        TrainsAndResumesExactly("jumprelu", args);
+
+        var cfg = Json("whole/cfg.json");
+        cfg["pre_act_loss_coefficient"]!.GetValue<double>().Should().BeApproximately(0.01, 1e-9);
+        cfg["metadata"]!["training"]!["pre_act_loss_latents"]!.GetValue<string>().Should().Be(latents);
+        var settings = Json("whole/trainer_config.json");
+        settings["pre_act_loss_coefficient"]!.GetValue<double>().Should().BeApproximately(0.01, 1e-9);
+        settings["pre_act_loss_latents"]!.GetValue<string>().Should().Be(latents);
+        if (latents == "dead")
+        {
+            settings["dead_window_tokens"]!.GetValue<long>().Should().Be(1280);
+        }
+        else
+        {
+            settings.AsObject().ContainsKey("dead_window_tokens").Should().BeFalse();
+            // Every latent is penalised from the first step: the term is in every logged loss.
+            Metric("whole", "losses/auxiliary_reconstruction_loss")
+                .Should()
+                .AllSatisfy(v => v.Should().BePositive());
+        }
+
+        // The folder loads back (the SAELens key is a known one) and encodes.
+        L0(P("whole")).Should().BeGreaterThan(0.5);
+    }
+
     [Fact]
     public void Bad_family_settings_are_clear_errors_and_write_nothing()
     {
@@ -206,14 +275,56 @@ public sealed class FamilyCliTests : IDisposable
         };
         foreach (var (arch, extra, message) in cases)
         {
-            var bad = Run(Train(arch, "bad", extra));
-            bad.Code.Should().NotBe(0, $"{arch} {string.Join(' ', extra)}");
-            bad.Err.Should().Contain(message, $"{arch} {string.Join(' ', extra)}");
-            bad.Err.Should().NotContain("   at ", "no stack trace");
-            Directory
-                .Exists(P("bad"))
+            ExpectRefused(arch, extra, message, oneErrorLine: false);
+        }
+    }
+
+    /// <summary>The JumpReLU options the command checks itself (after parsing): one <c>error:</c> line each,
+    /// exit code non-zero, nothing written.</summary>
+    [Fact]
+    public void Bad_JumpRelu_loss_settings_are_one_error_line_and_write_nothing()
+    {
+        var cases = new (string Arch, string[] Extra, string Message)[]
+        {
+            ("jumprelu", ["--pre-act-coefficient", "-1"], "pre-activation loss coefficient must be ≥ 0"),
+            ("jumprelu", ["--pre-act-coefficient", "NaN"], "pre-activation loss coefficient must be ≥ 0"),
+            ("jumprelu", ["--pre-act-latents", "all"], "give --pre-act-coefficient"),
+            (
+                "jumprelu",
+                ["--pre-act-coefficient", "1", "--pre-act-latents", "all", "--dead-window", "1280"],
+                "--dead-window does not apply"
+            ),
+            ("jumprelu", ["--dead-window", "1280"], "--dead-window applies to"),
+            (
+                "topk",
+                ["--k", "3", "--pre-act-coefficient", "0.1"],
+                "--pre-act-coefficient applies to jumprelu"
+            ),
+            ("standard", ["--pre-act-coefficient", "0.1"], "--pre-act-coefficient applies to jumprelu"),
+            ("gated", ["--pre-act-latents", "dead"], "--pre-act-latents applies to jumprelu"),
+        };
+        foreach (var (arch, extra, message) in cases)
+        {
+            ExpectRefused(arch, extra, message, oneErrorLine: true);
+        }
+    }
+
+    private void ExpectRefused(string arch, string[] extra, string message, bool oneErrorLine)
+    {
+        var bad = Run(Train(arch, "bad", extra));
+        bad.Code.Should().NotBe(0, $"{arch} {string.Join(' ', extra)}");
+        bad.Err.Should().Contain(message, $"{arch} {string.Join(' ', extra)}");
+        bad.Err.Should().NotContain("   at ", "no stack trace");
+        Directory
+            .Exists(P("bad"))
+            .Should()
+            .BeFalse($"a refused run writes nothing ({arch} {string.Join(' ', extra)})");
+        if (oneErrorLine)
+        {
+            bad.Err.Split('\n')
+                .Count(l => l.StartsWith("error:", StringComparison.Ordinal))
                 .Should()
-                .BeFalse($"a refused run writes nothing ({arch} {string.Join(' ', extra)})");
+                .Be(1, $"one error line ({arch} {string.Join(' ', extra)})");
         }
     }
 }

@@ -244,6 +244,118 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
         SaeTestData.Read(sae, "threshold").Should().AllSatisfy(t => t.Should().BeApproximately(0.01, 1e-9));
     }
 
+    [Theory]
+    [InlineData(PreActLatents.Dead)]
+    [InlineData(PreActLatents.All)]
+    public void JumpRelu_pre_act_loss_covers_the_dead_latents_in_SAELens_style_and_every_latent_in_Anthropics(
+        PreActLatents latents
+    )
+    {
+        // Variants spec §1.9: SAELens computes the pre-activation loss "only for latents that are actually
+        // dead"; Anthropic's recipe applies it to every latent. Feature i reads x[i] (z = x_i, b_enc = 0),
+        // θ = 0.5 each, decoder norms 2, 3, 0.5. Features 0 and 2 are dead (counters 10 > window 5), 1 is
+        // alive; 0 and 1 sit below θ in both rows, 2 is active in both.
+        const int d = 4,
+            m = 3,
+            rows = 2;
+        var config = Config(SaeArchitecture.JumpRelu, d, m, center: false);
+        using var sae = SparseAutoencoder.CreateEmpty(Cpu, config);
+        var p = SparseAutoencoder
+            .LayoutFor(config)
+            .Entries.ToDictionary(e => e.Name, e => new double[e.Length]);
+        double[] norms = [2, 3, 0.5];
+        for (int i = 0; i < m; i++)
+        {
+            p["W_enc"][i * m + i] = 1;
+            p["W_dec"][i * d + i] = norms[i];
+        }
+
+        p["threshold"] = [0.5, 0.5, 0.5];
+        SaeTestData.Load(sae, p);
+        var x = new float[] { 0.1f, 0.2f, 0.9f, 0f, 0.3f, -0.4f, 0.8f, 0f };
+        using var counters = Cpu.Allocate(1, m, "steps_since_fired");
+        counters.CopyFrom([10f, 0f, 10f]);
+        var window = new DeadFeatureWindow(counters.Data, 5f, IncludeCurrentBatch: false);
+        const float lambdaP = 0.25f;
+        var off = new SaeLossOptions
+        {
+            L1Coefficient = 0.1f,
+            JumpRelu = new JumpReluTraining { Bandwidth = 0.05f, LogThreshold = false },
+        };
+        var on = off with
+        {
+            JumpRelu = off.JumpRelu with { PreActCoefficient = lambdaP, PreActLatents = latents },
+        };
+        var (lossOff, gOff) = Pass(sae, x, rows, off, window);
+        var (lossOn, gOn) = Pass(sae, x, rows, on, window);
+
+        // (λ_P/B)·Σ_b (θ − z)·n: feature 0 gives 2·(0.4 + 0.2), feature 1 (all latents only) 3·(0.3 + 0.9).
+        bool all = latents == PreActLatents.All;
+        double expected = lambdaP / rows * (2 * 0.6 + (all ? 3 * 1.2 : 0));
+        (lossOn.Aux - lossOff.Aux).Should().BeApproximately(expected, 1e-6);
+        lossOn.Mse.Should().Be(lossOff.Mse, "the pre-activation loss does not change the forward pass");
+        double[] dTheta = [.. Enumerable.Range(0, m).Select(i => gOn["threshold"][i] - gOff["threshold"][i])];
+        double[] dBEnc = [.. Enumerable.Range(0, m).Select(i => gOn["b_enc"][i] - gOff["b_enc"][i])];
+        // ∂/∂θ_i = (λ_P/B)·n_i per row below θ; ∂/∂z = minus that.
+        dTheta[0].Should().BeApproximately(lambdaP / rows * 2 * 2, 1e-6);
+        dTheta[1].Should().BeApproximately(all ? lambdaP / rows * 3 * 2 : 0, 1e-6);
+        dTheta[2].Should().Be(0, "an active latent is above its threshold");
+        dBEnc[0].Should().BeApproximately(-dTheta[0], 1e-6);
+        dBEnc[1].Should().BeApproximately(-dTheta[1], 1e-6);
+        // W_dec[i] gets (λ_P/B)·Σ_b (θ − z)·Ŵ_dec[i]: along its own axis, (λ_P/B)·0.6 for feature 0.
+        (gOn["W_dec"][0] - gOff["W_dec"][0])
+            .Should()
+            .BeApproximately(lambdaP / rows * 0.6, 1e-6);
+        (gOn["W_dec"][1 * d + 1] - gOff["W_dec"][1 * d + 1])
+            .Should()
+            .BeApproximately(all ? lambdaP / rows * 1.2 : 0, 1e-6);
+    }
+
+    [Fact]
+    public void Without_dead_feature_counters_the_SAELens_pre_act_loss_is_zero()
+    {
+        // SAELens returns 0 when dead_neuron_mask is None or all false: a trainer that cannot yet see a dead
+        // latent gives the SAE no counters.
+        const int d = 4,
+            m = 8,
+            rows = 6;
+        var config = Config(SaeArchitecture.JumpRelu, d, m);
+        using var sae = SparseAutoencoder.Create(Cpu, config, seed: 3, initialThreshold: 0.5f);
+        var x = RandomRows(rows, d, seed: 2);
+        var options = new SaeLossOptions
+        {
+            L1Coefficient = 0.1f,
+            JumpRelu = new JumpReluTraining { PreActCoefficient = 1f },
+        };
+        var (withLoss, with) = Pass(sae, x, rows, options);
+        var (withoutLoss, without) = Pass(
+            sae,
+            x,
+            rows,
+            options with
+            {
+                JumpRelu = options.JumpRelu with { PreActCoefficient = 0f },
+            }
+        );
+        withLoss.Total.Should().Be(withoutLoss.Total);
+        foreach (var (name, g) in with)
+        {
+            g.Should().Equal(without[name], name);
+        }
+
+        // The same SAE with Anthropic's all-latents variant does see the term (θ = 0.5 is above most z).
+        var (allLoss, _) = Pass(
+            sae,
+            x,
+            rows,
+            options with
+            {
+                JumpRelu = options.JumpRelu with { PreActLatents = PreActLatents.All },
+            }
+        );
+        (allLoss.Total - withoutLoss.Total).Should().BeGreaterThan(1e-3);
+    }
+
     [Fact]
     public void Matryoshka_levels_share_one_global_mask()
     {

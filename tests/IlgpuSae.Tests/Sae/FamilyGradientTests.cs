@@ -12,10 +12,12 @@ namespace IlgpuSae.Tests.Sae;
 /// dead.</summary>
 public sealed record FamilyCase(string Name, SaeConfig Config, SaeLossOptions Options, bool[]? DeadBefore)
 {
+    /// <summary>The dead set: for AuxK in its style, for JumpReLU's pre-activation loss SAELens's (the
+    /// counters before the batch).</summary>
     public DeadSpec? Dead =>
-        DeadBefore is null || Options.AuxK is null
+        DeadBefore is null
             ? null
-            : new DeadSpec(DeadBefore, Options.AuxK.Style == AuxKStyle.DictionaryLearning);
+            : new DeadSpec(DeadBefore, Options.AuxK?.Style == AuxKStyle.DictionaryLearning);
 
     public override string ToString() => Name;
 }
@@ -99,6 +101,32 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             {
                 L1Coefficient = 0.3f,
                 JumpRelu = new JumpReluTraining { Bandwidth = 0.2f, Sparsity = JumpReluSparsity.Tanh },
+            },
+            null
+        );
+        yield return new(
+            "jumprelu-step-preact-dead",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.2f, PreActCoefficient = 0.7f },
+            },
+            dead
+        );
+        yield return new(
+            "jumprelu-tanh-preact-all",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining
+                {
+                    Bandwidth = 0.2f,
+                    Sparsity = JumpReluSparsity.Tanh,
+                    PreActCoefficient = 0.7f,
+                    PreActLatents = PreActLatents.All,
+                },
             },
             null
         );
@@ -311,6 +339,50 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         }
 
         windows.Should().BeGreaterThan(0, "some pre-activations must fall in a kernel window");
+    }
+
+    public static TheoryData<string> PreActCaseNames() =>
+        ["jumprelu-step-preact-dead", "jumprelu-tanh-preact-all"];
+
+    [Theory]
+    [MemberData(nameof(PreActCaseNames))]
+    public void JumpRelu_pre_act_loss_threshold_gradient_matches_central_finite_differences(string caseName)
+    {
+        // The pre-activation loss (λ_P/B)·Σ ReLU(θ − z)·dead·n is differentiable in θ (away from θ = z),
+        // unlike the step and the JumpReLU: the loss with it minus the loss without it is that term alone.
+        var c = Find(caseName, d: 4, m: 8);
+        const int batch = 5;
+        var (p, x) = Generate(c, batch, seed: 11, margin: 1e-4);
+        var without = c.Options with { JumpRelu = c.Options.JumpRelu with { PreActCoefficient = 0f } };
+        double term =
+            FamilyReference.Loss(c.Config, p, x, batch, c.Options, c.Dead)
+            - FamilyReference.Loss(c.Config, p, x, batch, without, c.Dead);
+        term.Should().BeGreaterThan(1e-3, "the case must exercise the pre-activation loss");
+        var g = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
+        var g0 = FamilyReference.Gradients(c.Config, p, x, batch, without, c.Dead);
+        var fd = new NumericalDerivative(3, 1) { StepType = StepType.Absolute, Epsilon = 1e-6 };
+        int moved = 0;
+        for (int k = 0; k < c.Config.DSae; k++)
+        {
+            double Term(double[] theta)
+            {
+                var q = p.ToDictionary(kv => kv.Key, kv => kv.Key == "threshold" ? theta : kv.Value);
+                return FamilyReference.Loss(c.Config, q, x, batch, c.Options, c.Dead)
+                    - FamilyReference.Loss(c.Config, q, x, batch, without, c.Dead);
+            }
+
+            double numeric = fd.EvaluatePartialDerivative(Term, (double[])p["threshold"].Clone(), k, 1);
+            double analytic = g["threshold"][k] - g0["threshold"][k];
+            moved += Math.Abs(numeric) > 1e-6 ? 1 : 0;
+            Math.Abs(numeric - analytic)
+                .Should()
+                .BeLessThan(
+                    TestTolerances.FiniteDifferences.Bound(numeric),
+                    $"∂L_p/∂θ[{k}] in {caseName}: FD {numeric}, analytic {analytic}"
+                );
+        }
+
+        moved.Should().BeGreaterThan(0, "some latent must sit below its threshold");
     }
 
     [SkippableTheory]

@@ -12,7 +12,10 @@ namespace IlgpuSae.Sae;
 /// the kernel-density pseudo-derivatives of bandwidth ε (Eqs. 11-12): <c>∂f/∂θ := −(θ/ε)·K((z−θ)/ε)</c>,
 /// <c>∂H/∂θ := −(1/ε)·K((z−θ)/ε)</c>, K the rectangle <c>1[|u| &lt; ½]</c>; <c>∂f/∂z = H</c>, no gradient
 /// into z through the step (unless <see cref="JumpReluTraining.SteToInput"/>). θ is trained as
-/// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way.
+/// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way. Options:
+/// the tanh sparsity and Anthropic's pre-activation loss <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·n_i</c>
+/// (Transformer Circuits, January 2025; SAELens <c>pre_act_loss_coefficient</c>), on SAELens's dead latents
+/// (the trainer's counters in <see cref="SparseAutoencoder.AuxDeadFeatures"/>) or on all of them.
 /// </summary>
 public sealed class JumpReluSae : SaeArchitecture
 {
@@ -21,6 +24,10 @@ public sealed class JumpReluSae : SaeArchitecture
 
     /// <summary>The registered instance.</summary>
     public static JumpReluSae Instance { get; } = new();
+
+    /// <summary>Scratch [2M]: the pre-activation loss's dead mask, then its per-feature
+    /// <c>dead_i·Σ_b ReLU(θ_i − z_bi)</c>.</summary>
+    private const string ExtraName = "jumprelu_extra";
 
     /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
     public const float MinimumThreshold = 1e-6f;
@@ -78,9 +85,16 @@ public sealed class JumpReluSae : SaeArchitecture
         var p = sae.Parameters;
         var ops = sae.Device.Ops;
         bool tanh = jump.Sparsity == JumpReluSparsity.Tanh;
-        if (tanh)
+        bool preAct = jump.PreActCoefficient > 0;
+        if (tanh || preAct)
         {
             ops.RowL2Norms(sae.Decoder, ws.DecoderNorms.Data);
+        }
+
+        var extra = ws.Scratch(ExtraName, 1, 2 * sae.DSae);
+        if (preAct)
+        {
+            DeadMask(sae, jump, extra.Data.SubView(0, sae.DSae));
         }
 
         ops.JumpReluBackward(
@@ -93,6 +107,7 @@ public sealed class JumpReluSae : SaeArchitecture
             p.Gradient("b_enc").Data,
             p.Gradient("threshold").Data,
             ws.ColumnSums.Data,
+            extra.Data,
             new FamilyBackwardArgs
             {
                 Rows = ws.Batch,
@@ -102,8 +117,23 @@ public sealed class JumpReluSae : SaeArchitecture
                 SteToInput = jump.SteToInput ? 1 : 0,
                 Tanh = tanh ? 1 : 0,
                 TanhScale = jump.TanhScale,
+                PreAct = preAct ? 1 : 0,
+                PreActOverB = jump.PreActCoefficient / ws.Batch,
             }
         );
+        if (preAct)
+        {
+            // ∂/∂W_dec[i] of (λ_P/B)·Σ_b ReLU(θ_i − z_bi)·dead_i·n_i
+            //   = (λ_P/B)·Σ_b ReLU(θ_i − z_bi)·dead_i·Ŵ_dec[i].
+            ops.DecoderNormPenaltyGrad(
+                sae.Decoder,
+                extra.Data.SubView(sae.DSae, sae.DSae),
+                ws.DecoderNorms.Data,
+                sae.DecoderGradient,
+                jump.PreActCoefficient / ws.Batch
+            );
+        }
+
         if (tanh)
         {
             // ∂/∂W_dec[i] of (λ/B)·Σ_b tanh(c·f·n_i) = (λ/B)·Σ_b c·f·sech²(c·f·n_i)·W_dec[i]/n_i.
@@ -115,6 +145,58 @@ public sealed class JumpReluSae : SaeArchitecture
                 lambdaOverB
             );
         }
+    }
+
+    /// <summary>
+    /// dead_i of the pre-activation loss into <paramref name="dead"/> [M]: 1 for every latent
+    /// (<see cref="PreActLatents.All"/>), else from the trainer's counters as SAELens counts them (more than
+    /// the window since the latent last fired, before this batch); 0 everywhere when the trainer gave no
+    /// counters (no latent can be dead yet).
+    /// </summary>
+    private static void DeadMask(SparseAutoencoder sae, JumpReluTraining jump, ILGPU.ArrayView<float> dead)
+    {
+        var ops = sae.Device.Ops;
+        if (jump.PreActLatents == PreActLatents.All)
+        {
+            ops.Fill(dead, 1f);
+        }
+        else if (sae.AuxDeadFeatures is { } window)
+        {
+            // SAELens: n_forward_passes_since_fired > dead_feature_window, the counters before this batch
+            // (IncludeCurrentBatch false: the fired counts are not read).
+            ops.DeadMask(window.StepsSinceFired, window.StepsSinceFired, dead, window.WindowSteps, false);
+        }
+        else
+        {
+            ops.Fill(dead, 0f);
+        }
+    }
+
+    /// <summary>
+    /// The pre-activation loss of the latest training pass,
+    /// <c>(λ_P/B)·Σ_i n_i·dead_i·Σ_b ReLU(θ_i − z_bi)</c> (0 without it); called after the device has
+    /// synchronised, on logging steps.
+    /// </summary>
+    public override double AuxiliaryLoss(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        var jump = ws.Loss?.JumpRelu;
+        if (jump is null || jump.PreActCoefficient <= 0)
+        {
+            return 0;
+        }
+
+        int m = sae.DSae;
+        var below = ws.Scratch(ExtraName, 1, 2 * m).ToArray();
+        var norms = ws.DecoderNorms.ToArray();
+        double sum = 0;
+        for (int i = 0; i < m; i++)
+        {
+            sum += (double)norms[i] * below[m + i];
+        }
+
+        return (double)jump.PreActCoefficient * sum / ws.Batch;
     }
 
     /// <inheritdoc/>
