@@ -270,6 +270,42 @@ public sealed partial class DeviceOps
         kernel(Stream, Items(n), n, Items(n), src, dst, m, width);
     }
 
+    internal void JumpReluStepCount(
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> rows,
+        int m,
+        bool onFeatures
+    )
+    {
+        int b = (int)rows.Length;
+        if (m <= 0 || u.Length != (long)b * m || bEnc.Length != m || theta.Length != m)
+        {
+            throw new ArgumentException(
+                $"JumpReluStepCount: u[{u.Length}] as [{b}, {m}], b_enc[{bEnc.Length}] θ[{theta.Length}]."
+            );
+        }
+
+        var kernel = Kernel(
+            "JumpReluStepCount",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int,
+                    int
+                >(VariantKernels.JumpReluStepCountKernel)
+        );
+        kernel(Stream, Items(b), b, Items(b), u, bEnc, theta, rows, m, onFeatures ? 1 : 0);
+    }
+
     internal void JumpReluBackward(
         ArrayView<float> u,
         ArrayView<float> bEnc,
@@ -295,6 +331,7 @@ public sealed partial class DeviceOps
             || norms.Length < p.M
             || sums.Length < 3L * p.M
             || (p.PreAct != 0 && extra.Length < 2L * p.M)
+            || (p.TargetL0 != 0 && extra.Length < 2L * p.M + 1)
         )
         {
             throw new ArgumentException(

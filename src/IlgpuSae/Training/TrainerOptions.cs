@@ -95,6 +95,13 @@ public sealed record TrainerOptions
     /// <summary>Linear λ warm-up steps from 0.</summary>
     public int L1WarmupSteps { get; init; }
 
+    /// <summary>
+    /// The λ warm-up factor at 0-based step s is <c>s/W</c> (dictionary_learning's
+    /// <c>get_sparsity_warmup_fn</c>: the first step has no sparsity term) instead of <c>(s + 1)/W</c>
+    /// (default false).
+    /// </summary>
+    public bool L1WarmupFromZero { get; init; }
+
     /// <summary>Keep decoder rows at unit norm (project gradients, renormalise after each step).</summary>
     public bool ConstrainDecoderNorm { get; init; } = true;
 
@@ -227,6 +234,15 @@ public sealed record TrainerOptions
         Require(
             Loss.JumpRelu.TanhScale > 0 && float.IsFinite(Loss.JumpRelu.TanhScale),
             $"The JumpReLU tanh scale must be positive, got {Loss.JumpRelu.TanhScale}."
+        );
+        Require(
+            Loss.JumpRelu.TargetL0 > 0 && float.IsFinite(Loss.JumpRelu.TargetL0),
+            $"The JumpReLU target L0 must be positive, got {Loss.JumpRelu.TargetL0}."
+        );
+        Require(
+            Loss.JumpRelu.StepInput == JumpReluStepInput.PreActivation
+                || (Loss.JumpRelu.Sparsity != JumpReluSparsity.Tanh && !Loss.JumpRelu.SteToInput),
+            "The L0 step on f (dictionary_learning) applies to the step and target-L0 sparsity, without the straight-through option."
         );
         Require(
             Loss.JumpRelu.PreActCoefficient >= 0 && float.IsFinite(Loss.JumpRelu.PreActCoefficient),

@@ -106,6 +106,12 @@ public static class FamilyReference
 
                 loss += (double)options.L1Coefficient * sum / b;
             }
+            else if (options.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                // dictionary_learning: λ·(l0/T − 1)², l0 = (1/B)·Σ_b Σ_i H(s_bi − θ_i)
+                double excess = StepCount(config, p, pre, f, options) / b / options.JumpRelu.TargetL0 - 1;
+                loss += (double)options.L1Coefficient * excess * excess;
+            }
             else
             {
                 double active = f.Count(v => v != 0);
@@ -276,13 +282,23 @@ public static class FamilyReference
             var norms = SaeReference.RowNorms(wDec, m, d);
             double preActOverB = (double)options.JumpRelu.PreActCoefficient / b;
             var isDead = PreActDead(m, options, dead);
+            bool onFeatures = options.JumpRelu.StepInput == JumpReluStepInput.Features;
+            // ∂L/∂H_bi of the sparsity term: λ/B, or for the target-L0 loss (λ/B)·(2/T)·(l0/T − 1).
+            double step = lambdaOverB;
+            if (options.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                double target = options.JumpRelu.TargetL0;
+                double l0 = StepCount(config, p, pass.Pre, pass.F, options) / b;
+                step = lambdaOverB * 2 / target * (l0 / target - 1);
+            }
+
             for (int r = 0; r < b; r++)
             {
                 for (int i = 0; i < m; i++)
                 {
                     long t = (long)r * m + i;
                     double z = pass.Pre[t];
-                    double stepTerm = lambdaOverB;
+                    double stepTerm = step;
                     if (tanh)
                     {
                         // The tanh term's derivative joins ∂L/∂f (and so the JumpReLU pseudo-derivative);
@@ -302,12 +318,18 @@ public static class FamilyReference
                     dU[t] = z > theta[i] ? dF[t] : 0;
                     if (window)
                     {
-                        double pseudo = (theta[i] * dF[t] + stepTerm) / eps;
+                        double pseudo = (theta[i] * dF[t] + (onFeatures ? 0 : stepTerm)) / eps;
                         g["threshold"][i] -= pseudo;
                         if (options.JumpRelu.SteToInput)
                         {
                             dU[t] += pseudo;
                         }
+                    }
+
+                    if (onFeatures && Math.Abs((pass.F[t] - theta[i]) / eps) < 0.5)
+                    {
+                        // dictionary_learning's Step(f, θ): the step's window is on f − θ.
+                        g["threshold"][i] -= stepTerm / eps;
                     }
 
                     if (preActOverB > 0 && isDead[i] && theta[i] > z)
@@ -481,6 +503,34 @@ public static class FamilyReference
         }
 
         return f;
+    }
+
+    /// <summary>
+    /// <c>Σ_b Σ_i H(s_bi − θ_i)</c>, the count of the L0 step, with s = f
+    /// (<see cref="JumpReluStepInput.Features"/>, dictionary_learning) or the pre-activation z.
+    /// </summary>
+    public static double StepCount(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] pre,
+        double[] f,
+        SaeLossOptions options
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(pre);
+        ArgumentNullException.ThrowIfNull(f);
+        ArgumentNullException.ThrowIfNull(options);
+        var theta = p["threshold"];
+        var s = options.JumpRelu.StepInput == JumpReluStepInput.Features ? f : pre;
+        double count = 0;
+        for (long t = 0; t < s.Length; t++)
+        {
+            count += s[t] > theta[t % config.DSae] ? 1 : 0;
+        }
+
+        return count;
     }
 
     /// <summary>

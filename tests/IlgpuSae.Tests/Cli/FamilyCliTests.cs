@@ -230,6 +230,52 @@ public sealed class FamilyCliTests : IDisposable
         L0(P("whole")).Should().BeGreaterThan(0.5);
     }
 
+    [Theory]
+    [InlineData("f")]
+    [InlineData("pre")]
+    public void A_dictionary_learning_JumpRelu_run_trains_round_trips_and_resumes_exactly(string stepOn)
+    {
+        string[] args =
+        [
+            "--mode",
+            "dictionary-learning",
+            "--target-l0",
+            "3",
+            "--threshold-init",
+            "0.05",
+            "--bandwidth",
+            "0.1",
+            "--l1-warmup",
+            "20",
+            "--l0-step-on",
+            stepOn,
+        ];
+        TrainsAndResumesExactly("jumprelu", args);
+
+        var cfg = Json("whole/cfg.json");
+        cfg["architecture"]!.GetValue<string>().Should().Be("jumprelu");
+        cfg["apply_b_dec_to_input"]!
+            .GetValue<bool>()
+            .Should()
+            .BeFalse("dictionary_learning encodes x itself");
+        cfg["metadata"]!["training"]!["target_l0"]!.GetValue<double>().Should().Be(3);
+        cfg["metadata"]!["training"]!["l0_step_on"]!.GetValue<string>().Should().Be(stepOn);
+        var settings = Json("whole/trainer_config.json");
+        settings["jumprelu_sparsity_loss_mode"]!.GetValue<string>().Should().Be("target_l0");
+        settings["target_l0"]!.GetValue<double>().Should().Be(3);
+        settings["jumprelu_l0_step_on"]!.GetValue<string>().Should().Be(stepOn);
+        settings["jumprelu_log_threshold"]!.GetValue<bool>().Should().BeFalse();
+        settings["l1_warmup_from_zero"]!.GetValue<bool>().Should().BeTrue();
+        settings["adam_beta1"]!.GetValue<double>().Should().Be(0);
+        settings["constrain_decoder_norm"]!.GetValue<bool>().Should().BeTrue();
+        settings["grad_clip_norm"]!.GetValue<double>().Should().Be(1);
+
+        // dictionary_learning's warm-up s = step/W from step 0: the first logged step (10) used 9/20.
+        Metric("whole", "details/current_l1_coefficient")[0].Should().BeApproximately(9.0 / 20, 1e-9);
+        // The folder loads back and evaluates.
+        L0(P("whole")).Should().BeGreaterThan(0);
+    }
+
     [Fact]
     public void Bad_family_settings_are_clear_errors_and_write_nothing()
     {
@@ -258,7 +304,7 @@ public sealed class FamilyCliTests : IDisposable
             ),
             ("jumprelu", ["--bandwidth", "0"], "bandwidth"),
             ("jumprelu", ["--bandwidth", "-1"], "bandwidth"),
-            ("jumprelu", ["--mode", "dictionary-learning"], "does not apply to jumprelu"),
+            ("jumprelu", ["--mode", "april-update"], "does not apply to jumprelu"),
             ("jumprelu", ["--jumprelu-sparsity", "tanh", "--tanh-scale", "0"], "tanh scale"),
             ("topk", ["--k", "3", "--jumprelu-sparsity", "tanh"], "--jumprelu-sparsity applies to jumprelu"),
             ("jumprelu", ["--l1", "1"], "--l0-coefficient"),
@@ -302,6 +348,30 @@ public sealed class FamilyCliTests : IDisposable
             ),
             ("standard", ["--pre-act-coefficient", "0.1"], "--pre-act-coefficient applies to jumprelu"),
             ("gated", ["--pre-act-latents", "dead"], "--pre-act-latents applies to jumprelu"),
+            ("jumprelu", ["--mode", "dictionary-learning", "--target-l0", "0"], "target L0 must be positive"),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--target-l0", "-3"],
+                "target L0 must be positive"
+            ),
+            ("jumprelu", ["--target-l0", "5"], "--target-l0 applies to --mode dictionary-learning"),
+            ("jumprelu", ["--l0-step-on", "pre"], "--l0-step-on applies to --mode dictionary-learning"),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--jumprelu-sparsity", "tanh"],
+                "--jumprelu-sparsity applies to --mode saelens"
+            ),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--pre-act-coefficient", "1"],
+                "--pre-act-coefficient applies to --mode saelens"
+            ),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--ste-to-input"],
+                "--ste-to-input applies to --mode saelens"
+            ),
+            ("topk", ["--k", "3", "--target-l0", "5"], "--target-l0 applies to jumprelu"),
         };
         foreach (var (arch, extra, message) in cases)
         {

@@ -130,6 +130,38 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             },
             null
         );
+        foreach (
+            var (suffix, input) in new[]
+            {
+                ("f", JumpReluStepInput.Features),
+                ("pre", JumpReluStepInput.PreActivation),
+            }
+        )
+        {
+            // dictionary_learning's trainer: no b_dec subtraction, raw θ, λ·(l0/T − 1)² with T well below the
+            // batch's L0 (so the term's gradient is not zero).
+            yield return new(
+                "jumprelu-target-l0-" + suffix,
+                Config(SaeArchitecture.JumpRelu) with
+                {
+                    ApplyBDecToInput = false,
+                },
+                new()
+                {
+                    L1Coefficient = 0.3f,
+                    JumpRelu = new JumpReluTraining
+                    {
+                        Bandwidth = 0.2f,
+                        LogThreshold = false,
+                        Sparsity = JumpReluSparsity.TargetL0,
+                        TargetL0 = 1.5f,
+                        StepInput = input,
+                    },
+                },
+                null
+            );
+        }
+
         yield return new(
             "jumprelu-step-ste",
             Config(SaeArchitecture.JumpRelu),
@@ -245,6 +277,8 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             double eps = c.Options.JumpRelu.Bandwidth;
             int m = c.Config.DSae;
             bits = bits.Concat(pass.Pre.Select((z, t) => Math.Abs((z - theta[t % m]) / eps) < 0.5));
+            // dictionary_learning's step on f has its own window.
+            bits = bits.Concat(pass.F.Select((f, t) => Math.Abs((f - theta[t % m]) / eps) < 0.5));
         }
 
         return [.. bits];
@@ -339,6 +373,85 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         }
 
         windows.Should().BeGreaterThan(0, "some pre-activations must fall in a kernel window");
+    }
+
+    [Theory]
+    [InlineData(JumpReluStepInput.Features)]
+    [InlineData(JumpReluStepInput.PreActivation)]
+    public void JumpRelu_target_l0_threshold_gradient_is_the_dictionary_learning_formula(
+        JumpReluStepInput input
+    )
+    {
+        // Variants spec §6.3, written from the formula, not from the reference's loops:
+        // dθ_i = Σ_b Φ_bi·(−θ_i/ε)·K((z_bi − θ_i)/ε) + λ·(2/T)·(l0/T − 1)·(1/B)·Σ_b (−1/ε)·K((s_bi − θ_i)/ε),
+        // Φ = (2/B)·(x̂ − x)·W_decᵀ, l0 = (1/B)·Σ_b Σ_i 1[s_bi > θ_i], s = f (dictionary_learning) or z.
+        var c = Find(
+            input == JumpReluStepInput.Features ? "jumprelu-target-l0-f" : "jumprelu-target-l0-pre",
+            4,
+            8
+        );
+        const int batch = 6;
+        var (p, x) = Generate(c, batch, seed: 13, margin: 1e-4);
+        int d = c.Config.DIn,
+            m = c.Config.DSae;
+        double eps = c.Options.JumpRelu.Bandwidth,
+            lambda = c.Options.L1Coefficient,
+            target = c.Options.JumpRelu.TargetL0;
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options);
+        var g = FamilyReference.Gradients(c.Config, p, x, batch, c.Options);
+        var theta = p["threshold"];
+        bool onF = input == JumpReluStepInput.Features;
+        double S(int b, int i) => onF ? pass.F[b * m + i] : pass.Pre[b * m + i];
+        double l0 = 0;
+        for (int b = 0; b < batch; b++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                l0 += S(b, i) > theta[i] ? 1.0 / batch : 0;
+            }
+        }
+
+        l0.Should().NotBeApproximately(target, 0.1, "the target-L0 term must have a gradient");
+        double coupling = lambda * 2 / target * (l0 / target - 1);
+        int stepWindows = 0;
+        for (int i = 0; i < m; i++)
+        {
+            double expected = 0;
+            for (int b = 0; b < batch; b++)
+            {
+                if (Math.Abs((pass.Pre[b * m + i] - theta[i]) / eps) < 0.5)
+                {
+                    double phi = 0;
+                    for (int j = 0; j < d; j++)
+                    {
+                        phi += 2.0 / batch * (pass.Xhat[b * d + j] - x[b * d + j]) * p["W_dec"][i * d + j];
+                    }
+
+                    expected += phi * -theta[i] / eps;
+                }
+
+                if (Math.Abs((S(b, i) - theta[i]) / eps) < 0.5)
+                {
+                    stepWindows++;
+                    expected += coupling / batch * (-1 / eps);
+                }
+            }
+
+            g["threshold"]
+                [i]
+                .Should()
+                .BeApproximately(expected, TestTolerances.DoubleRoundOff.Bound(expected));
+        }
+
+        stepWindows.Should().BeGreaterThan(0, "some step inputs must fall in a kernel window");
+        // The loss term itself: λ·(l0/T − 1)² on top of the reconstruction.
+        var without = c.Options with
+        {
+            L1Coefficient = 0f,
+        };
+        (pass.Loss - FamilyReference.Loss(c.Config, p, x, batch, without))
+            .Should()
+            .BeApproximately(lambda * Math.Pow(l0 / target - 1, 2), 1e-12);
     }
 
     public static TheoryData<string> PreActCaseNames() =>

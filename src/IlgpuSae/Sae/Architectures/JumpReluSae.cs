@@ -15,7 +15,10 @@ namespace IlgpuSae.Sae;
 /// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way. Options:
 /// the tanh sparsity and Anthropic's pre-activation loss <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·n_i</c>
 /// (Transformer Circuits, January 2025; SAELens <c>pre_act_loss_coefficient</c>), on SAELens's dead latents
-/// (the trainer's counters in <see cref="SparseAutoencoder.AuxDeadFeatures"/>) or on all of them.
+/// (the trainer's counters in <see cref="SparseAutoencoder.AuxDeadFeatures"/>) or on all of them; and
+/// dictionary_learning's target-L0 loss <c>λ·(l0/T − 1)²</c> (<see cref="JumpReluSparsity.TargetL0"/>), whose
+/// batch L0 is reduced before any latent's θ gradient, with the step on f as dictionary_learning applies it
+/// or on the pre-activation.
 /// </summary>
 public sealed class JumpReluSae : SaeArchitecture
 {
@@ -25,9 +28,14 @@ public sealed class JumpReluSae : SaeArchitecture
     /// <summary>The registered instance.</summary>
     public static JumpReluSae Instance { get; } = new();
 
-    /// <summary>Scratch [2M]: the pre-activation loss's dead mask, then its per-feature
-    /// <c>dead_i·Σ_b ReLU(θ_i − z_bi)</c>.</summary>
+    /// <summary>Scratch [2M + 1]: the pre-activation loss's dead mask, then its per-feature
+    /// <c>dead_i·Σ_b ReLU(θ_i − z_bi)</c>, then the batch's L0 count of the target-L0 loss.</summary>
     private const string ExtraName = "jumprelu_extra";
+
+    /// <summary>Scratch [B]: the target-L0 loss's step count per row.</summary>
+    private const string StepCountName = "jumprelu_step_count";
+
+    private static DeviceTensor Extra(SaeWorkspace ws, int m) => ws.Scratch(ExtraName, 1, 2 * m + 1);
 
     /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
     public const float MinimumThreshold = 1e-6f;
@@ -91,10 +99,21 @@ public sealed class JumpReluSae : SaeArchitecture
             ops.RowL2Norms(sae.Decoder, ws.DecoderNorms.Data);
         }
 
-        var extra = ws.Scratch(ExtraName, 1, 2 * sae.DSae);
+        int m = sae.DSae;
+        var extra = Extra(ws, m);
         if (preAct)
         {
-            DeadMask(sae, jump, extra.Data.SubView(0, sae.DSae));
+            DeadMask(sae, jump, extra.Data.SubView(0, m));
+        }
+
+        bool targetL0 = jump.Sparsity == JumpReluSparsity.TargetL0;
+        bool onFeatures = jump.StepInput == JumpReluStepInput.Features;
+        if (targetL0)
+        {
+            // The batch's L0, Σ_b Σ_i H(s_bi − θ_i), before any latent's gradient: it couples them all.
+            var rows = ws.Scratch(StepCountName, 1, ws.Batch);
+            ops.JumpReluStepCount(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, rows.Data, m, onFeatures);
+            ops.ReduceRows<Sum>(rows.View, extra.Data.SubView(2L * m, 1));
         }
 
         ops.JumpReluBackward(
@@ -119,6 +138,9 @@ public sealed class JumpReluSae : SaeArchitecture
                 TanhScale = jump.TanhScale,
                 PreAct = preAct ? 1 : 0,
                 PreActOverB = jump.PreActCoefficient / ws.Batch,
+                TargetL0 = targetL0 ? 1 : 0,
+                InvTargetL0 = 1f / jump.TargetL0,
+                StepOnFeatures = onFeatures ? 1 : 0,
             }
         );
         if (preAct)
@@ -127,7 +149,7 @@ public sealed class JumpReluSae : SaeArchitecture
             //   = (λ_P/B)·Σ_b ReLU(θ_i − z_bi)·dead_i·Ŵ_dec[i].
             ops.DecoderNormPenaltyGrad(
                 sae.Decoder,
-                extra.Data.SubView(sae.DSae, sae.DSae),
+                extra.Data.SubView(m, m),
                 ws.DecoderNorms.Data,
                 sae.DecoderGradient,
                 jump.PreActCoefficient / ws.Batch
@@ -188,7 +210,7 @@ public sealed class JumpReluSae : SaeArchitecture
         }
 
         int m = sae.DSae;
-        var below = ws.Scratch(ExtraName, 1, 2 * m).ToArray();
+        var below = Extra(ws, m).ToArray();
         var norms = ws.DecoderNorms.ToArray();
         double sum = 0;
         for (int i = 0; i < m; i++)
@@ -205,12 +227,22 @@ public sealed class JumpReluSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var jump = ws.Loss?.JumpRelu;
+        var ops = sae.Device.Ops;
+        if (jump?.Sparsity == JumpReluSparsity.TargetL0)
+        {
+            // (l0/T − 1)² for the batch, written into every row so that the shared loss's mean over the
+            // rows, times λ, is the term (a logging step: one synchronisation).
+            double l0 = Extra(ws, sae.DSae).ToArray()[2 * sae.DSae] / (double)ws.Batch;
+            double excess = l0 / jump.TargetL0 - 1;
+            ops.Fill(perRow, (float)(excess * excess));
+            return true;
+        }
+
         if (jump is null || jump.Sparsity != JumpReluSparsity.Tanh)
         {
             return false;
         }
 
-        var ops = sae.Device.Ops;
         var scaled = ws.Scratch("jumprelu_tanh", ws.Batch, sae.DSae);
         ops.MapBroadcastRows<Multiply>(ws.F, ws.DecoderNorms.Data, scaled);
         ops.Map(scaled.Data, scaled.Data, new ScaledTanh(jump.TanhScale));
