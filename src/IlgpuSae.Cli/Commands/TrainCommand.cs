@@ -35,6 +35,10 @@ internal static class TrainCommand
             o.SteToInput,
             o.JumpReluSparsity,
             o.TanhScale,
+            o.PreActCoefficient,
+            o.PreActLatents,
+            o.TargetL0,
+            o.L0StepOn,
             o.ThresholdStart,
             o.BDecInit,
             o.Mode,
@@ -205,7 +209,11 @@ internal static class TrainCommand
             {
                 (o.AuxK, recipe.IsTopKFamily, "the TopK family"),
                 (o.AuxCoefficient, recipe.IsTopKFamily, "the TopK family"),
-                (o.DeadWindow, recipe.IsTopKFamily, "the TopK family"),
+                (
+                    o.DeadWindow,
+                    recipe.IsTopKFamily || (jumpRelu && Given(o.PreActCoefficient)),
+                    "the TopK family (AuxK) and jumprelu SAEs with --pre-act-coefficient"
+                ),
                 (o.LevelWeights, recipe.Architecture == SaeArchitecture.Matryoshka, "matryoshka SAEs"),
                 (o.Bandwidth, jumpRelu, "jumprelu SAEs"),
                 (o.L0Coefficient, jumpRelu, "jumprelu SAEs"),
@@ -213,6 +221,10 @@ internal static class TrainCommand
                 (o.SteToInput, jumpRelu, "jumprelu SAEs"),
                 (o.JumpReluSparsity, jumpRelu, "jumprelu SAEs"),
                 (o.TanhScale, jumpRelu, "jumprelu SAEs"),
+                (o.PreActCoefficient, jumpRelu, "jumprelu SAEs"),
+                (o.PreActLatents, jumpRelu, "jumprelu SAEs"),
+                (o.TargetL0, jumpRelu, "jumprelu SAEs"),
+                (o.L0StepOn, jumpRelu, "jumprelu SAEs"),
                 (o.ThresholdStart, recipe.Architecture is BatchTopKSae, "batchtopk and matryoshka SAEs"),
             }
         )
@@ -221,6 +233,44 @@ internal static class TrainCommand
             {
                 throw new ArgumentException($"{option.Name} applies to {family} only.");
             }
+        }
+
+        bool dlJump = jumpRelu && recipe.Mode == TrainingRecipe.DictionaryLearning;
+        foreach (
+            var (option, dl) in new (Option, bool)[]
+            {
+                (o.SteToInput, false),
+                (o.JumpReluSparsity, false),
+                (o.TanhScale, false),
+                (o.PreActCoefficient, false),
+                (o.PreActLatents, false),
+                (o.TargetL0, true),
+                (o.L0StepOn, true),
+            }
+        )
+        {
+            if (jumpRelu && Given(option) && dl != dlJump)
+            {
+                throw new ArgumentException(
+                    dl
+                        ? $"{option.Name} applies to --mode dictionary-learning (dictionary_learning's target-L0 trainer), not to --mode {recipe.ModeName}."
+                        : $"{option.Name} applies to --mode saelens; --mode dictionary-learning trains dictionary_learning's target-L0 loss."
+                );
+            }
+        }
+
+        if (Given(o.PreActLatents) && !Given(o.PreActCoefficient))
+        {
+            throw new ArgumentException(
+                "--pre-act-latents chooses the latents of the pre-activation loss; give --pre-act-coefficient too."
+            );
+        }
+
+        if (jumpRelu && Given(o.DeadWindow) && parse.GetValue(o.PreActLatents) == "all")
+        {
+            throw new ArgumentException(
+                "--dead-window does not apply with --pre-act-latents all (every latent is penalised)."
+            );
         }
 
         if (
@@ -722,6 +772,8 @@ internal static class TrainCommand
             Arch.AcceptOnlyFromAmong("standard", "gated", "topk", "batchtopk", "matryoshka", "jumprelu");
             BDecInit.AcceptOnlyFromAmong("zero", "mean", "geometric-median");
             JumpReluSparsity.AcceptOnlyFromAmong("step", "tanh");
+            PreActLatents.AcceptOnlyFromAmong("dead", "all");
+            L0StepOn.AcceptOnlyFromAmong("f", "pre");
             Mode.AcceptOnlyFromAmong([.. SaeRecipe.ModeNames]);
             Ablation.AcceptOnlyFromAmong([.. SaeRecipe.AblationNames]);
             LrDecay.AcceptOnlyFromAmong("none", "linear", "cosine");
@@ -762,7 +814,7 @@ internal static class TrainCommand
             new Option<long?>("--dead-window")
             {
                 Description =
-                    "TopK family: tokens without firing after which a latent is dead for AuxK (default 10000000 dictionary-learning; 1000 batches saelens).",
+                    "TopK family: tokens without firing after which a latent is dead for AuxK (default 10000000 dictionary-learning; 1000 batches saelens). JumpReLU: the same for the pre-activation loss on dead latents (default 1000 batches, SAELens).",
             };
 
         public Option<string?> MatryoshkaWidths { get; } =
@@ -783,19 +835,21 @@ internal static class TrainCommand
             new Option<float?>("--bandwidth")
             {
                 Description =
-                    "JumpReLU: bandwidth ε of the pseudo-derivatives (default 0.05, SAELens; pick it relative to the pre-activation scale).",
+                    "JumpReLU: bandwidth ε of the pseudo-derivatives (default 0.05, SAELens; 0.001 with --mode dictionary-learning; pick it relative to the pre-activation scale).",
             };
 
         public Option<float?> L0Coefficient { get; } =
             new Option<float?>("--l0-coefficient")
             {
-                Description = "JumpReLU: coefficient λ of the L0 penalty (default 1, SAELens).",
+                Description =
+                    "JumpReLU: coefficient λ of the L0 penalty (default 1, SAELens; with --mode dictionary-learning the sparsity_penalty of λ·(L0/T − 1)², default 1).",
             };
 
         public Option<float?> ThresholdInit { get; } =
             new Option<float?>("--threshold-init")
             {
-                Description = "JumpReLU: initial threshold θ₀ of every feature (default 0.01, SAELens).",
+                Description =
+                    "JumpReLU: initial threshold θ₀ of every feature (default 0.01, SAELens; 0.001 with --mode dictionary-learning).",
             };
 
         public Option<bool> SteToInput { get; } =
@@ -818,6 +872,34 @@ internal static class TrainCommand
                 Description = "JumpReLU tanh sparsity: the scale c (default 4, SAELens).",
             };
 
+        public Option<float?> PreActCoefficient { get; } =
+            new Option<float?>("--pre-act-coefficient")
+            {
+                Description =
+                    "JumpReLU: coefficient λ_P ≥ 0 of the pre-activation loss (λ_P/B)·Σ ReLU(θ − z)·dead·‖W_dec[i]‖ (SAELens pre_act_loss_coefficient; default off; SAELens's docs use 3e-6).",
+            };
+
+        public Option<string?> PreActLatents { get; } =
+            new Option<string?>("--pre-act-latents")
+            {
+                Description =
+                    "JumpReLU pre-activation loss: dead (default, SAELens: latents with no non-zero value for more than --dead-window tokens) or all (Anthropic's recipe).",
+            };
+
+        public Option<float?> TargetL0 { get; } =
+            new Option<float?>("--target-l0")
+            {
+                Description =
+                    "JumpReLU, --mode dictionary-learning: the target T > 0 of the sparsity loss λ·(L0/T − 1)² (default 20, dictionary_learning's target_l0; λ is --l0-coefficient, default 1, warmed up over --l1-warmup 2000 steps).",
+            };
+
+        public Option<string?> L0StepOn { get; } =
+            new Option<string?>("--l0-step-on")
+            {
+                Description =
+                    "JumpReLU, --mode dictionary-learning: the step of the L0 term sees f (default, dictionary_learning's StepFunction(f, θ): inactive latents get no θ gradient once θ > ε/2, dictionary_learning#55) or pre (the pre-activation, as the paper and SAELens).",
+            };
+
         public Option<long?> ThresholdStart { get; } =
             new Option<long?>("--threshold-start")
             {
@@ -836,7 +918,7 @@ internal static class TrainCommand
             new Option<string?>("--mode")
             {
                 Description =
-                    "paper (default for standard/gated: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated, TopK family, default for jumprelu), april-update (standard), dictionary-learning (default for the TopK family). See README, 'SAE families'.",
+                    "paper (default for standard/gated: unit-norm decoder, plain L1, frozen aux decoder), saelens (gated, TopK family, default for jumprelu), april-update (standard), dictionary-learning (default for the TopK family; jumprelu: the target-L0 trainer). See README, 'SAE families'.",
             };
 
         public Option<string> Ablation { get; } =
@@ -897,7 +979,12 @@ internal static class TrainCommand
             };
 
         public Option<int> L1Warmup { get; } =
-            new Option<int>("--l1-warmup") { Description = "λ warm-up steps.", DefaultValueFactory = _ => 0 };
+            new Option<int>("--l1-warmup")
+            {
+                Description =
+                    "λ warm-up steps (JumpReLU: of --l0-coefficient; default 0, 2000 for jumprelu --mode dictionary-learning, whose factor is step/2000 from step 0).",
+                DefaultValueFactory = _ => 0,
+            };
 
         public Option<ulong> Seed { get; } =
             new Option<ulong>("--seed")
@@ -1048,6 +1135,24 @@ internal static class TrainCommand
                 o = o with { LrWarmupSteps = parse.GetValue(LrWarmup) };
             }
 
+            if (Given(L1Warmup) && recipe.Architecture == SaeArchitecture.JumpRelu)
+            {
+                // The dictionary-learning recipe warms its target-L0 term up over 2000 steps by default.
+                o = o with
+                {
+                    L1WarmupSteps = parse.GetValue(L1Warmup),
+                };
+            }
+
+            if (
+                !Given(Lr)
+                && recipe.Architecture == SaeArchitecture.JumpRelu
+                && recipe.Mode == TrainingRecipe.DictionaryLearning
+            )
+            {
+                o = o with { LearningRate = 7e-5f }; // dictionary_learning's JumpReluTrainer default
+            }
+
             if (
                 !Given(Lr)
                 && recipe.IsTopKFamily
@@ -1083,11 +1188,26 @@ internal static class TrainCommand
                     {
                         Bandwidth = parse.GetValue(Bandwidth) ?? loss.JumpRelu.Bandwidth,
                         SteToInput = parse.GetValue(SteToInput),
-                        Sparsity =
-                            parse.GetValue(JumpReluSparsity) == "tanh"
-                                ? Sae.JumpReluSparsity.Tanh
-                                : Sae.JumpReluSparsity.Step,
+                        Sparsity = parse.GetValue(JumpReluSparsity) switch
+                        {
+                            "tanh" => Sae.JumpReluSparsity.Tanh,
+                            "step" => Sae.JumpReluSparsity.Step,
+                            _ => loss.JumpRelu.Sparsity,
+                        },
+                        TargetL0 = parse.GetValue(TargetL0) ?? loss.JumpRelu.TargetL0,
+                        StepInput = parse.GetValue(L0StepOn) switch
+                        {
+                            "f" => JumpReluStepInput.Features,
+                            "pre" => JumpReluStepInput.PreActivation,
+                            _ => loss.JumpRelu.StepInput,
+                        },
                         TanhScale = parse.GetValue(TanhScale) ?? loss.JumpRelu.TanhScale,
+                        PreActCoefficient =
+                            parse.GetValue(PreActCoefficient) ?? loss.JumpRelu.PreActCoefficient,
+                        PreActLatents =
+                            parse.GetValue(PreActLatents) == "all"
+                                ? Sae.PreActLatents.All
+                                : Sae.PreActLatents.Dead,
                     },
                 };
                 o = o with { InitialThreshold = parse.GetValue(ThresholdInit) ?? o.InitialThreshold };

@@ -270,6 +270,42 @@ public sealed partial class DeviceOps
         kernel(Stream, Items(n), n, Items(n), src, dst, m, width);
     }
 
+    internal void JumpReluStepCount(
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> rows,
+        int m,
+        bool onFeatures
+    )
+    {
+        int b = (int)rows.Length;
+        if (m <= 0 || u.Length != (long)b * m || bEnc.Length != m || theta.Length != m)
+        {
+            throw new ArgumentException(
+                $"JumpReluStepCount: u[{u.Length}] as [{b}, {m}], b_enc[{bEnc.Length}] θ[{theta.Length}]."
+            );
+        }
+
+        var kernel = Kernel(
+            "JumpReluStepCount",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int,
+                    int
+                >(VariantKernels.JumpReluStepCountKernel)
+        );
+        kernel(Stream, Items(b), b, Items(b), u, bEnc, theta, rows, m, onFeatures ? 1 : 0);
+    }
+
     internal void JumpReluBackward(
         ArrayView<float> u,
         ArrayView<float> bEnc,
@@ -280,9 +316,31 @@ public sealed partial class DeviceOps
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
         ArrayView<float> sums,
+        ArrayView<float> extra,
         FamilyBackwardArgs p
     )
     {
+        long n = (long)p.Rows * p.M;
+        if (
+            u.Length != n
+            || phi.Length < n
+            || du.Length < n
+            || bEnc.Length != p.M
+            || theta.Length != p.M
+            || gTheta.Length != p.M
+            || norms.Length < p.M
+            || sums.Length < 3L * p.M
+            || (p.PreAct != 0 && extra.Length < 2L * p.M)
+            || (p.TargetL0 != 0 && extra.Length < 2L * p.M + 1)
+        )
+        {
+            throw new ArgumentException(
+                $"JumpReluBackward: u[{u.Length}] phi[{phi.Length}] du[{du.Length}] as [{p.Rows}, {p.M}], "
+                    + $"b_enc[{bEnc.Length}] θ[{theta.Length}] dθ[{gTheta.Length}] norms[{norms.Length}] "
+                    + $"sums[{sums.Length}] extra[{extra.Length}]."
+            );
+        }
+
         var kernel = Kernel(
             "JumpReluBackward",
             null,
@@ -300,9 +358,26 @@ public sealed partial class DeviceOps
                     ArrayView<float>,
                     ArrayView<float>,
                     ArrayView<float>,
+                    ArrayView<float>,
                     FamilyBackwardArgs
                 >(VariantKernels.JumpReluBackwardKernel)
         );
-        kernel(Stream, Items(p.M), p.M, Items(p.M), u, bEnc, theta, phi, norms, du, gBEnc, gTheta, sums, p);
+        kernel(
+            Stream,
+            Items(p.M),
+            p.M,
+            Items(p.M),
+            u,
+            bEnc,
+            theta,
+            phi,
+            norms,
+            du,
+            gBEnc,
+            gTheta,
+            sums,
+            extra,
+            p
+        );
     }
 }

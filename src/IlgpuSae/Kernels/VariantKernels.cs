@@ -31,6 +31,11 @@ internal struct FamilyBackwardArgs
     public int SteToInput;
     public int Tanh; // JumpReLU: 1 = tanh sparsity with scale TanhScale, 0 = step (L0)
     public float TanhScale;
+    public int PreAct; // JumpReLU: 1 = add the pre-activation loss with coefficient PreActOverB·B
+    public float PreActOverB;
+    public int TargetL0; // JumpReLU: 1 = dictionary_learning's λ·(l0/T − 1)², T = 1/InvTargetL0
+    public float InvTargetL0;
+    public int StepOnFeatures; // JumpReLU: 1 = the L0 step sees f (dictionary_learning), 0 = z
 }
 
 /// <summary>Arguments of <see cref="VariantKernels.ThresholdUpdateKernel"/>.</summary>
@@ -465,6 +470,40 @@ internal static class VariantKernels
     }
 
     /// <summary>
+    /// The L0 count of dictionary_learning's target-L0 loss per row, one item per row:
+    /// <c>rows[b] = Σ_i 1[s_bi &gt; θ_i]</c> with <c>s = f = z·1[z &gt; θ]·1[z &gt; 0]</c>
+    /// (<paramref name="onFeatures"/> = 1: dictionary_learning's <c>StepFunction.apply(f, θ, ε)</c>) or
+    /// <c>s = z</c> (0: the step on the pre-activation), <c>z = U + b_enc</c>.
+    /// </summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void JumpReluStepCountKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> rows,
+        int m,
+        int onFeatures
+    )
+    {
+        for (int b = gridIndex; b < count; b += stride)
+        {
+            float n = 0f;
+            for (int i = 0; i < m; i++)
+            {
+                float z = u[b * m + i] + bEnc[i];
+                float t = theta[i];
+                float s = onFeatures != 0 ? (z > t && z > 0f ? z : 0f) : z;
+                n += s > t ? 1f : 0f;
+            }
+
+            rows[b] = n;
+        }
+    }
+
+    /// <summary>
     /// JumpReLU backward (Rajamanoharan et al. 2024, Eqs. 11-12; SAELens "step" sparsity), one item per
     /// feature walking the batch. With <c>z = U + b_enc</c>, <c>H = 1[z &gt; θ]</c> and the rectangle kernel
     /// <c>K = 1[|z − θ|/ε &lt; ½]</c>: <c>dU = H·Φ</c> (plus, with the straight-through option,
@@ -472,7 +511,15 @@ internal static class VariantKernels
     /// sums of dU and of H (the L0 penalty counts active features). With the tanh sparsity, Φ gains
     /// <c>(λ/B)·c·n_i·sech²(c·f·n_i)</c> (n_i = ‖W_dec[i]‖, <paramref name="norms"/>) before the step's
     /// gradient and the pseudo-derivative, no step term, and the second column sum is
-    /// <c>Σ_b c·f·sech²(c·f·n_i)</c> for the decoder-norm gradient.
+    /// <c>Σ_b c·f·sech²(c·f·n_i)</c> for the decoder-norm gradient. With the pre-activation loss
+    /// (Anthropic, January 2025; SAELens <c>pre_act_loss_coefficient</c>)
+    /// <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·n_i</c>, dead_i = <c>extra[i]</c> (0 or 1):
+    /// <c>dU −= (λ_P/B)·dead_i·n_i·1[θ_i &gt; z]</c>, <c>dθ_i += (λ_P/B)·Σ_b dead_i·n_i·1[θ_i &gt; z]</c>,
+    /// and <c>extra[M + i] = dead_i·Σ_b ReLU(θ_i − z_bi)</c> (its decoder-norm gradient and its value).
+    /// With dictionary_learning's target-L0 sparsity <c>λ·(l0/T − 1)²</c>, <c>l0 = extra[2M]/B</c> (from
+    /// <see cref="JumpReluStepCountKernel"/>), the step's gradient per entry is
+    /// <c>(λ/B)·(2/T)·(l0/T − 1)</c> instead of λ/B; with <c>StepOnFeatures</c> the step's kernel window is
+    /// on <c>f − θ</c> (dictionary_learning's <c>StepFunction.apply(f, θ, ε)</c>) instead of <c>z − θ</c>.
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluBackwardKernel(
@@ -488,6 +535,7 @@ internal static class VariantKernels
         ArrayView<float> gBEnc,
         ArrayView<float> gTheta,
         ArrayView<float> sums,
+        ArrayView<float> extra,
         FamilyBackwardArgs p
     )
     {
@@ -496,24 +544,32 @@ internal static class VariantKernels
             float t = theta[i];
             float bias = bEnc[i];
             float n = norms[i];
+            bool preAct = p.PreAct != 0 && extra[i] > 0f;
+            float preActGrad = preAct ? p.PreActOverB * n : 0f;
+            // ∂L/∂H_bi of the sparsity term: λ/B (step), 0 (tanh), or dictionary_learning's target-L0
+            // (λ/B)·(2/T)·(l0/T − 1) with l0 = extra[2M]/B.
+            float step =
+                p.TargetL0 != 0
+                    ? p.LambdaOverB * 2f * p.InvTargetL0 * (extra[2 * p.M] * p.InvTargetL0 / p.Rows - 1f)
+                : p.Tanh != 0 ? 0f
+                : p.LambdaOverB;
             float sumDu = 0f,
                 sumDt = 0f,
-                active = 0f;
+                active = 0f,
+                below = 0f;
             for (int b = 0; b < p.Rows; b++)
             {
                 int e = b * p.M + i;
                 float z = u[e] + bias;
                 float ph = phi[e];
-                float step = p.LambdaOverB;
+                float f = z > t && z > 0f ? z : 0f;
                 if (p.Tanh != 0)
                 {
                     // ∂/∂f of (λ/B)·tanh(c·f·n): (λ/B)·c·n·sech²(c·f·n); the decoder-norm part goes to sums.
-                    float f = z > t && z > 0f ? z : 0f;
                     float th = XMath.Tanh(p.TanhScale * f * n);
                     float sech2 = 1f - th * th;
                     ph += p.LambdaOverB * p.TanhScale * n * sech2;
                     active += p.TanhScale * f * sech2;
-                    step = 0f;
                 }
                 else if (z > t)
                 {
@@ -525,12 +581,29 @@ internal static class VariantKernels
                 float g = z > t ? ph : 0f;
                 if (window)
                 {
-                    float pseudo = (t * ph + step) * p.InvBandwidth;
+                    // The step's pseudo-derivative joins the JumpReLU's when both see the pre-activation.
+                    float pseudo = (t * ph + (p.StepOnFeatures != 0 ? 0f : step)) * p.InvBandwidth;
                     sumDt -= pseudo;
                     if (p.SteToInput != 0)
                     {
                         g += pseudo;
                     }
+                }
+
+                // dictionary_learning's Step(f, θ): its window is on f − θ, so an inactive latent (f = 0)
+                // is in it only while θ < ε/2 (saprmarks/dictionary_learning#55).
+                float stepScaled = (f - t) * p.InvBandwidth;
+                if (p.StepOnFeatures != 0 && stepScaled > -0.5f && stepScaled < 0.5f)
+                {
+                    sumDt -= step * p.InvBandwidth;
+                }
+
+                if (preAct && t > z)
+                {
+                    // ∂/∂z and ∂/∂θ of (λ_P/B)·(θ − z)·n for a dead latent below its threshold.
+                    g -= preActGrad;
+                    sumDt += preActGrad;
+                    below += t - z;
                 }
 
                 du[e] = g;
@@ -541,6 +614,10 @@ internal static class VariantKernels
             gTheta[i] += sumDt;
             sums[i] = sumDu;
             sums[2 * p.M + i] = active;
+            if (p.PreAct != 0)
+            {
+                extra[p.M + i] = below;
+            }
         }
     }
 }

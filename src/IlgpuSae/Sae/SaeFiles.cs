@@ -205,6 +205,17 @@ public static class SaeFiles
             json["matryoshka_widths"] = new JsonArray([.. widths.Select(w => (JsonNode?)w)]);
         }
 
+        if (
+            config.Architecture == SaeArchitecture.JumpRelu
+            && metadata["training"] is JsonObject jumpTraining
+            && jumpTraining["pre_act_loss_coefficient"] is JsonValue preAct
+            && preAct.TryGetValue<double>(out var preActCoefficient)
+        )
+        {
+            // SAELens's JumpReLU training key (None when off, so absent here).
+            json["pre_act_loss_coefficient"] = preActCoefficient;
+        }
+
         return json;
     }
 

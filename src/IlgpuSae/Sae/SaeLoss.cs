@@ -115,6 +115,30 @@ public enum JumpReluSparsity
     /// <summary><c>(λ/B)·Σ_b Σ_i tanh(c·f_bi·‖W_dec[i]‖)</c>: smooth in f and in the decoder norms; reaches θ
     /// through the JumpReLU's pseudo-derivative.</summary>
     Tanh,
+
+    /// <summary>
+    /// dictionary_learning's <c>λ·(l0/T − 1)²</c>, <c>l0 = (1/B)·Σ_b Σ_i H(s_bi − θ_i)</c> (s = f or the
+    /// pre-activation, <see cref="JumpReluTraining.StepInput"/>),
+    /// T = <see cref="JumpReluTraining.TargetL0"/>: the batch's L0 couples every latent, and θ_i's gradient
+    /// is <c>λ·(2/T)·(l0/T − 1)·(1/B)·Σ_b (−1/ε)·K((s_bi − θ_i)/ε)</c>.
+    /// </summary>
+    TargetL0,
+}
+
+/// <summary>What the L0 step <c>H(s − θ)</c> of JumpReLU's sparsity term is applied to.</summary>
+public enum JumpReluStepInput
+{
+    /// <summary>The pre-activation z (the paper, SAELens; default): latents just below θ get a θ
+    /// gradient.</summary>
+    PreActivation,
+
+    /// <summary>
+    /// The features f = JumpReLU(z), as dictionary_learning does (<c>StepFunction.apply(f, θ, ε)</c>,
+    /// saprmarks/dictionary_learning#55): the value is the same, but an inactive latent (f = 0) is in the
+    /// kernel window only while θ &lt; ε/2, so the sparsity gradient comes from active latents with
+    /// z ∈ (θ, θ + ε/2) only.
+    /// </summary>
+    Features,
 }
 
 /// <summary>JumpReLU training (Rajamanoharan et al. 2024; SAELens "step" or "tanh" sparsity).</summary>
@@ -137,9 +161,44 @@ public sealed record JumpReluTraining
     /// <summary>The tanh mode's scale c (SAELens <c>jumprelu_tanh_scale</c> = 4).</summary>
     public float TanhScale { get; init; } = 4f;
 
+    /// <summary>The target T of <see cref="JumpReluSparsity.TargetL0"/> (dictionary_learning
+    /// <c>target_l0</c> = 20).</summary>
+    public float TargetL0 { get; init; } = 20f;
+
+    /// <summary>What the L0 step sees: the pre-activation (default) or, as dictionary_learning does,
+    /// f.</summary>
+    public JumpReluStepInput StepInput { get; init; } = JumpReluStepInput.PreActivation;
+
     /// <summary>Also pass the pseudo-derivatives to the pre-activations (Anthropic, January 2025; newer
     /// SAELens <c>jumprelu_ste_to_input</c>). Off by default.</summary>
     public bool SteToInput { get; init; }
+
+    /// <summary>
+    /// The coefficient λ_P of Anthropic's pre-activation loss (SAELens <c>pre_act_loss_coefficient</c>; 0 =
+    /// off, SAELens's default None): <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·‖W_dec[i]‖</c>, which pulls
+    /// the pre-activations z of the latents in <see cref="PreActLatents"/> up towards their thresholds. Not
+    /// warmed up (SAELens applies it as is).
+    /// </summary>
+    public float PreActCoefficient { get; init; }
+
+    /// <summary>Which latents the pre-activation loss covers: <see cref="PreActLatents.Dead"/> (SAELens,
+    /// default) or <see cref="PreActLatents.All"/> (Anthropic's recipe).</summary>
+    public PreActLatents PreActLatents { get; init; } = PreActLatents.Dead;
+}
+
+/// <summary>The latents JumpReLU's pre-activation loss covers (dead_i in its formula).</summary>
+public enum PreActLatents
+{
+    /// <summary>
+    /// Only dead latents: more than the dead window (default 1000 steps) since they last had a non-zero
+    /// activation, counted before the current batch — SAELens ("except we only calculate this for latents
+    /// that are actually dead", SAELens 6.18 <c>JumpReLUTrainingSAE.calculate_pre_act_loss</c>). Default.
+    /// </summary>
+    Dead,
+
+    /// <summary>Every latent (dead_i = 1): Anthropic's recipe (Transformer Circuits, January 2025
+    /// update).</summary>
+    All,
 }
 
 /// <summary>How a training step runs after the dense encoder product.</summary>

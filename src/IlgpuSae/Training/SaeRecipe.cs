@@ -187,7 +187,7 @@ public sealed record SaeRecipe
             TrainingRecipe.Paper => !jumpRelu && (Architecture == SaeArchitecture.TopK || !topK),
             TrainingRecipe.SaeLens => gated || topK || jumpRelu,
             TrainingRecipe.AprilUpdate => Architecture == SaeArchitecture.Standard,
-            TrainingRecipe.DictionaryLearning => topK,
+            TrainingRecipe.DictionaryLearning => topK || jumpRelu,
             _ => false,
         };
         if (!allowed)
@@ -197,14 +197,9 @@ public sealed record SaeRecipe
                 : Architecture == SaeArchitecture.Standard ? "paper, april-update"
                 : Architecture == SaeArchitecture.TopK ? "dictionary-learning (default), saelens, paper"
                 : topK ? "dictionary-learning (default), saelens"
-                : "saelens (default)";
+                : "saelens (default), dictionary-learning";
             throw new ArgumentException(
                 $"--mode {ModeName} does not apply to {Architecture.Name} SAEs (modes: {modes})."
-                    + (
-                        jumpRelu && Mode == TrainingRecipe.DictionaryLearning
-                            ? " dictionary_learning's JumpReLU trainer (target-L0 loss) is not implemented."
-                            : ""
-                    )
             );
         }
 
@@ -235,7 +230,10 @@ public sealed record SaeRecipe
             Architecture = Architecture,
             DIn = dIn,
             DSae = dSae,
-            ApplyBDecToInput = Mode != TrainingRecipe.AprilUpdate,
+            // dictionary_learning's JumpReLU encodes x itself, as the paper's Eq. 8 (no b_dec subtraction).
+            ApplyBDecToInput =
+                Mode != TrainingRecipe.AprilUpdate
+                && !(Architecture == SaeArchitecture.JumpRelu && Mode == TrainingRecipe.DictionaryLearning),
             UseRMag = Ablation != GatedAblation.NoRMag,
             Untied = Ablation == GatedAblation.Untied,
             K = K,
@@ -304,7 +302,34 @@ public sealed record SaeRecipe
             };
         }
 
-        if (Architecture == SaeArchitecture.JumpRelu)
+        if (Architecture == SaeArchitecture.JumpRelu && Mode == TrainingRecipe.DictionaryLearning)
+        {
+            // dictionary_learning's JumpReluTrainer (trainers/jumprelu.py): λ·(l0/T − 1)² with T = 20 and
+            // sparsity_penalty λ = 1 warmed up as step/2000, Step on f, raw θ₀ = 0.001 ("Appendix I"),
+            // ε = 0.001, Adam (0, 0.999), lr warm-up 1000, unit-norm decoder, clip 1 (from WithRecipe).
+            o = o with
+            {
+                Beta1 = 0f,
+                LrWarmupSteps = 1000,
+                L1WarmupSteps = 2000,
+                L1WarmupFromZero = true,
+                InitialThreshold = 0.001f,
+                Loss = o.Loss with
+                {
+                    L1Coefficient = 1f,
+                    DecoderNormWeightedL1 = false,
+                    JumpRelu = new JumpReluTraining
+                    {
+                        Bandwidth = 0.001f,
+                        LogThreshold = false,
+                        Sparsity = JumpReluSparsity.TargetL0,
+                        TargetL0 = 20f,
+                        StepInput = JumpReluStepInput.Features,
+                    },
+                },
+            };
+        }
+        else if (Architecture == SaeArchitecture.JumpRelu)
         {
             // SAELens's JumpReLU defaults (step sparsity): θ₀ = 0.01, ε = 0.05, log θ, no norm weighting.
             o = o with
@@ -435,6 +460,21 @@ public sealed record SaeRecipe
             training["aux_k"] = aux.KAux;
             training["aux_coefficient"] = aux.Coefficient;
             training["aux_style"] = aux.Style == AuxKStyle.SaeLens ? "saelens" : "dictionary-learning";
+        }
+
+        if (options.Loss.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+        {
+            training["target_l0"] = options.Loss.JumpRelu.TargetL0;
+            training["l0_step_on"] =
+                options.Loss.JumpRelu.StepInput == JumpReluStepInput.Features ? "f" : "pre";
+        }
+
+        if (Architecture == SaeArchitecture.JumpRelu && options.Loss.JumpRelu.PreActCoefficient > 0)
+        {
+            // SAELens's name; SAELens restricts the loss to dead latents, Anthropic's recipe does not.
+            training["pre_act_loss_coefficient"] = options.Loss.JumpRelu.PreActCoefficient;
+            training["pre_act_loss_latents"] =
+                options.Loss.JumpRelu.PreActLatents == PreActLatents.All ? "all" : "dead";
         }
 
         foreach (var (k, v) in extra ?? new Dictionary<string, object?>())

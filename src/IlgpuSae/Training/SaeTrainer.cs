@@ -196,7 +196,20 @@ public sealed class SaeTrainer : IDisposable
                 ?? (aux.Style == AuxKStyle.SaeLens ? 1000L * options.BatchSize : 10_000_000L);
             _auxWindowSteps = (float)Math.Ceiling(tokens / (double)options.BatchSize);
         }
+        else if (PreActOnDead(sae, options))
+        {
+            // SAELens's dead_feature_window: 1000 steps.
+            long tokens = options.AuxDeadWindowTokens ?? 1000L * options.BatchSize;
+            _auxWindowSteps = (float)Math.Ceiling(tokens / (double)options.BatchSize);
+        }
     }
+
+    /// <summary>Whether JumpReLU's pre-activation loss restricted to dead latents is on (it reads the
+    /// dead-feature counters as the SAELens AuxK does).</summary>
+    private static bool PreActOnDead(SparseAutoencoder sae, TrainerOptions options) =>
+        sae.Architecture == SaeArchitecture.JumpRelu
+        && options.Loss.JumpRelu.PreActCoefficient > 0
+        && options.Loss.JumpRelu.PreActLatents == PreActLatents.Dead;
 
     /// <summary>Refuses data-parallel runs this trainer cannot split exactly.</summary>
     private static void CheckParallel(
@@ -265,7 +278,8 @@ public sealed class SaeTrainer : IDisposable
     /// <summary>Bytes this rank has moved in collectives (0 for one process).</summary>
     public long CommunicationBytes => _group?.BytesMoved ?? 0;
 
-    /// <summary>The dead window of the AuxK loss in steps (0 without AuxK).</summary>
+    /// <summary>The dead window of the AuxK loss (or of JumpReLU's pre-activation loss on dead latents) in
+    /// steps (0 without either).</summary>
     private readonly float _auxWindowSteps;
 
     /// <summary>Refuses family options that do not apply or would make the run meaningless.</summary>
@@ -312,19 +326,27 @@ public sealed class SaeTrainer : IDisposable
         {
             throw new ArgumentException("JumpReLU's L0 penalty is not decoder-norm weighted.");
         }
+
+        if (arch != SaeArchitecture.JumpRelu && options.Loss.JumpRelu.PreActCoefficient > 0)
+        {
+            throw new ArgumentException(
+                $"The pre-activation loss applies to jumprelu SAEs, not to {arch.Name}."
+            );
+        }
     }
 
-    /// <summary>Gives the SAE the AuxK dead set for this step, or none when no feature can be dead yet (the
-    /// AuxK products are skipped then).</summary>
+    /// <summary>Gives the SAE the AuxK (or JumpReLU pre-activation loss) dead set for this step, or none
+    /// when no feature can be dead yet (the AuxK products are skipped then; the pre-activation loss is
+    /// 0).</summary>
     private void PrepareAuxK()
     {
-        if (_options.Loss.AuxK is null)
+        if (_options.Loss.AuxK is null && !PreActOnDead(_sae, _options))
         {
             return;
         }
 
         var steps = _resampler.StepsSinceFired();
-        bool saeLens = _options.Loss.AuxK.Style == AuxKStyle.SaeLens;
+        bool saeLens = _options.Loss.AuxK is null || _options.Loss.AuxK.Style == AuxKStyle.SaeLens;
         bool any = saeLens ? steps.Any(s => s > _auxWindowSteps) : steps.Any(s => s + 1f >= _auxWindowSteps);
         _sae.AuxDeadFeatures = any
             ? new DeadFeatureWindow(_resampler.Counters, _auxWindowSteps, IncludeCurrentBatch: !saeLens)

@@ -77,6 +77,11 @@ public sealed class TrainerConfig
         Put("freeze_aux_decoder", o.Loss.FreezeAuxDecoder);
         Put("loss_scale", o.Loss.Scale == ReconstructionScale.Sum ? "sum" : "mean-d");
         Put("l1_warmup_steps", o.L1WarmupSteps);
+        if (o.L1WarmupFromZero)
+        {
+            Put("l1_warmup_from_zero", true);
+        }
+
         Put("constrain_decoder_norm", o.ConstrainDecoderNorm);
         Put("grad_clip_norm", F(o.GradClipNorm));
         Put("resample_every", o.ResampleEvery);
@@ -123,6 +128,30 @@ public sealed class TrainerConfig
                 Put("jumprelu_sparsity_loss_mode", "tanh");
                 Put("jumprelu_tanh_scale", F(o.Loss.JumpRelu.TanhScale));
             }
+            else if (o.Loss.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                // dictionary_learning's JumpReluTrainer names (sparsity_penalty is l1_coefficient here).
+                Put("jumprelu_sparsity_loss_mode", "target_l0");
+                Put("target_l0", F(o.Loss.JumpRelu.TargetL0));
+            }
+
+            bool onFeatures = o.Loss.JumpRelu.StepInput == JumpReluStepInput.Features;
+            if (onFeatures || o.Loss.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                Put("jumprelu_l0_step_on", onFeatures ? "f" : "pre");
+            }
+
+            if (o.Loss.JumpRelu.PreActCoefficient > 0)
+            {
+                Put("pre_act_loss_coefficient", F(o.Loss.JumpRelu.PreActCoefficient));
+                bool dead = o.Loss.JumpRelu.PreActLatents == PreActLatents.Dead;
+                Put("pre_act_loss_latents", dead ? "dead" : "all");
+                if (dead)
+                {
+                    Put("dead_window_tokens", o.AuxDeadWindowTokens ?? 1000L * o.BatchSize);
+                }
+            }
+
             Put("jumprelu_init_threshold", F(o.InitialThreshold));
         }
 

@@ -95,6 +95,13 @@ public sealed record TrainerOptions
     /// <summary>Linear λ warm-up steps from 0.</summary>
     public int L1WarmupSteps { get; init; }
 
+    /// <summary>
+    /// The λ warm-up factor at 0-based step s is <c>s/W</c> (dictionary_learning's
+    /// <c>get_sparsity_warmup_fn</c>: the first step has no sparsity term) instead of <c>(s + 1)/W</c>
+    /// (default false).
+    /// </summary>
+    public bool L1WarmupFromZero { get; init; }
+
     /// <summary>Keep decoder rows at unit norm (project gradients, renormalise after each step).</summary>
     public bool ConstrainDecoderNorm { get; init; } = true;
 
@@ -139,7 +146,9 @@ public sealed record TrainerOptions
     /// <summary>
     /// The AuxK dead window in tokens: a feature is dead for the AuxK loss after this many tokens without
     /// firing (dictionary_learning: 10M tokens; SAELens: 1000 steps, i.e. 1000·batch tokens). Null = the
-    /// style's default. Counted in whole steps: <c>⌈tokens / batch⌉</c>.
+    /// style's default. Counted in whole steps: <c>⌈tokens / batch⌉</c>. JumpReLU's pre-activation loss on
+    /// dead latents uses the same window, with SAELens's default (1000 steps) and its count (more than the
+    /// window, before the batch).
     /// </summary>
     public long? AuxDeadWindowTokens { get; init; }
 
@@ -225,6 +234,19 @@ public sealed record TrainerOptions
         Require(
             Loss.JumpRelu.TanhScale > 0 && float.IsFinite(Loss.JumpRelu.TanhScale),
             $"The JumpReLU tanh scale must be positive, got {Loss.JumpRelu.TanhScale}."
+        );
+        Require(
+            Loss.JumpRelu.TargetL0 > 0 && float.IsFinite(Loss.JumpRelu.TargetL0),
+            $"The JumpReLU target L0 must be positive, got {Loss.JumpRelu.TargetL0}."
+        );
+        Require(
+            Loss.JumpRelu.StepInput == JumpReluStepInput.PreActivation
+                || (Loss.JumpRelu.Sparsity != JumpReluSparsity.Tanh && !Loss.JumpRelu.SteToInput),
+            "The L0 step on f (dictionary_learning) applies to the step and target-L0 sparsity, without the straight-through option."
+        );
+        Require(
+            Loss.JumpRelu.PreActCoefficient >= 0 && float.IsFinite(Loss.JumpRelu.PreActCoefficient),
+            $"The JumpReLU pre-activation loss coefficient must be ≥ 0, got {Loss.JumpRelu.PreActCoefficient}."
         );
         Require(
             (AuxDeadWindowTokens ?? 1) > 0,

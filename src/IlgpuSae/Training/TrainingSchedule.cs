@@ -42,9 +42,12 @@ public sealed class TrainingSchedule
         return lr;
     }
 
-    /// <summary>λ at <paramref name="step"/> (linear warm-up).</summary>
+    /// <summary>λ at <paramref name="step"/> (0-based; linear warm-up: <c>λ·(step + 1)/W</c>, or
+    /// <c>λ·step/W</c> with <see cref="TrainerOptions.L1WarmupFromZero"/>).</summary>
     public double L1At(long step) =>
         _options.L1WarmupSteps > 0 && step < _options.L1WarmupSteps
-            ? _options.Loss.L1Coefficient * (step + 1.0) / _options.L1WarmupSteps
+            ? _options.Loss.L1Coefficient
+                * (step + (_options.L1WarmupFromZero ? 0.0 : 1.0))
+                / _options.L1WarmupSteps
             : _options.Loss.L1Coefficient;
 }

@@ -14,9 +14,11 @@ public sealed record DeadSpec(bool[] DeadBefore, bool ExcludeFiredInBatch);
 /// BatchTopK and Matryoshka BatchTopK with their AuxK loss in either style, and JumpReLU training (SAELens
 /// step sparsity with the kernel-density pseudo-derivatives). Where <see cref="SaeReference"/> works row by
 /// row, these selections and losses need the whole batch (the BatchTopK budget, the AuxK variance, the dead
-/// set). Tests check <see cref="Gradients"/> against central finite differences of <see cref="Loss"/> (the
-/// selections are piecewise constant; the AuxK residual is a stop-gradient, so pass the live parameters as
-/// <c>frozen</c> to make it a constant) and the device against <see cref="Gradients"/>.
+/// set). JumpReLU's options: the tanh sparsity and the pre-activation loss (its dead set from
+/// <see cref="DeadSpec.DeadBefore"/>). Tests check <see cref="Gradients"/> against central finite
+/// differences of <see cref="Loss"/> (the selections are piecewise constant; the AuxK residual is a
+/// stop-gradient, so pass the live parameters as <c>frozen</c> to make it a constant) and the device
+/// against <see cref="Gradients"/>.
 /// </summary>
 public static class FamilyReference
 {
@@ -104,10 +106,32 @@ public static class FamilyReference
 
                 loss += (double)options.L1Coefficient * sum / b;
             }
+            else if (options.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                // dictionary_learning: λ·(l0/T − 1)², l0 = (1/B)·Σ_b Σ_i H(s_bi − θ_i)
+                double excess = StepCount(config, p, pre, f, options) / b / options.JumpRelu.TargetL0 - 1;
+                loss += (double)options.L1Coefficient * excess * excess;
+            }
             else
             {
                 double active = f.Count(v => v != 0);
                 loss += (double)options.L1Coefficient * active / b;
+            }
+
+            if (options.JumpRelu.PreActCoefficient > 0)
+            {
+                // (λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·‖W_dec[i]‖
+                var norms = SaeReference.RowNorms(wDec, m, d);
+                var isDead = PreActDead(m, options, dead);
+                var theta = p["threshold"];
+                double sum = 0;
+                for (long t = 0; t < pre.Length; t++)
+                {
+                    int i = (int)(t % m);
+                    sum += isDead[i] ? Math.Max(0, theta[i] - pre[t]) * norms[i] : 0;
+                }
+
+                loss += (double)options.JumpRelu.PreActCoefficient * sum / b;
             }
         }
 
@@ -256,13 +280,25 @@ public static class FamilyReference
             bool tanh = options.JumpRelu.Sparsity == JumpReluSparsity.Tanh;
             double c4 = options.JumpRelu.TanhScale;
             var norms = SaeReference.RowNorms(wDec, m, d);
+            double preActOverB = (double)options.JumpRelu.PreActCoefficient / b;
+            var isDead = PreActDead(m, options, dead);
+            bool onFeatures = options.JumpRelu.StepInput == JumpReluStepInput.Features;
+            // ∂L/∂H_bi of the sparsity term: λ/B, or for the target-L0 loss (λ/B)·(2/T)·(l0/T − 1).
+            double step = lambdaOverB;
+            if (options.JumpRelu.Sparsity == JumpReluSparsity.TargetL0)
+            {
+                double target = options.JumpRelu.TargetL0;
+                double l0 = StepCount(config, p, pass.Pre, pass.F, options) / b;
+                step = lambdaOverB * 2 / target * (l0 / target - 1);
+            }
+
             for (int r = 0; r < b; r++)
             {
                 for (int i = 0; i < m; i++)
                 {
                     long t = (long)r * m + i;
                     double z = pass.Pre[t];
-                    double stepTerm = lambdaOverB;
+                    double stepTerm = step;
                     if (tanh)
                     {
                         // The tanh term's derivative joins ∂L/∂f (and so the JumpReLU pseudo-derivative);
@@ -282,11 +318,30 @@ public static class FamilyReference
                     dU[t] = z > theta[i] ? dF[t] : 0;
                     if (window)
                     {
-                        double pseudo = (theta[i] * dF[t] + stepTerm) / eps;
+                        double pseudo = (theta[i] * dF[t] + (onFeatures ? 0 : stepTerm)) / eps;
                         g["threshold"][i] -= pseudo;
                         if (options.JumpRelu.SteToInput)
                         {
                             dU[t] += pseudo;
+                        }
+                    }
+
+                    if (onFeatures && Math.Abs((pass.F[t] - theta[i]) / eps) < 0.5)
+                    {
+                        // dictionary_learning's Step(f, θ): the step's window is on f − θ.
+                        g["threshold"][i] -= stepTerm / eps;
+                    }
+
+                    if (preActOverB > 0 && isDead[i] && theta[i] > z)
+                    {
+                        // (λ_P/B)·(θ_i − z)·n_i: −(λ_P/B)·n_i to z, +(λ_P/B)·n_i to θ_i,
+                        // (λ_P/B)·(θ_i − z)·Ŵ_dec[i] to W_dec[i].
+                        dU[t] -= preActOverB * norms[i];
+                        g["threshold"][i] += preActOverB * norms[i];
+                        for (int j = 0; j < d; j++)
+                        {
+                            g["W_dec"][(long)i * d + j] +=
+                                preActOverB * (theta[i] - z) * wDec[(long)i * d + j] / norms[i];
                         }
                     }
                 }
@@ -448,6 +503,47 @@ public static class FamilyReference
         }
 
         return f;
+    }
+
+    /// <summary>
+    /// <c>Σ_b Σ_i H(s_bi − θ_i)</c>, the count of the L0 step, with s = f
+    /// (<see cref="JumpReluStepInput.Features"/>, dictionary_learning) or the pre-activation z.
+    /// </summary>
+    public static double StepCount(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] pre,
+        double[] f,
+        SaeLossOptions options
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(pre);
+        ArgumentNullException.ThrowIfNull(f);
+        ArgumentNullException.ThrowIfNull(options);
+        var theta = p["threshold"];
+        var s = options.JumpRelu.StepInput == JumpReluStepInput.Features ? f : pre;
+        double count = 0;
+        for (long t = 0; t < s.Length; t++)
+        {
+            count += s[t] > theta[t % config.DSae] ? 1 : 0;
+        }
+
+        return count;
+    }
+
+    /// <summary>
+    /// dead_i of JumpReLU's pre-activation loss: every latent with <see cref="PreActLatents.All"/>, else
+    /// <see cref="DeadSpec.DeadBefore"/> (SAELens: the counters before the batch; a latent firing in the
+    /// batch stays dead), none without a dead set.
+    /// </summary>
+    public static bool[] PreActDead(int m, SaeLossOptions options, DeadSpec? dead)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return options.JumpRelu.PreActLatents == PreActLatents.All ? Enumerable.Repeat(true, m).ToArray()
+            : dead is null ? new bool[m]
+            : (bool[])dead.DeadBefore.Clone();
     }
 
     private static IReadOnlyList<float> LevelWeights(SaeConfig config, SaeLossOptions options) =>

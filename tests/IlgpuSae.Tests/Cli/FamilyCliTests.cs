@@ -161,6 +161,121 @@ public sealed class FamilyCliTests : IDisposable
             .Equal(File.ReadAllBytes(P("whole/sae_weights.safetensors")), "a resumed run continues exactly");
     }
 
+    private JsonNode Json(string path) => JsonNode.Parse(File.ReadAllText(P(path)))!;
+
+    private double[] Metric(string folder, string name) =>
+        [
+            .. File.ReadLines(P($"{folder}/metrics.jsonl"))
+                .Where(l => l.Length > 0)
+                .Select(l => JsonNode.Parse(l)![name]!.GetValue<double>()),
+        ];
+
+    /// <summary>Trains <paramref name="args"/> whole, then as a run killed after its step-20 checkpoint and
+    /// resumed, and checks that both give the same bytes.</summary>
+    private void TrainsAndResumesExactly(string arch, string[] args)
+    {
+        var whole = Run(Train(arch, "whole", args));
+        whole.Code.Should().Be(0, whole.Err);
+        var parts = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20"]));
+        parts.Code.Should().Be(0, parts.Err);
+        File.Delete(P("parts/cfg.json"));
+        File.Delete(P("parts/sae_weights.safetensors"));
+        var resumed = Run(Train(arch, "parts", [.. args, "--checkpoint-every", "20", "--resume"]));
+        resumed.Code.Should().Be(0, resumed.Err);
+        resumed.Out.Should().Contain("Resumed from");
+        File.ReadAllBytes(P("parts/sae_weights.safetensors"))
+            .Should()
+            .Equal(File.ReadAllBytes(P("whole/sae_weights.safetensors")), "a resumed run continues exactly");
+    }
+
+    [Theory]
+    [InlineData("dead")]
+    [InlineData("all")]
+    public void A_JumpRelu_run_with_the_pre_act_loss_records_SAELens_names_round_trips_and_resumes_exactly(
+        string latents
+    )
+    {
+        string[] jump = ["--l0-coefficient", "0.05", "--threshold-init", "0.05", "--bandwidth", "0.1"];
+        string[] args =
+        [
+            .. jump,
+            "--pre-act-coefficient",
+            "0.01",
+            "--pre-act-latents",
+            latents,
+            .. (latents == "dead" ? ["--dead-window", "1280"] : Array.Empty<string>()),
+        ];
+        TrainsAndResumesExactly("jumprelu", args);
+
+        var cfg = Json("whole/cfg.json");
+        cfg["pre_act_loss_coefficient"]!.GetValue<double>().Should().BeApproximately(0.01, 1e-9);
+        cfg["metadata"]!["training"]!["pre_act_loss_latents"]!.GetValue<string>().Should().Be(latents);
+        var settings = Json("whole/trainer_config.json");
+        settings["pre_act_loss_coefficient"]!.GetValue<double>().Should().BeApproximately(0.01, 1e-9);
+        settings["pre_act_loss_latents"]!.GetValue<string>().Should().Be(latents);
+        if (latents == "dead")
+        {
+            settings["dead_window_tokens"]!.GetValue<long>().Should().Be(1280);
+        }
+        else
+        {
+            settings.AsObject().ContainsKey("dead_window_tokens").Should().BeFalse();
+            // Every latent is penalised from the first step: the term is in every logged loss.
+            Metric("whole", "losses/auxiliary_reconstruction_loss")
+                .Should()
+                .AllSatisfy(v => v.Should().BePositive());
+        }
+
+        // The folder loads back (the SAELens key is a known one) and encodes.
+        L0(P("whole")).Should().BeGreaterThan(0.5);
+    }
+
+    [Theory]
+    [InlineData("f")]
+    [InlineData("pre")]
+    public void A_dictionary_learning_JumpRelu_run_trains_round_trips_and_resumes_exactly(string stepOn)
+    {
+        string[] args =
+        [
+            "--mode",
+            "dictionary-learning",
+            "--target-l0",
+            "3",
+            "--threshold-init",
+            "0.05",
+            "--bandwidth",
+            "0.1",
+            "--l1-warmup",
+            "20",
+            "--l0-step-on",
+            stepOn,
+        ];
+        TrainsAndResumesExactly("jumprelu", args);
+
+        var cfg = Json("whole/cfg.json");
+        cfg["architecture"]!.GetValue<string>().Should().Be("jumprelu");
+        cfg["apply_b_dec_to_input"]!
+            .GetValue<bool>()
+            .Should()
+            .BeFalse("dictionary_learning encodes x itself");
+        cfg["metadata"]!["training"]!["target_l0"]!.GetValue<double>().Should().Be(3);
+        cfg["metadata"]!["training"]!["l0_step_on"]!.GetValue<string>().Should().Be(stepOn);
+        var settings = Json("whole/trainer_config.json");
+        settings["jumprelu_sparsity_loss_mode"]!.GetValue<string>().Should().Be("target_l0");
+        settings["target_l0"]!.GetValue<double>().Should().Be(3);
+        settings["jumprelu_l0_step_on"]!.GetValue<string>().Should().Be(stepOn);
+        settings["jumprelu_log_threshold"]!.GetValue<bool>().Should().BeFalse();
+        settings["l1_warmup_from_zero"]!.GetValue<bool>().Should().BeTrue();
+        settings["adam_beta1"]!.GetValue<double>().Should().Be(0);
+        settings["constrain_decoder_norm"]!.GetValue<bool>().Should().BeTrue();
+        settings["grad_clip_norm"]!.GetValue<double>().Should().Be(1);
+
+        // dictionary_learning's warm-up s = step/W from step 0: the first logged step (10) used 9/20.
+        Metric("whole", "details/current_l1_coefficient")[0].Should().BeApproximately(9.0 / 20, 1e-9);
+        // The folder loads back and evaluates.
+        L0(P("whole")).Should().BeGreaterThan(0);
+    }
+
     [Fact]
     public void Bad_family_settings_are_clear_errors_and_write_nothing()
     {
@@ -189,7 +304,7 @@ public sealed class FamilyCliTests : IDisposable
             ),
             ("jumprelu", ["--bandwidth", "0"], "bandwidth"),
             ("jumprelu", ["--bandwidth", "-1"], "bandwidth"),
-            ("jumprelu", ["--mode", "dictionary-learning"], "does not apply to jumprelu"),
+            ("jumprelu", ["--mode", "april-update"], "does not apply to jumprelu"),
             ("jumprelu", ["--jumprelu-sparsity", "tanh", "--tanh-scale", "0"], "tanh scale"),
             ("topk", ["--k", "3", "--jumprelu-sparsity", "tanh"], "--jumprelu-sparsity applies to jumprelu"),
             ("jumprelu", ["--l1", "1"], "--l0-coefficient"),
@@ -206,14 +321,80 @@ public sealed class FamilyCliTests : IDisposable
         };
         foreach (var (arch, extra, message) in cases)
         {
-            var bad = Run(Train(arch, "bad", extra));
-            bad.Code.Should().NotBe(0, $"{arch} {string.Join(' ', extra)}");
-            bad.Err.Should().Contain(message, $"{arch} {string.Join(' ', extra)}");
-            bad.Err.Should().NotContain("   at ", "no stack trace");
-            Directory
-                .Exists(P("bad"))
+            ExpectRefused(arch, extra, message, oneErrorLine: false);
+        }
+    }
+
+    /// <summary>The JumpReLU options the command checks itself (after parsing): one <c>error:</c> line each,
+    /// exit code non-zero, nothing written.</summary>
+    [Fact]
+    public void Bad_JumpRelu_loss_settings_are_one_error_line_and_write_nothing()
+    {
+        var cases = new (string Arch, string[] Extra, string Message)[]
+        {
+            ("jumprelu", ["--pre-act-coefficient", "-1"], "pre-activation loss coefficient must be ≥ 0"),
+            ("jumprelu", ["--pre-act-coefficient", "NaN"], "pre-activation loss coefficient must be ≥ 0"),
+            ("jumprelu", ["--pre-act-latents", "all"], "give --pre-act-coefficient"),
+            (
+                "jumprelu",
+                ["--pre-act-coefficient", "1", "--pre-act-latents", "all", "--dead-window", "1280"],
+                "--dead-window does not apply"
+            ),
+            ("jumprelu", ["--dead-window", "1280"], "--dead-window applies to"),
+            (
+                "topk",
+                ["--k", "3", "--pre-act-coefficient", "0.1"],
+                "--pre-act-coefficient applies to jumprelu"
+            ),
+            ("standard", ["--pre-act-coefficient", "0.1"], "--pre-act-coefficient applies to jumprelu"),
+            ("gated", ["--pre-act-latents", "dead"], "--pre-act-latents applies to jumprelu"),
+            ("jumprelu", ["--mode", "dictionary-learning", "--target-l0", "0"], "target L0 must be positive"),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--target-l0", "-3"],
+                "target L0 must be positive"
+            ),
+            ("jumprelu", ["--target-l0", "5"], "--target-l0 applies to --mode dictionary-learning"),
+            ("jumprelu", ["--l0-step-on", "pre"], "--l0-step-on applies to --mode dictionary-learning"),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--jumprelu-sparsity", "tanh"],
+                "--jumprelu-sparsity applies to --mode saelens"
+            ),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--pre-act-coefficient", "1"],
+                "--pre-act-coefficient applies to --mode saelens"
+            ),
+            (
+                "jumprelu",
+                ["--mode", "dictionary-learning", "--ste-to-input"],
+                "--ste-to-input applies to --mode saelens"
+            ),
+            ("topk", ["--k", "3", "--target-l0", "5"], "--target-l0 applies to jumprelu"),
+        };
+        foreach (var (arch, extra, message) in cases)
+        {
+            ExpectRefused(arch, extra, message, oneErrorLine: true);
+        }
+    }
+
+    private void ExpectRefused(string arch, string[] extra, string message, bool oneErrorLine)
+    {
+        var bad = Run(Train(arch, "bad", extra));
+        bad.Code.Should().NotBe(0, $"{arch} {string.Join(' ', extra)}");
+        bad.Err.Should().Contain(message, $"{arch} {string.Join(' ', extra)}");
+        bad.Err.Should().NotContain("   at ", "no stack trace");
+        Directory
+            .Exists(P("bad"))
+            .Should()
+            .BeFalse($"a refused run writes nothing ({arch} {string.Join(' ', extra)})");
+        if (oneErrorLine)
+        {
+            bad.Err.Split('\n')
+                .Count(l => l.StartsWith("error:", StringComparison.Ordinal))
                 .Should()
-                .BeFalse($"a refused run writes nothing ({arch} {string.Join(' ', extra)})");
+                .Be(1, $"one error line ({arch} {string.Join(' ', extra)})");
         }
     }
 }

@@ -223,6 +223,117 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
         grads["threshold"][0].Should().BeApproximately(expected, 1e-5);
     }
 
+    [Theory]
+    [InlineData(JumpReluStepInput.Features)]
+    [InlineData(JumpReluStepInput.PreActivation)]
+    public void Dictionary_learning_target_l0_reproduces_the_step_on_f_and_the_pre_activation_option_sees_inactive_latents(
+        JumpReluStepInput input
+    )
+    {
+        // saprmarks/dictionary_learning#55 (variants spec §12.4): with the step on f, an inactive latent
+        // (f = 0) is outside the kernel window once θ > ε/2, so its sparsity gradient is 0; on the
+        // pre-activation, a latent just below θ gets one. Feature 0: z = 0.45 (inactive, within ε/2 below
+        // θ = 0.5); feature 1: z = 0.55 (active, within ε/2 above); feature 2: z = 0.
+        const int d = 4,
+            m = 3,
+            rows = 1;
+        var config = Config(SaeArchitecture.JumpRelu, d, m, center: false);
+        using var sae = SparseAutoencoder.CreateEmpty(Cpu, config);
+        var p = SparseAutoencoder
+            .LayoutFor(config)
+            .Entries.ToDictionary(e => e.Name, e => new double[e.Length]);
+        for (int i = 0; i < 2; i++)
+        {
+            p["W_enc"][i * m + i] = 1;
+            p["W_dec"][i * d + i] = 1;
+        }
+
+        p["threshold"] = [0.5, 0.5, 0.5];
+        SaeTestData.Load(sae, p);
+        const float eps = 0.2f,
+            lambda = 0.1f,
+            target = 2f;
+        var x = new float[] { 0.45f, 0.55f, -0.2f, 0.3f };
+        var options = new SaeLossOptions
+        {
+            L1Coefficient = lambda,
+            JumpRelu = new JumpReluTraining
+            {
+                Bandwidth = eps,
+                LogThreshold = false,
+                Sparsity = JumpReluSparsity.TargetL0,
+                TargetL0 = target,
+                StepInput = input,
+            },
+        };
+        var (loss, grads) = Pass(sae, x, rows, options);
+        var (_, reconOnly) = Pass(sae, x, rows, options with { L1Coefficient = 0f });
+        loss.L0.Should().Be(1);
+        // λ·(l0/T − 1)² with l0 = 1, T = 2.
+        loss.Sparsity.Should().BeApproximately(lambda * 0.25, 1e-7);
+        // The term's θ gradient per kernel hit: (λ/B)·(2/T)·(l0/T − 1)·(−1/ε) = 0.1·1·(−0.5)·(−5) = 0.25.
+        double[] sparsity =
+        [
+            .. Enumerable.Range(0, m).Select(i => grads["threshold"][i] - reconOnly["threshold"][i]),
+        ];
+        sparsity[1].Should().BeApproximately(0.25, 1e-6, "an active latent is in both windows");
+        if (input == JumpReluStepInput.Features)
+        {
+            sparsity[0]
+                .Should()
+                .Be(0, "dictionary_learning's step on f misses the inactive latent (its bug)");
+        }
+        else
+        {
+            sparsity[0].Should().BeApproximately(0.25, 1e-6, "the step on z sees the inactive latent");
+        }
+
+        sparsity[2].Should().Be(0, "z = 0 is far from θ");
+        grads["b_enc"].Should().Equal(reconOnly["b_enc"], "the step passes no gradient to z");
+    }
+
+    [Fact]
+    public void The_dictionary_learning_JumpRelu_recipe_has_dictionary_learnings_defaults()
+    {
+        // dictionary_learning's JumpReluTrainer (variants spec §6.3): no b_dec subtraction, raw θ₀ = 0.001,
+        // ε = 0.001, T = 20, λ = 1 warmed up as step/2000, Adam (0, 0.999), unit-norm decoder, clip 1.
+        var recipe = SaeRecipe.Parse("jumprelu", "dictionary-learning");
+        var o = recipe.Apply(new TrainerOptions { Steps = 5000 }, dIn: 8);
+        recipe.Config(8, 16).ApplyBDecToInput.Should().BeFalse();
+        o.Beta1.Should().Be(0f);
+        o.Beta2.Should().Be(0.999f);
+        o.ConstrainDecoderNorm.Should().BeTrue();
+        o.GradClipNorm.Should().Be(1f);
+        o.InitialThreshold.Should().Be(0.001f);
+        o.LrWarmupSteps.Should().Be(1000);
+        o.Loss.L1Coefficient.Should().Be(1f);
+        o.Loss.JumpRelu.Should()
+            .Be(
+                new JumpReluTraining
+                {
+                    Bandwidth = 0.001f,
+                    LogThreshold = false,
+                    Sparsity = JumpReluSparsity.TargetL0,
+                    TargetL0 = 20f,
+                    StepInput = JumpReluStepInput.Features,
+                }
+            );
+        var schedule = new TrainingSchedule(o);
+        schedule.L1At(0).Should().Be(0, "s(0) = 0/2000");
+        schedule.L1At(1000).Should().Be(0.5);
+        schedule.L1At(2000).Should().Be(1);
+        // The SAELens recipe keeps its own defaults and warm-up convention.
+        var saeLens = SaeRecipe
+            .Parse("jumprelu")
+            .Apply(new TrainerOptions { Steps = 10, L1WarmupSteps = 4 }, 8);
+        saeLens.L1WarmupFromZero.Should().BeFalse();
+        new TrainingSchedule(saeLens with { Loss = saeLens.Loss with { L1Coefficient = 1f } })
+            .L1At(0)
+            .Should()
+            .Be(0.25);
+        SaeRecipe.Parse("jumprelu").Config(8, 16).ApplyBDecToInput.Should().BeTrue();
+    }
+
     [Fact]
     public void JumpRelu_threshold_gradient_is_nonzero_at_the_SAELens_defaults_on_normalised_inputs()
     {
@@ -242,6 +353,118 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
         var (_, grads) = Pass(sae, scaled, rows, options.Loss with { L1Coefficient = 1f });
         grads["threshold"].Count(g => g != 0).Should().BeGreaterThan(m / 4);
         SaeTestData.Read(sae, "threshold").Should().AllSatisfy(t => t.Should().BeApproximately(0.01, 1e-9));
+    }
+
+    [Theory]
+    [InlineData(PreActLatents.Dead)]
+    [InlineData(PreActLatents.All)]
+    public void JumpRelu_pre_act_loss_covers_the_dead_latents_in_SAELens_style_and_every_latent_in_Anthropics(
+        PreActLatents latents
+    )
+    {
+        // Variants spec §1.9: SAELens computes the pre-activation loss "only for latents that are actually
+        // dead"; Anthropic's recipe applies it to every latent. Feature i reads x[i] (z = x_i, b_enc = 0),
+        // θ = 0.5 each, decoder norms 2, 3, 0.5. Features 0 and 2 are dead (counters 10 > window 5), 1 is
+        // alive; 0 and 1 sit below θ in both rows, 2 is active in both.
+        const int d = 4,
+            m = 3,
+            rows = 2;
+        var config = Config(SaeArchitecture.JumpRelu, d, m, center: false);
+        using var sae = SparseAutoencoder.CreateEmpty(Cpu, config);
+        var p = SparseAutoencoder
+            .LayoutFor(config)
+            .Entries.ToDictionary(e => e.Name, e => new double[e.Length]);
+        double[] norms = [2, 3, 0.5];
+        for (int i = 0; i < m; i++)
+        {
+            p["W_enc"][i * m + i] = 1;
+            p["W_dec"][i * d + i] = norms[i];
+        }
+
+        p["threshold"] = [0.5, 0.5, 0.5];
+        SaeTestData.Load(sae, p);
+        var x = new float[] { 0.1f, 0.2f, 0.9f, 0f, 0.3f, -0.4f, 0.8f, 0f };
+        using var counters = Cpu.Allocate(1, m, "steps_since_fired");
+        counters.CopyFrom([10f, 0f, 10f]);
+        var window = new DeadFeatureWindow(counters.Data, 5f, IncludeCurrentBatch: false);
+        const float lambdaP = 0.25f;
+        var off = new SaeLossOptions
+        {
+            L1Coefficient = 0.1f,
+            JumpRelu = new JumpReluTraining { Bandwidth = 0.05f, LogThreshold = false },
+        };
+        var on = off with
+        {
+            JumpRelu = off.JumpRelu with { PreActCoefficient = lambdaP, PreActLatents = latents },
+        };
+        var (lossOff, gOff) = Pass(sae, x, rows, off, window);
+        var (lossOn, gOn) = Pass(sae, x, rows, on, window);
+
+        // (λ_P/B)·Σ_b (θ − z)·n: feature 0 gives 2·(0.4 + 0.2), feature 1 (all latents only) 3·(0.3 + 0.9).
+        bool all = latents == PreActLatents.All;
+        double expected = lambdaP / rows * (2 * 0.6 + (all ? 3 * 1.2 : 0));
+        (lossOn.Aux - lossOff.Aux).Should().BeApproximately(expected, 1e-6);
+        lossOn.Mse.Should().Be(lossOff.Mse, "the pre-activation loss does not change the forward pass");
+        double[] dTheta = [.. Enumerable.Range(0, m).Select(i => gOn["threshold"][i] - gOff["threshold"][i])];
+        double[] dBEnc = [.. Enumerable.Range(0, m).Select(i => gOn["b_enc"][i] - gOff["b_enc"][i])];
+        // ∂/∂θ_i = (λ_P/B)·n_i per row below θ; ∂/∂z = minus that.
+        dTheta[0].Should().BeApproximately(lambdaP / rows * 2 * 2, 1e-6);
+        dTheta[1].Should().BeApproximately(all ? lambdaP / rows * 3 * 2 : 0, 1e-6);
+        dTheta[2].Should().Be(0, "an active latent is above its threshold");
+        dBEnc[0].Should().BeApproximately(-dTheta[0], 1e-6);
+        dBEnc[1].Should().BeApproximately(-dTheta[1], 1e-6);
+        // W_dec[i] gets (λ_P/B)·Σ_b (θ − z)·Ŵ_dec[i]: along its own axis, (λ_P/B)·0.6 for feature 0.
+        (gOn["W_dec"][0] - gOff["W_dec"][0])
+            .Should()
+            .BeApproximately(lambdaP / rows * 0.6, 1e-6);
+        (gOn["W_dec"][1 * d + 1] - gOff["W_dec"][1 * d + 1])
+            .Should()
+            .BeApproximately(all ? lambdaP / rows * 1.2 : 0, 1e-6);
+    }
+
+    [Fact]
+    public void Without_dead_feature_counters_the_SAELens_pre_act_loss_is_zero()
+    {
+        // SAELens returns 0 when dead_neuron_mask is None or all false: a trainer that cannot yet see a dead
+        // latent gives the SAE no counters.
+        const int d = 4,
+            m = 8,
+            rows = 6;
+        var config = Config(SaeArchitecture.JumpRelu, d, m);
+        using var sae = SparseAutoencoder.Create(Cpu, config, seed: 3, initialThreshold: 0.5f);
+        var x = RandomRows(rows, d, seed: 2);
+        var options = new SaeLossOptions
+        {
+            L1Coefficient = 0.1f,
+            JumpRelu = new JumpReluTraining { PreActCoefficient = 1f },
+        };
+        var (withLoss, with) = Pass(sae, x, rows, options);
+        var (withoutLoss, without) = Pass(
+            sae,
+            x,
+            rows,
+            options with
+            {
+                JumpRelu = options.JumpRelu with { PreActCoefficient = 0f },
+            }
+        );
+        withLoss.Total.Should().Be(withoutLoss.Total);
+        foreach (var (name, g) in with)
+        {
+            g.Should().Equal(without[name], name);
+        }
+
+        // The same SAE with Anthropic's all-latents variant does see the term (θ = 0.5 is above most z).
+        var (allLoss, _) = Pass(
+            sae,
+            x,
+            rows,
+            options with
+            {
+                JumpRelu = options.JumpRelu with { PreActLatents = PreActLatents.All },
+            }
+        );
+        (allLoss.Total - withoutLoss.Total).Should().BeGreaterThan(1e-3);
     }
 
     [Fact]

@@ -12,10 +12,12 @@ namespace IlgpuSae.Tests.Sae;
 /// dead.</summary>
 public sealed record FamilyCase(string Name, SaeConfig Config, SaeLossOptions Options, bool[]? DeadBefore)
 {
+    /// <summary>The dead set: for AuxK in its style, for JumpReLU's pre-activation loss SAELens's (the
+    /// counters before the batch).</summary>
     public DeadSpec? Dead =>
-        DeadBefore is null || Options.AuxK is null
+        DeadBefore is null
             ? null
-            : new DeadSpec(DeadBefore, Options.AuxK.Style == AuxKStyle.DictionaryLearning);
+            : new DeadSpec(DeadBefore, Options.AuxK?.Style == AuxKStyle.DictionaryLearning);
 
     public override string ToString() => Name;
 }
@@ -102,6 +104,64 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             },
             null
         );
+        yield return new(
+            "jumprelu-step-preact-dead",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.2f, PreActCoefficient = 0.7f },
+            },
+            dead
+        );
+        yield return new(
+            "jumprelu-tanh-preact-all",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining
+                {
+                    Bandwidth = 0.2f,
+                    Sparsity = JumpReluSparsity.Tanh,
+                    PreActCoefficient = 0.7f,
+                    PreActLatents = PreActLatents.All,
+                },
+            },
+            null
+        );
+        foreach (
+            var (suffix, input) in new[]
+            {
+                ("f", JumpReluStepInput.Features),
+                ("pre", JumpReluStepInput.PreActivation),
+            }
+        )
+        {
+            // dictionary_learning's trainer: no b_dec subtraction, raw θ, λ·(l0/T − 1)² with T well below the
+            // batch's L0 (so the term's gradient is not zero).
+            yield return new(
+                "jumprelu-target-l0-" + suffix,
+                Config(SaeArchitecture.JumpRelu) with
+                {
+                    ApplyBDecToInput = false,
+                },
+                new()
+                {
+                    L1Coefficient = 0.3f,
+                    JumpRelu = new JumpReluTraining
+                    {
+                        Bandwidth = 0.2f,
+                        LogThreshold = false,
+                        Sparsity = JumpReluSparsity.TargetL0,
+                        TargetL0 = 1.5f,
+                        StepInput = input,
+                    },
+                },
+                null
+            );
+        }
+
         yield return new(
             "jumprelu-step-ste",
             Config(SaeArchitecture.JumpRelu),
@@ -217,6 +277,8 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             double eps = c.Options.JumpRelu.Bandwidth;
             int m = c.Config.DSae;
             bits = bits.Concat(pass.Pre.Select((z, t) => Math.Abs((z - theta[t % m]) / eps) < 0.5));
+            // dictionary_learning's step on f has its own window.
+            bits = bits.Concat(pass.F.Select((f, t) => Math.Abs((f - theta[t % m]) / eps) < 0.5));
         }
 
         return [.. bits];
@@ -311,6 +373,129 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         }
 
         windows.Should().BeGreaterThan(0, "some pre-activations must fall in a kernel window");
+    }
+
+    [Theory]
+    [InlineData(JumpReluStepInput.Features)]
+    [InlineData(JumpReluStepInput.PreActivation)]
+    public void JumpRelu_target_l0_threshold_gradient_is_the_dictionary_learning_formula(
+        JumpReluStepInput input
+    )
+    {
+        // Variants spec §6.3, written from the formula, not from the reference's loops:
+        // dθ_i = Σ_b Φ_bi·(−θ_i/ε)·K((z_bi − θ_i)/ε) + λ·(2/T)·(l0/T − 1)·(1/B)·Σ_b (−1/ε)·K((s_bi − θ_i)/ε),
+        // Φ = (2/B)·(x̂ − x)·W_decᵀ, l0 = (1/B)·Σ_b Σ_i 1[s_bi > θ_i], s = f (dictionary_learning) or z.
+        var c = Find(
+            input == JumpReluStepInput.Features ? "jumprelu-target-l0-f" : "jumprelu-target-l0-pre",
+            4,
+            8
+        );
+        const int batch = 6;
+        var (p, x) = Generate(c, batch, seed: 13, margin: 1e-4);
+        int d = c.Config.DIn,
+            m = c.Config.DSae;
+        double eps = c.Options.JumpRelu.Bandwidth,
+            lambda = c.Options.L1Coefficient,
+            target = c.Options.JumpRelu.TargetL0;
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options);
+        var g = FamilyReference.Gradients(c.Config, p, x, batch, c.Options);
+        var theta = p["threshold"];
+        bool onF = input == JumpReluStepInput.Features;
+        double S(int b, int i) => onF ? pass.F[b * m + i] : pass.Pre[b * m + i];
+        double l0 = 0;
+        for (int b = 0; b < batch; b++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                l0 += S(b, i) > theta[i] ? 1.0 / batch : 0;
+            }
+        }
+
+        l0.Should().NotBeApproximately(target, 0.1, "the target-L0 term must have a gradient");
+        double coupling = lambda * 2 / target * (l0 / target - 1);
+        int stepWindows = 0;
+        for (int i = 0; i < m; i++)
+        {
+            double expected = 0;
+            for (int b = 0; b < batch; b++)
+            {
+                if (Math.Abs((pass.Pre[b * m + i] - theta[i]) / eps) < 0.5)
+                {
+                    double phi = 0;
+                    for (int j = 0; j < d; j++)
+                    {
+                        phi += 2.0 / batch * (pass.Xhat[b * d + j] - x[b * d + j]) * p["W_dec"][i * d + j];
+                    }
+
+                    expected += phi * -theta[i] / eps;
+                }
+
+                if (Math.Abs((S(b, i) - theta[i]) / eps) < 0.5)
+                {
+                    stepWindows++;
+                    expected += coupling / batch * (-1 / eps);
+                }
+            }
+
+            g["threshold"]
+                [i]
+                .Should()
+                .BeApproximately(expected, TestTolerances.DoubleRoundOff.Bound(expected));
+        }
+
+        stepWindows.Should().BeGreaterThan(0, "some step inputs must fall in a kernel window");
+        // The loss term itself: λ·(l0/T − 1)² on top of the reconstruction.
+        var without = c.Options with
+        {
+            L1Coefficient = 0f,
+        };
+        (pass.Loss - FamilyReference.Loss(c.Config, p, x, batch, without))
+            .Should()
+            .BeApproximately(lambda * Math.Pow(l0 / target - 1, 2), 1e-12);
+    }
+
+    public static TheoryData<string> PreActCaseNames() =>
+        ["jumprelu-step-preact-dead", "jumprelu-tanh-preact-all"];
+
+    [Theory]
+    [MemberData(nameof(PreActCaseNames))]
+    public void JumpRelu_pre_act_loss_threshold_gradient_matches_central_finite_differences(string caseName)
+    {
+        // The pre-activation loss (λ_P/B)·Σ ReLU(θ − z)·dead·n is differentiable in θ (away from θ = z),
+        // unlike the step and the JumpReLU: the loss with it minus the loss without it is that term alone.
+        var c = Find(caseName, d: 4, m: 8);
+        const int batch = 5;
+        var (p, x) = Generate(c, batch, seed: 11, margin: 1e-4);
+        var without = c.Options with { JumpRelu = c.Options.JumpRelu with { PreActCoefficient = 0f } };
+        double term =
+            FamilyReference.Loss(c.Config, p, x, batch, c.Options, c.Dead)
+            - FamilyReference.Loss(c.Config, p, x, batch, without, c.Dead);
+        term.Should().BeGreaterThan(1e-3, "the case must exercise the pre-activation loss");
+        var g = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
+        var g0 = FamilyReference.Gradients(c.Config, p, x, batch, without, c.Dead);
+        var fd = new NumericalDerivative(3, 1) { StepType = StepType.Absolute, Epsilon = 1e-6 };
+        int moved = 0;
+        for (int k = 0; k < c.Config.DSae; k++)
+        {
+            double Term(double[] theta)
+            {
+                var q = p.ToDictionary(kv => kv.Key, kv => kv.Key == "threshold" ? theta : kv.Value);
+                return FamilyReference.Loss(c.Config, q, x, batch, c.Options, c.Dead)
+                    - FamilyReference.Loss(c.Config, q, x, batch, without, c.Dead);
+            }
+
+            double numeric = fd.EvaluatePartialDerivative(Term, (double[])p["threshold"].Clone(), k, 1);
+            double analytic = g["threshold"][k] - g0["threshold"][k];
+            moved += Math.Abs(numeric) > 1e-6 ? 1 : 0;
+            Math.Abs(numeric - analytic)
+                .Should()
+                .BeLessThan(
+                    TestTolerances.FiniteDifferences.Bound(numeric),
+                    $"∂L_p/∂θ[{k}] in {caseName}: FD {numeric}, analytic {analytic}"
+                );
+        }
+
+        moved.Should().BeGreaterThan(0, "some latent must sit below its threshold");
     }
 
     [SkippableTheory]

@@ -12,7 +12,13 @@ namespace IlgpuSae.Sae;
 /// the kernel-density pseudo-derivatives of bandwidth ε (Eqs. 11-12): <c>∂f/∂θ := −(θ/ε)·K((z−θ)/ε)</c>,
 /// <c>∂H/∂θ := −(1/ε)·K((z−θ)/ε)</c>, K the rectangle <c>1[|u| &lt; ½]</c>; <c>∂f/∂z = H</c>, no gradient
 /// into z through the step (unless <see cref="JumpReluTraining.SteToInput"/>). θ is trained as
-/// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way.
+/// <c>log θ</c> (SAELens) or as θ clamped positive (dictionary_learning), in float32 either way. Options:
+/// the tanh sparsity and Anthropic's pre-activation loss <c>(λ_P/B)·Σ_b Σ_i ReLU(θ_i − z_bi)·dead_i·n_i</c>
+/// (Transformer Circuits, January 2025; SAELens <c>pre_act_loss_coefficient</c>), on SAELens's dead latents
+/// (the trainer's counters in <see cref="SparseAutoencoder.AuxDeadFeatures"/>) or on all of them; and
+/// dictionary_learning's target-L0 loss <c>λ·(l0/T − 1)²</c> (<see cref="JumpReluSparsity.TargetL0"/>), whose
+/// batch L0 is reduced before any latent's θ gradient, with the step on f as dictionary_learning applies it
+/// or on the pre-activation.
 /// </summary>
 public sealed class JumpReluSae : SaeArchitecture
 {
@@ -21,6 +27,15 @@ public sealed class JumpReluSae : SaeArchitecture
 
     /// <summary>The registered instance.</summary>
     public static JumpReluSae Instance { get; } = new();
+
+    /// <summary>Scratch [2M + 1]: the pre-activation loss's dead mask, then its per-feature
+    /// <c>dead_i·Σ_b ReLU(θ_i − z_bi)</c>, then the batch's L0 count of the target-L0 loss.</summary>
+    private const string ExtraName = "jumprelu_extra";
+
+    /// <summary>Scratch [B]: the target-L0 loss's step count per row.</summary>
+    private const string StepCountName = "jumprelu_step_count";
+
+    private static DeviceTensor Extra(SaeWorkspace ws, int m) => ws.Scratch(ExtraName, 1, 2 * m + 1);
 
     /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
     public const float MinimumThreshold = 1e-6f;
@@ -78,9 +93,27 @@ public sealed class JumpReluSae : SaeArchitecture
         var p = sae.Parameters;
         var ops = sae.Device.Ops;
         bool tanh = jump.Sparsity == JumpReluSparsity.Tanh;
-        if (tanh)
+        bool preAct = jump.PreActCoefficient > 0;
+        if (tanh || preAct)
         {
             ops.RowL2Norms(sae.Decoder, ws.DecoderNorms.Data);
+        }
+
+        int m = sae.DSae;
+        var extra = Extra(ws, m);
+        if (preAct)
+        {
+            DeadMask(sae, jump, extra.Data.SubView(0, m));
+        }
+
+        bool targetL0 = jump.Sparsity == JumpReluSparsity.TargetL0;
+        bool onFeatures = jump.StepInput == JumpReluStepInput.Features;
+        if (targetL0)
+        {
+            // The batch's L0, Σ_b Σ_i H(s_bi − θ_i), before any latent's gradient: it couples them all.
+            var rows = ws.Scratch(StepCountName, 1, ws.Batch);
+            ops.JumpReluStepCount(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, rows.Data, m, onFeatures);
+            ops.ReduceRows<Sum>(rows.View, extra.Data.SubView(2L * m, 1));
         }
 
         ops.JumpReluBackward(
@@ -93,6 +126,7 @@ public sealed class JumpReluSae : SaeArchitecture
             p.Gradient("b_enc").Data,
             p.Gradient("threshold").Data,
             ws.ColumnSums.Data,
+            extra.Data,
             new FamilyBackwardArgs
             {
                 Rows = ws.Batch,
@@ -102,8 +136,26 @@ public sealed class JumpReluSae : SaeArchitecture
                 SteToInput = jump.SteToInput ? 1 : 0,
                 Tanh = tanh ? 1 : 0,
                 TanhScale = jump.TanhScale,
+                PreAct = preAct ? 1 : 0,
+                PreActOverB = jump.PreActCoefficient / ws.Batch,
+                TargetL0 = targetL0 ? 1 : 0,
+                InvTargetL0 = 1f / jump.TargetL0,
+                StepOnFeatures = onFeatures ? 1 : 0,
             }
         );
+        if (preAct)
+        {
+            // ∂/∂W_dec[i] of (λ_P/B)·Σ_b ReLU(θ_i − z_bi)·dead_i·n_i
+            //   = (λ_P/B)·Σ_b ReLU(θ_i − z_bi)·dead_i·Ŵ_dec[i].
+            ops.DecoderNormPenaltyGrad(
+                sae.Decoder,
+                extra.Data.SubView(m, m),
+                ws.DecoderNorms.Data,
+                sae.DecoderGradient,
+                jump.PreActCoefficient / ws.Batch
+            );
+        }
+
         if (tanh)
         {
             // ∂/∂W_dec[i] of (λ/B)·Σ_b tanh(c·f·n_i) = (λ/B)·Σ_b c·f·sech²(c·f·n_i)·W_dec[i]/n_i.
@@ -117,18 +169,80 @@ public sealed class JumpReluSae : SaeArchitecture
         }
     }
 
+    /// <summary>
+    /// dead_i of the pre-activation loss into <paramref name="dead"/> [M]: 1 for every latent
+    /// (<see cref="PreActLatents.All"/>), else from the trainer's counters as SAELens counts them (more than
+    /// the window since the latent last fired, before this batch); 0 everywhere when the trainer gave no
+    /// counters (no latent can be dead yet).
+    /// </summary>
+    private static void DeadMask(SparseAutoencoder sae, JumpReluTraining jump, ILGPU.ArrayView<float> dead)
+    {
+        var ops = sae.Device.Ops;
+        if (jump.PreActLatents == PreActLatents.All)
+        {
+            ops.Fill(dead, 1f);
+        }
+        else if (sae.AuxDeadFeatures is { } window)
+        {
+            // SAELens: n_forward_passes_since_fired > dead_feature_window, the counters before this batch
+            // (IncludeCurrentBatch false: the fired counts are not read).
+            ops.DeadMask(window.StepsSinceFired, window.StepsSinceFired, dead, window.WindowSteps, false);
+        }
+        else
+        {
+            ops.Fill(dead, 0f);
+        }
+    }
+
+    /// <summary>
+    /// The pre-activation loss of the latest training pass,
+    /// <c>(λ_P/B)·Σ_i n_i·dead_i·Σ_b ReLU(θ_i − z_bi)</c> (0 without it); called after the device has
+    /// synchronised, on logging steps.
+    /// </summary>
+    public override double AuxiliaryLoss(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        var jump = ws.Loss?.JumpRelu;
+        if (jump is null || jump.PreActCoefficient <= 0)
+        {
+            return 0;
+        }
+
+        int m = sae.DSae;
+        var below = Extra(ws, m).ToArray();
+        var norms = ws.DecoderNorms.ToArray();
+        double sum = 0;
+        for (int i = 0; i < m; i++)
+        {
+            sum += (double)norms[i] * below[m + i];
+        }
+
+        return (double)jump.PreActCoefficient * sum / ws.Batch;
+    }
+
     /// <inheritdoc/>
     public override bool SparsityPerRow(SparseAutoencoder sae, SaeWorkspace ws, ILGPU.ArrayView<float> perRow)
     {
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var jump = ws.Loss?.JumpRelu;
+        var ops = sae.Device.Ops;
+        if (jump?.Sparsity == JumpReluSparsity.TargetL0)
+        {
+            // (l0/T − 1)² for the batch, written into every row so that the shared loss's mean over the
+            // rows, times λ, is the term (a logging step: one synchronisation).
+            double l0 = Extra(ws, sae.DSae).ToArray()[2 * sae.DSae] / (double)ws.Batch;
+            double excess = l0 / jump.TargetL0 - 1;
+            ops.Fill(perRow, (float)(excess * excess));
+            return true;
+        }
+
         if (jump is null || jump.Sparsity != JumpReluSparsity.Tanh)
         {
             return false;
         }
 
-        var ops = sae.Device.Ops;
         var scaled = ws.Scratch("jumprelu_tanh", ws.Batch, sae.DSae);
         ops.MapBroadcastRows<Multiply>(ws.F, ws.DecoderNorms.Data, scaled);
         ops.Map(scaled.Data, scaled.Data, new ScaledTanh(jump.TanhScale));
