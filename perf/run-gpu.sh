@@ -13,7 +13,9 @@
 # benchmarks to perf/results/{gemm,sae-step,lm}-DATE-cuda.md. Any disagreement with a reference, or any
 # failed step, makes the script exit 1 (it goes on with the other steps first, so one run shows all).
 #
-#   bash perf/run-gpu.sh                run it (needs an NVIDIA driver and the .NET 10 SDK)
+#   bash perf/run-gpu.sh                run it (needs an NVIDIA driver and the .NET 10 SDK, or, without the SDK,
+#                                       artifacts/gpu-bundle.tar.xz from perf/gpu-bundle.sh: then the test-suite
+#                                       step is skipped)
 #   bash perf/run-gpu.sh --dry-run      print the plan; on a machine without an NVIDIA GPU, every step is
 #                                       reported as skipped and the script exits 0
 #   bash perf/run-gpu.sh --summarize DIR   only rebuild the summary from the logs in DIR (for tests)
@@ -89,8 +91,19 @@ logs=${ILGPUSAE_GPU_LOGS:-artifacts/gpu-$day}
 mkdir -p "$logs" "$results"
 rm -f "$logs"/*.rc "$logs"/*.skip "$logs"/*.seconds
 
-cli=(dotnet src/IlgpuSae.Cli/bin/Release/net10.0/ilgpu-sae.dll)
-bench=(dotnet perf/IlgpuSae.Bench/bin/Release/net10.0/IlgpuSae.Bench.dll)
+# Without a .NET SDK (the GPU machines lent here have none), the runtime and the builds come from the bundle
+# that perf/gpu-bundle.sh packs on a machine with the SDK; the test-suite step needs the SDK and is skipped.
+bundle=artifacts/gpu-bundle.tar.xz
+unpacked=${TMPDIR:-/tmp}/ilgpusae-gpu-bundle
+if command -v dotnet >/dev/null; then
+  mode=sdk
+  cli=(dotnet src/IlgpuSae.Cli/bin/Release/net10.0/ilgpu-sae.dll)
+  bench=(dotnet perf/IlgpuSae.Bench/bin/Release/net10.0/IlgpuSae.Bench.dll)
+else
+  mode=bundle
+  cli=("$unpacked/gpu-bundle/dotnet/dotnet" "$unpacked/gpu-bundle/cli/ilgpu-sae.dll")
+  bench=("$unpacked/gpu-bundle/dotnet/dotnet" "$unpacked/gpu-bundle/bench/IlgpuSae.Bench.dll")
+fi
 commands=(
   "${cli[*]} devices"
   "${cli[*]} selfcheck --backend cuda --variant all"
@@ -113,12 +126,32 @@ if [ $dry = 1 ] || [ $gpu = 0 ]; then
   exit 0
 fi
 
-command -v dotnet >/dev/null || { echo "run-gpu: needs the .NET 10 SDK (dotnet on PATH)" >&2; exit 1; }
-echo "== build"
-dotnet build IlgpuSae.sln -c Release -nologo -v q || exit 1
-dotnet build perf/IlgpuSae.Bench -c Release -nologo -v q || exit 1
+if [ $mode = sdk ]; then
+  echo "== build"
+  dotnet build IlgpuSae.sln -c Release -nologo -v q || exit 1
+  dotnet build perf/IlgpuSae.Bench -c Release -nologo -v q || exit 1
+else
+  [ -f "$bundle" ] || {
+    echo "run-gpu: no dotnet on PATH and no $bundle: install the .NET 10 SDK, or run bash perf/gpu-bundle.sh" \
+      "on a machine that has it and carry the bundle here" >&2
+    exit 1
+  }
+  echo "== no .NET SDK here: unpacking $bundle"
+  rm -rf "$unpacked"; mkdir -p "$unpacked"
+  tar -C "$unpacked" -xJf "$bundle" || exit 1
+  built=$(cat "$unpacked/gpu-bundle/commit")
+  if [ "$built" != "$(git rev-parse HEAD 2>/dev/null)" ]; then
+    echo "run-gpu: the bundle was built from $built, not from this checkout's HEAD" >&2
+    exit 1
+  fi
+fi
 for i in "${!steps[@]}"; do
   name=${steps[i]}
+  if [ $mode = bundle ] && [ "$name" = tests ]; then
+    echo "== $name: skipped (dotnet test needs the .NET SDK; selfcheck covered every kernel on CUDA)"
+    echo "needs the .NET SDK, which this machine lacks (bundle mode)" >"$logs/$name.skip"
+    continue
+  fi
   echo "== $name: ${commands[i]}"
   start=$(date +%s)
   timeout "${limits[i]}" bash -c "${commands[i]}" >"$logs/$name.log" 2>&1
