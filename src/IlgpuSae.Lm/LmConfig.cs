@@ -84,8 +84,9 @@ public sealed record LmConfig
     /// <summary>Padding token id, or −1.</summary>
     public int PadTokenId { get; init; } = -1;
 
-    /// <summary>Head width d_head = d_model / heads.</summary>
-    public int HeadDim => DModel / Heads;
+    /// <summary>Head width d_head = d_model / heads (0 while heads is not positive, which
+    /// <see cref="Validate"/> refuses).</summary>
+    public int HeadDim => Heads > 0 ? DModel / Heads : 0;
 
     /// <summary>NeoX: rotated dims per head (even).</summary>
     public int RotaryDims =>
@@ -103,7 +104,9 @@ public sealed record LmConfig
         if (VocabSize <= 0 || ContextLength <= 0 || DModel <= 0 || Layers <= 0 || Heads <= 0 || DMlp <= 0)
         {
             throw new InvalidDataException(
-                $"{where}: vocab, context, d_model, layers, heads and MLP width must be positive (got {this})."
+                $"{where}: vocab, context, d_model, layers, heads and MLP width must be positive (got vocab "
+                    + $"{VocabSize}, context {ContextLength}, d_model {DModel}, layers {Layers}, heads {Heads}, "
+                    + $"MLP {DMlp})."
             );
         }
 

@@ -121,6 +121,8 @@ LM_CONFIG = {"model_type": "gpt2", "vocab_size": 4096, "n_positions": 128, "n_em
              "n_head": 4, "n_inner": 512, "activation_function": "gelu_new"}
 write("lm-config/numeric-model-type.json", json.dumps(dict(LM_CONFIG, model_type=4096), indent=2).encode())
 write("lm-config/numeric-activation.json", json.dumps(dict(LM_CONFIG, activation_function=7), indent=2).encode())
+# found by AFL++ in CI: zero heads, which the config's own text form used to divide by
+write("lm-config/zero-heads.json", json.dumps(dict(LM_CONFIG, n_head=0), indent=2).encode())
 
 # Tokenizer files (LmTokenizer.Load): each must be one InvalidDataException naming the model folder.
 BPE_VOCAB = {"H": 0, "e": 1, "l": 2, "o": 3, "He": 4, "ll": 5, "Hell": 6, "Hello": 7}

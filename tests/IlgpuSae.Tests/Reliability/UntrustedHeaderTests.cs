@@ -45,6 +45,7 @@ public sealed class UntrustedHeaderTests : IDisposable
     [Theory]
     [InlineData("lm-config/numeric-model-type.json")]
     [InlineData("lm-config/numeric-activation.json")]
+    [InlineData("lm-config/zero-heads.json")] // a DivideByZeroException before the fix
     public void A_model_config_key_of_the_wrong_json_type_is_one_clear_error(string name)
     {
         var path = BadInputs.Path(name);
