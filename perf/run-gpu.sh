@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The first run on an NVIDIA GPU, in one script that a lent machine runs in about 8 minutes:
-#   1 devices          the CUDA device is seen
+#   1 devices          the CUDA device is seen (devices --backend cuda: exit 2 when it is not)
 #   2 selfcheck        every kernel, both shapes, against its double-precision reference on CUDA
 #   3 tests            the test suite filtered to the CUDA theories (ILGPUSAE_EXPECT_CUDA=1: a missing
 #                      CUDA device fails them instead of skipping)
@@ -105,7 +105,7 @@ else
   bench=("$unpacked/gpu-bundle/dotnet/dotnet" "$unpacked/gpu-bundle/bench/IlgpuSae.Bench.dll")
 fi
 commands=(
-  "${cli[*]} devices"
+  "${cli[*]} devices --backend cuda"
   "${cli[*]} selfcheck --backend cuda --variant all"
   "env ILGPUSAE_EXPECT_CUDA=1 dotnet test tests/IlgpuSae.Tests -c Release --no-build --filter DisplayName~cuda/"
   "${bench[*]} gemm --backend cuda --variants cpu,gpu,tf32 --sizes 1024,2048,4096x16384x768,16384x768x4096 --out $results/gemm-$day-cuda.md"
