@@ -88,7 +88,7 @@ internal static class LmBench
                 var meta = new Dictionary<string, object?>
                 {
                     ["name"] = name,
-                    ["model"] = Path.GetFullPath(folder),
+                    ["model"] = Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(folder)),
                     ["site"] = site,
                     ["batch"] = batch,
                     ["seq_len"] = seqLen,
