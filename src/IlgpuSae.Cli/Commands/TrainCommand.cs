@@ -40,6 +40,7 @@ internal static class TrainCommand
             o.TargetL0,
             o.L0StepOn,
             o.ThresholdStart,
+            o.RescaleActs,
             o.BDecInit,
             o.Mode,
             o.Ablation,
@@ -188,7 +189,8 @@ internal static class TrainCommand
             parse.GetValue(o.Ablation)!,
             parse.GetValue(o.RescaleOf) is not null,
             parse.GetValue(o.K) ?? 0,
-            ParseList(parse.GetValue(o.MatryoshkaWidths), "--matryoshka-widths", int.Parse)
+            ParseList(parse.GetValue(o.MatryoshkaWidths), "--matryoshka-widths", int.Parse),
+            parse.GetValue(o.RescaleActs)
         );
         bool Given(Option option) => parse.GetResult(option) is { Implicit: false };
         if (recipe.K > 0 && (Given(o.L1) || Given(o.L1Warmup)))
@@ -898,6 +900,13 @@ internal static class TrainCommand
             {
                 Description =
                     "JumpReLU, --mode dictionary-learning: the step of the L0 term sees f (default, dictionary_learning's StepFunction(f, θ): inactive latents get no θ gradient once θ > ε/2, dictionary_learning#55) or pre (the pre-activation, as the paper and SAELens).",
+            };
+
+        public Option<bool?> RescaleActs { get; } =
+            new Option<bool?>("--rescale-acts-by-decoder-norm")
+            {
+                Description =
+                    "TopK family, --mode saelens: the selection ranks U ⊙ ‖W_dec[i]‖ and decodes the kept codes divided by the norms, so the norms choose the latents only (SAELens rescale_acts_by_decoder_norm; default true with --mode saelens, SAELens's training default; false ranks U itself). The saved SAE has the norms folded in (unit-norm decoder rows, flag off), as SAELens saves it for inference; the training form stays under training_form/.",
             };
 
         public Option<long?> ThresholdStart { get; } =

@@ -164,6 +164,14 @@ public readonly struct Divide : IBinaryOp
     public float Apply(float a, float b) => a / b;
 }
 
+/// <summary><c>y = a = 0 ? 0 : a / b</c>: a division that keeps zeros (a code of 0 stays 0 even where the
+/// divisor is 0).</summary>
+public readonly struct DivideNonZero : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a == 0f ? 0f : a / b;
+}
+
 /// <summary><c>y = max(a, b)</c>.</summary>
 public readonly struct Maximum : IBinaryOp
 {

@@ -39,6 +39,17 @@ public sealed record SaeConfig
     /// </summary>
     public IReadOnlyList<int>? MatryoshkaWidths { get; init; }
 
+    /// <summary>
+    /// The TopK family only (SAELens <c>rescale_acts_by_decoder_norm</c>, its training default): the
+    /// selection ranks <c>S = U ⊙ ‖W_dec[i]‖</c> instead of the pre-activations U, and the kept codes are
+    /// <c>S ⊙ mask ⊘ ‖W_dec[i]‖</c>, so the reconstruction is <c>(U ⊙ mask)·W_dec + b_dec</c> and the decoder
+    /// norms change only which latents are kept (their gradient through the codes cancels exactly).
+    /// BatchTopK's threshold θ is measured on S. <see cref="SparseAutoencoder.WithDecoderNormsFolded"/> turns
+    /// such an SAE into the equivalent one with unit-norm decoder rows and this flag off (what the inference
+    /// files hold).
+    /// </summary>
+    public bool RescaleActsByDecoderNorm { get; init; }
+
     /// <summary>Free-form metadata written to <c>cfg.json</c> (hook name, model, dataset, training settings
     /// …).</summary>
     public IReadOnlyDictionary<string, object?> Metadata { get; init; } = new Dictionary<string, object?>();
@@ -70,5 +81,11 @@ public sealed record SaeConfig
         }
 
         Architecture.Validate(this);
+        if (RescaleActsByDecoderNorm && Architecture is not (TopKSae or BatchTopKSae))
+        {
+            throw new ArgumentException(
+                $"rescale_acts_by_decoder_norm applies to the TopK family (topk, batchtopk, matryoshka) only, not to {Architecture.Name}."
+            );
+        }
     }
 }

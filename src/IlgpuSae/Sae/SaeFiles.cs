@@ -187,7 +187,7 @@ public static class SaeFiles
         if (config.K > 0)
         {
             json["k"] = config.K;
-            json["rescale_acts_by_decoder_norm"] = false;
+            json["rescale_acts_by_decoder_norm"] = config.RescaleActsByDecoderNorm;
         }
         else if (
             metadata["training"] is JsonObject training
@@ -374,9 +374,15 @@ public static class SaeFiles
             && rescaled
         )
         {
-            throw new InvalidDataException(
-                $"{configPath}: rescale_acts_by_decoder_norm = true is not supported; fold the decoder norms into the weights first."
-            );
+            // SAELens's TopK-family training form: the selection ranks U ⊙ ‖W_dec[i]‖.
+            if (architecture is not (TopKSae or BatchTopKSae))
+            {
+                throw new InvalidDataException(
+                    $"{configPath}: rescale_acts_by_decoder_norm = true applies to the TopK family only, not to {architecture.Name}."
+                );
+            }
+
+            config = config with { RescaleActsByDecoderNorm = true };
         }
 
         try

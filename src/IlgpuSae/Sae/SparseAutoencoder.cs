@@ -236,6 +236,77 @@ public sealed class SparseAutoencoder : IDisposable
 
             ops.Map(fp[DecoderTensor].Data, fp[DecoderTensor].Data, new Scale(1f / scale));
             ops.Map(fp[DecoderBiasTensor].Data, fp[DecoderBiasTensor].Data, new Scale(1f / scale));
+            if (
+                Config.RescaleActsByDecoderNorm
+                && fp.Layout.Entries.Any(e => e.Name == BatchTopKSae.ThresholdTensor)
+            )
+            {
+                // θ acts on U ⊙ ‖W_dec[i]‖, and every decoder norm shrinks by s with W_dec. (An unset
+                // θ = −1 stays negative.)
+                var theta = fp[BatchTopKSae.ThresholdTensor].Data;
+                ops.Map(theta, theta, new Scale(1f / scale));
+            }
+
+            return folded;
+        }
+        catch
+        {
+            folded.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The equivalent SAE without <see cref="SaeConfig.RescaleActsByDecoderNorm"/> (SAELens's fold on saving
+    /// a TopK-family SAE for inference): with <c>n_i = ‖W_dec[i]‖</c>, <c>W_enc[:, i] ×= n_i</c>,
+    /// <c>b_enc ×= n_i</c> and <c>W_dec[i] ÷= n_i</c>, so the folded pre-activation is the rescaled one,
+    /// <c>U′ = U ⊙ n</c>, the decoder rows are unit-norm, the selection and the reconstruction are unchanged,
+    /// and BatchTopK's θ (measured on <c>U ⊙ n</c>) stays valid. A copy on the same device; an SAE without
+    /// the flag is copied unchanged. A zero-norm row keeps its weights (its rescaled codes are 0 anyway).
+    /// </summary>
+    public SparseAutoencoder WithDecoderNormsFolded()
+    {
+        var folded = CreateEmpty(Device, Config with { RescaleActsByDecoderNorm = false });
+        try
+        {
+            folded.CopyParametersFrom(this);
+            if (!Config.RescaleActsByDecoderNorm)
+            {
+                return folded;
+            }
+
+            var p = folded.Parameters;
+            var values = p.Download();
+            int d = DIn,
+                m = DSae;
+            long enc = p.Layout["W_enc"].Offset,
+                bias = p.Layout["b_enc"].Offset,
+                dec = p.Layout[DecoderTensor].Offset;
+            for (int i = 0; i < m; i++)
+            {
+                double sum = 0;
+                for (int j = 0; j < d; j++)
+                {
+                    double w = values[dec + (long)i * d + j];
+                    sum += w * w;
+                }
+
+                float n = (float)Math.Sqrt(sum);
+                if (!(n > 0f) || !float.IsFinite(n))
+                {
+                    continue;
+                }
+
+                for (int j = 0; j < d; j++)
+                {
+                    values[enc + (long)j * m + i] *= n;
+                    values[dec + (long)i * d + j] /= n;
+                }
+
+                values[bias + i] *= n;
+            }
+
+            p.Upload(values);
             return folded;
         }
         catch

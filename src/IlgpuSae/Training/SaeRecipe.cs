@@ -54,6 +54,17 @@ public sealed record SaeRecipe
     /// <summary>Matryoshka only: the nested widths, ending at d_sae.</summary>
     public IReadOnlyList<int>? MatryoshkaWidths { get; init; }
 
+    /// <summary>
+    /// The TopK family's SAELens <c>rescale_acts_by_decoder_norm</c>
+    /// (<see cref="SaeConfig.RescaleActsByDecoderNorm"/>): null = the mode's default, on for
+    /// <c>--mode saelens</c> (SAELens's training default) and off otherwise (dictionary_learning keeps the
+    /// decoder rows unit-norm, so there is nothing to rescale).
+    /// </summary>
+    public bool? RescaleActsByDecoderNorm { get; init; }
+
+    /// <summary>Whether the SAE of this recipe ranks its selection by <c>U ⊙ ‖W_dec[i]‖</c>.</summary>
+    public bool RescalesActs => RescaleActsByDecoderNorm ?? (IsTopKFamily && Mode == TrainingRecipe.SaeLens);
+
     /// <summary>Mode names as the command line spells them.</summary>
     public static IReadOnlyList<string> ModeNames { get; } =
     ["paper", "saelens", "april-update", "dictionary-learning"];
@@ -115,7 +126,8 @@ public sealed record SaeRecipe
         string ablation = "none",
         bool rescaleShift = false,
         int k = 0,
-        IReadOnlyList<int>? matryoshkaWidths = null
+        IReadOnlyList<int>? matryoshkaWidths = null,
+        bool? rescaleActsByDecoderNorm = null
     )
     {
         ArgumentNullException.ThrowIfNull(ablation);
@@ -147,6 +159,7 @@ public sealed record SaeRecipe
             RescaleShift = rescaleShift,
             K = k,
             MatryoshkaWidths = matryoshkaWidths,
+            RescaleActsByDecoderNorm = rescaleActsByDecoderNorm,
         };
         recipe.Validate();
         return recipe;
@@ -203,6 +216,15 @@ public sealed record SaeRecipe
             );
         }
 
+        if (RescaleActsByDecoderNorm == true && !(topK && Mode == TrainingRecipe.SaeLens))
+        {
+            throw new ArgumentException(
+                topK
+                    ? $"--rescale-acts-by-decoder-norm applies to --mode saelens; --mode {ModeName} keeps the decoder rows unit-norm, so there is nothing to rescale."
+                    : "--rescale-acts-by-decoder-norm applies to the TopK family (topk, batchtopk, matryoshka) only."
+            );
+        }
+
         if (Ablation != GatedAblation.None && !gated)
         {
             throw new ArgumentException("--ablation applies to gated SAEs only.");
@@ -238,6 +260,7 @@ public sealed record SaeRecipe
             Untied = Ablation == GatedAblation.Untied,
             K = K,
             MatryoshkaWidths = MatryoshkaWidths,
+            RescaleActsByDecoderNorm = RescalesActs,
             Metadata = metadata ?? new Dictionary<string, object?>(),
         };
     }
@@ -405,7 +428,30 @@ public sealed record SaeRecipe
             throw new ArgumentException(message);
         }
 
-        return loaded;
+        if (loaded.Config.RescaleActsByDecoderNorm == RescalesActs)
+        {
+            return loaded;
+        }
+
+        // The run's rescale setting: a rescaled training form is folded first, so it encodes as it did; an
+        // unrescaled SAE (SAELens saves TopK folded, with unit-norm rows) starts ranking U ⊙ ‖W_dec[i]‖.
+        using (loaded)
+        {
+            if (!RescalesActs)
+            {
+                return loaded.WithDecoderNormsFolded();
+            }
+
+            var rescaled = SparseAutoencoder.CreateEmpty(
+                device,
+                loaded.Config with
+                {
+                    RescaleActsByDecoderNorm = true,
+                }
+            );
+            rescaled.CopyParametersFrom(loaded);
+            return rescaled;
+        }
     }
 
     /// <summary>The rescale &amp; shift wrapper of a trained standard SAE.</summary>

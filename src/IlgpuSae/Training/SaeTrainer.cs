@@ -1010,7 +1010,7 @@ public sealed class SaeTrainer : IDisposable
     }
 
     /// <summary>Name of the subfolder holding the training form of a family saved for inference in another
-    /// form (BatchTopK, Matryoshka).</summary>
+    /// form (BatchTopK, Matryoshka; TopK with rescale_acts_by_decoder_norm).</summary>
     public const string TrainingFormFolder = "training_form";
 
     /// <summary>

@@ -30,6 +30,7 @@ public sealed class TrainerConfig
             "untied",
             "k",
             "matryoshka_widths",
+            "rescale_acts_by_decoder_norm",
             "batch_size",
             "seed",
             "shuffle_buffer_rows",
@@ -63,6 +64,11 @@ public sealed class TrainerConfig
         Put("use_r_mag", sae.UseRMag);
         Put("untied", sae.Untied);
         Put("k", sae.K);
+        if (sae.RescaleActsByDecoderNorm)
+        {
+            Put("rescale_acts_by_decoder_norm", true);
+        }
+
         Put("steps", o.Steps);
         Put("batch_size", o.BatchSize);
         Put("learning_rate", F(o.LearningRate));

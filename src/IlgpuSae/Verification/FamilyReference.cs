@@ -165,6 +165,7 @@ public static class FamilyReference
                 e[t] = x[t] - xq[t];
             }
 
+            var score = SelectionScores(config, p, pre); // SAELens ranks the aux codes as the main ones
             for (int r = 0; r < b; r++)
             {
                 var order = Enumerable
@@ -173,7 +174,7 @@ public static class FamilyReference
                         isDead[i]
                         && (saeLens ? !double.IsNaN(pre[(long)r * m + i]) : pre[(long)r * m + i] > 0)
                     )
-                    .OrderByDescending(i => pre[(long)r * m + i])
+                    .OrderByDescending(i => score[(long)r * m + i])
                     .ThenBy(i => i)
                     .Take(auxK.KAux);
                 foreach (int i in order)
@@ -467,13 +468,14 @@ public static class FamilyReference
         }
         else if (config.Architecture == SaeArchitecture.TopK)
         {
+            var score = SelectionScores(config, p, pre);
             for (int r = 0; r < batch; r++)
             {
                 foreach (
                     int i in Enumerable
                         .Range(0, m)
-                        .Where(i => pre[(long)r * m + i] > 0)
-                        .OrderByDescending(i => pre[(long)r * m + i])
+                        .Where(i => score[(long)r * m + i] > 0)
+                        .OrderByDescending(i => score[(long)r * m + i])
                         .ThenBy(i => i)
                         .Take(config.K)
                 )
@@ -484,12 +486,13 @@ public static class FamilyReference
         }
         else if (config.Architecture is BatchTopKSae)
         {
+            var score = SelectionScores(config, p, pre);
             foreach (
                 long t in Enumerable
                     .Range(0, pre.Length)
                     .Select(t => (long)t)
-                    .Where(t => pre[t] > 0)
-                    .OrderByDescending(t => pre[t])
+                    .Where(t => score[t] > 0)
+                    .OrderByDescending(t => score[t])
                     .ThenBy(t => t)
                     .Take(config.K * batch)
             )
@@ -503,6 +506,30 @@ public static class FamilyReference
         }
 
         return f;
+    }
+
+    /// <summary>
+    /// What the TopK family's selections rank: the pre-activations, or with
+    /// <see cref="SaeConfig.RescaleActsByDecoderNorm"/> <c>S = U ⊙ ‖W_dec[i]‖</c> (SAELens). The kept codes
+    /// are the pre-activations either way (<c>S ⊘ ‖W_dec[i]‖</c>).
+    /// </summary>
+    public static double[] SelectionScores(
+        SaeConfig config,
+        IReadOnlyDictionary<string, double[]> p,
+        double[] pre
+    )
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(pre);
+        if (!config.RescaleActsByDecoderNorm)
+        {
+            return pre;
+        }
+
+        int m = config.DSae;
+        var norms = SaeReference.RowNorms(p["W_dec"], m, config.DIn);
+        return [.. pre.Select((u, t) => u * norms[t % m])];
     }
 
     /// <summary>

@@ -54,6 +54,14 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         int[] widths = [Math.Max(1, m / 4), m / 2, m];
         yield return new("topk-aux-dl", Config(SaeArchitecture.TopK, kRow), new() { AuxK = dl }, dead);
         yield return new("topk-aux-saelens", Config(SaeArchitecture.TopK, kRow), new() { AuxK = sl }, dead);
+        foreach (
+            var (name, config) in RescaledConfigs(Config(SaeArchitecture.TopK, kRow), kRow, widths, Config)
+        )
+        {
+            // SAELens's training default: the selections (main and AuxK) rank U ⊙ ‖W_dec[i]‖.
+            yield return new(name, config, new() { AuxK = sl }, dead);
+        }
+
         yield return new(
             "topk-aux-dl-mean-over-d",
             Config(SaeArchitecture.TopK, kRow),
@@ -174,6 +182,30 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         );
     }
 
+    private static IEnumerable<(string Name, SaeConfig Config)> RescaledConfigs(
+        SaeConfig topK,
+        int kRow,
+        int[] widths,
+        Func<SaeArchitecture, int, int[]?, SaeConfig> make
+    )
+    {
+        yield return ("topk-aux-saelens-rescaled", topK with { RescaleActsByDecoderNorm = true });
+        yield return (
+            "batchtopk-aux-saelens-rescaled",
+            make(SaeArchitecture.BatchTopK, kRow, null) with
+            {
+                RescaleActsByDecoderNorm = true,
+            }
+        );
+        yield return (
+            "matryoshka-saelens-rescaled",
+            make(SaeArchitecture.Matryoshka, kRow, widths) with
+            {
+                RescaleActsByDecoderNorm = true,
+            }
+        );
+    }
+
     /// <summary>Every case whose gradient is the loss's derivative (the straight-through option is by design
     /// not; the device test covers it).</summary>
     public static TheoryData<string> CaseNames()
@@ -232,6 +264,21 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
                     .ToArray();
             }
 
+            if (c.Config.RescaleActsByDecoderNorm)
+            {
+                // Decoder norms spread over [0.3, 2]: ranking U ⊙ n must differ from ranking U.
+                var wDec = p["W_dec"];
+                int dIn = c.Config.DIn;
+                for (int i = 0; i < c.Config.DSae; i++)
+                {
+                    double factor = 0.3 + 1.7 * random.NextDouble();
+                    for (int j = 0; j < dIn; j++)
+                    {
+                        wDec[i * dIn + j] = (float)(wDec[i * dIn + j] * factor);
+                    }
+                }
+            }
+
             if (p.TryGetValue("threshold", out var theta))
             {
                 for (int i = 0; i < theta.Length; i++)
@@ -282,6 +329,36 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         }
 
         return [.. bits];
+    }
+
+    [Theory]
+    [InlineData("topk-aux-saelens-rescaled")]
+    [InlineData("batchtopk-aux-saelens-rescaled")]
+    [InlineData("matryoshka-saelens-rescaled")]
+    public void The_rescaled_cases_select_differently_from_the_plain_ones(string caseName)
+    {
+        // Otherwise the "-rescaled" device and finite-difference checks could not tell the two apart.
+        // The shapes, seeds and margins of the finite-difference and the device tests.
+        foreach (var (d, m, batch, seed, margin) in new[] { (4, 8, 5, 3, 1e-4), (12, 40, 19, 5, 2e-4) })
+        {
+            var c = Find(caseName, d, m);
+            var (p, x) = Generate(c, batch, seed, margin);
+            var pre = FamilyReference.PreActivations(c.Config, p, x, batch);
+            var rescaled = FamilyReference.Select(c.Config, p, pre, batch);
+            var plain = FamilyReference.Select(
+                c.Config with
+                {
+                    RescaleActsByDecoderNorm = false,
+                },
+                p,
+                pre,
+                batch
+            );
+            plain
+                .Select(v => v != 0)
+                .Should()
+                .NotEqual(rescaled.Select(v => v != 0), $"{caseName} d{d} m{m}");
+        }
     }
 
     [Theory]

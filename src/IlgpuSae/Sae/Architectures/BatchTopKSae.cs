@@ -83,7 +83,17 @@ public class BatchTopKSae : SaeArchitecture
             // U + b_enc in place (the AuxK loss reads the raw pre-activations); the batch selection keeps the
             // k·B largest positive values.
             ops.MapBroadcastRows<Add>(ws.U, bEnc, ws.U);
+            bool rescaled = TopKFamily.RescaleForSelection(sae, ws);
             ops.TopKBatch(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K * ws.Batch);
+            // The threshold estimator's per-row minima of the kept values, in the space the selection
+            // ranked (θ lives there: SAELens measures it on U ⊙ n with the rescale); the update is in
+            // Backward.
+            ops.ReduceRows<MinPositive>(ws.F, ws.Scratch(RowMinName, 1, ws.Batch).Data);
+            if (rescaled)
+            {
+                TopKFamily.UnscaleCodes(sae, ws, ws.F);
+            }
+
             return;
         }
 
@@ -95,8 +105,28 @@ public class BatchTopKSae : SaeArchitecture
             );
         }
 
+        if (sae.Config.RescaleActsByDecoderNorm)
+        {
+            // θ compares with (U + b_enc) ⊙ n; the codes are decoded as F ⊘ n.
+            ops.MapBroadcastRows<Add>(ws.U, bEnc, ws.U);
+            TopKFamily.RescaleForSelection(sae, ws);
+            var zero = ws.Scratch("threshold_zero_bias", 1, sae.DSae);
+            ops.Fill(zero.Data, 0f);
+            ops.GlobalThresholdEncode(
+                ws.U.Data,
+                zero.Data,
+                sae.Parameters[ThresholdTensor].Data,
+                ws.F.Data,
+                sae.DSae
+            );
+            TopKFamily.UnscaleCodes(sae, ws, ws.F);
+            return;
+        }
+
         ops.GlobalThresholdEncode(ws.U.Data, bEnc, sae.Parameters[ThresholdTensor].Data, ws.F.Data, sae.DSae);
     }
+
+    private const string RowMinName = "threshold_row_min";
 
     /// <inheritdoc/>
     public override void Backward(SparseAutoencoder sae, SaeWorkspace ws, float lambdaOverB, bool weightedL1)
@@ -112,10 +142,9 @@ public class BatchTopKSae : SaeArchitecture
     {
         var ops = sae.Device.Ops;
         var estimator = ws.Loss?.Threshold ?? ThresholdEstimator.DictionaryLearning;
-        // Row minima first (contiguous reads), then the minimum over rows.
-        var rows = ws.Scratch("threshold_row_min", 1, ws.Batch);
+        // The row minima from Activate (contiguous reads), then the minimum over rows.
+        var rows = ws.Scratch(RowMinName, 1, ws.Batch);
         var min = ws.Scratch("threshold_min", 1, 1);
-        ops.ReduceRows<MinPositive>(ws.F, rows.Data);
         ops.ReduceRows<MinPositive>(rows.View, min.Data);
         ops.ThresholdUpdate(
             sae.Parameters[ThresholdTensor].Data,
@@ -159,6 +188,13 @@ public class BatchTopKSae : SaeArchitecture
             throw new InvalidOperationException(
                 $"The {family.Name} SAE's inference threshold is unset (θ = {theta}); it cannot be exported as a JumpReLU SAE (that would be a plain ReLU)."
             );
+        }
+
+        if (sae.Config.RescaleActsByDecoderNorm)
+        {
+            // θ was measured on U ⊙ ‖W_dec[i]‖: fold the norms first (SAELens: fold, then threshold).
+            using var folded = sae.WithDecoderNormsFolded();
+            return ToJumpRelu(folded);
         }
 
         var p = sae.Parameters;

@@ -50,10 +50,33 @@ internal static class TopKFamily
     }
 
     /// <summary>
+    /// SAELens's <c>rescale_acts_by_decoder_norm</c> before a selection: the decoder row norms n into
+    /// <see cref="SaeWorkspace.DecoderNorms"/> and <c>U ⊙= n</c>, so the selection (and the AuxK selection
+    /// after it) ranks <c>S = U ⊙ n</c>. False (nothing done) without the flag.
+    /// </summary>
+    public static bool RescaleForSelection(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        if (!sae.Config.RescaleActsByDecoderNorm)
+        {
+            return false;
+        }
+
+        var ops = sae.Device.Ops;
+        ops.RowL2Norms(sae.Decoder, ws.DecoderNorms.Data);
+        ops.MapBroadcastRows<Multiply>(ws.U, ws.DecoderNorms.Data, ws.U);
+        return true;
+    }
+
+    /// <summary>The codes of a rescaled selection back in the decoder's space, <c>codes ⊘= n</c> (SAELens
+    /// decodes <c>F ⊘ n</c>), zeros kept.</summary>
+    public static void UnscaleCodes(SparseAutoencoder sae, SaeWorkspace ws, MatrixView codes) =>
+        sae.Device.Ops.MapBroadcastRows<DivideNonZero>(codes, ws.DecoderNorms.Data, codes);
+
+    /// <summary>
     /// The backward pass of the family with <paramref name="phi"/> = ∂L/∂f through the reconstructions
     /// (Φ, or Matryoshka's sum over levels), plus the AuxK terms when the loss asks for them and the trainer
     /// supplied dead-feature counters. <see cref="SaeWorkspace.U"/> holds the raw pre-activations
-    /// <c>U + b_enc</c>.
+    /// <c>U + b_enc</c> (times the decoder norms with <see cref="SaeConfig.RescaleActsByDecoderNorm"/>).
     /// </summary>
     public static void Backward(
         SparseAutoencoder sae,
@@ -160,6 +183,12 @@ internal static class TopKFamily
         );
         ops.ReduceRows<Sum>(dead.View, stats.Data.SubView(1, 1));
         ops.AuxKSelect(ws.U.Data, dead.Data, codes.Data, b, m, aux.KAux, raw: saeLens);
+        if (sae.Config.RescaleActsByDecoderNorm)
+        {
+            // U holds S = U ⊙ n (the selection ranked it); SAELens decodes the aux codes as S ⊘ n too.
+            UnscaleCodes(sae, ws, codes.View);
+        }
+
         ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
 
         var delta = ws.Delta.View.SliceRows(0, b);

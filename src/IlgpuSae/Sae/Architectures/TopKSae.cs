@@ -53,7 +53,12 @@ public sealed class TopKSae : SaeArchitecture
         // each row's k largest positive values, so F = TopK(ReLU(U + b_enc)).
         var ops = sae.Device.Ops;
         ops.MapBroadcastRows<Add>(ws.U, sae.Parameters["b_enc"].Data, ws.U);
+        bool rescaled = TopKFamily.RescaleForSelection(sae, ws);
         ops.TopKRows(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K);
+        if (rescaled)
+        {
+            TopKFamily.UnscaleCodes(sae, ws, ws.F);
+        }
     }
 
     /// <inheritdoc/>
@@ -62,6 +67,14 @@ public sealed class TopKSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         TopKFamily.Backward(sae, ws, ws.Phi, lambdaOverB, weightedL1);
+    }
+
+    /// <summary>With <see cref="SaeConfig.RescaleActsByDecoderNorm"/>: the folded SAE (SAELens saves TopK
+    /// for inference folded); otherwise none (the SAE is its own inference form).</summary>
+    public override SparseAutoencoder? InferenceForm(SparseAutoencoder sae)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        return sae.Config.RescaleActsByDecoderNorm ? sae.WithDecoderNormsFolded() : null;
     }
 
     /// <inheritdoc/>
