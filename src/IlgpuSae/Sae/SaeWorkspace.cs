@@ -172,6 +172,39 @@ public sealed class SaeWorkspace : IDisposable
 
     private MemoryBuffer1D<int, Stride1D.Dense>? _noIndex;
 
+    /// <summary>The AuxK codes' per-row lists (<c>[B·M]</c>, row b's at <c>b·M</c>) on the sparse
+    /// path.</summary>
+    internal ArrayView<int> AuxRowIdx { get; private set; }
+
+    /// <summary>The AuxK codes' per-row counts [B].</summary>
+    internal ArrayView<int> AuxRowCount { get; private set; }
+
+    /// <summary>The AuxK codes' per-feature lists (<c>[M·B]</c>, feature i's at <c>i·B</c>).</summary>
+    internal ArrayView<int> AuxColIdx { get; private set; }
+
+    /// <summary>The AuxK codes' per-feature counts [M].</summary>
+    internal ArrayView<int> AuxColCount { get; private set; }
+
+    private MemoryBuffer1D<int, Stride1D.Dense>? _auxLists;
+
+    /// <summary>Allocates the AuxK index lists of the sparse path on first use (one buffer:
+    /// <c>[row counts (B) | row lists (B·M) | column counts (M) | column lists (M·B)]</c>).</summary>
+    internal void EnsureAuxSparseBuffers(int m)
+    {
+        if (_auxLists is not null)
+        {
+            return;
+        }
+
+        long bm = (long)Batch * m;
+        _auxLists = _device.Accelerator.Allocate1D<int>(Batch + bm + m + bm);
+        var all = _auxLists.View;
+        AuxRowCount = all.SubView(0, Batch);
+        AuxRowIdx = all.SubView(Batch, bm);
+        AuxColCount = all.SubView(Batch + bm, m);
+        AuxColIdx = all.SubView(Batch + bm + m, bm);
+    }
+
     /// <summary>Allocates the index lists of the sparse path on first use (B·M entries each way: no overflow
     /// possible).</summary>
     internal void EnsureSparseBuffers(int m)
@@ -197,5 +230,6 @@ public sealed class SaeWorkspace : IDisposable
         RowCount?.Dispose();
         _colLists?.Dispose();
         _noIndex?.Dispose();
+        _auxLists?.Dispose();
     }
 }

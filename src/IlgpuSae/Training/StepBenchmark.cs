@@ -73,7 +73,8 @@ public static class StepBenchmark
         int warmup = 1,
         TrainingPath path = TrainingPath.Dense,
         double? activeFraction = null,
-        CancellationToken cancellationToken = default
+        CancellationToken cancellationToken = default,
+        double auxDeadFraction = 0
     )
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -89,6 +90,32 @@ public static class StepBenchmark
         using var xScope = x;
         sae.Path = path;
         var loss = LossFor(config);
+        using var counters =
+            auxDeadFraction > 0 ? device.Allocate(1, config.DSae, "steps_since_fired") : null;
+        if (counters is not null)
+        {
+            // The TopK family's AuxK loss on a fraction of dead latents (SAELens's counting: dead whether or
+            // not they fire in the batch, so the dead set is exactly the marked latents, every
+            // round(1/fraction)-th).
+            if (config.K == 0)
+            {
+                throw new ArgumentException("The AuxK benchmark applies to the TopK family only.");
+            }
+
+            int every = Math.Max(1, (int)Math.Round(1 / auxDeadFraction));
+            counters.CopyFrom([.. Enumerable.Range(0, config.DSae).Select(i => i % every == 0 ? 2f : 0f)]);
+            sae.AuxDeadFeatures = new DeadFeatureWindow(counters.Data, 1f, IncludeCurrentBatch: false);
+            loss = loss with
+            {
+                AuxK = new AuxKOptions
+                {
+                    KAux = Math.Max(1, config.DIn / 2),
+                    Style = AuxKStyle.SaeLens,
+                    Coefficient = 1f / 32,
+                },
+            };
+        }
+
         using var optimizer = CreateOptimizer(sae);
         void Step(int t)
         {

@@ -189,7 +189,42 @@ internal static class TopKFamily
             UnscaleCodes(sae, ws, codes.View);
         }
 
-        ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
+        bool sparse = sae.LastStepWasSparse;
+        var wDec = sae.Decoder.Data;
+        var sparseArgs = new SparseArgs
+        {
+            Rows = b,
+            M = m,
+            D = d,
+        };
+        if (sparse)
+        {
+            // The aux codes have at most k_aux entries per row: compact them (non-zero, for SAELens's raw
+            // codes may be negative; psi holds |A| until it is computed below) and decode by gathering,
+            // ê = A·W_dec (b_dec is AuxResidual's). Scale 0 makes SparseDecode's residual output zero; it
+            // lands in Δa, which AuxResidual overwrites.
+            ws.EnsureAuxSparseBuffers(m);
+            ops.Map(codes.Data, psi.Data, default(Abs));
+            ops.CompactRows(psi.Data, ws.AuxRowIdx, ws.AuxRowCount, b, m);
+            ops.CompactColumns(psi.Data, ws.AuxColIdx, ws.AuxColCount, b, m);
+            var zero = ws.Scratch("auxk_zero_bias", 1, d);
+            ops.Fill(zero.Data, 0f);
+            ops.SparseDecode(
+                codes.Data,
+                wDec,
+                zero.Data,
+                ws.Input.Data,
+                ws.AuxRowIdx,
+                ws.AuxRowCount,
+                xa.Data,
+                da.Data,
+                sparseArgs
+            );
+        }
+        else
+        {
+            ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
+        }
 
         var delta = ws.Delta.View.SliceRows(0, b);
         ops.ColumnSquaredDeviation(delta.Data, dev.Data, b);
@@ -211,21 +246,39 @@ internal static class TopKFamily
                 SaeLens = saeLens ? 1 : 0,
             }
         );
-        ops.MatMul(da, sae.Decoder, psi, GemmLayout.NT);
-        ops.MatMul(codes, da, sae.DecoderGradient, GemmLayout.TN, 1f, 1f);
-        if (sae.LastStepWasSparse)
+        if (sparse)
         {
-            // The sparse weight gradients cover the selected (f > 0) entries only, where dU already holds
-            // both
-            // parts; the aux codes' share elsewhere, dW_enc += X̃ᵀ·(Ψa ⊙ 1[A ≠ 0] ⊙ 1[f = 0]), is one dense
-            // product here (the dense path takes all of dU at once). SAELens's dead set may contain features
+            // Ψa = Δa·W_decᵀ at the aux entries only (zero elsewhere: the backward reads it where A ≠ 0).
+            ops.Fill(psi.Data, 0f);
+            ops.SparsePhiPsi(da.Data, wDec, ws.AuxRowIdx, ws.AuxRowCount, psi.Data, sparseArgs);
+
+            // The main sparse weight gradients cover the selected (f > 0) entries only, where dU already
+            // holds both parts; the aux codes' share elsewhere, dW_enc += X̃ᵀ·(Ψa ⊙ 1[A ≠ 0] ⊙ 1[f = 0]), and
+            // dW_dec += Aᵀ·Δa run over the aux entries' column lists. SAELens's dead set may contain features
             // that fire in this batch, so the f = 0 mask matters.
             var duAux = ws.Scratch("auxk_du", b, m);
             ops.Map(psi.Data, codes.Data, duAux.Data, default(WhereNonZero));
             ops.Map(duAux.Data, ws.F.Data, duAux.Data, default(WhereZero));
             var xc = sae.Config.ApplyBDecToInput ? ws.Xc : ws.Input;
-            var encoder = sae.Architecture.EncoderMatrices(sae.Config)[0];
-            ops.MatMul(xc, duAux, sae.Parameters.Gradient(encoder), GemmLayout.TN, 1f, 1f);
+            var gEnc = sae.Parameters.Gradient(sae.Architecture.EncoderMatrices(sae.Config)[0]).Data;
+            ops.SparseWeightGrad(
+                xc.Data,
+                duAux.Data,
+                duAux.Data,
+                codes.Data,
+                da.Data,
+                ws.AuxColIdx,
+                ws.AuxColCount,
+                gEnc,
+                gEnc,
+                sae.DecoderGradient.Data,
+                sparseArgs
+            );
+        }
+        else
+        {
+            ops.MatMul(da, sae.Decoder, psi, GemmLayout.NT);
+            ops.MatMul(codes, da, sae.DecoderGradient, GemmLayout.TN, 1f, 1f);
         }
         if (saeLens)
         {
