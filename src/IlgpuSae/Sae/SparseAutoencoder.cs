@@ -581,7 +581,7 @@ public sealed class SparseAutoencoder : IDisposable
 
         int b = ws.Batch,
             m = DSae;
-        var support = Architecture.SupportRows(ws);
+        var support = Architecture.SupportRows(this, ws);
         ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
         ops.CompactRows(support.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
