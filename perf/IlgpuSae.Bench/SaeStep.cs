@@ -127,13 +127,13 @@ internal static class SaeStep
             "- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up"
         );
         sb.AppendLine(
-            "- families: TopK/BatchTopK/Matryoshka run at k per row (their L0 from the first step, no AuxK: no latent is dead yet), dense and sparse; JumpReLU has no sparse path (its θ pseudo-derivative needs Φ just below θ too), so only its dense step at the placed active fraction; Matryoshka widths M/8, M/4, M/2, M"
+            "- families: TopK/BatchTopK/Matryoshka run at k per row (their L0 from the first step, no AuxK: no latent is dead yet), dense and sparse; JumpReLU dense and sparse at the placed active fraction (b_enc placed so that that fraction of rows clears θ = 0.001; its sparse support adds the kernel window (θ − ε/2, θ] with ε = 0.05, the rows just below that quantile); Matryoshka widths M/8, M/4, M/2, M"
         );
         sb.AppendLine(
             "- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)"
         );
         sb.AppendLine(
-            "- active: fraction of (row, feature) pairs with an open gate (f > 0 for standard); \"init\" is random initialisation, the others place each feature's bias at the quantile that leaves that fraction active; speed-up = dense step time / sparse step time at the same state"
+            "- active: fraction of (row, feature) pairs with an open gate (f > 0 for standard, f > 0 above θ for JumpReLU); \"init\" is random initialisation, the others place each feature's bias at the quantile that leaves that fraction active; speed-up = dense step time / sparse step time at the same state"
         );
         sb.AppendLine();
         sb.AppendLine(

@@ -306,6 +306,69 @@ public sealed partial class DeviceOps
         kernel(Stream, Items(b), b, Items(b), u, bEnc, theta, rows, m, onFeatures ? 1 : 0);
     }
 
+    internal void JumpReluSupport(
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> dead,
+        ArrayView<float> support,
+        int m,
+        float invBandwidth,
+        bool preAct
+    )
+    {
+        long n = u.Length;
+        if (
+            m <= 0
+            || n % m != 0
+            || n > int.MaxValue
+            || support.Length < n
+            || bEnc.Length != m
+            || theta.Length != m
+            || (preAct && dead.Length < m)
+        )
+        {
+            throw new ArgumentException(
+                $"JumpReluSupport: u[{u.Length}] support[{support.Length}] with M = {m}, "
+                    + $"b_enc[{bEnc.Length}] θ[{theta.Length}] dead[{dead.Length}]."
+            );
+        }
+
+        var kernel = Kernel(
+            "JumpReluSupport",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int,
+                    float,
+                    int
+                >(VariantKernels.JumpReluSupportKernel)
+        );
+        int count = (int)n;
+        kernel(
+            Stream,
+            Items(count),
+            count,
+            Items(count),
+            u,
+            bEnc,
+            theta,
+            preAct ? dead : theta,
+            support,
+            m,
+            invBandwidth,
+            preAct ? 1 : 0
+        );
+    }
+
     internal void JumpReluBackward(
         ArrayView<float> u,
         ArrayView<float> bEnc,

@@ -504,6 +504,44 @@ internal static class VariantKernels
     }
 
     /// <summary>
+    /// JumpReLU's sparse-path support, one item per element of [B, M]: <c>support[b, i] = 1</c> where
+    /// <see cref="JumpReluBackwardKernel"/> reads Φ or writes a non-zero dU, else 0. With
+    /// <c>z = U + b_enc</c> (float32, as the backward forms it) those are the entries whose scaled distance
+    /// <c>(z − θ)/ε</c> exceeds −½ — the active ones (<c>z &gt; θ</c>) and the kernel window below θ, in
+    /// which the θ pseudo-derivative (and the straight-through option) reads Φ; with θ &lt; ε/2 the window
+    /// takes in pre-activations at or below 0 as well — and, when <paramref name="preAct"/> is set, every
+    /// entry <c>z &lt; θ</c> of a latent with <c>dead[i] &gt; 0</c> (the pre-activation loss's dU). The step
+    /// on f reads neither Φ nor writes dU, so it adds nothing.
+    /// </summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void JumpReluSupportKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> u,
+        ArrayView<float> bEnc,
+        ArrayView<float> theta,
+        ArrayView<float> dead,
+        ArrayView<float> support,
+        int m,
+        float invBandwidth,
+        int preAct
+    )
+    {
+        for (int e = gridIndex; e < count; e += stride)
+        {
+            int i = e % m;
+            float z = u[e] + bEnc[i];
+            float t = theta[i];
+            // The same float32 expression as the backward's window test, so that the two agree bit for bit.
+            float scaled = (z - t) * invBandwidth;
+            bool reads = scaled > -0.5f || z > t;
+            bool preActWrites = preAct != 0 && dead[i] > 0f && t > z;
+            support[e] = reads || preActWrites ? 1f : 0f;
+        }
+    }
+
+    /// <summary>
     /// JumpReLU backward (Rajamanoharan et al. 2024, Eqs. 11-12; SAELens "step" sparsity), one item per
     /// feature walking the batch. With <c>z = U + b_enc</c>, <c>H = 1[z &gt; θ]</c> and the rectangle kernel
     /// <c>K = 1[|z − θ|/ε &lt; ½]</c>: <c>dU = H·Φ</c> (plus, with the straight-through option,

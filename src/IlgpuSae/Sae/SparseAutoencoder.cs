@@ -78,7 +78,8 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>
     /// With <see cref="TrainingPath.Auto"/>, the largest fraction of active (row, feature) pairs (gate open
     /// for gated,
-    /// f &gt; 0 for standard) for which the sparse path is used. Early in training most gates are open and
+    /// f &gt; 0 for standard, for JumpReLU its support: f &gt; 0 and the kernel window below θ) for which
+    /// the sparse path is used. Early in training most gates are open and
     /// the dense
     /// products win. Defaults to <see cref="DefaultSparseDensityThreshold"/> for the device.
     /// </summary>
@@ -652,7 +653,7 @@ public sealed class SparseAutoencoder : IDisposable
 
         int b = ws.Batch,
             m = DSae;
-        var support = Architecture.SupportRows(ws);
+        var support = Architecture.SupportRows(this, ws);
         ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
         ops.CompactRows(support.Data, ws.RowIdx.View, ws.RowCount.View, b, m);

@@ -212,6 +212,17 @@ public static class StepBenchmark
         var values = u.ToArray();
         var bias = new float[m];
         var column = new float[b];
+        // JumpReLU's active entries are z = U + b_enc > θ: its bias is placed relative to θ (0.001 at
+        // initialisation), so that exactly `keep` rows clear the threshold. The kernel window (θ − ε/2, θ]
+        // then holds the rows just below the quantile, a share of the support that grows with ε (and, with
+        // θ < ε/2 as at initialisation, reaches pre-activations below 0).
+        var offset =
+            sae.Architecture == SaeArchitecture.JumpRelu
+                ? sae
+                    .Parameters.Download()
+                    .AsSpan((int)sae.Parameters.Layout["threshold"].Offset, m)
+                    .ToArray()
+                : new float[m];
         int keep = Math.Clamp((int)Math.Round(fraction * b), 1, b);
         for (int i = 0; i < m; i++)
         {
@@ -226,7 +237,7 @@ public static class StepBenchmark
             // backend, or PyTorch in perf/) could flip it.
             float above = column[b - keep];
             float below = keep < b ? column[b - keep - 1] : above - 1f;
-            bias[i] = above > below ? -(0.5f * above + 0.5f * below) : -above + 1e-6f;
+            bias[i] = offset[i] + (above > below ? -(0.5f * above + 0.5f * below) : -above + 1e-6f);
         }
 
         var name = sae.Architecture.ActivationBias(sae.Config);

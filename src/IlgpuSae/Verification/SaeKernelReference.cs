@@ -121,6 +121,41 @@ public static class SaeKernelReference
     }
 
     /// <summary>
+    /// JumpReLU's sparse-path support: 1 where <c>(z − θ)/ε &gt; −½</c> with <c>z = U + b_enc</c> (the
+    /// active entries and the pseudo-derivative's window below θ) or, when <paramref name="preAct"/>, where
+    /// <c>z &lt; θ</c> for a latent with <c>dead[i] &gt; 0</c>; else 0.
+    /// </summary>
+    public static double[] JumpReluSupport(
+        float[] u,
+        float[] bEnc,
+        float[] threshold,
+        float[] dead,
+        int rows,
+        int m,
+        double bandwidth,
+        bool preAct
+    )
+    {
+        ArgumentNullException.ThrowIfNull(u);
+        ArgumentNullException.ThrowIfNull(bEnc);
+        ArgumentNullException.ThrowIfNull(threshold);
+        ArgumentNullException.ThrowIfNull(dead);
+        var support = new double[rows * m];
+        for (int b = 0; b < rows; b++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                double z = (double)u[b * m + i] + bEnc[i];
+                bool window = (z - threshold[i]) / bandwidth > -0.5;
+                bool below = preAct && dead[i] > 0 && z < threshold[i];
+                support[b * m + i] = window || below ? 1 : 0;
+            }
+        }
+
+        return support;
+    }
+
+    /// <summary>
     /// Gated encoder, Eqs. 6–7, on the shared projection U = X̃·W_enc [B, M]: <c>π_gate = U + b_gate</c>,
     /// <c>π_mag = e^{r_mag}·Um + b_mag</c>, <c>F = H(π_gate)·ReLU(π_mag)</c> and <c>A = ReLU(π_gate)</c> (the
     /// input of

@@ -43,6 +43,9 @@ public sealed class SaeKernelTests(DeviceFixture devices)
 
     public static TheoryData<Target, int, int> JumpReluEncodeCases() => Cases(ElementShapes);
 
+    public static TheoryData<Target, string, int, int> JumpReluSupportCases() =>
+        Cases(["window", "window, pre-activation loss"], ElementShapes);
+
     public static TheoryData<Target, string, int, int> GatedEncodeCases() =>
         Cases(GatedVariants, ElementShapes);
 
@@ -150,6 +153,69 @@ public sealed class SaeKernelTests(DeviceFixture devices)
                 "SAE",
                 tf.ToArray(),
                 SaeKernelReference.JumpReluEncode(u, bEnc, threshold, rows, m),
+                Tolerance.Exact
+            )
+            .ShouldPass(target, seed);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(JumpReluSupportCases))]
+    public void JumpReluSupportKernel_matches_its_double_reference(
+        Target target,
+        string variant,
+        int rows,
+        int m
+    )
+    {
+        var device = devices.Get(target);
+        bool preAct = variant.Contains("pre-activation", StringComparison.Ordinal);
+        int seed = Seed(target, "JumpReluSupport", variant, rows, m);
+        var random = new Random(seed);
+        // ε a power of two and the data on a 1/1024 grid: z − θ and (z − θ)/ε are exact in float32, so the
+        // window's edges can be hit exactly.
+        const float bandwidth = 0.25f;
+        var u = Quantized(random, rows * m);
+        var bEnc = Quantized(random, m);
+        var threshold = Quantized(random, m, positive: true);
+        for (int i = 0; i < m; i++)
+        {
+            // some θ < ε/2, still on the grid
+            threshold[i] =
+                i % 3 == 0 ? MathF.Max(1, MathF.Round(threshold[i] * 102.4f)) / 1024 : threshold[i];
+        }
+
+        var dead = Enumerable.Range(0, m).Select(i => i % 2 == 0 ? 1f : 0f).ToArray();
+        for (int e = 0; e < u.Length; e++)
+        {
+            // z exactly on θ, on the window's lower edge θ − ε/2 (outside: strict) and just inside it.
+            int i = e % m;
+            switch (random.Next(5))
+            {
+                case 0:
+                    u[e] = threshold[i] - bEnc[i];
+                    break;
+                case 1:
+                    u[e] = threshold[i] - bandwidth / 2 - bEnc[i];
+                    break;
+                case 2:
+                    u[e] = threshold[i] - bandwidth / 2 + 1f / 1024 - bEnc[i];
+                    break;
+            }
+        }
+
+        using var tu = device.Upload(u, rows, m);
+        using var tb = device.Upload(bEnc, 1, m);
+        using var tt = device.Upload(threshold, 1, m);
+        using var td = device.Upload(dead, 1, m);
+        using var ts = Poisoned(device, rows, m);
+        device.Ops.JumpReluSupport(tu.Data, tb.Data, tt.Data, td.Data, ts.Data, m, 1f / bandwidth, preAct);
+
+        KernelChecks
+            .Compare(
+                $"JumpReluSupport {variant} {rows}x{m}",
+                "SAE",
+                ts.ToArray(),
+                SaeKernelReference.JumpReluSupport(u, bEnc, threshold, dead, rows, m, bandwidth, preAct),
                 Tolerance.Exact
             )
             .ShouldPass(target, seed);

@@ -180,6 +180,39 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             },
             null
         );
+
+        // The wide band ε = 0.8 puts every θ (0.05 … 0.35, see Generate) below ε/2: the kernel window then
+        // reaches pre-activations at and below 0, which the sparse path's support must hold too.
+        yield return new(
+            "jumprelu-step-ste-wide",
+            Config(SaeArchitecture.JumpRelu),
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining { Bandwidth = 0.8f, SteToInput = true },
+            },
+            null
+        );
+        yield return new(
+            "jumprelu-target-l0-pre-wide",
+            Config(SaeArchitecture.JumpRelu) with
+            {
+                ApplyBDecToInput = false,
+            },
+            new()
+            {
+                L1Coefficient = 0.3f,
+                JumpRelu = new JumpReluTraining
+                {
+                    Bandwidth = 0.8f,
+                    LogThreshold = false,
+                    Sparsity = JumpReluSparsity.TargetL0,
+                    TargetL0 = 1.5f,
+                    StepInput = JumpReluStepInput.PreActivation,
+                },
+            },
+            null
+        );
     }
 
     private static IEnumerable<(string Name, SaeConfig Config)> RescaledConfigs(
@@ -227,10 +260,7 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             foreach (var c in Cases(4, 8))
             {
                 data.Add(t, c.Name, TrainingPath.Dense);
-                if (c.Config.Architecture != SaeArchitecture.JumpRelu)
-                {
-                    data.Add(t, c.Name, TrainingPath.Sparse);
-                }
+                data.Add(t, c.Name, TrainingPath.Sparse);
             }
         }
 
@@ -610,6 +640,24 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         if (c.Options.AuxK is not null)
         {
             pass.Aux.Count(v => v != 0).Should().BeGreaterThan(0, "the case must exercise AuxK");
+        }
+
+        if (c.Config.Architecture == SaeArchitecture.JumpRelu)
+        {
+            // The sparse path's hard corners must be in the data: inactive entries within ε/2 below θ
+            // (in the support, Φ read there), and with θ < ε/2 such entries at or below z = 0.
+            var theta = p["threshold"];
+            double eps = c.Options.JumpRelu.Bandwidth;
+            int m = c.Config.DSae;
+            var band = pass
+                .Pre.Select((z, t) => (Z: z, Theta: theta[t % m]))
+                .Where(e => e.Z <= e.Theta && (e.Z - e.Theta) / eps > -0.5)
+                .ToArray();
+            band.Should().NotBeEmpty("some inactive entries must lie in the window below θ");
+            if (c.Name.EndsWith("-wide", StringComparison.Ordinal))
+            {
+                band.Should().Contain(e => e.Z <= 0, "with θ < ε/2 the window reaches z ≤ 0");
+            }
         }
 
         loss.Total.Should().BeApproximately(pass.Loss, TestTolerances.SaeLoss.Bound(pass.Loss), "loss");

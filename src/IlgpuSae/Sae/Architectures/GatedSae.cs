@@ -79,7 +79,7 @@ public sealed class GatedSae : SaeArchitecture
     }
 
     /// <inheritdoc/>
-    public override MatrixView SupportRows(SaeWorkspace ws)
+    public override MatrixView SupportRows(SparseAutoencoder sae, SaeWorkspace ws)
     {
         ArgumentNullException.ThrowIfNull(ws);
         return ws.A;

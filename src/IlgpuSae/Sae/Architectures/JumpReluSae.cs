@@ -44,10 +44,54 @@ public sealed class JumpReluSae : SaeArchitecture
     public override bool PenaltyCountsActive => true;
 
     /// <summary>
-    /// False: the θ pseudo-derivative needs Φ at inactive entries within ε/2 below θ as well, which the
-    /// sparse path does not compute.
+    /// True, with the support of <see cref="SupportRows"/>: besides the active entries it holds the inactive
+    /// ones within ε/2 below θ, where the θ pseudo-derivative (and the straight-through option) reads Φ, and,
+    /// with the pre-activation loss, every entry below θ of a dead latent, whose dU that loss writes. Those
+    /// dead latents' columns are so taken in whole (every entry is below θ or in the window above θ − ε/2):
+    /// simpler than a dense fallback for the step, exact, and still sparse while few latents are dead; with
+    /// <see cref="PreActLatents.All"/> the support is dense and <see cref="TrainingPath.Auto"/> takes the
+    /// dense path. The element-wise backward itself stays one dense pass over [B, M], correct with Φ zero
+    /// outside the support because it reads Φ only inside it.
     /// </summary>
-    public override bool SupportsSparsePath => false;
+    public override bool SupportsSparsePath => true;
+
+    /// <summary>
+    /// Writes JumpReLU's support into <see cref="SaeWorkspace.DU"/> and returns it: 1 where
+    /// <c>(z − θ)/ε &gt; −½</c> (z = U + b_enc, the pre-activation the backward's window sees, for every
+    /// sparsity: the step, tanh, target-L0 with the step on f or on z; the step on f reads no Φ), and, with
+    /// the pre-activation loss, where <c>z &lt; θ</c> for a dead latent (its dead mask is computed here, and
+    /// again, identically, by <see cref="Backward"/>). A feature with θ &lt; ε/2 has its window reach below
+    /// z = 0, so its support may be dense; the density test of <see cref="TrainingPath.Auto"/> sees that.
+    /// dU is free here: nothing reads it before <see cref="Backward"/>, whose kernel writes every element of
+    /// it, on the sparse path and on the dense one that <see cref="TrainingPath.Auto"/> may still choose
+    /// after the compaction.
+    /// </summary>
+    public override MatrixView SupportRows(SparseAutoencoder sae, SaeWorkspace ws)
+    {
+        ArgumentNullException.ThrowIfNull(sae);
+        ArgumentNullException.ThrowIfNull(ws);
+        var jump = ws.Loss?.JumpRelu ?? new JumpReluTraining();
+        var p = sae.Parameters;
+        int m = sae.DSae;
+        bool preAct = jump.PreActCoefficient > 0;
+        var dead = Extra(ws, m).Data.SubView(0, m);
+        if (preAct)
+        {
+            DeadMask(sae, jump, dead);
+        }
+
+        sae.Device.Ops.JumpReluSupport(
+            ws.U.Data,
+            p["b_enc"].Data,
+            p["threshold"].Data,
+            dead,
+            ws.DU.Data,
+            m,
+            1f / jump.Bandwidth,
+            preAct
+        );
+        return ws.DU;
+    }
 
     /// <inheritdoc/>
     public override void AddTensors(ParameterLayout layout, SaeConfig config)

@@ -69,7 +69,9 @@ public abstract class SaeArchitecture
 
     /// <summary>
     /// Whether the sparse training path applies: the support of <see cref="SupportRows"/> must contain every
-    /// non-zero of the stacked feature rows, and the element-wise backward must vanish outside it.
+    /// non-zero of the stacked feature rows and every entry at which the element-wise backward reads Φ or Ψ
+    /// (the sparse path computes them on the support only, zero elsewhere) or writes a non-zero dU or dUm
+    /// (the sparse weight gradients sum over the support only).
     /// </summary>
     public virtual bool SupportsSparsePath => true;
 
@@ -135,11 +137,14 @@ public abstract class SaeArchitecture
     public abstract void Activate(SparseAutoencoder sae, SaeWorkspace ws);
 
     /// <summary>
-    /// The [B, M] rows whose positive entries are the active (row, feature) pairs of the sparse path and of
-    /// the
-    /// density estimate (the gate for gated SAEs, the features otherwise).
+    /// The [B, M] rows whose positive entries are the (row, feature) pairs of the sparse path and of the
+    /// density estimate (see <see cref="SupportsSparsePath"/>): the gate for gated SAEs, the features for
+    /// most families, JumpReLU's own support map. Called after <see cref="Activate"/> on a training step
+    /// that may go sparse, and read only by the compaction before the decoder; a family that computes its
+    /// support may write it into a [B, M] buffer that is free until its <see cref="Backward"/> (JumpReLU uses
+    /// <see cref="SaeWorkspace.DU"/>, which its backward then overwrites in full).
     /// </summary>
-    public virtual MatrixView SupportRows(SaeWorkspace ws)
+    public virtual MatrixView SupportRows(SparseAutoencoder sae, SaeWorkspace ws)
     {
         ArgumentNullException.ThrowIfNull(ws);
         return ws.F;
