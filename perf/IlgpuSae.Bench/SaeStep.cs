@@ -25,6 +25,11 @@ internal static class SaeStep
             .Split(',');
         int steps = int.Parse(options.GetValueOrDefault("steps", "3"), CultureInfo.InvariantCulture);
         string? outPath = options.GetValueOrDefault("out");
+        // --aux-dead f: the TopK family with AuxK on, a fraction f of the latents dead.
+        double auxDead = double.Parse(
+            options.GetValueOrDefault("aux-dead", "0"),
+            CultureInfo.InvariantCulture
+        );
         var blas = OpenBlas.TryDescribe();
         using var device = SaeDevice.Create(backend);
         var rows = new List<string>();
@@ -85,7 +90,8 @@ internal static class SaeStep
                         b,
                         steps,
                         path: path,
-                        activeFraction: active
+                        activeFraction: active,
+                        auxDeadFraction: topK ? auxDead : 0
                     );
                     if ((active is not null || topK) && path == TrainingPath.Dense)
                     {
@@ -96,7 +102,7 @@ internal static class SaeStep
                     var row = string.Create(
                         CultureInfo.InvariantCulture,
                         $"| {SaeFiles.ArchitectureName(arch)} | {d} | {m} | {b} | {(t.Sparse ? "sparse" : "dense")} | "
-                            + $"{(topK ? $"k = {k} ({k * 100.0 / m:0.0#} %)" : double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | "
+                            + $"{(topK ? $"k = {k} ({k * 100.0 / m:0.0#} %){(auxDead > 0 ? $", AuxK, {auxDead * 100:0.#} % dead" : "")}" : double.IsNaN(t.Density) ? (active is null ? "init (~50 %)" : $"{active * 100:0.#} %") : $"{t.Density * 100:0.0} %")} | "
                             + $"{t.SecondsPerStep * 1e3:0.0} | {t.TokensPerSecond:0} | {t.Gflops:0.00} | {blasGflops:0.0} | {rooflineTokens:0} | "
                             + $"{t.TokensPerSecond / rooflineTokens * 100:0.00} % | "
                             + $"{(path == TrainingPath.Sparse ? (denseSeconds / t.SecondsPerStep).ToString("0.00", CultureInfo.InvariantCulture) + "×" : "")} | {t.Plan.ToString().Split(" = ")[0]} |"
@@ -127,7 +133,15 @@ internal static class SaeStep
             "- step: forward + backward (dense path) + decoder projection + Adam + renormalisation, median of the timed steps after one warm-up"
         );
         sb.AppendLine(
-            "- families: TopK/BatchTopK/Matryoshka run at k per row (their L0 from the first step, no AuxK: no latent is dead yet), dense and sparse; JumpReLU dense and sparse at the placed active fraction (b_enc placed so that that fraction of rows clears θ = 0.001; its sparse support adds the kernel window (θ − ε/2, θ] with ε = 0.05, the rows just below that quantile); Matryoshka widths M/8, M/4, M/2, M"
+            auxDead > 0
+                ? string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"- AuxK (--aux-dead {auxDead}): every {Math.Max(1, (int)Math.Round(1 / auxDead))}-th latent dead (SAELens counting: dead whether or not it fires in the batch), k_aux = d/2, α = 1/32; the sparse rows run the aux decode, Ψa and the aux weight gradients over the aux codes' index lists"
+                )
+                : "- AuxK: off (no latent is dead yet; --aux-dead f marks a fraction f dead)"
+        );
+        sb.AppendLine(
+            "- families: TopK/BatchTopK/Matryoshka run at k per row (their L0 from the first step), dense and sparse; JumpReLU dense and sparse at the placed active fraction (b_enc placed so that that fraction of rows clears θ = 0.001; its sparse support adds the kernel window (θ − ε/2, θ] with ε = 0.05, the rows just below that quantile); Matryoshka widths M/8, M/4, M/2, M"
         );
         sb.AppendLine(
             "- dense FLOPs per step: standard 10·B·d·M, gated 14·B·d·M (GFLOP/s of the sparse rows count those dense-equivalent FLOPs); roofline = those FLOPs at the measured cblas_sgemm rate (B×M×d)"
