@@ -43,8 +43,8 @@ internal struct ThresholdArgs
 {
     public int SaeLens; // 1: θ ← (1−η)θ + η·m every step from θ₀ = 0; 0: EMA β after a start step
     public float Rate; // η (SAELens) or β (dictionary_learning)
-    public long Step;
-    public long StartStep;
+    public long Step; // 1-based (SparseAutoencoder.TrainingStep)
+    public long StartStep; // dictionary_learning: update when its 0-based step, Step − 1, exceeds this
 }
 
 /// <summary>AuxK, BatchTopK-threshold, Matryoshka-prefix and JumpReLU-training kernels.</summary>
@@ -394,7 +394,8 @@ internal static class VariantKernels
     /// <summary>
     /// One update of the BatchTopK inference threshold from the batch's smallest positive activation
     /// <c>m = minPositive[0]</c> (+∞ when none). SAELens: skip without positives, else
-    /// <c>θ ← (1−η)·θ + η·m</c> starting from θ = 0. dictionary_learning: only after the start step,
+    /// <c>θ ← (1−η)·θ + η·m</c> starting from θ = 0. dictionary_learning: only once the 0-based step
+    /// exceeds the start step (<c>step &gt; threshold_start_step</c>, trainers/batch_top_k.py),
     /// <c>m := 0</c> without positives, the first update sets θ = m (θ &lt; 0 marks "unset"), later
     /// <c>θ ← β·θ + (1−β)·m</c>. A single work item.
     /// </summary>
@@ -422,7 +423,7 @@ internal static class VariantKernels
                 theta[0] = (1f - p.Rate) * current + p.Rate * m;
             }
         }
-        else if (p.Step > p.StartStep)
+        else if (p.Step - 1 > p.StartStep)
         {
             float v = any ? m : 0f;
             theta[0] = t < 0f ? v : p.Rate * t + (1f - p.Rate) * v;

@@ -325,6 +325,7 @@ public sealed record SaeRecipe
                         Sparsity = JumpReluSparsity.TargetL0,
                         TargetL0 = 20f,
                         StepInput = JumpReluStepInput.Features,
+                        ClampThreshold = false,
                     },
                 },
             };

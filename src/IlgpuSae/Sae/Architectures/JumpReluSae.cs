@@ -37,7 +37,8 @@ public sealed class JumpReluSae : SaeArchitecture
 
     private static DeviceTensor Extra(SaeWorkspace ws, int m) => ws.Scratch(ExtraName, 1, 2 * m + 1);
 
-    /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
+    /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step (unless
+    /// <see cref="JumpReluTraining.ClampThreshold"/> is off, as in dictionary_learning's mode).</summary>
     public const float MinimumThreshold = 1e-6f;
 
     /// <inheritdoc/>
@@ -277,7 +278,7 @@ public sealed class JumpReluSae : SaeArchitecture
         {
             ops.Map(theta, theta, default(Exp));
         }
-        else
+        else if (options.JumpRelu.ClampThreshold)
         {
             ops.Map(theta, theta, new ClampMin(MinimumThreshold));
         }
