@@ -6,6 +6,7 @@ No dictionary_learning code is here: its trainer modules are imported from a che
   python3 dl_one_step.py gen CASE.json            init folder (cfg.json + sae_weights.safetensors) and x.npy
   python3 dl_one_step.py dl CASE.json --dl PATH   DL's trainer.update(step, x) for every step -> dl.npz
   python3 dl_one_step.py cmp CASE.json OURS       compare the SAE folder OURS with dl.npz (JSON on stdout)
+  (dl --float64 and cmp --reference dl-float64.npz OURS|dl.npz: the float32 rounding floor of either side)
 
 Every step of both sides trains on the same batch x (our data file holds exactly one batch).
 """
@@ -116,7 +117,7 @@ def gen(case_path):
     np.save(os.path.join(here, "x.npy"), x)
 
 
-def run_dl(case_path, checkout):
+def run_dl(case_path, checkout, float64=False):
     c = json.load(open(case_path))
     mods = load_dl(checkout)
     here = os.path.dirname(os.path.abspath(case_path))
@@ -173,18 +174,25 @@ def run_dl(case_path, checkout):
         def params():
             return {name: getattr(ae, name).detach().numpy() for name in names}
 
+    if float64:  # the float-rounding floor: DL in double precision (parameters converted in place)
+        ae.double()
+        x = x.double()
     dead = []
     for step in range(steps):
         trainer.update(step, x.clone())
         dead.append(int(getattr(trainer, "dead_features", -1)))
-    np.savez(os.path.join(here, "dl.npz"), **{k: np.array(v, np.float32) for k, v in params().items()})
+    name = "dl-float64.npz" if float64 else "dl.npz"
+    np.savez(os.path.join(here, name), **{k: np.array(v, np.float64 if float64 else np.float32) for k, v in params().items()})
     json.dump({"dead_per_step": dead}, open(os.path.join(here, "dl-info.json"), "w"))
 
 
-def compare(case_path, ours_folder, atol=1e-6):
+def compare(case_path, ours_folder, atol=1e-6, reference="dl.npz"):
     here = os.path.dirname(os.path.abspath(case_path))
-    ref = dict(np.load(os.path.join(here, "dl.npz")))
-    ours = st_read(os.path.join(ours_folder, "sae_weights.safetensors"))
+    ref = dict(np.load(os.path.join(here, reference)))
+    if ours_folder.endswith(".npz"):  # another DL result, e.g. float32 against float64
+        ours = dict(np.load(os.path.join(here, ours_folder)))
+    else:
+        ours = st_read(os.path.join(ours_folder, "sae_weights.safetensors"))
     init = st_read(os.path.join(here, "init", "sae_weights.safetensors"))
     result = {}
     for name, r in ref.items():
@@ -205,15 +213,17 @@ def main():
     parser.add_argument("case")
     parser.add_argument("ours", nargs="?")
     parser.add_argument("--dl", help="a dictionary_learning checkout (the folder holding dictionary_learning/)")
+    parser.add_argument("--float64", action="store_true", help="dl: run DL in double precision (dl-float64.npz)")
+    parser.add_argument("--reference", default="dl.npz", help="cmp: the reference (dl.npz or dl-float64.npz)")
     args = parser.parse_args()
     if args.command == "gen":
         gen(args.case)
     elif args.command == "dl":
         if not args.dl:
             parser.error("dl needs --dl PATH")
-        run_dl(args.case, args.dl)
+        run_dl(args.case, args.dl, args.float64)
     else:
-        compare(args.case, args.ours)
+        compare(args.case, args.ours, reference=args.reference)
 
 
 if __name__ == "__main__":

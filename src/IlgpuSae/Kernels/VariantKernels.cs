@@ -36,6 +36,7 @@ internal struct FamilyBackwardArgs
     public int TargetL0; // JumpReLU: 1 = dictionary_learning's λ·(l0/T − 1)², T = 1/InvTargetL0
     public float InvTargetL0;
     public int StepOnFeatures; // JumpReLU: 1 = the L0 step sees f (dictionary_learning), 0 = z
+    public int NoRelu; // JumpReLU: 1 = f = z·1[z > θ] without ReLU (dictionary_learning's training forward)
 }
 
 /// <summary>Arguments of <see cref="VariantKernels.ThresholdUpdateKernel"/>.</summary>
@@ -472,7 +473,8 @@ internal static class VariantKernels
 
     /// <summary>
     /// The L0 count of dictionary_learning's target-L0 loss per row, one item per row:
-    /// <c>rows[b] = Σ_i 1[s_bi &gt; θ_i]</c> with <c>s = f = z·1[z &gt; θ]·1[z &gt; 0]</c>
+    /// <c>rows[b] = Σ_i 1[s_bi &gt; θ_i]</c> with <c>s = f = z·1[z &gt; θ]·1[z &gt; 0]</c> (without the
+    /// last factor when <paramref name="relu"/> = 0, dictionary_learning's training forward)
     /// (<paramref name="onFeatures"/> = 1: dictionary_learning's <c>StepFunction.apply(f, θ, ε)</c>) or
     /// <c>s = z</c> (0: the step on the pre-activation), <c>z = U + b_enc</c>.
     /// </summary>
@@ -486,7 +488,8 @@ internal static class VariantKernels
         ArrayView<float> theta,
         ArrayView<float> rows,
         int m,
-        int onFeatures
+        int onFeatures,
+        int relu
     )
     {
         for (int b = gridIndex; b < count; b += stride)
@@ -496,7 +499,7 @@ internal static class VariantKernels
             {
                 float z = u[b * m + i] + bEnc[i];
                 float t = theta[i];
-                float s = onFeatures != 0 ? (z > t && z > 0f ? z : 0f) : z;
+                float s = onFeatures != 0 ? (z > t && (relu == 0 || z > 0f) ? z : 0f) : z;
                 n += s > t ? 1f : 0f;
             }
 
@@ -563,7 +566,7 @@ internal static class VariantKernels
                 int e = b * p.M + i;
                 float z = u[e] + bias;
                 float ph = phi[e];
-                float f = z > t && z > 0f ? z : 0f;
+                float f = z > t && (p.NoRelu != 0 || z > 0f) ? z : 0f;
                 if (p.Tanh != 0)
                 {
                     // ∂/∂f of (λ/B)·tanh(c·f·n): (λ/B)·c·n·sech²(c·f·n); the decoder-norm part goes to sums.

@@ -160,6 +160,14 @@ public sealed record JumpReluTraining
     public bool ClampThreshold { get; init; } = true;
 
     /// <summary>
+    /// The training forward's <c>f = ReLU(z)·1[z &gt; θ]</c> (true, default: SAELens) or <c>z·1[z &gt; θ]</c>
+    /// (false: dictionary_learning's <c>JumpReLUFunction</c> in trainers/jumprelu.py, whose pre-activation
+    /// has no ReLU). They differ only where θ &lt; 0, which an unclamped raw θ can reach; encoding outside
+    /// training keeps the ReLU (dictionary_learning's <c>JumpReluAutoEncoder.encode</c> has it).
+    /// </summary>
+    public bool TrainingRelu { get; init; } = true;
+
+    /// <summary>
     /// The sparsity term: <see cref="JumpReluSparsity.Step"/> (default, an L0 penalty) or
     /// <see cref="JumpReluSparsity.Tanh"/> (Anthropic's <c>λ·Σ_i tanh(c·f_i·‖W_dec[i]‖)</c>, SAELens
     /// <c>jumprelu_sparsity_loss_mode="tanh"</c>).

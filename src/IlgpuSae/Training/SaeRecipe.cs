@@ -326,6 +326,7 @@ public sealed record SaeRecipe
                         TargetL0 = 20f,
                         StepInput = JumpReluStepInput.Features,
                         ClampThreshold = false,
+                        TrainingRelu = false,
                     },
                 },
             };

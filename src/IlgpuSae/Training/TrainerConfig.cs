@@ -130,6 +130,11 @@ public sealed class TrainerConfig
             {
                 Put("jumprelu_clamp_threshold", false);
             }
+
+            if (!o.Loss.JumpRelu.TrainingRelu)
+            {
+                Put("jumprelu_training_relu", false);
+            }
             Put("jumprelu_ste_to_input", o.Loss.JumpRelu.SteToInput);
             if (o.Loss.JumpRelu.Sparsity == JumpReluSparsity.Tanh)
             {

@@ -317,6 +317,7 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
                     TargetL0 = 20f,
                     StepInput = JumpReluStepInput.Features,
                     ClampThreshold = false,
+                    TrainingRelu = false,
                 }
             );
         var schedule = new TrainingSchedule(o);

@@ -114,6 +114,64 @@ public sealed class DictionaryLearningStepTests(DeviceFixture devices)
     }
 
     [Fact]
+    public void The_dictionary_learning_JumpReLU_training_forward_has_no_ReLU_below_a_negative_threshold()
+    {
+        // jumprelu.py: f = JumpReLUFunction(x @ W_enc + b_enc, θ) = z·1[z > θ], no ReLU; with θ = −0.5 and
+        // z = −0.25 every latent is active with f = −0.25, where SAELens's ReLU(z)·1[z > θ] gives 0.
+        const int d = 4,
+            m = 8,
+            rows = 3;
+        var recipe = SaeRecipe.Parse("jumprelu", "dictionary-learning");
+        var options = recipe.Apply(new TrainerOptions { Steps = 10 }, dIn: d);
+        options.Loss.JumpRelu.TrainingRelu.Should().BeFalse();
+        using var sae = recipe.Create(Cpu, d, m, options);
+        Cpu.Ops.Fill(sae.Parameters["W_enc"].Data, 0f);
+        Cpu.Ops.Fill(sae.Parameters["b_enc"].Data, -0.25f);
+        Cpu.Ops.Fill(sae.Parameters["threshold"].Data, -0.5f);
+        var x = new float[rows * d];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (i % 5) * 0.3f - 0.5f;
+        }
+
+        var wDec = SaeTestData.Read(sae, "W_dec");
+        var bDec = SaeTestData.Read(sae, "b_dec");
+        double Mse(double f)
+        {
+            double sum = 0;
+            for (int b = 0; b < rows; b++)
+            {
+                for (int j = 0; j < d; j++)
+                {
+                    double xhat = bDec[j];
+                    for (int i = 0; i < m; i++)
+                    {
+                        xhat += f * wDec[i * d + j];
+                    }
+
+                    sum += (x[b * d + j] - xhat) * (x[b * d + j] - xhat);
+                }
+            }
+
+            return sum / rows;
+        }
+
+        using var tx = Cpu.Upload(x, rows, d, "x");
+        sae.TrainingStep = 1;
+        var noRelu = sae.ComputeGradients(tx, options.Loss, computeLoss: true)!;
+        noRelu.Mse.Should().BeApproximately(Mse(-0.25), 1e-4 * Mse(-0.25));
+        var withRelu = sae.ComputeGradients(
+            tx,
+            options.Loss with
+            {
+                JumpRelu = options.Loss.JumpRelu with { TrainingRelu = true },
+            },
+            computeLoss: true
+        )!;
+        withRelu.Mse.Should().BeApproximately(Mse(0), 1e-4 * Mse(0));
+    }
+
+    [Fact]
     public void The_threshold_estimator_updates_only_after_its_zero_based_start_step()
     {
         // batch_top_k.py: `if step > self.threshold_start_step: self.update_threshold(f)`, step 0-based;

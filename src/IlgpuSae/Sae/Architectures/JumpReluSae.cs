@@ -75,7 +75,16 @@ public sealed class JumpReluSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var p = sae.Parameters;
-        sae.Device.Ops.JumpReluEncode(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, ws.F.Data, sae.DSae);
+        // Training in dictionary_learning's mode: its JumpReLUFunction has no ReLU (differs where θ < 0).
+        bool relu = ws.Loss?.JumpRelu.TrainingRelu ?? true;
+        sae.Device.Ops.JumpReluEncode(
+            ws.U.Data,
+            p["b_enc"].Data,
+            p["threshold"].Data,
+            ws.F.Data,
+            sae.DSae,
+            relu
+        );
     }
 
     /// <inheritdoc/>
@@ -113,7 +122,15 @@ public sealed class JumpReluSae : SaeArchitecture
         {
             // The batch's L0, Σ_b Σ_i H(s_bi − θ_i), before any latent's gradient: it couples them all.
             var rows = ws.Scratch(StepCountName, 1, ws.Batch);
-            ops.JumpReluStepCount(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, rows.Data, m, onFeatures);
+            ops.JumpReluStepCount(
+                ws.U.Data,
+                p["b_enc"].Data,
+                p["threshold"].Data,
+                rows.Data,
+                m,
+                onFeatures,
+                jump.TrainingRelu
+            );
             ops.ReduceRows<Sum>(rows.View, extra.Data.SubView(2L * m, 1));
         }
 
@@ -142,6 +159,7 @@ public sealed class JumpReluSae : SaeArchitecture
                 TargetL0 = targetL0 ? 1 : 0,
                 InvTargetL0 = 1f / jump.TargetL0,
                 StepOnFeatures = onFeatures ? 1 : 0,
+                NoRelu = jump.TrainingRelu ? 0 : 1,
             }
         );
         if (preAct)
