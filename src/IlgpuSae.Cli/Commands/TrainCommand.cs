@@ -448,7 +448,11 @@ internal static class TrainCommand
             : parse.GetValue(o.Init) is { } initPath
                 ? WithMetadata(
                     recipe.LoadInitial(sourceDevice, initPath, data.Dim, parse.GetValue(o.DSae)),
-                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
+                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath },
+                    recipeSubtractsBDec: !(
+                        recipe.Architecture == SaeArchitecture.JumpRelu
+                        && recipe.Mode == TrainingRecipe.DictionaryLearning
+                    )
                 )
             : recipe.Create(sourceDevice, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
         FeatureShards? shards = null;
@@ -533,16 +537,28 @@ internal static class TrainCommand
     /// </summary>
     private static SparseAutoencoder WithMetadata(
         SparseAutoencoder loaded,
-        IReadOnlyDictionary<string, object?> metadata
+        IReadOnlyDictionary<string, object?> metadata,
+        bool recipeSubtractsBDec = true
     )
     {
         try
         {
+            // dictionary_learning's JumpReluTrainer never subtracts b_dec from the input (jumprelu.py,
+            // loss): in that mode an --init SAE saved with apply_b_dec_to_input trains and saves without it.
+            bool subtract = loaded.Config.ApplyBDecToInput && recipeSubtractsBDec;
+            if (loaded.Config.ApplyBDecToInput && !subtract)
+            {
+                Console.Error.WriteLine(
+                    "warning: the --init SAE subtracts b_dec from its input; this mode's trainer does not (dictionary_learning's JumpReluTrainer), so it trains and saves with apply_b_dec_to_input false."
+                );
+            }
+
             var fresh = SparseAutoencoder.CreateEmpty(
                 loaded.Device,
                 loaded.Config with
                 {
                     Metadata = metadata,
+                    ApplyBDecToInput = subtract,
                 }
             );
             fresh.CopyParametersFrom(loaded);

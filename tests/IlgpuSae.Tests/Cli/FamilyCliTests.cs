@@ -328,6 +328,25 @@ public sealed class FamilyCliTests : IDisposable
     }
 
     [Fact]
+    public void A_dictionary_learning_JumpReLU_run_from_init_does_not_subtract_b_dec()
+    {
+        // jumprelu.py's loss encodes x @ W_enc + b_enc: an --init SAE saved with apply_b_dec_to_input (the
+        // saelens mode's) trains without it, with a warning, and is saved so.
+        var first = Run(Train("jumprelu", "jr-init", ["--mode", "saelens"]));
+        first.Code.Should().Be(0, first.Err);
+        ApplyBDec("jr-init").Should().BeTrue();
+        var next = Run(Train("jumprelu", "jr-dl", ["--mode", "dictionary-learning", "--init", P("jr-init")]));
+        next.Code.Should().Be(0, next.Err);
+        next.Err.Should().Contain("apply_b_dec_to_input false");
+        ApplyBDec("jr-dl").Should().BeFalse();
+    }
+
+    private bool ApplyBDec(string folder) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(P(folder), "cfg.json")))![
+            "apply_b_dec_to_input"
+        ]!.GetValue<bool>();
+
+    [Fact]
     public void Bad_family_settings_are_clear_errors_and_write_nothing()
     {
         var cases = new (string Arch, string[] Extra, string Message)[]
