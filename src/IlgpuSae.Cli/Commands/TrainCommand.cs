@@ -387,7 +387,7 @@ internal static class TrainCommand
 
         var options = recipe.Apply(o.ToTrainerOptions(parse, steps), data.Dim);
         options = o.WithExplicitOverrides(parse, options, recipe);
-        foreach (var warning in TrainingWarnings.For(options, data.Rows))
+        foreach (var warning in TrainingWarnings.For(options, data.Rows, recipe.Architecture))
         {
             Console.Error.WriteLine($"warning: {warning}");
         }
@@ -450,7 +450,11 @@ internal static class TrainCommand
             : parse.GetValue(o.Init) is { } initPath
                 ? WithMetadata(
                     recipe.LoadInitial(sourceDevice, initPath, data.Dim, parse.GetValue(o.DSae)),
-                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath }
+                    new Dictionary<string, object?>(metadata) { ["initialized_from"] = initPath },
+                    recipeSubtractsBDec: !(
+                        recipe.Architecture == SaeArchitecture.JumpRelu
+                        && recipe.Mode == TrainingRecipe.DictionaryLearning
+                    )
                 )
             : recipe.Create(sourceDevice, data.Dim, parse.GetValue(o.DSae)!.Value, options, metadata);
         FeatureShards? shards = null;
@@ -535,16 +539,28 @@ internal static class TrainCommand
     /// </summary>
     private static SparseAutoencoder WithMetadata(
         SparseAutoencoder loaded,
-        IReadOnlyDictionary<string, object?> metadata
+        IReadOnlyDictionary<string, object?> metadata,
+        bool recipeSubtractsBDec = true
     )
     {
         try
         {
+            // dictionary_learning's JumpReluTrainer never subtracts b_dec from the input (jumprelu.py,
+            // loss): in that mode an --init SAE saved with apply_b_dec_to_input trains and saves without it.
+            bool subtract = loaded.Config.ApplyBDecToInput && recipeSubtractsBDec;
+            if (loaded.Config.ApplyBDecToInput && !subtract)
+            {
+                Console.Error.WriteLine(
+                    "warning: the --init SAE subtracts b_dec from its input; this mode's trainer does not (dictionary_learning's JumpReluTrainer), so it trains and saves with apply_b_dec_to_input false."
+                );
+            }
+
             var fresh = SparseAutoencoder.CreateEmpty(
                 loaded.Device,
                 loaded.Config with
                 {
                     Metadata = metadata,
+                    ApplyBDecToInput = subtract,
                 }
             );
             fresh.CopyParametersFrom(loaded);
@@ -772,7 +788,7 @@ internal static class TrainCommand
         public Options()
         {
             Arch.AcceptOnlyFromAmong("standard", "gated", "topk", "batchtopk", "matryoshka", "jumprelu");
-            BDecInit.AcceptOnlyFromAmong("zero", "mean", "geometric-median");
+            BDecInit.AcceptOnlyFromAmong("zero", "keep", "mean", "geometric-median");
             JumpReluSparsity.AcceptOnlyFromAmong("step", "tanh");
             PreActLatents.AcceptOnlyFromAmong("dead", "all");
             L0StepOn.AcceptOnlyFromAmong("f", "pre");
@@ -913,14 +929,14 @@ internal static class TrainCommand
             new Option<long?>("--threshold-start")
             {
                 Description =
-                    "BatchTopK/Matryoshka, dictionary-learning estimator: the inference threshold is estimated after this step (default 1000; SAELens's estimator starts at once).",
+                    "BatchTopK/Matryoshka, dictionary-learning estimator: the inference threshold is updated at 0-based steps after this one, as dictionary_learning's step > threshold_start_step (default 1000; −1 = from the first step; SAELens's estimator starts at once).",
             };
 
         public Option<string?> BDecInit { get; } =
             new Option<string?>("--b-dec-init")
             {
                 Description =
-                    "zero, mean or geometric-median of the first batch (default: geometric-median for the TopK family in dictionary-learning mode, zero otherwise).",
+                    "zero, keep (with --init: its b_dec), mean or geometric-median of the first batch (default: geometric-median for the TopK family in dictionary-learning mode, with --init too, as dictionary_learning's update at step 0; zero otherwise, keep with --init).",
             };
 
         public Option<string?> Mode { get; } =
@@ -1018,7 +1034,8 @@ internal static class TrainCommand
         public Option<float> Clip { get; } =
             new Option<float>("--grad-clip")
             {
-                Description = "Clip the global gradient norm (0 = off; saelens/april default 1).",
+                Description =
+                    "Clip the global gradient norm, measured after the decoder-gradient projection (0 = off; default 1 with saelens, april-update and dictionary-learning, as torch's clip_grad_norm_).",
                 DefaultValueFactory = _ => 0f,
             };
 
@@ -1241,21 +1258,28 @@ internal static class TrainCommand
                 DecoderBiasInit = parse.GetValue(BDecInit) switch
                 {
                     null => o.DecoderBiasInit,
-                    "zero" => DecoderBiasInit.Keep,
+                    "zero" or "keep" => DecoderBiasInit.Keep,
                     "mean" => DecoderBiasInit.Mean,
                     _ => DecoderBiasInit.GeometricMedian,
                 },
             };
-            if (parse.GetValue(Init) is not null && o.DecoderBiasInit != DecoderBiasInit.Keep)
+            if (parse.GetValue(Init) is not null)
             {
-                if (Given(BDecInit))
+                if (parse.GetValue(BDecInit) == "zero")
                 {
                     throw new ArgumentException(
-                        "--b-dec-init applies to new SAEs, not to --init (which keeps its b_dec)."
+                        "--b-dec-init zero applies to new SAEs; with --init use keep (its b_dec), mean or geometric-median."
                     );
                 }
 
-                o = o with { DecoderBiasInit = DecoderBiasInit.Keep };
+                // dictionary_learning's TopK-family trainers set b_dec to the geometric median of the first
+                // batch in update(step 0) whatever the weights, so --init does too in that mode unless told
+                // to keep it; other modes keep the --init SAE's b_dec unless --b-dec-init says otherwise.
+                bool dlTopK = recipe.IsTopKFamily && recipe.Mode == TrainingRecipe.DictionaryLearning;
+                if (!Given(BDecInit) && !dlTopK)
+                {
+                    o = o with { DecoderBiasInit = DecoderBiasInit.Keep };
+                }
             }
 
             return o;

@@ -125,7 +125,8 @@ public sealed partial class DeviceOps
         ArrayView<float> bEnc,
         ArrayView<float> threshold,
         ArrayView<float> f,
-        int m
+        int m,
+        bool relu = true
     )
     {
         var k = Kernel(
@@ -140,10 +141,22 @@ public sealed partial class DeviceOps
                     ArrayView<float>,
                     ArrayView<float>,
                     ArrayView<float>,
+                    int,
                     int
                 >(SaeKernels.JumpReluEncodeKernel)
         );
-        k(Stream, Items((int)u.Length), (int)u.Length, Items((int)u.Length), u, bEnc, threshold, f, m);
+        k(
+            Stream,
+            Items((int)u.Length),
+            (int)u.Length,
+            Items((int)u.Length),
+            u,
+            bEnc,
+            threshold,
+            f,
+            m,
+            relu ? 1 : 0
+        );
     }
 
     internal void Residual(

@@ -276,7 +276,8 @@ public sealed partial class DeviceOps
         ArrayView<float> theta,
         ArrayView<float> rows,
         int m,
-        bool onFeatures
+        bool onFeatures,
+        bool relu = true
     )
     {
         int b = (int)rows.Length;
@@ -300,10 +301,11 @@ public sealed partial class DeviceOps
                     ArrayView<float>,
                     ArrayView<float>,
                     int,
+                    int,
                     int
                 >(VariantKernels.JumpReluStepCountKernel)
         );
-        kernel(Stream, Items(b), b, Items(b), u, bEnc, theta, rows, m, onFeatures ? 1 : 0);
+        kernel(Stream, Items(b), b, Items(b), u, bEnc, theta, rows, m, onFeatures ? 1 : 0, relu ? 1 : 0);
     }
 
     internal void JumpReluSupport(

@@ -86,7 +86,8 @@ internal static class SaeKernels
     }
 
     /// <summary>JumpReLU encoder: <c>z = U + b_enc</c>, <c>F = ReLU(z)·1[z &gt; θ]</c> (SAELens
-    /// semantics).</summary>
+    /// semantics), or with <paramref name="relu"/> = 0 <c>F = z·1[z &gt; θ]</c> (dictionary_learning's
+    /// training forward, <c>JumpReLUFunction</c>: they differ only where θ &lt; 0).</summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void JumpReluEncodeKernel(
         Index1D gridIndex,
@@ -96,14 +97,15 @@ internal static class SaeKernels
         ArrayView<float> bEnc,
         ArrayView<float> threshold,
         ArrayView<float> f,
-        int m
+        int m,
+        int relu
     )
     {
         for (int e = gridIndex; e < count; e += stride)
         {
             int i = e % m;
             float z = u[e] + bEnc[i];
-            f[e] = z > 0f && z > threshold[i] ? z : 0f;
+            f[e] = (relu == 0 || z > 0f) && z > threshold[i] ? z : 0f;
         }
     }
 

@@ -36,6 +36,7 @@ internal struct FamilyBackwardArgs
     public int TargetL0; // JumpReLU: 1 = dictionary_learning's λ·(l0/T − 1)², T = 1/InvTargetL0
     public float InvTargetL0;
     public int StepOnFeatures; // JumpReLU: 1 = the L0 step sees f (dictionary_learning), 0 = z
+    public int NoRelu; // JumpReLU: 1 = f = z·1[z > θ] without ReLU (dictionary_learning's training forward)
 }
 
 /// <summary>Arguments of <see cref="VariantKernels.ThresholdUpdateKernel"/>.</summary>
@@ -43,8 +44,8 @@ internal struct ThresholdArgs
 {
     public int SaeLens; // 1: θ ← (1−η)θ + η·m every step from θ₀ = 0; 0: EMA β after a start step
     public float Rate; // η (SAELens) or β (dictionary_learning)
-    public long Step;
-    public long StartStep;
+    public long Step; // 1-based (SparseAutoencoder.TrainingStep)
+    public long StartStep; // dictionary_learning: update when its 0-based step, Step − 1, exceeds this
 }
 
 /// <summary>AuxK, BatchTopK-threshold, Matryoshka-prefix and JumpReLU-training kernels.</summary>
@@ -394,7 +395,8 @@ internal static class VariantKernels
     /// <summary>
     /// One update of the BatchTopK inference threshold from the batch's smallest positive activation
     /// <c>m = minPositive[0]</c> (+∞ when none). SAELens: skip without positives, else
-    /// <c>θ ← (1−η)·θ + η·m</c> starting from θ = 0. dictionary_learning: only after the start step,
+    /// <c>θ ← (1−η)·θ + η·m</c> starting from θ = 0. dictionary_learning: only once the 0-based step
+    /// exceeds the start step (<c>step &gt; threshold_start_step</c>, trainers/batch_top_k.py),
     /// <c>m := 0</c> without positives, the first update sets θ = m (θ &lt; 0 marks "unset"), later
     /// <c>θ ← β·θ + (1−β)·m</c>. A single work item.
     /// </summary>
@@ -422,7 +424,7 @@ internal static class VariantKernels
                 theta[0] = (1f - p.Rate) * current + p.Rate * m;
             }
         }
-        else if (p.Step > p.StartStep)
+        else if (p.Step - 1 > p.StartStep)
         {
             float v = any ? m : 0f;
             theta[0] = t < 0f ? v : p.Rate * t + (1f - p.Rate) * v;
@@ -471,7 +473,8 @@ internal static class VariantKernels
 
     /// <summary>
     /// The L0 count of dictionary_learning's target-L0 loss per row, one item per row:
-    /// <c>rows[b] = Σ_i 1[s_bi &gt; θ_i]</c> with <c>s = f = z·1[z &gt; θ]·1[z &gt; 0]</c>
+    /// <c>rows[b] = Σ_i 1[s_bi &gt; θ_i]</c> with <c>s = f = z·1[z &gt; θ]·1[z &gt; 0]</c> (without the
+    /// last factor when <paramref name="relu"/> = 0, dictionary_learning's training forward)
     /// (<paramref name="onFeatures"/> = 1: dictionary_learning's <c>StepFunction.apply(f, θ, ε)</c>) or
     /// <c>s = z</c> (0: the step on the pre-activation), <c>z = U + b_enc</c>.
     /// </summary>
@@ -485,7 +488,8 @@ internal static class VariantKernels
         ArrayView<float> theta,
         ArrayView<float> rows,
         int m,
-        int onFeatures
+        int onFeatures,
+        int relu
     )
     {
         for (int b = gridIndex; b < count; b += stride)
@@ -495,7 +499,7 @@ internal static class VariantKernels
             {
                 float z = u[b * m + i] + bEnc[i];
                 float t = theta[i];
-                float s = onFeatures != 0 ? (z > t && z > 0f ? z : 0f) : z;
+                float s = onFeatures != 0 ? (z > t && (relu == 0 || z > 0f) ? z : 0f) : z;
                 n += s > t ? 1f : 0f;
             }
 
@@ -600,7 +604,7 @@ internal static class VariantKernels
                 int e = b * p.M + i;
                 float z = u[e] + bias;
                 float ph = phi[e];
-                float f = z > t && z > 0f ? z : 0f;
+                float f = z > t && (p.NoRelu != 0 || z > 0f) ? z : 0f;
                 if (p.Tanh != 0)
                 {
                     // ∂/∂f of (λ/B)·tanh(c·f·n): (λ/B)·c·n·sech²(c·f·n); the decoder-norm part goes to sums.

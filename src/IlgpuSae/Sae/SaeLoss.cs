@@ -101,7 +101,8 @@ public sealed record ThresholdEstimator
     /// <summary>β (dictionary_learning) or η (SAELens).</summary>
     public float Rate { get; init; } = 0.999f;
 
-    /// <summary>dictionary_learning: updates happen only for steps after this one.</summary>
+    /// <summary>dictionary_learning: updates happen only at 0-based steps after this one (its
+    /// <c>step &gt; threshold_start_step</c>; −1 = from the first step).</summary>
     public long StartStep { get; init; } = 1000;
 }
 
@@ -148,8 +149,23 @@ public sealed record JumpReluTraining
     public float Bandwidth { get; init; } = 0.05f;
 
     /// <summary>Train <c>log θ</c> (SAELens, default) instead of θ itself (dictionary_learning; θ is then
-    /// clamped to stay positive).</summary>
+    /// clamped to stay positive unless <see cref="ClampThreshold"/> is false).</summary>
     public bool LogThreshold { get; init; } = true;
+
+    /// <summary>
+    /// With a raw θ (<see cref="LogThreshold"/> false): clamp θ to at least
+    /// <see cref="JumpReluSae.MinimumThreshold"/> after each step (default true). dictionary_learning's
+    /// JumpReluTrainer does not clamp (trainers/jumprelu.py, <c>update</c>), so its mode turns it off.
+    /// </summary>
+    public bool ClampThreshold { get; init; } = true;
+
+    /// <summary>
+    /// The training forward's <c>f = ReLU(z)·1[z &gt; θ]</c> (true, default: SAELens) or <c>z·1[z &gt; θ]</c>
+    /// (false: dictionary_learning's <c>JumpReLUFunction</c> in trainers/jumprelu.py, whose pre-activation
+    /// has no ReLU). They differ only where θ &lt; 0, which an unclamped raw θ can reach; encoding outside
+    /// training keeps the ReLU (dictionary_learning's <c>JumpReluAutoEncoder.encode</c> has it).
+    /// </summary>
+    public bool TrainingRelu { get; init; } = true;
 
     /// <summary>
     /// The sparsity term: <see cref="JumpReluSparsity.Step"/> (default, an L0 penalty) or

@@ -6,9 +6,10 @@ namespace IlgpuSae.Training;
 
 /// <summary>
 /// The optimizer half of a training step, on gradients that <see cref="SparseAutoencoder.ComputeGradients"/>
-/// left in the SAE's parameter buffer: optional global gradient-norm clipping, projection of the decoder
-/// gradient orthogonal to each unit-norm decoder row, one Adam update (over the whole flat buffer, or per
-/// trainable tensor), and renormalisation of the decoder rows (the paper's unit-norm constraint, §3.2).
+/// left in the SAE's parameter buffer: projection of the decoder gradient orthogonal to each unit-norm
+/// decoder row, optional global gradient-norm clipping of the projected gradient, one Adam update (over the
+/// whole flat buffer, or per trainable tensor), and renormalisation of the decoder rows (the paper's
+/// unit-norm constraint, §3.2).
 /// </summary>
 public sealed class ConstrainedAdam : IDisposable
 {
@@ -80,18 +81,22 @@ public sealed class ConstrainedAdam : IDisposable
         var ops = _sae.Device.Ops;
         var p = _sae.Parameters;
         _sae.Architecture.BeforeOptimizerStep(_sae, _loss);
+        if (_constrain)
+        {
+            ops.ProjectRows(_sae.DecoderGradient, _sae.Decoder);
+        }
+
+        // The norm of the gradient Adam sees, after the projection, as dictionary_learning's trainers
+        // (remove_gradient_parallel_to_decoder_directions, then clip_grad_norm_); torch's coefficient
+        // max/(‖g‖ + 1e-6), applied when below 1.
         float gradScale = 1f;
         if (_normPartials is not null)
         {
             var grads = new MatrixView(p.Gradients, _normPartials.Cols, ParameterLayout.Alignment);
             ops.ReduceRows<SumOfSquares>(grads, _normPartials.Data);
             double norm = Math.Sqrt(_normPartials.ToArray().Sum(v => (double)v));
-            gradScale = norm > _clipNorm ? (float)(_clipNorm / norm) : 1f;
-        }
-
-        if (_constrain)
-        {
-            ops.ProjectRows(_sae.DecoderGradient, _sae.Decoder);
+            double coefficient = _clipNorm / (norm + 1e-6);
+            gradScale = coefficient < 1 ? (float)coefficient : 1f;
         }
 
         var settings = _adam with { LearningRate = learningRate };

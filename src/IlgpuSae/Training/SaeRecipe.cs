@@ -348,6 +348,8 @@ public sealed record SaeRecipe
                         Sparsity = JumpReluSparsity.TargetL0,
                         TargetL0 = 20f,
                         StepInput = JumpReluStepInput.Features,
+                        ClampThreshold = false,
+                        TrainingRelu = false,
                     },
                 },
             };

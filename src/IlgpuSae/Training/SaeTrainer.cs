@@ -300,17 +300,6 @@ public sealed class SaeTrainer : IDisposable
             }
         }
 
-        if (
-            arch is BatchTopKSae
-            && !options.Loss.Threshold.SaeLensStyle
-            && options.Loss.Threshold.StartStep >= options.Steps
-        )
-        {
-            throw new ArgumentException(
-                $"The threshold estimator starts after step {options.Loss.Threshold.StartStep} but the run has {options.Steps} steps: the {arch.Name} SAE would end with no inference threshold. Train longer or lower the start step."
-            );
-        }
-
         if (arch is MatryoshkaSae)
         {
             _ = MatryoshkaSae.LevelWeights(sae.Config, options.Loss);

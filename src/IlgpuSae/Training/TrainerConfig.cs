@@ -76,6 +76,10 @@ public sealed class TrainerConfig
         Put("adam_beta2", F(o.Beta2));
         Put("adam_epsilon", F(o.Epsilon));
         Put("lr_warmup_steps", o.LrWarmupSteps);
+        if (o.LrWarmupFromZero)
+        {
+            Put("lr_warmup_from_zero", true);
+        }
         Put("lr_decay", o.LrDecay.ToString().ToLowerInvariant());
         Put("lr_decay_start_fraction", o.LrDecayStartFraction);
         Put("l1_coefficient", F(o.Loss.L1Coefficient));
@@ -128,6 +132,15 @@ public sealed class TrainerConfig
         {
             Put("jumprelu_bandwidth", F(o.Loss.JumpRelu.Bandwidth));
             Put("jumprelu_log_threshold", o.Loss.JumpRelu.LogThreshold);
+            if (!o.Loss.JumpRelu.LogThreshold && !o.Loss.JumpRelu.ClampThreshold)
+            {
+                Put("jumprelu_clamp_threshold", false);
+            }
+
+            if (!o.Loss.JumpRelu.TrainingRelu)
+            {
+                Put("jumprelu_training_relu", false);
+            }
             Put("jumprelu_ste_to_input", o.Loss.JumpRelu.SteToInput);
             if (o.Loss.JumpRelu.Sparsity == JumpReluSparsity.Tanh)
             {

@@ -83,6 +83,13 @@ public sealed record TrainerOptions
     /// <summary>Linear learning-rate warm-up steps.</summary>
     public int LrWarmupSteps { get; init; } = 1000;
 
+    /// <summary>
+    /// The learning-rate warm-up factor at 0-based step s is <c>s/W</c> (dictionary_learning's
+    /// <c>get_lr_schedule</c>: the first step runs at learning rate 0, Adam's moments still update) instead
+    /// of <c>(s + 1)/W</c> (default false; the dictionary-learning mode sets it).
+    /// </summary>
+    public bool LrWarmupFromZero { get; init; }
+
     /// <summary>Decay schedule after warm-up.</summary>
     public LrDecay LrDecay { get; init; } = LrDecay.None;
 
@@ -183,6 +190,7 @@ public sealed record TrainerOptions
             {
                 ConstrainDecoderNorm = true,
                 GradClipNorm = GradClipNorm > 0 ? GradClipNorm : 1f,
+                LrWarmupFromZero = true,
                 Beta1 = 0.9f,
                 DecoderInitNorm = 1f,
                 Loss = Loss with { DecoderNormWeightedL1 = false },
@@ -262,8 +270,8 @@ public sealed record TrainerOptions
         }
 
         Require(
-            Loss.Threshold.Rate is > 0 and < 1 && Loss.Threshold.StartStep >= 0,
-            $"The threshold estimator's rate must be in (0, 1) and its start step ≥ 0, got {Loss.Threshold.Rate}, {Loss.Threshold.StartStep}."
+            Loss.Threshold.Rate is > 0 and < 1 && Loss.Threshold.StartStep >= -1,
+            $"The threshold estimator's rate must be in (0, 1) and its start step ≥ −1, got {Loss.Threshold.Rate}, {Loss.Threshold.StartStep}."
         );
     }
 }

@@ -16,14 +16,15 @@ public sealed class TrainingSchedule
         _options = options;
     }
 
-    /// <summary>Learning rate at <paramref name="step"/> (0-based), given the step of the latest resampling
-    /// (−1 = none).</summary>
+    /// <summary>Learning rate at <paramref name="step"/> (0-based; warm-up factor <c>(step + 1)/W</c>, or
+    /// <c>step/W</c> with <see cref="TrainerOptions.LrWarmupFromZero"/>), given the step of the latest
+    /// resampling (−1 = none).</summary>
     public double LearningRateAt(long step, long lastResample = -1)
     {
         double lr = _options.LearningRate;
         if (_options.LrWarmupSteps > 0 && step < _options.LrWarmupSteps)
         {
-            lr *= (step + 1.0) / _options.LrWarmupSteps;
+            lr *= (step + (_options.LrWarmupFromZero ? 0.0 : 1.0)) / _options.LrWarmupSteps;
         }
 
         long decayStart = (long)(_options.LrDecayStartFraction * _options.Steps);

@@ -9,9 +9,14 @@ namespace IlgpuSae.Training;
 /// </summary>
 public static class TrainingWarnings
 {
-    /// <summary>The warnings for <paramref name="options"/> on <paramref name="dataRows"/> rows (one
-    /// sentence each; empty when nothing looks wrong).</summary>
-    public static IReadOnlyList<string> For(TrainerOptions options, long dataRows)
+    /// <summary>The warnings for <paramref name="options"/> on <paramref name="dataRows"/> rows of an SAE of
+    /// <paramref name="architecture"/> (when known; one sentence each; empty when nothing looks
+    /// wrong).</summary>
+    public static IReadOnlyList<string> For(
+        TrainerOptions options,
+        long dataRows,
+        Sae.SaeArchitecture? architecture = null
+    )
     {
         ArgumentNullException.ThrowIfNull(options);
         var warnings = new List<string>();
@@ -78,6 +83,25 @@ public static class TrainingWarnings
                     "a checkpoint every {0} steps is never written in a run of {1} steps, so an interruption loses the whole run.",
                     options.CheckpointEvery,
                     options.Steps
+                )
+            );
+        }
+
+        if (
+            architecture is Sae.BatchTopKSae
+            && !options.Loss.Threshold.SaeLensStyle
+            && options.Loss.Threshold.StartStep >= options.Steps - 1
+        )
+        {
+            // dictionary_learning trains such a run too and leaves threshold = −1; so does this trainer (the
+            // training form is saved, no inference form).
+            warnings.Add(
+                string.Format(
+                    c,
+                    "the threshold estimator updates only after 0-based step {0} and the run has {1} steps: the {2} SAE ends with no inference threshold (only its training form is saved); train longer or lower --threshold-start.",
+                    options.Loss.Threshold.StartStep,
+                    options.Steps,
+                    architecture.Name
                 )
             );
         }

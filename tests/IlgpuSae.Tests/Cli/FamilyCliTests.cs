@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using FluentAssertions;
+using IlgpuSae.IO;
 using IlgpuSae.Tests.Infrastructure;
 using Xunit;
 
@@ -277,6 +278,75 @@ public sealed class FamilyCliTests : IDisposable
     }
 
     [Fact]
+    public void A_dictionary_learning_TopK_run_from_init_sets_b_dec_to_the_geometric_median_as_its_step_0()
+    {
+        // dictionary_learning's TopK trainers overwrite b_dec with the first batch's geometric median in
+        // update(step 0) whatever the weights; --b-dec-init keep keeps the --init SAE's b_dec.
+        string[] Args(string output, string lr, params string[] extra) =>
+            [
+                "--backend",
+                "cpu",
+                "train",
+                "--arch",
+                "topk",
+                "--k",
+                "3",
+                "--acts",
+                P("toy.npy"),
+                "--d-sae",
+                "24",
+                "--lr",
+                lr,
+                "--batch-size",
+                "128",
+                "--tokens",
+                "128",
+                "--out",
+                P(output),
+                .. extra,
+            ];
+        var first = Run(Args("init", "3e-3", "--b-dec-init", "zero"));
+        first.Code.Should().Be(0, first.Err);
+        float[] BDec(string folder)
+        {
+            using var weights = new SafetensorsFile(Path.Combine(P(folder), "sae_weights.safetensors"));
+            return weights.ReadFloats("b_dec");
+        }
+
+        var init = BDec("init");
+        string[] OneStep(string output, params string[] extra) =>
+            Args(output, "1e-7", ["--lr-warmup", "0", "--init", P("init"), .. extra]);
+        var median = Run(OneStep("median"));
+        median.Code.Should().Be(0, median.Err);
+        var kept = Run(OneStep("kept", "--b-dec-init", "keep"));
+        kept.Code.Should().Be(0, kept.Err);
+        Run(OneStep("zero", "--b-dec-init", "zero"))
+            .Err.Should()
+            .Contain("--b-dec-init zero applies to new SAEs");
+        BDec("kept").Zip(init, (a, b) => Math.Abs(a - b)).Max().Should().BeLessThan(1e-5f);
+        BDec("median").Zip(init, (a, b) => Math.Abs(a - b)).Max().Should().BeGreaterThan(1e-3f);
+    }
+
+    [Fact]
+    public void A_dictionary_learning_JumpReLU_run_from_init_does_not_subtract_b_dec()
+    {
+        // jumprelu.py's loss encodes x @ W_enc + b_enc: an --init SAE saved with apply_b_dec_to_input (the
+        // saelens mode's) trains without it, with a warning, and is saved so.
+        var first = Run(Train("jumprelu", "jr-init", ["--mode", "saelens"]));
+        first.Code.Should().Be(0, first.Err);
+        ApplyBDec("jr-init").Should().BeTrue();
+        var next = Run(Train("jumprelu", "jr-dl", ["--mode", "dictionary-learning", "--init", P("jr-init")]));
+        next.Code.Should().Be(0, next.Err);
+        next.Err.Should().Contain("apply_b_dec_to_input false");
+        ApplyBDec("jr-dl").Should().BeFalse();
+    }
+
+    private bool ApplyBDec(string folder) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(P(folder), "cfg.json")))![
+            "apply_b_dec_to_input"
+        ]!.GetValue<bool>();
+
+    [Fact]
     public void Bad_family_settings_are_clear_errors_and_write_nothing()
     {
         var cases = new (string Arch, string[] Extra, string Message)[]
@@ -312,7 +382,6 @@ public sealed class FamilyCliTests : IDisposable
             ("topk", ["--k", "3", "--mode", "april-update"], "does not apply to topk"),
             ("topk", ["--k", "3", "--bandwidth", "0.1"], "--bandwidth applies to jumprelu"),
             ("standard", ["--aux-k", "3"], "--aux-k applies to the TopK family"),
-            ("batchtopk", ["--k", "3", "--threshold-start", "1000"], "no inference threshold"),
             (
                 "batchtopk",
                 ["--k", "3", "--mode", "saelens", "--threshold-start", "5"],

@@ -316,6 +316,8 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
                     Sparsity = JumpReluSparsity.TargetL0,
                     TargetL0 = 20f,
                     StepInput = JumpReluStepInput.Features,
+                    ClampThreshold = false,
+                    TrainingRelu = false,
                 }
             );
         var schedule = new TrainingSchedule(o);
@@ -553,7 +555,7 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
             ? ThresholdEstimator.SaeLens
             : ThresholdEstimator.DictionaryLearning with
             {
-                StartStep = 0,
+                StartStep = -1,
             };
         Pass(sae, x, rows, new SaeLossOptions { Threshold = estimator });
         float theta = BatchTopKSae.Threshold(sae);
@@ -583,7 +585,7 @@ public sealed class FamilyBehaviourTests(DeviceFixture devices)
                     ? ThresholdEstimator.SaeLens
                     : ThresholdEstimator.DictionaryLearning with
                     {
-                        StartStep = 0,
+                        StartStep = -1,
                     },
             };
             Pass(sae, x, rows, options); // gradients only: the weights, hence m, stay as they are

@@ -37,7 +37,8 @@ public sealed class JumpReluSae : SaeArchitecture
 
     private static DeviceTensor Extra(SaeWorkspace ws, int m) => ws.Scratch(ExtraName, 1, 2 * m + 1);
 
-    /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step.</summary>
+    /// <summary>The smallest θ a raw-parametrised threshold is clamped to after each step (unless
+    /// <see cref="JumpReluTraining.ClampThreshold"/> is off, as in dictionary_learning's mode).</summary>
     public const float MinimumThreshold = 1e-6f;
 
     /// <inheritdoc/>
@@ -118,7 +119,16 @@ public sealed class JumpReluSae : SaeArchitecture
         ArgumentNullException.ThrowIfNull(sae);
         ArgumentNullException.ThrowIfNull(ws);
         var p = sae.Parameters;
-        sae.Device.Ops.JumpReluEncode(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, ws.F.Data, sae.DSae);
+        // Training in dictionary_learning's mode: its JumpReLUFunction has no ReLU (differs where θ < 0).
+        bool relu = ws.Loss?.JumpRelu.TrainingRelu ?? true;
+        sae.Device.Ops.JumpReluEncode(
+            ws.U.Data,
+            p["b_enc"].Data,
+            p["threshold"].Data,
+            ws.F.Data,
+            sae.DSae,
+            relu
+        );
     }
 
     /// <inheritdoc/>
@@ -156,7 +166,15 @@ public sealed class JumpReluSae : SaeArchitecture
         {
             // The batch's L0, Σ_b Σ_i H(s_bi − θ_i), before any latent's gradient: it couples them all.
             var rows = ws.Scratch(StepCountName, 1, ws.Batch);
-            ops.JumpReluStepCount(ws.U.Data, p["b_enc"].Data, p["threshold"].Data, rows.Data, m, onFeatures);
+            ops.JumpReluStepCount(
+                ws.U.Data,
+                p["b_enc"].Data,
+                p["threshold"].Data,
+                rows.Data,
+                m,
+                onFeatures,
+                jump.TrainingRelu
+            );
             ops.ReduceRows<Sum>(rows.View, extra.Data.SubView(2L * m, 1));
         }
 
@@ -185,6 +203,7 @@ public sealed class JumpReluSae : SaeArchitecture
                 TargetL0 = targetL0 ? 1 : 0,
                 InvTargetL0 = 1f / jump.TargetL0,
                 StepOnFeatures = onFeatures ? 1 : 0,
+                NoRelu = jump.TrainingRelu ? 0 : 1,
             }
         );
         if (preAct)
@@ -321,7 +340,7 @@ public sealed class JumpReluSae : SaeArchitecture
         {
             ops.Map(theta, theta, default(Exp));
         }
-        else
+        else if (options.JumpRelu.ClampThreshold)
         {
             ops.Map(theta, theta, new ClampMin(MinimumThreshold));
         }
