@@ -77,6 +77,16 @@ public static class FamilyReference
         double c = options.Scale == ReconstructionScale.Sum ? 1 : 1.0 / d;
         var pre = PreActivations(config, p, x, b);
         var f = Select(config, p, pre, b);
+        if (config.Architecture == SaeArchitecture.JumpRelu && !options.JumpRelu.TrainingRelu)
+        {
+            // dictionary_learning's training forward: f = z·1[z > θ], no ReLU (differs where θ < 0).
+            var theta = p["threshold"];
+            for (long t = 0; t < pre.Length; t++)
+            {
+                f[t] = pre[t] > theta[t % m] ? pre[t] : 0;
+            }
+        }
+
         var wDec = p["W_dec"];
         var bDec = p["b_dec"];
         var weights = LevelWeights(config, options);

@@ -213,6 +213,38 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             },
             null
         );
+        // dictionary_learning's default: no ReLU in the training forward, raw θ that may go negative
+        // (Generate makes every other θ negative for these "-norelu" cases).
+        foreach (
+            var (suffix, input) in new[]
+            {
+                ("f", JumpReluStepInput.Features),
+                ("pre", JumpReluStepInput.PreActivation),
+            }
+        )
+        {
+            yield return new(
+                "jumprelu-target-l0-" + suffix + "-norelu",
+                Config(SaeArchitecture.JumpRelu) with
+                {
+                    ApplyBDecToInput = false,
+                },
+                new()
+                {
+                    L1Coefficient = 0.3f,
+                    JumpRelu = new JumpReluTraining
+                    {
+                        Bandwidth = 0.2f,
+                        LogThreshold = false,
+                        TrainingRelu = false,
+                        Sparsity = JumpReluSparsity.TargetL0,
+                        TargetL0 = 1.5f,
+                        StepInput = input,
+                    },
+                },
+                null
+            );
+        }
     }
 
     private static IEnumerable<(string Name, SaeConfig Config)> RescaledConfigs(
@@ -311,9 +343,10 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
 
             if (p.TryGetValue("threshold", out var theta))
             {
+                bool negative = c.Name.EndsWith("-norelu", StringComparison.Ordinal);
                 for (int i = 0; i < theta.Length; i++)
                 {
-                    theta[i] = (float)(0.05 + Math.Abs(theta[i]));
+                    theta[i] = (float)((negative && i % 2 == 0 ? -0.5 : 1) * (0.05 + Math.Abs(theta[i])));
                 }
             }
 
@@ -388,6 +421,21 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
                 .Select(v => v != 0)
                 .Should()
                 .NotEqual(rescaled.Select(v => v != 0), $"{caseName} d{d} m{m}");
+        }
+    }
+
+    [Theory]
+    [InlineData("jumprelu-target-l0-f-norelu")]
+    [InlineData("jumprelu-target-l0-pre-norelu")]
+    public void The_norelu_cases_keep_negative_pre_activations_above_a_negative_threshold(string caseName)
+    {
+        // Otherwise the "-norelu" checks could not tell dictionary_learning's training forward from ours.
+        foreach (var (d, m, batch, seed, margin) in new[] { (4, 8, 5, 3, 1e-4), (12, 40, 19, 5, 2e-4) })
+        {
+            var c = Find(caseName, d, m);
+            var (p, x) = Generate(c, batch, seed, margin);
+            var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options);
+            pass.F.Should().Contain(v => v < 0, $"{caseName} d{d} m{m}");
         }
     }
 
