@@ -121,8 +121,8 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
 
-    /// <summary>Fraction of active (row, feature) pairs in the latest sparse-capable step (NaN when not
-    /// measured).</summary>
+    /// <summary>Fraction of (row, feature) pairs in the support of the latest sparse-capable step, measured
+    /// on the Auto path and in profiled steps (<see cref="Profile"/> set); NaN when not measured.</summary>
     public double LastDensity { get; private set; } = double.NaN;
 
     /// <summary>The parameter names of <paramref name="config"/>'s architecture, in file order.</summary>
@@ -657,13 +657,13 @@ public sealed class SparseAutoencoder : IDisposable
         ws.EnsureSparseBuffers(m);
         var ops = Device.Ops;
         ops.CompactRows(support.Data, ws.RowIdx.View, ws.RowCount.View, b, m);
-        if (Path == TrainingPath.Auto)
+        if (Path == TrainingPath.Auto || Profile is not null)
         {
             // The one synchronisation of the sparse path: the density decides it.
             Device.Synchronize();
             var counts = ws.RowCount.GetAsArray1D(Device.Stream);
             LastDensity = counts.Sum(v => (double)v) / ((double)b * m);
-            if (LastDensity > SparseDensityThreshold)
+            if (Path == TrainingPath.Auto && LastDensity > SparseDensityThreshold)
             {
                 return false;
             }

@@ -183,6 +183,7 @@ internal static class TopKFamily
         );
         ops.ReduceRows<Sum>(dead.View, stats.Data.SubView(1, 1));
         ops.AuxKSelect(ws.U.Data, dead.Data, codes.Data, b, m, aux.KAux, raw: saeLens);
+        sae.Profile?.Mark(sae.Device, "AuxK selection");
         if (sae.Config.RescaleActsByDecoderNorm)
         {
             // U holds S = U ⊙ n (the selection ranked it); SAELens decodes the aux codes as S ⊘ n too.
@@ -226,6 +227,8 @@ internal static class TopKFamily
             ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
         }
 
+        sae.Profile?.Mark(sae.Device, "AuxK decoder");
+
         var delta = ws.Delta.View.SliceRows(0, b);
         ops.ColumnSquaredDeviation(delta.Data, dev.Data, b);
         ops.ReduceRows<Sum>(dev.View, stats.Data.SubView(0, 1));
@@ -251,6 +254,7 @@ internal static class TopKFamily
             // Ψa = Δa·W_decᵀ at the aux entries only (zero elsewhere: the backward reads it where A ≠ 0).
             ops.Fill(psi.Data, 0f);
             ops.SparsePhiPsi(da.Data, wDec, ws.AuxRowIdx, ws.AuxRowCount, psi.Data, sparseArgs);
+            sae.Profile?.Mark(sae.Device, "AuxK Ψa");
 
             // The main sparse weight gradients cover the selected (f > 0) entries only, where dU already
             // holds both parts; the aux codes' share elsewhere, dW_enc += X̃ᵀ·(Ψa ⊙ 1[A ≠ 0] ⊙ 1[f = 0]), and
@@ -278,8 +282,11 @@ internal static class TopKFamily
         else
         {
             ops.MatMul(da, sae.Decoder, psi, GemmLayout.NT);
+            sae.Profile?.Mark(sae.Device, "AuxK Ψa");
             ops.MatMul(codes, da, sae.DecoderGradient, GemmLayout.TN, 1f, 1f);
         }
+
+        sae.Profile?.Mark(sae.Device, "AuxK weight gradients");
         if (saeLens)
         {
             ops.ReduceColumns<Sum>(
