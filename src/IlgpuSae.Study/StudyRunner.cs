@@ -306,8 +306,9 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
 
     /// <summary>
     /// The study's adjustments to a family's default recipe: BatchTopK's and Matryoshka's
-    /// dictionary_learning threshold estimator starts at step min(1000, steps/2) — its default 1000 when the
-    /// run is long enough, else half-way, so a short run still ends with an inference threshold — and
+    /// dictionary_learning threshold estimator starts at step min(1000, steps/2 − 1) — its default 1000 when
+    /// the run is long enough, else half-way (it updates at the 0-based steps after the start, as
+    /// dictionary_learning does), so a short run still ends with an inference threshold — and
     /// jumprelu's θ₀ is the study's <see cref="StudyConfig.JumpReluThresholdInit"/> when set.
     /// </summary>
     private TrainerOptions FamilyOptions(TrainerOptions options, long steps)
@@ -315,7 +316,10 @@ public sealed class StudyRunner(StudyConfig config, string folder, SaeDevice dev
         var o = options;
         if (!o.Loss.Threshold.SaeLensStyle && o.Loss.Threshold.StartStep >= steps / 2)
         {
-            o = o with { Loss = o.Loss with { Threshold = o.Loss.Threshold with { StartStep = steps / 2 } } };
+            o = o with
+            {
+                Loss = o.Loss with { Threshold = o.Loss.Threshold with { StartStep = steps / 2 - 1 } },
+            };
         }
 
         if (config.JumpReluThresholdInit is { } theta)

@@ -922,7 +922,7 @@ internal static class TrainCommand
             new Option<bool?>("--rescale-acts-by-decoder-norm")
             {
                 Description =
-                    "TopK family, --mode saelens: the selection ranks U ⊙ ‖W_dec[i]‖ and decodes the kept codes divided by the norms, so the norms choose the latents only (SAELens rescale_acts_by_decoder_norm; default true with --mode saelens, SAELens's training default; false ranks U itself). The saved SAE has the norms folded in (unit-norm decoder rows, flag off), as SAELens saves it for inference; the training form stays under training_form/.",
+                    "TopK family, --mode saelens: the selection ranks U ⊙ ‖W_dec[i]‖ and decodes the kept codes divided by the norms, so the norms choose the latents only (SAELens rescale_acts_by_decoder_norm, SAELens's training default; default false here, ranking U itself, because on the superposition toy the rescaled recipe recovered the true directions less well). The saved SAE has the norms folded in (unit-norm decoder rows, flag off), as SAELens saves it for inference; the training form stays under training_form/.",
             };
 
         public Option<long?> ThresholdStart { get; } =

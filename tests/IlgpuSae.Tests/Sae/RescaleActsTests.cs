@@ -276,7 +276,7 @@ public sealed class RescaleActsCliTests : IDisposable
     [Fact]
     public void A_SAELens_TopK_run_saves_the_folded_SAE_and_its_rescaled_training_form()
     {
-        var run = Run(Train("topk", "sl", "--mode", "saelens"));
+        var run = Run(Train("topk", "sl", "--mode", "saelens", "--rescale-acts-by-decoder-norm", "true"));
         run.Code.Should().Be(0, run.Err);
         Cfg("sl")["rescale_acts_by_decoder_norm"]!.GetValue<bool>().Should().BeFalse("inference files fold");
         Cfg("sl/training_form")["rescale_acts_by_decoder_norm"]!.GetValue<bool>().Should().BeTrue();
@@ -301,8 +301,8 @@ public sealed class RescaleActsCliTests : IDisposable
             .Should()
             .BeApproximately(Metric(training, "mse"), 1e-5 * Metric(training, "mse"));
 
-        // Off by option: one SAE folder, no training form, and a different trajectory.
-        var off = Run(Train("topk", "off", "--mode", "saelens", "--rescale-acts-by-decoder-norm", "false"));
+        // Off (the default): one SAE folder, no training form, and a different trajectory.
+        var off = Run(Train("topk", "off", "--mode", "saelens"));
         off.Code.Should().Be(0, off.Err);
         Directory.Exists(P("off/training_form")).Should().BeFalse();
         File.ReadAllBytes(P("off/sae_weights.safetensors"))
