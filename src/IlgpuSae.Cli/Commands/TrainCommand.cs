@@ -183,6 +183,11 @@ internal static class TrainCommand
         }
 
         string arch = parse.GetValue(o.Arch)!;
+        if (features && arch == "matryoshka")
+        {
+            throw new NotSupportedException(FeatureShards.MatryoshkaRefusal);
+        }
+
         var recipe = SaeRecipe.Parse(
             arch == "matryoshka" ? "matryoshka_batchtopk" : arch,
             parse.GetValue(o.Mode),

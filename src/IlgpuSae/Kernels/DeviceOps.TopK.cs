@@ -9,6 +9,8 @@ public sealed partial class DeviceOps
 {
     private MemoryBuffer1D<int, Stride1D.Dense>? _topKScratch;
 
+    private static readonly int[] NoEarlierTies = new int[TopKKernels.Bins];
+
     /// <summary>
     /// TopK activation per row (Gao et al. 2024): for each row of <paramref name="pre"/> [rows, m],
     /// <paramref name="f"/> keeps the <paramref name="k"/> largest positive values and is zero elsewhere,
@@ -58,15 +60,27 @@ public sealed partial class DeviceOps
     /// than kTotal positive values every positive value is kept. The histograms of the radix passes are built
     /// per chunk of <see cref="TopKKernels.Chunk"/> elements in parallel and summed as integers, so the
     /// result does not depend on the launch shape.
+    /// With <paramref name="ranks"/>, <paramref name="pre"/> is this rank's block of rows of a batch split
+    /// across processes in rank order and <paramref name="kTotal"/> the whole batch's budget: every pass's
+    /// histogram is summed over the ranks before its bin is chosen, and the ties of the ranks before this one
+    /// count first, so the ranks together keep exactly the values one process would keep from the whole
+    /// batch.
     /// </summary>
-    internal void TopKBatch(ArrayView<float> pre, ArrayView<float> f, int rows, int m, int kTotal)
+    internal void TopKBatch(
+        ArrayView<float> pre,
+        ArrayView<float> f,
+        int rows,
+        int m,
+        int kTotal,
+        RankExchange? ranks = null
+    )
     {
         string Shapes() => $"TopKBatch: pre[{pre.Length}] f[{f.Length}] as [{rows}, {m}], kTotal = {kTotal}";
         RequireTopK(pre, f, rows, m, kTotal, "kTotal", Shapes);
         int n = rows * m;
         int chunks = Ceil(n, TopKKernels.Chunk);
         var scratch = TopKScratch(
-            TopKKernels.StateLength + TopKKernels.Bins + chunks + (long)chunks * TopKKernels.Bins
+            TopKKernels.StateLength + 2 * TopKKernels.Bins + chunks + (long)chunks * TopKKernels.Bins
         );
         var state = scratch.SubView(0, TopKKernels.StateLength);
         var totals = scratch.SubView(TopKKernels.StateLength, TopKKernels.Bins + chunks);
@@ -74,6 +88,14 @@ public sealed partial class DeviceOps
             TopKKernels.StateLength + TopKKernels.Bins + chunks,
             (long)chunks * TopKKernels.Bins
         );
+        var earlier = scratch.SubView(
+            TopKKernels.StateLength + TopKKernels.Bins + chunks + (long)chunks * TopKKernels.Bins,
+            TopKKernels.Bins
+        );
+        if (ranks is null)
+        {
+            earlier.CopyFromCPU(Stream, NoEarlierTies);
+        }
 
         var binTotals = Kernel(
             "TopKBatchBinTotals",
@@ -89,6 +111,7 @@ public sealed partial class DeviceOps
             () =>
                 Acc.LoadAutoGroupedKernel<
                     Index1D,
+                    ArrayView<int>,
                     ArrayView<int>,
                     ArrayView<int>,
                     ArrayView<int>,
@@ -148,7 +171,12 @@ public sealed partial class DeviceOps
                 totals,
                 chunks
             );
-            select(Stream, 1, hist, totals, state, chunks, shift, kTotal);
+            if (ranks is not null)
+            {
+                MergeBins(ranks, totals.SubView(0, TopKKernels.Bins), shift == 0 ? earlier : null);
+            }
+
+            select(Stream, 1, hist, totals, state, earlier, chunks, shift, kTotal);
         }
 
         if (Gpu)
@@ -182,6 +210,37 @@ public sealed partial class DeviceOps
             );
             write(Stream, Items(chunks), chunks, Items(chunks), pre, f, totals, state, n);
         }
+    }
+
+    /// <summary>
+    /// One radix pass of a selection split across ranks: replaces this rank's batch histogram by the sum of
+    /// every rank's, and (last pass) writes into <paramref name="earlier"/> the counts of the ranks before
+    /// this one, whose values come first in the flattened batch.
+    /// </summary>
+    private void MergeBins(RankExchange ranks, ArrayView<int> totals, ArrayView<int>? earlier)
+    {
+        var local = new int[TopKKernels.Bins];
+        Stream.Synchronize();
+        totals.CopyToCPU(Stream, local);
+        Stream.Synchronize();
+        var all = ranks.AllGather(local);
+        var sum = new int[TopKKernels.Bins];
+        var before = new int[TopKKernels.Bins];
+        for (int r = 0; r < all.Length; r++)
+        {
+            for (int b = 0; b < TopKKernels.Bins; b++)
+            {
+                sum[b] += all[r][b];
+                if (r < ranks.Rank)
+                {
+                    before[b] += all[r][b];
+                }
+            }
+        }
+
+        totals.CopyFromCPU(Stream, sum);
+        earlier?.CopyFromCPU(Stream, before);
+        Stream.Synchronize();
     }
 
     private static void RequireTopK(
@@ -243,3 +302,7 @@ public sealed partial class DeviceOps
         _topKScratch = null;
     }
 }
+
+/// <summary>How a batch-wide selection split across processes reaches the other ranks: this rank's index
+/// and an all-gather of integer arrays (one per rank, indexed by rank).</summary>
+internal sealed record RankExchange(int Rank, Func<int[], int[][]> AllGather);

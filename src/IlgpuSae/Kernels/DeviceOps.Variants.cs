@@ -242,6 +242,48 @@ public sealed partial class DeviceOps
         kernel(Stream, 1, theta, minPositive, p);
     }
 
+    /// <summary>Per row of <paramref name="f"/> [rows, m], its first <paramref name="k"/> non-zero values in
+    /// column order into <paramref name="values"/> [rows, k] (NaN after the last).</summary>
+    internal void RowNonZeros(ArrayView<float> f, ArrayView<float> values, int rows, int m, int k)
+    {
+        var kernel = Kernel(
+            "RowNonZeros",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<Index1D, int, int, ArrayView<float>, ArrayView<float>, int, int>(
+                    VariantKernels.RowNonZerosKernel
+                )
+        );
+        kernel(Stream, Items(rows), rows, Items(rows), f, values, m, k);
+    }
+
+    /// <summary>Keeps in each row b of <paramref name="f"/> [rows, m] the non-zero values above
+    /// <paramref name="threshold"/>[b] and the first <paramref name="ties"/>[b] equal to it.</summary>
+    internal void KeepAboveRowThreshold(
+        ArrayView<float> f,
+        ArrayView<float> threshold,
+        ArrayView<float> ties,
+        int rows,
+        int m
+    )
+    {
+        var kernel = Kernel(
+            "KeepAboveRowThreshold",
+            null,
+            () =>
+                Acc.LoadAutoGroupedKernel<
+                    Index1D,
+                    int,
+                    int,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    ArrayView<float>,
+                    int
+                >(VariantKernels.KeepAboveRowThresholdKernel)
+        );
+        kernel(Stream, Items(rows), rows, Items(rows), f, threshold, ties, m);
+    }
+
     internal void CopyPrefixColumns(ArrayView<float> src, ArrayView<float> dst, int rows, int m, int width)
     {
         int n = rows * width;

@@ -395,7 +395,8 @@ internal static class TopKKernels
     /// 256) into state (prefix, ties left, done). After the first pass it sets "keep every positive" when no
     /// more than <paramref name="kTotal"/> values are positive. After the last pass it writes each chunk's
     /// number of earlier ties (candidates equal to T in the chunks before it) into totals[256 + chunk], so
-    /// that the write kernels rank the ties in flat index order.
+    /// that the write kernels rank the ties in flat index order; <paramref name="earlier"/>[bin] ties come
+    /// before the first chunk (those of the ranks before this one when the batch is split; else 0).
     /// </summary>
     [Kernel(KernelGrouping.Implicit)]
     public static void TopKBatchSelectKernel(
@@ -403,6 +404,7 @@ internal static class TopKKernels
         ArrayView<int> hist,
         ArrayView<int> totals,
         ArrayView<int> state,
+        ArrayView<int> earlier,
         int chunks,
         int shift,
         int kTotal
@@ -438,7 +440,7 @@ internal static class TopKKernels
         {
             int bin = (int)(prefix & 0xFF);
             state[3] = totals[bin]; // the number of candidates equal to T
-            int before = 0;
+            int before = earlier[bin];
             for (int c = 0; c < chunks; c++)
             {
                 totals[Bins + c] = before;

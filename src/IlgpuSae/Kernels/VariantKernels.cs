@@ -12,6 +12,7 @@ namespace IlgpuSae.Kernels;
 internal struct AuxResidualArgs
 {
     public int Rows;
+    public int StatRows; // rows the variance in stats[0] was summed over (Rows; the global batch when split)
     public int D;
     public float MainScale; // Δ = MainScale·(x̂ − x) for the main reconstruction
     public float Alpha;
@@ -251,7 +252,7 @@ internal static class VariantKernels
         }
         else
         {
-            float den = stats[0] / (p.MainScale * p.MainScale * p.Rows);
+            float den = stats[0] / (p.MainScale * p.MainScale * p.StatRows);
             g = nDead > 0f && den > 0f ? 1f / den : 0f;
         }
 
@@ -428,6 +429,77 @@ internal static class VariantKernels
         {
             float v = any ? m : 0f;
             theta[0] = t < 0f ? v : p.Rate * t + (1f - p.Rate) * v;
+        }
+    }
+
+    /// <summary>
+    /// Feature-sharded top-k, before the merge: per row of <paramref name="f"/> [rows, m] (a block's
+    /// selection, at most k non-zero values per row), its non-zero values in column order into
+    /// <paramref name="values"/> [rows, k], NaN after the last. One item per row.
+    /// </summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void RowNonZerosKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> f,
+        ArrayView<float> values,
+        int m,
+        int k
+    )
+    {
+        for (int row = gridIndex; row < count; row += stride)
+        {
+            int n = 0;
+            for (int i = 0; i < m && n < k; i++)
+            {
+                float v = f[row * m + i];
+                if (v != 0f)
+                {
+                    values[row * k + n] = v;
+                    n++;
+                }
+            }
+
+            for (; n < k; n++)
+            {
+                values[row * k + n] = float.NaN;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Feature-sharded top-k, after the merge: keeps in row b of <paramref name="f"/> [rows, m] the non-zero
+    /// values above <paramref name="threshold"/>[b] and the first <paramref name="ties"/>[b] (in column
+    /// order) equal to it; zeroes the rest. One item per row.
+    /// </summary>
+    [Kernel(KernelGrouping.Implicit)]
+    public static void KeepAboveRowThresholdKernel(
+        Index1D gridIndex,
+        int count,
+        int stride,
+        ArrayView<float> f,
+        ArrayView<float> threshold,
+        ArrayView<float> ties,
+        int m
+    )
+    {
+        for (int row = gridIndex; row < count; row += stride)
+        {
+            float t = threshold[row];
+            int left = (int)ties[row];
+            for (int i = 0; i < m; i++)
+            {
+                float v = f[row * m + i];
+                bool keep = v != 0f && v > t;
+                if (v != 0f && v == t && left > 0)
+                {
+                    keep = true;
+                    left--;
+                }
+
+                f[row * m + i] = keep ? v : 0f;
+            }
         }
     }
 

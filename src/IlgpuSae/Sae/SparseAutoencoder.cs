@@ -118,6 +118,13 @@ public sealed class SparseAutoencoder : IDisposable
     /// </summary>
     internal FeatureShardHooks? Sharding { get; set; }
 
+    /// <summary>
+    /// Training across processes (<c>train --parallel</c>): the collectives through which the statistics
+    /// that couple a batch's rows (data-parallel) or its features (feature-sharded) are formed over every
+    /// rank (null: one process).
+    /// </summary>
+    internal StepCollectives? Collectives { get; set; }
+
     /// <summary>Whether the latest <see cref="ComputeGradients"/> took the sparse path.</summary>
     public bool LastStepWasSparse { get; private set; }
 

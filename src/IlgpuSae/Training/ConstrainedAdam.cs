@@ -54,6 +54,14 @@ public sealed class ConstrainedAdam : IDisposable
         }
     }
 
+    /// <summary>
+    /// Feature-sharded training: forms the whole SAE's squared gradient norm from this block's partial sums
+    /// of squares (one per <see cref="ParameterLayout.Alignment"/> floats of the flat buffer, each within
+    /// one tensor), counting the replicated tensors once; the same value on every rank. Null: the local
+    /// buffer is the whole gradient.
+    /// </summary>
+    internal Func<float[], double>? GlobalSquaredNorm { get; set; }
+
     /// <summary>The optimizer a <see cref="TrainerOptions"/> describes.</summary>
     public static ConstrainedAdam For(SparseAutoencoder sae, TrainerOptions options)
     {
@@ -94,7 +102,8 @@ public sealed class ConstrainedAdam : IDisposable
         {
             var grads = new MatrixView(p.Gradients, _normPartials.Cols, ParameterLayout.Alignment);
             ops.ReduceRows<SumOfSquares>(grads, _normPartials.Data);
-            double norm = Math.Sqrt(_normPartials.ToArray().Sum(v => (double)v));
+            var partials = _normPartials.ToArray();
+            double norm = Math.Sqrt(GlobalSquaredNorm?.Invoke(partials) ?? partials.Sum(v => (double)v));
             double coefficient = _clipNorm / (norm + 1e-6);
             gradScale = coefficient < 1 ? (float)coefficient : 1f;
         }

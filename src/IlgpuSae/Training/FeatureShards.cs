@@ -26,6 +26,10 @@ public sealed class FeatureShards
     /// <summary>The whole SAE's configuration.</summary>
     public SaeConfig Whole { get; }
 
+    /// <summary>Why Matryoshka SAEs are not feature-sharded.</summary>
+    public const string MatryoshkaRefusal =
+        "feature-sharded training does not split Matryoshka SAEs (each nested prefix would need its own sum of reconstructions over the blocks): train them with --parallel data or in one process.";
+
     /// <summary>The whole SAE on rank 0, else null.</summary>
     public SparseAutoencoder? WholeOnRoot { get; }
 

@@ -69,6 +69,7 @@ public sealed class SaeTrainer : IDisposable
     private readonly float[]? _gradients;
     private readonly FeatureShards? _shards;
     private float[]? _wholeCounters;
+    private DeadFeatureResampler? _wholeResampler;
     private long _step;
     private long _lastResample = -1;
     private float _normScale = 1f;
@@ -173,6 +174,17 @@ public sealed class SaeTrainer : IDisposable
         _schedule = new TrainingSchedule(options);
         int localRows = shards is null ? options.BatchSize / (group?.Size ?? 1) : options.BatchSize;
         _batch = sae.Device.Allocate(localRows, sae.DIn, "batch");
+        if (group is not null)
+        {
+            sae.Collectives = new StepCollectives(
+                group.Rank,
+                group.Size,
+                rowsSplit: shards is null,
+                group.SumToAll,
+                group.AllGather
+            );
+        }
+
         if (shards is not null)
         {
             sae.Sharding = new FeatureShardHooks(SumReconstructions, group!.Rank == 0);
@@ -186,6 +198,10 @@ public sealed class SaeTrainer : IDisposable
         }
 
         _optimizer = ConstrainedAdam.For(sae, options);
+        if (shards is not null && options.GradClipNorm > 0)
+        {
+            _optimizer.GlobalSquaredNorm = ShardedSquaredNorm(sae, shards, group!);
+        }
         _resampler = new DeadFeatureResampler(sae, DeadWindowOf(options), options.Seed);
         _hostBatch = new float[(long)options.BatchSize * sae.DIn];
         CheckFamilyOptions(sae, options);
@@ -233,10 +249,8 @@ public sealed class SaeTrainer : IDisposable
                 );
             }
 
-            string? refused =
-                options.ResampleEvery > 0 ? "resampling (--resample-every)"
-                : options.GradClipNorm > 0 ? "gradient clipping (--grad-clip)"
-                : options.TrainableParameters is not null ? "a restricted set of trainable parameters"
+            string? refused = options.TrainableParameters is not null
+                ? "a restricted set of trainable parameters"
                 : null;
             if (refused is not null)
             {
@@ -252,11 +266,9 @@ public sealed class SaeTrainer : IDisposable
             );
         }
 
-        if (sae.Architecture != SaeArchitecture.Standard && sae.Architecture != SaeArchitecture.Gated)
+        if (shards is not null && sae.Config.MatryoshkaWidths is not null)
         {
-            throw new NotSupportedException(
-                $"parallel training supports standard and gated SAEs; {sae.Architecture.Name} is not split across ranks yet (train it in one process)."
-            );
+            throw new NotSupportedException(FeatureShards.MatryoshkaRefusal);
         }
     }
 
@@ -559,6 +571,50 @@ public sealed class SaeTrainer : IDisposable
         _sae.Device.Synchronize();
     }
 
+    /// <summary>
+    /// Feature-sharded gradient clipping: the whole SAE's squared gradient norm from a block's partial sums
+    /// (one per aligned chunk of its flat buffer): the feature blocks' parts summed over the ranks, the
+    /// replicated tensors' (b_dec, summed before) once.
+    /// </summary>
+    private static Func<float[], double> ShardedSquaredNorm(
+        SparseAutoencoder sae,
+        FeatureShards shards,
+        ITrainingGroup group
+    )
+    {
+        var wholeLayout = SparseAutoencoder.LayoutFor(shards.Whole);
+        var replicated = new bool[sae.Parameters.Layout.Length / ParameterLayout.Alignment];
+        foreach (var e in sae.Parameters.Layout.Entries.Where(e => FeatureShards.Replicated(wholeLayout, e)))
+        {
+            long first = e.Offset / ParameterLayout.Alignment;
+            long chunks = (e.Length + ParameterLayout.Alignment - 1) / ParameterLayout.Alignment;
+            for (long i = first; i < first + chunks; i++)
+            {
+                replicated[i] = true;
+            }
+        }
+
+        return partials =>
+        {
+            double shared = 0;
+            double[] block = [0];
+            for (int i = 0; i < partials.Length; i++)
+            {
+                if (replicated[i])
+                {
+                    shared += partials[i];
+                }
+                else
+                {
+                    block[0] += partials[i];
+                }
+            }
+
+            group.SumToAll(block);
+            return block[0] + shared;
+        };
+    }
+
     /// <summary>Feature-sharded: the sum over the ranks of the partial reconstructions (every rank's
     /// stacked F·W_dec rows), the same bits on each.</summary>
     private void SumReconstructions(MatrixView partial)
@@ -594,9 +650,19 @@ public sealed class SaeTrainer : IDisposable
             return null;
         }
 
-        double[] terms = [local.Sparsity, local.L0];
+        // JumpReLU's auxiliary term (the pre-activation loss) is a sum over features; gated's auxiliary
+        // reconstruction comes from the summed reconstructions. JumpReLU's target-L0 term is formed from the
+        // batch L0 already summed over the blocks.
+        bool jumpRelu = _sae.Architecture == SaeArchitecture.JumpRelu;
+        bool coupled = jumpRelu && _options.Loss.JumpRelu.Sparsity == JumpReluSparsity.TargetL0;
+        double[] terms = [coupled ? 0 : local.Sparsity, local.L0, jumpRelu ? local.Aux : 0];
         _group!.SumToAll(terms);
-        return new LossBreakdown(local.Mse, terms[0], local.Aux, terms[1]);
+        return new LossBreakdown(
+            local.Mse,
+            coupled ? local.Sparsity : terms[0],
+            jumpRelu ? terms[2] : local.Aux,
+            terms[1]
+        );
     }
 
     private static readonly ParameterSection[] StateSections =
@@ -680,12 +746,27 @@ public sealed class SaeTrainer : IDisposable
     }
 
     /// <summary>Resamples dead features: in one process directly; data-parallel, rank 0 decides on the
-    /// whole global batch (every rank holds it) and sends the result to the others.</summary>
+    /// whole global batch (every rank holds it) and sends the result to the others; feature-sharded, the
+    /// blocks (weights, moments, counters) are gathered into rank 0's whole SAE, which is resampled as one
+    /// process would and scattered again.</summary>
     private int Resample()
     {
         if (_group is null)
         {
             return _resampler.Resample(_hostBatch, _options.BatchSize, _step);
+        }
+
+        if (_shards is not null)
+        {
+            GatherWhole();
+            long[] count = [_group.Rank == 0 ? ResampleWhole() : 0];
+            _group.Broadcast(count);
+            if (count[0] > 0)
+            {
+                ScatterWhole();
+            }
+
+            return (int)count[0];
         }
 
         long[] resampled =
@@ -699,6 +780,21 @@ public sealed class SaeTrainer : IDisposable
         }
 
         return (int)resampled[0];
+    }
+
+    /// <summary>Feature-sharded, rank 0: resamples the gathered whole SAE (on the host device) from the
+    /// global batch and keeps its counters for the scatter.</summary>
+    private int ResampleWhole()
+    {
+        _wholeResampler ??= new DeadFeatureResampler(
+            _shards!.WholeOnRoot!,
+            _resampler.DeadWindow,
+            _options.Seed
+        );
+        _wholeResampler.Restore(_wholeCounters!);
+        int count = _wholeResampler.Resample(_hostBatch, _options.BatchSize, _step);
+        _wholeCounters = _wholeResampler.StepsSinceFired();
+        return count;
     }
 
     /// <summary>Rank 0's weights, Adam moments and dead-feature counters, on every rank.</summary>
@@ -1038,5 +1134,6 @@ public sealed class SaeTrainer : IDisposable
         _batch.Dispose();
         _optimizer.Dispose();
         _resampler.Dispose();
+        _wholeResampler?.Dispose();
     }
 }

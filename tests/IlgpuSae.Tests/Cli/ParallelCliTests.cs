@@ -57,7 +57,8 @@ public sealed class ParallelCliTests : IDisposable
         string output,
         int steps = 20,
         int batch = 64,
-        bool resample = true
+        bool resample = true,
+        int dSae = 32
     ) =>
         [
             "--backend",
@@ -68,7 +69,7 @@ public sealed class ParallelCliTests : IDisposable
             "--acts",
             P("toy.npy"),
             "--d-sae",
-            "32",
+            dSae.ToString(),
             "--batch-size",
             batch.ToString(),
             "--tokens",
@@ -114,8 +115,9 @@ public sealed class ParallelCliTests : IDisposable
     /// 2 ranks against one process, every step: the losses, L0 and dead-feature counts of each step's
     /// record and the final weights agree within <see cref="Tolerance"/>; with <c>--parallel-check</c> the
     /// run would have stopped had any rank's replicated weights differed from rank 0's by one bit.
-    /// Data-parallel runs resample every 10 steps (rank 0 decides and broadcasts); feature-sharded runs do
-    /// not resample (refused).
+    /// Both modes resample every 10 steps: data-parallel, rank 0 decides and broadcasts; feature-sharded,
+    /// rank 0 resamples the gathered whole SAE and scatters it. Feature-sharded runs also clip the gradient
+    /// norm (the blocks' squared norms summed, b_dec's once) at a norm small enough to act at every step.
     /// </summary>
     [SkippableTheory]
     [InlineData("standard", "cpu", "data")]
@@ -130,13 +132,26 @@ public sealed class ParallelCliTests : IDisposable
     {
         Mpi.Exec();
         RequireBackend(backend);
-        bool resample = mode == "data";
-        var single = CliRunner.Run(TrainArgs(arch, backend, P("single"), resample: resample));
+        string[] clip = mode == "features" ? ["--grad-clip", "0.01"] : [];
+        string[] init = ["--init", InitWithDeadFeatures(arch)];
+        var single = CliRunner.Run([.. TrainArgs(arch, backend, P("single")), .. clip, .. init]);
         single.Code.Should().Be(0, single.Err);
+        var lr = Metrics(P("single"))
+            .Select(m => m["details/current_learning_rate"]!.GetValue<double>())
+            .ToArray();
+        Enumerable
+            .Range(1, lr.Length - 1)
+            .Should()
+            .Contain(
+                i => lr[i] < 0.5 * lr[i - 1],
+                "a resampling drops the learning rate: the run must resample"
+            );
         var parallel = Mpi.Run(
             2,
             [
-                .. TrainArgs(arch, backend, P("parallel"), resample: resample),
+                .. TrainArgs(arch, backend, P("parallel")),
+                .. clip,
+                .. init,
                 "--parallel",
                 mode,
                 "--parallel-check",
@@ -145,6 +160,126 @@ public sealed class ParallelCliTests : IDisposable
         parallel.Code.Should().Be(0, parallel.Out + parallel.Err);
         parallel.Out.Should().Contain(mode == "data" ? "2 ranks × 32 rows" : "2 ranks × 16 features");
         AssertClose(P("single"), P("parallel"), 20);
+    }
+
+    /// <summary>
+    /// A starting SAE (from a 2-step run) whose first 8 features never fire (their gate or encoder bias is
+    /// −100), so that a run from it resamples them once its dead window has passed.
+    /// </summary>
+    private string InitWithDeadFeatures(string arch)
+    {
+        var raw = CliRunner.Run(TrainArgs(arch, "cpu", P("init-raw"), steps: 2, resample: false));
+        raw.Code.Should().Be(0, raw.Err);
+        using var device = SaeDevice.Create(BackendKind.Cpu);
+        using var sae = IlgpuSae.Sae.SaeFiles.Load(device, P("init-raw"));
+        var values = sae.Parameters.Download();
+        var bias = sae.Parameters.Layout[sae.Architecture.FeatureBiases(sae.Config)[0]];
+        for (int i = 0; i < 8; i++)
+        {
+            values[bias.Offset + i] = -100f;
+        }
+
+        sae.Parameters.Upload(values);
+        IlgpuSae.Sae.SaeFiles.Save(sae, P("init"));
+        return P("init");
+    }
+
+    /// <summary>
+    /// The other families across 2 ranks against one process, every step, as above. Data-parallel, the
+    /// statistics that couple a batch's rows are formed over both ranks: BatchTopK's k·B selection (its
+    /// radix histograms summed, the ties of rank 0 first) and its threshold's batch minimum, the AuxK loss's
+    /// "fired in this batch" counts and residual variance (dictionary_learning's normalisation), JumpReLU's
+    /// batch L0 (the target-L0 loss). Feature-sharded, TopK merges every block's per-row candidates (its
+    /// AuxK selection too, whose reconstruction is summed over the blocks), BatchTopK sums the radix
+    /// histograms of its blocks, and JumpReLU sums the batch L0 and the pre-activation
+    /// loss over the feature blocks. A dead window of 5 steps among 256 features makes the AuxK loss act;
+    /// the pre-activation loss penalises every latent.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("topk", "cpu", "data", "dictionary-learning")]
+    [InlineData("topk", "opencl", "data", "saelens")]
+    [InlineData("batchtopk", "cpu", "data", "dictionary-learning")]
+    [InlineData("batchtopk", "opencl", "data", "saelens")]
+    [InlineData("matryoshka", "cpu", "data", "dictionary-learning")]
+    [InlineData("jumprelu", "cpu", "data", "dictionary-learning")]
+    [InlineData("jumprelu", "opencl", "data", "saelens")]
+    [InlineData("topk", "cpu", "features", "dictionary-learning")]
+    [InlineData("topk", "opencl", "features", "saelens-rescaled")]
+    [InlineData("batchtopk", "cpu", "features", "dictionary-learning")]
+    [InlineData("batchtopk", "opencl", "features", "saelens")]
+    [InlineData("jumprelu", "cpu", "features", "dictionary-learning")]
+    [InlineData("jumprelu", "opencl", "features", "saelens")]
+    public void Every_family_trains_on_two_ranks_like_one_process(
+        string arch,
+        string backend,
+        string mode,
+        string recipe
+    )
+    {
+        Mpi.Exec();
+        RequireBackend(backend);
+        string[] family = arch switch
+        {
+            "jumprelu" when recipe.StartsWith("saelens", StringComparison.Ordinal) =>
+            [
+                "--l0-coefficient",
+                "0.05",
+                "--threshold-init",
+                "0.05",
+                "--pre-act-coefficient",
+                "0.5",
+                "--pre-act-latents",
+                "all",
+            ],
+            "jumprelu" => ["--target-l0", "4", "--l0-coefficient", "1"],
+            "matryoshka" =>
+            [
+                "--k",
+                "3",
+                "--matryoshka-widths",
+                "64,128,256",
+                "--threshold-start",
+                "10",
+                "--dead-window",
+                "320",
+            ],
+            "batchtopk" when recipe.StartsWith("saelens", StringComparison.Ordinal) =>
+            [
+                "--k",
+                "3",
+                "--dead-window",
+                "320",
+            ],
+            "batchtopk" => ["--k", "3", "--threshold-start", "10", "--dead-window", "320"],
+            _ => ["--k", "3", "--dead-window", "320"],
+        };
+        string[] args = recipe.EndsWith("-rescaled", StringComparison.Ordinal)
+            ? [.. family, "--mode", "saelens", "--rescale-acts-by-decoder-norm", "true"]
+            : [.. family, "--mode", recipe];
+        var single = CliRunner.Run([
+            .. TrainArgs(arch, backend, P("single"), resample: false, dSae: 256),
+            .. args,
+        ]);
+        single.Code.Should().Be(0, single.Err);
+        var parallel = Mpi.Run(
+            2,
+            [
+                .. TrainArgs(arch, backend, P("parallel"), resample: false, dSae: 256),
+                .. args,
+                "--parallel",
+                mode,
+                "--parallel-check",
+            ]
+        );
+        parallel.Code.Should().Be(0, parallel.Out + parallel.Err);
+        AssertClose(P("single"), P("parallel"), 20);
+        if (arch != "jumprelu" || recipe.StartsWith("saelens", StringComparison.Ordinal))
+        {
+            Metrics(P("single"))
+                .Max(m => Math.Abs(m["losses/auxiliary_reconstruction_loss"]!.GetValue<double>()))
+                .Should()
+                .BeGreaterThan(0, "the AuxK (pre-activation) term must act for the test to cover it");
+        }
     }
 
     /// <summary>The metrics of every step and the final weights of two runs agree within
@@ -158,7 +293,16 @@ public sealed class ParallelCliTests : IDisposable
         {
             b[i]["step"]!.GetValue<long>().Should().Be(a[i]["step"]!.GetValue<long>());
             foreach (
-                var key in new[] { "losses/overall_loss", "losses/mse_loss", "losses/l1_loss", "metrics/l0" }
+                var key in new[]
+                {
+                    "losses/overall_loss",
+                    "losses/mse_loss",
+                    "losses/l1_loss",
+                    "losses/auxiliary_reconstruction_loss",
+                    "metrics/l0",
+                    "details/current_learning_rate",
+                    "details/topk_threshold",
+                }.Where(k => a[i].ContainsKey(k))
             )
             {
                 double x = a[i][key]!.GetValue<double>(),
@@ -374,6 +518,21 @@ public sealed class ParallelCliTests : IDisposable
         oddFeatures.Code.Should().NotBe(0);
         oddFeatures.Err.Should().Contain("d_sae = 33 does not divide among 2 ranks");
         Directory.Exists(P("odd")).Should().BeFalse();
+
+        string[] matryoshka =
+        [
+            .. TrainArgs("matryoshka", "cpu", P("nested"), resample: false),
+            "--k",
+            "3",
+            "--matryoshka-widths",
+            "16,32",
+            "--parallel",
+            "features",
+        ];
+        var nested = Mpi.Run(2, matryoshka);
+        nested.Code.Should().NotBe(0);
+        nested.Err.Should().Contain("does not split Matryoshka SAEs").And.Contain("--parallel data");
+        Directory.Exists(P("nested")).Should().BeFalse();
 
         // MPMD: the two ranks run different commands (another seed on rank 1).
         var differing = Mpi.Launch(

@@ -116,6 +116,90 @@ public sealed class TopKKernelTests(DeviceFixture devices)
         );
     }
 
+    /// <summary>
+    /// BatchTopK with the batch's rows split across 3 ranks (data-parallel training): each rank selects from
+    /// its block with the whole batch's budget, the radix histograms summed over the ranks and the earlier
+    /// ranks' ties first. Together the blocks equal the one-process selection bit for bit, ties included
+    /// (the "ties" data hold exact ties at the k·B-th value). The ranks are threads, each with its own
+    /// device, and the exchange an in-memory all-gather.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(SplitCases))]
+    public void TopKBatch_split_across_ranks_equals_the_whole_batch_selection(
+        Target target,
+        string kind,
+        int rows,
+        int m,
+        int kTotal
+    )
+    {
+        devices.Get(target); // skips when the backend is missing
+        const int ranks = 3;
+        int seed = Seed(target, "TopKBatch split", kind, rows, m, kTotal);
+        var pre = Data(new Random(seed), kind, rows, m, Math.Max(1, kTotal / rows));
+        var exchange = new InMemoryAllGather(ranks);
+        int[] firstRow = [0, rows / 3, rows / 3 + (rows - rows / 3) / 2, rows];
+        var result = new float[pre.Length];
+        Parallel.For(
+            0,
+            ranks,
+            new ParallelOptions { MaxDegreeOfParallelism = ranks },
+            r =>
+            {
+                using var device = SaeDevice.Create(
+                    target.Backend,
+                    null,
+                    new SaeDeviceOptions { Variant = target.Variant }
+                );
+                int local = firstRow[r + 1] - firstRow[r];
+                var block = pre.AsSpan(firstRow[r] * m, local * m).ToArray();
+                using var tp = device.Upload(block, local, m);
+                using var tf = Poisoned(device, local, m);
+                device.Ops.TopKBatch(
+                    tp.Data,
+                    tf.Data,
+                    local,
+                    m,
+                    kTotal,
+                    new RankExchange(r, values => exchange.AllGather(r, values))
+                );
+                tf.ToArray().CopyTo(result, firstRow[r] * m);
+            }
+        );
+
+        var reference = SaeKernelReference.TopKBatch(pre, rows, m, kTotal);
+        ShouldMatchExactly(
+            $"TopKBatch split over {ranks} ranks {kind} {rows}x{m} kTotal={kTotal}",
+            result,
+            reference,
+            target,
+            seed
+        );
+    }
+
+    public static TheoryData<Target, string, int, int, int> SplitCases() =>
+        Cases(
+            ["uniform", "ties", "few positives"],
+            [(6, 7, 10), (9, 37, 100), (7, 300, 600), (9, 1000, 4500)]
+        );
+
+    /// <summary>An all-gather among threads: every caller of round n receives every rank's array of round
+    /// n.</summary>
+    private sealed class InMemoryAllGather(int ranks)
+    {
+        private readonly Barrier _barrier = new(ranks);
+        private readonly int[][] _slots = new int[ranks][];
+
+        public int[][] AllGather(int rank, int[] values)
+        {
+            _slots[rank] = [.. values];
+            _barrier.SignalAndWait();
+            int[][] all = [.. _slots.Select(v => v.ToArray())];
+            _barrier.SignalAndWait(); // nobody overwrites a slot before every rank has read the round
+            return all;
+        }
+    }
+
     [SkippableTheory]
     [MemberData(nameof(TargetData))]
     public void TopKBatch_reuses_its_scratch_across_calls_of_different_sizes(Target target)

@@ -84,7 +84,17 @@ public class BatchTopKSae : SaeArchitecture
             // k·B largest positive values.
             ops.MapBroadcastRows<Add>(ws.U, bEnc, ws.U);
             bool rescaled = TopKFamily.RescaleForSelection(sae, ws);
-            ops.TopKBatch(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K * ws.Batch);
+            // Across processes the selection is over every rank's values: data-parallel, the ranks' rows
+            // share one budget of k·B over the global batch; feature-sharded, the blocks share the batch's.
+            var ranks = sae.Collectives;
+            ops.TopKBatch(
+                ws.U.Data,
+                ws.F.Data,
+                ws.Batch,
+                sae.DSae,
+                sae.Config.K * ws.Batch * (ranks is { RowsSplit: true } ? ranks.Size : 1),
+                ranks?.Exchange
+            );
             // The threshold estimator's per-row minima of the kept values, in the space the selection
             // ranked (θ lives there: SAELens measures it on U ⊙ n with the rescale); the update is in
             // Backward.
@@ -146,6 +156,9 @@ public class BatchTopKSae : SaeArchitecture
         var rows = ws.Scratch(RowMinName, 1, ws.Batch);
         var min = ws.Scratch("threshold_min", 1, 1);
         ops.ReduceRows<MinPositive>(rows.View, min.Data);
+        // Across processes: the smallest kept value over every rank's rows or features.
+        sae.Collectives?.Min(sae.Device, min.Data);
+
         ops.ThresholdUpdate(
             sae.Parameters[ThresholdTensor].Data,
             min.Data,

@@ -176,6 +176,18 @@ public sealed class JumpReluSae : SaeArchitecture
                 jump.TrainingRelu
             );
             ops.ReduceRows<Sum>(rows.View, extra.Data.SubView(2L * m, 1));
+            if (sae.Collectives is { } ranks)
+            {
+                // Across processes the count is the sum of the ranks' (their rows, or their features);
+                // data-parallel, each rank's gradient is its B/N rows' mean, so the count is kept per B/N
+                // rows: l0 = count/b is then the global batch's.
+                var count = extra.Data.SubView(2L * m, 1);
+                ranks.Sum(sae.Device, count);
+                if (ranks.RowsSplit)
+                {
+                    ops.Map(count, count, new Scale(1f / ranks.Size));
+                }
+            }
         }
 
         ops.JumpReluBackward(

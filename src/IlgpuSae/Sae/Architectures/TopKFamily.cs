@@ -67,6 +67,81 @@ internal static class TopKFamily
         return true;
     }
 
+    /// <summary>
+    /// Feature-sharded top-k (OpenAI's sharded TopK): <paramref name="f"/> [B, M/N] holds this block's own
+    /// per-row selection of at most <paramref name="k"/> values; every block's candidates are exchanged
+    /// (B·k floats each) and each row keeps its k largest over all blocks, ties to the lowest feature index
+    /// (the blocks are in rank order), as one process selecting over all M features would. A no-op in one
+    /// process or data-parallel.
+    /// </summary>
+    public static void MergeAcrossShards(
+        SparseAutoencoder sae,
+        SaeWorkspace ws,
+        MatrixView f,
+        int k,
+        string name
+    )
+    {
+        if (sae.Collectives is not { RowsSplit: false } ranks)
+        {
+            return;
+        }
+
+        int b = ws.Batch,
+            m = sae.DSae;
+        var ops = sae.Device.Ops;
+        var values = ws.Scratch(name + "_candidates", b, k);
+        ops.RowNonZeros(f.Data, values.Data, b, m, k);
+        var all = ranks.AllGather(values.ToArray());
+        var threshold = new float[b];
+        var ties = new float[b];
+        var pool = new List<float>(k * all.Length);
+        for (int row = 0; row < b; row++)
+        {
+            pool.Clear();
+            foreach (var block in all)
+            {
+                for (int j = 0; j < k && !float.IsNaN(block[row * k + j]); j++)
+                {
+                    pool.Add(block[row * k + j]);
+                }
+            }
+
+            if (pool.Count <= k)
+            {
+                threshold[row] = float.NegativeInfinity; // every candidate is kept
+                continue;
+            }
+
+            pool.Sort((x, y) => y.CompareTo(x));
+            float t = pool[k - 1];
+            int need = k - pool.Count(v => v > t);
+            for (int r = 0; r <= ranks.Rank; r++)
+            {
+                int equal = 0;
+                for (int j = 0; j < k && !float.IsNaN(all[r][row * k + j]); j++)
+                {
+                    equal += all[r][row * k + j] == t ? 1 : 0;
+                }
+
+                int taken = Math.Min(equal, need);
+                need -= taken;
+                if (r == ranks.Rank)
+                {
+                    ties[row] = taken;
+                }
+            }
+
+            threshold[row] = t;
+        }
+
+        var rowThreshold = ws.Scratch(name + "_row_threshold", 1, b);
+        var rowTies = ws.Scratch(name + "_row_ties", 1, b);
+        rowThreshold.CopyFrom(threshold);
+        rowTies.CopyFrom(ties);
+        ops.KeepAboveRowThreshold(f.Data, rowThreshold.Data, rowTies.Data, b, m);
+    }
+
     /// <summary>The codes of a rescaled selection back in the decoder's space, <c>codes ⊘= n</c> (SAELens
     /// decodes <c>F ⊘ n</c>), zeros kept.</summary>
     public static void UnscaleCodes(SparseAutoencoder sae, SaeWorkspace ws, MatrixView codes) =>
@@ -174,6 +249,8 @@ internal static class TopKFamily
         var dev = ws.Scratch(DevName, 1, d);
 
         ops.ReduceColumns<CountNonZero>(ws.F, fired.Data);
+        var split = sae.Collectives is { RowsSplit: true } rows ? rows : null;
+        split?.Sum(sae.Device, fired.Data); // fired anywhere in the global batch
         ops.DeadMask(
             window.StepsSinceFired,
             fired.Data,
@@ -182,7 +259,14 @@ internal static class TopKFamily
             window.IncludeCurrentBatch
         );
         ops.ReduceRows<Sum>(dead.View, stats.Data.SubView(1, 1));
+        bool sharded = sae.Collectives is { RowsSplit: false };
+        if (sharded)
+        {
+            sae.Collectives!.Sum(sae.Device, stats.Data.SubView(1, 1)); // dead features of every block
+        }
+
         ops.AuxKSelect(ws.U.Data, dead.Data, codes.Data, b, m, aux.KAux, raw: saeLens);
+        MergeAcrossShards(sae, ws, codes.View, aux.KAux, "auxk");
         sae.Profile?.Mark(sae.Device, "AuxK selection");
         if (sae.Config.RescaleActsByDecoderNorm)
         {
@@ -225,13 +309,31 @@ internal static class TopKFamily
         else
         {
             ops.MatMul(codes, sae.Decoder, xa, GemmLayout.NN);
+            sae.Sharding?.SumReconstructions(xa); // every block's part of ê
         }
 
         sae.Profile?.Mark(sae.Device, "AuxK decoder");
 
         var delta = ws.Delta.View.SliceRows(0, b);
-        ops.ColumnSquaredDeviation(delta.Data, dev.Data, b);
-        ops.ReduceRows<Sum>(dev.View, stats.Data.SubView(0, 1));
+        if (split is null)
+        {
+            ops.ColumnSquaredDeviation(delta.Data, dev.Data, b);
+            ops.ReduceRows<Sum>(dev.View, stats.Data.SubView(0, 1));
+        }
+        else
+        {
+            // The rows are split: the squared deviation about the global batch's column means, summed over
+            // the ranks (every rank's Δ carries the same scale 2c/b).
+            var centred = ws.Scratch("auxk_centred", b, d);
+            ops.ReduceColumns<Sum>(delta, dev.Data);
+            split.Sum(sae.Device, dev.Data);
+            ops.Map(dev.Data, dev.Data, new Scale(1f / ((float)b * split.Size)));
+            ops.MapBroadcastRows<Subtract>(delta, dev.Data, centred.View);
+            ops.ReduceColumns<SumOfSquares>(centred.View, dev.Data);
+            ops.ReduceRows<Sum>(dev.View, stats.Data.SubView(0, 1));
+            split.Sum(sae.Device, stats.Data.SubView(0, 1));
+        }
+
         float c = ws.Loss!.Scale == ReconstructionScale.Sum ? 1f : 1f / d;
         ops.AuxResidual(
             xa.Data,
@@ -242,6 +344,7 @@ internal static class TopKFamily
             new AuxResidualArgs
             {
                 Rows = b,
+                StatRows = b * (split?.Size ?? 1),
                 D = d,
                 MainScale = c * 2f / b * sae.Architecture.MainReconstructionWeight(sae.Config, ws.Loss),
                 Alpha = aux.Coefficient,
@@ -287,7 +390,7 @@ internal static class TopKFamily
         }
 
         sae.Profile?.Mark(sae.Device, "AuxK weight gradients");
-        if (saeLens)
+        if (saeLens && (sae.Sharding is null || sae.Sharding.AddsSharedTerms))
         {
             ops.ReduceColumns<Sum>(
                 da,

@@ -55,6 +55,7 @@ public sealed class TopKSae : SaeArchitecture
         ops.MapBroadcastRows<Add>(ws.U, sae.Parameters["b_enc"].Data, ws.U);
         bool rescaled = TopKFamily.RescaleForSelection(sae, ws);
         ops.TopKRows(ws.U.Data, ws.F.Data, ws.Batch, sae.DSae, sae.Config.K);
+        TopKFamily.MergeAcrossShards(sae, ws, ws.F, sae.Config.K, "topk");
         if (rescaled)
         {
             TopKFamily.UnscaleCodes(sae, ws, ws.F);
