@@ -29,9 +29,9 @@ device=$(dotnet "$cli" devices 2>/dev/null | grep -m1 " $backend:" \
   echo
   echo "- command: \`bash perf/run-parallel.sh --sizes $sizes --steps $steps --arch $arch --backend $backend\`"
   echo "- commit: $commit; MPICH $("$mpiexec" --version | awk '/Version:/ {print $2; exit}') (hydra), MPI.NET 1.4.0"
-  echo "- device: $device, every rank on it; machine: $(nproc) cores, shared with other jobs while this ran"
-  echo "  (load average at the start: $(cut -d' ' -f1-3 /proc/loadavg))"
-  echo "  (the times are upper bounds; two ranks share the same cores, so the 2-rank compute is not halved)"
+  echo "- device: $device, every rank on it; machine: $(nproc) cores, load average at the start"
+  echo "  $(cut -d' ' -f1-3 /proc/loadavg) (above the core count: other jobs shared the cores and the times are"
+  echo "  upper bounds); two ranks share the same cores, so the 2-rank compute is not halved"
   echo "- step: forward + backward + Adam of one batch after a first, unmeasured step; median over $steps steps"
   echo "  of rank 0; communication = time inside collectives (device↔host staging, waiting for the other"
   echo "  rank and the transfer itself); compute = the rest; MB = payload rank 0 sent and received"

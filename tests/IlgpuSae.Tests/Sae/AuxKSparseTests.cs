@@ -49,39 +49,19 @@ public sealed class AuxKSparseTests(DeviceFixture devices)
             batch = 23;
         var c = FamilyGradientTests.Cases(d, m).Single(x => x.Name == caseName);
         var (p, x) = FamilyGradientTests.Generate(c, batch, seed: 7, margin: 2e-4);
-        using var sae = SparseAutoencoder.CreateEmpty(device, c.Config);
-        sae.Path = TrainingPath.Sparse;
-        sae.TrainingStep = 1;
-        SaeTestData.Load(sae, p);
-        using var counters = device.Allocate(1, m, "steps_since_fired");
-        var dead = c.Dead!;
-        bool dl = dead.ExcludeFiredInBatch;
-        counters.CopyFrom([.. dead.DeadBefore.Select(b => b ? (dl ? 3f : 5f) : 0f)]);
-        sae.AuxDeadFeatures = new DeadFeatureWindow(counters.Data, 4f, dl);
-        using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, d, "x");
-        device.Ops.Fill(sae.Parameters.Gradients, float.NaN); // must be zeroed and fully rewritten
-        var loss = sae.ComputeGradients(tx, c.Options, computeLoss: true)!;
-        sae.LastStepWasSparse.Should().BeTrue();
-
-        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
+        var pass = FamilyGradientTests.CheckDeviceGradients(
+            device,
+            target,
+            c,
+            p,
+            x,
+            batch,
+            TrainingPath.Sparse,
+            "AuxKSparse"
+        );
         pass.Aux.Count(v => v != 0).Should().BeGreaterThan(4, "the case must exercise AuxK");
         pass.Aux.Select((v, t) => v != 0 && pass.F[t] == 0)
             .Should()
             .Contain(true, "some aux entries lie outside the selection");
-        loss.Total.Should().BeApproximately(pass.Loss, TestTolerances.SaeLoss.Bound(pass.Loss), "loss");
-        var expected = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
-        foreach (var (name, reference) in expected)
-        {
-            var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
-            double scale = Math.Max(reference.Max(Math.Abs), 1e-30);
-            var result = KernelChecks.Compare(
-                $"{caseName} d{name}",
-                "AuxKSparse",
-                actual.Select(e => (float)e).ToArray(),
-                reference,
-                TestTolerances.SaeGradient(name, scale)
-            );
-            result.Failure.Should().BeNull($"∂L/∂{name} of {caseName} on {target}, sparse path");
-        }
     }
 }

@@ -665,26 +665,7 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
         var c = Find(caseName, d: 12, m: 40);
         const int batch = 19;
         var (p, x) = Generate(c, batch, seed: 5, margin: 2e-4);
-        using var sae = SparseAutoencoder.CreateEmpty(device, c.Config);
-        sae.Path = path;
-        sae.TrainingStep = 1;
-        SaeTestData.Load(sae, p);
-        using var counters = device.Allocate(1, c.Config.DSae, "steps_since_fired");
-        if (c.Dead is { } dead)
-        {
-            // window W = 4 steps; dictionary_learning: dead ⇔ steps + 1 ≥ W and not fired now;
-            // SAELens: dead ⇔ steps > W.
-            bool dl = dead.ExcludeFiredInBatch;
-            counters.CopyFrom([.. dead.DeadBefore.Select(b => b ? (dl ? 3f : 5f) : 0f)]);
-            sae.AuxDeadFeatures = new DeadFeatureWindow(counters.Data, 4f, dl);
-        }
-
-        using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, c.Config.DIn, "x");
-        device.Ops.Fill(sae.Parameters.Gradients, float.NaN); // must be zeroed and fully rewritten
-        var loss = sae.ComputeGradients(tx, c.Options, computeLoss: true)!;
-        sae.LastStepWasSparse.Should().Be(path == TrainingPath.Sparse);
-
-        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
+        var pass = CheckDeviceGradients(device, target, c, p, x, batch, path, "FamilyBackward");
         if (c.Options.AuxK is not null)
         {
             pass.Aux.Count(v => v != 0).Should().BeGreaterThan(0, "the case must exercise AuxK");
@@ -707,7 +688,44 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
                 band.Should().Contain(e => e.Z <= 0, "with θ < ε/2 the window reaches z ≤ 0");
             }
         }
+    }
 
+    /// <summary>
+    /// One device pass of case <paramref name="c"/> on <paramref name="path"/> against the double
+    /// reference: loads <paramref name="p"/>, sets the dead-feature window (W = 4 steps; dictionary_learning:
+    /// dead ⇔ steps + 1 ≥ W and not fired now; SAELens: dead ⇔ steps &gt; W), poisons the gradient buffer
+    /// (it must be zeroed and fully rewritten), and compares the loss and every gradient. Returns the
+    /// reference pass for the caller's checks of what the data exercise.
+    /// </summary>
+    internal static FamilyReference.Pass CheckDeviceGradients(
+        IlgpuSae.Backends.SaeDevice device,
+        Target target,
+        FamilyCase c,
+        Dictionary<string, double[]> p,
+        double[] x,
+        int batch,
+        TrainingPath path,
+        string kernel
+    )
+    {
+        using var sae = SparseAutoencoder.CreateEmpty(device, c.Config);
+        sae.Path = path;
+        sae.TrainingStep = 1;
+        SaeTestData.Load(sae, p);
+        using var counters = device.Allocate(1, c.Config.DSae, "steps_since_fired");
+        if (c.Dead is { } dead)
+        {
+            bool dl = dead.ExcludeFiredInBatch;
+            counters.CopyFrom([.. dead.DeadBefore.Select(b => b ? (dl ? 3f : 5f) : 0f)]);
+            sae.AuxDeadFeatures = new DeadFeatureWindow(counters.Data, 4f, dl);
+        }
+
+        using var tx = device.Upload(x.Select(e => (float)e).ToArray(), batch, c.Config.DIn, "x");
+        device.Ops.Fill(sae.Parameters.Gradients, float.NaN);
+        var loss = sae.ComputeGradients(tx, c.Options, computeLoss: true)!;
+        sae.LastStepWasSparse.Should().Be(path == TrainingPath.Sparse);
+
+        var pass = FamilyReference.Forward(c.Config, p, x, batch, c.Options, c.Dead);
         loss.Total.Should().BeApproximately(pass.Loss, TestTolerances.SaeLoss.Bound(pass.Loss), "loss");
         var expected = FamilyReference.Gradients(c.Config, p, x, batch, c.Options, c.Dead);
         foreach (var (name, reference) in expected)
@@ -715,13 +733,15 @@ public sealed class FamilyGradientTests(DeviceFixture devices)
             var actual = SaeTestData.Read(sae, name, ParameterSection.Gradients);
             double scale = Math.Max(reference.Max(Math.Abs), 1e-30);
             var result = KernelChecks.Compare(
-                $"{caseName} d{name}",
-                "FamilyBackward",
+                $"{c.Name} d{name}",
+                kernel,
                 actual.Select(e => (float)e).ToArray(),
                 reference,
                 TestTolerances.SaeGradient(name, scale)
             );
-            result.Failure.Should().BeNull($"∂L/∂{name} of {caseName} on {target}, {path} path");
+            result.Failure.Should().BeNull($"∂L/∂{name} of {c.Name} on {target}, {path} path");
         }
+
+        return pass;
     }
 }
