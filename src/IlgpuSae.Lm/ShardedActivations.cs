@@ -292,14 +292,6 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
     private (long Start, float[] Rows)? _previous;
     private bool _lockstep;
 
-    /// <summary>The digest every rank must share before streaming <paramref name="plan"/> over
-    /// <paramref name="ranks"/> ranks (what the rows are, the batch and the number of ranks).</summary>
-    public static byte[] Digest(ActivationPlan plan, int ranks)
-    {
-        ArgumentNullException.ThrowIfNull(plan);
-        return ShardedActivationCacheBuilder.Digest(plan, plan.Describe(), ranks);
-    }
-
     /// <summary>Streams <paramref name="plan"/> across <paramref name="group"/>; disposing it disposes
     /// <paramref name="owner"/> (the model).</summary>
     public ShardedStreamingActivations(ActivationPlan plan, ITrainingGroup group, IDisposable? owner = null)
@@ -310,7 +302,12 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
         _group = group;
         _owner = owner;
         _local = new StreamingModelActivations(plan);
+        Digest = ShardedActivationCacheBuilder.Digest(plan, plan.Describe(), group.Size);
     }
+
+    /// <summary>The digest every rank must share before reading in lockstep: what the rows are, the batch
+    /// and the number of ranks (ranks that split other batches would gather the wrong rows).</summary>
+    public byte[] Digest { get; }
 
     /// <inheritdoc/>
     public int Dim => _plan.Width;

@@ -57,7 +57,8 @@ public static class TrainingActivations
     /// Fills <paramref name="metadata"/> with the SAELens provenance keys. With <paramref name="group"/> (a
     /// parallel run; every rank calls this) the model work is split across the ranks: the cache is built
     /// sharded (<see cref="ShardedActivationCacheBuilder"/>) after <paramref name="agree"/> has made the
-    /// ranks agree on its digest, or the rows stream through <see cref="ShardedStreamingActivations"/>.
+    /// ranks agree on its digest, or the rows stream through <see cref="ShardedStreamingActivations"/>
+    /// (whose <see cref="ShardedStreamingActivations.Digest"/> the ranks must agree on before training).
     /// </summary>
     public static IActivationSource FromModel(
         LanguageModel model,
@@ -137,7 +138,6 @@ public static class TrainingActivations
 
             if (group is not null)
             {
-                agree?.Invoke(ShardedStreamingActivations.Digest(plan, group.Size));
                 return new ShardedStreamingActivations(plan, group, model);
             }
 

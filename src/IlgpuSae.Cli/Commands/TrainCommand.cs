@@ -491,7 +491,11 @@ internal static class TrainCommand
 
         if (launch is not null)
         {
-            launch.Agree(trainer.ConfigurationDigest());
+            // Streamed across the ranks: they must also split the same contexts into the same batches.
+            launch.Agree([
+                .. trainer.ConfigurationDigest(),
+                .. (data as ShardedStreamingActivations)?.Digest ?? [],
+            ]);
         }
 
         Console.WriteLine(
@@ -684,12 +688,7 @@ internal static class TrainCommand
                 metadata,
                 log: Console.WriteLine,
                 cancellationToken: cancel,
-                group: launch?.Group,
-                agree: digest =>
-                    launch?.Agree(
-                        digest,
-                        "every rank must stream the same activations (the same --model, --site, --corpus, --context, --lm-batch and --tokens)"
-                    )
+                group: launch?.Group
             );
         }
 

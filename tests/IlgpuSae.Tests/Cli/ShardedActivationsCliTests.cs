@@ -186,6 +186,26 @@ public sealed class ShardedActivationsCliTests : IDisposable
         AssertClose(P("single"), P("parallel"), 20);
     }
 
+    /// <summary><c>train --model … --cache-activations … --parallel data</c> builds the cache sharded (the
+    /// rows of the single-process cache as a multiset, under one manifest) and trains from it.</summary>
+    [SkippableFact]
+    public void Train_with_a_cache_across_ranks_builds_it_sharded_and_trains_from_it()
+    {
+        Mpi.Exec();
+        var single = CliRunner.Run([.. TrainArgs(P("single")), "--cache-activations", P("cache-single")]);
+        single.Code.Should().Be(0, single.Err);
+        var parallel = Mpi.Run(
+            2,
+            [.. TrainArgs(P("parallel")), "--cache-activations", P("cache-sharded"), "--parallel", "data"]
+        );
+        parallel.Code.Should().Be(0, parallel.Out + parallel.Err);
+        var manifest = JsonNode.Parse(File.ReadAllText(P("cache-sharded/manifest.json")))!;
+        manifest["source"]!["ranks"]!.GetValue<int>().Should().Be(2);
+        SortedRows(P("cache-sharded")).Should().Equal(SortedRows(P("cache-single")));
+        Metrics(P("parallel")).Should().HaveCount(20);
+        File.Exists(P("parallel/sae_weights.safetensors")).Should().BeTrue();
+    }
+
     private static JsonObject[] Metrics(string folder) =>
         [
             .. File.ReadAllLines(Path.Combine(folder, "metrics.jsonl"))
@@ -270,7 +290,7 @@ public sealed class ShardedActivationsCliTests : IDisposable
                 .Contain("rank(s) 1 were started with other options or other data than rank 0")
                 .And.Contain(
                     command == "train"
-                        ? "every rank must stream the same activations"
+                        ? "every rank must run the same train command on the same activations"
                         : "every rank must run the same activations command"
                 )
                 .And.NotContain("   at ");
