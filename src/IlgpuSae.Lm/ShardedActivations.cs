@@ -192,6 +192,12 @@ public static class ShardedActivationCacheBuilder
 
         if (finished is not null)
         {
+            if (group.Rank == 0)
+            {
+                // Records left by a job stopped between writing the manifest and deleting them.
+                DeleteProgress(folder, group.Size);
+            }
+
             progress?.Report(new ActivationProgress(finished.TotalRows, finished.TotalRows));
             return finished;
         }
@@ -261,15 +267,20 @@ public static class ShardedActivationCacheBuilder
                 Path.Combine(folder, "manifest.json"),
                 JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
             );
-            for (int r = 0; r < group.Size; r++)
-            {
-                new BuildPart(r, group.Size, true).DeleteProgress(folder);
-            }
+            DeleteProgress(folder, group.Size);
         }
 
         // No rank returns before the manifest is on disk (train then opens the cache on every rank).
         group.AllGather([]);
         return manifest;
+    }
+
+    private static void DeleteProgress(string folder, int ranks)
+    {
+        for (int r = 0; r < ranks; r++)
+        {
+            new BuildPart(r, ranks, true).DeleteProgress(folder);
+        }
     }
 }
 

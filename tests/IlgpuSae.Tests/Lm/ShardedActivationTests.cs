@@ -151,11 +151,14 @@ public sealed class ShardedActivationTests : IDisposable
             Math.Abs(a - b).Should().BeLessThanOrEqualTo(1e-12 * Math.Abs(a), $"{key}: the same sums");
         }
 
-        // A finished cache is confirmed, not rebuilt, by the ranks and by a single process.
+        // A finished cache is confirmed, not rebuilt, by the ranks and by a single process; a record left
+        // by a job stopped just after writing the manifest is cleared.
+        File.WriteAllText(P("sharded/progress-r001-of-002.json"), "{}");
         OnRanks(2, g => ShardedActivationCacheBuilder.Build(Plan(g.Rank), P("sharded"), g, 400, 5))
             .Select(m => m.TotalRows)
             .Should()
             .Equal(2500, 2500);
+        File.Exists(P("sharded/progress-r001-of-002.json")).Should().BeFalse();
         ActivationCacheBuilder
             .Build(Plan(), P("sharded"), 400, 5)
             .Shards.Should()
