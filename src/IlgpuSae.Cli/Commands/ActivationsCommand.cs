@@ -115,6 +115,29 @@ internal static class ActivationsCommand
         return command;
     }
 
+    /// <summary>
+    /// Environment variable for tests: sleep this many milliseconds after every batch of contexts, so that a
+    /// test can act on a build mid-way (kill a rank) without a long build.
+    /// </summary>
+    internal const string BatchDelayVariable = "ILGPUSAE_BATCH_DELAY_MS";
+
+    private static readonly int BatchDelayMs = int.TryParse(
+        Environment.GetEnvironmentVariable(BatchDelayVariable),
+        NumberStyles.Integer,
+        CultureInfo.InvariantCulture,
+        out int ms
+    )
+        ? ms
+        : 0;
+
+    private static void Pace()
+    {
+        if (BatchDelayMs > 0)
+        {
+            Thread.Sleep(BatchDelayMs);
+        }
+    }
+
     /// <summary>Deletes <paramref name="outDir"/> if this run created it and nothing is in it.</summary>
     private static void DeleteIfEmpty(string outDir, bool created)
     {
@@ -194,7 +217,11 @@ internal static class ActivationsCommand
             launch is null ? plan.Rows : ShardedActivationCacheBuilder.RowsOfRank(plan, 0, launch.Group.Size),
             report =>
             {
-                var relay = new ConsoleProgress.Relay<ActivationProgress>(p => report(p.Rows));
+                var relay = new ConsoleProgress.Relay<ActivationProgress>(p =>
+                {
+                    report(p.Rows);
+                    Pace();
+                });
                 return launch is null
                     ? ActivationCacheBuilder.Build(plan, outDir, rows, shuffleSeed, relay, cancel)
                     : ShardedActivationCacheBuilder.Build(

@@ -246,6 +246,93 @@ public sealed class ShardedActivationsCliTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A rank killed mid-build stops the job with no manifest written; the same command on the same number
+    /// of ranks resumes every rank from its own progress record to the uninterrupted cache, shard for shard.
+    /// </summary>
+    [SkippableFact]
+    public void A_killed_rank_stops_the_build_and_the_same_launch_resumes_to_the_uninterrupted_cache()
+    {
+        Mpi.Exec();
+        // 24 batches of 2 contexts (12 per rank), shards of 256 rows: several shards per rank.
+        string[] Args(string output)
+        {
+            string[] args = [.. ActivationsArgs(output), "--parallel", "data"];
+            args[Array.IndexOf(args, "--lm-batch") + 1] = "2";
+            args[Array.IndexOf(args, "--shard-rows") + 1] = "256";
+            return args;
+        }
+
+        var reference = Mpi.Run(2, Args(P("ref")));
+        reference.Code.Should().Be(0, reference.Out + reference.Err);
+
+        using var job = Mpi.Start(
+            Mpi.Exec(),
+            ["-n", "2", "dotnet", Mpi.Cli, .. Args(P("run"))],
+            new Dictionary<string, string> { ["ILGPUSAE_BATCH_DELAY_MS"] = "300" }
+        );
+        const string Banner = "parallel data: rank 1 of 2, pid ";
+        int? rank1 = null;
+        var gate = new object();
+        var output = new System.Text.StringBuilder();
+        job.OutputDataReceived += (_, e) =>
+        {
+            lock (gate)
+            {
+                output.AppendLine(e.Data);
+                if (e.Data is { } line && line.StartsWith(Banner, StringComparison.Ordinal))
+                {
+                    rank1 = int.Parse(line[Banner.Length..].Split(',')[0]);
+                }
+            }
+        };
+        job.ErrorDataReceived += (_, e) =>
+        {
+            lock (gate)
+            {
+                output.AppendLine(e.Data);
+            }
+        };
+        job.BeginOutputReadLine();
+        job.BeginErrorReadLine();
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(P("run/progress-r001-of-002.json")) && !job.HasExited)
+        {
+            wait.Elapsed.Should().BeLessThan(TimeSpan.FromMinutes(3), "rank 1 writes its first shard");
+            Thread.Sleep(10);
+        }
+
+        job.HasExited.Should().BeFalse("the kill lands before the build ends");
+        int pid;
+        lock (gate)
+        {
+            pid = rank1 ?? throw new InvalidOperationException($"rank 1 never printed its pid: {output}");
+        }
+
+        using (var victim = System.Diagnostics.Process.GetProcessById(pid))
+        {
+            victim.Kill();
+        }
+
+        job.WaitForExit(30_000).Should().BeTrue("mpiexec stops the remaining rank when one dies");
+        job.WaitForExit();
+        job.ExitCode.Should().NotBe(0, $"rank 1 (pid {pid}) was killed; the job printed: {output}");
+        File.Exists(P("run/manifest.json")).Should().BeFalse("no cache exists until every rank is done");
+
+        var resumed = Mpi.Run(2, Args(P("run")));
+        resumed.Code.Should().Be(0, resumed.Out + resumed.Err);
+        static string[] Shards(string folder) =>
+            [
+                .. JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "manifest.json")))!["shards"]!
+                    .AsArray()
+                    .Select(s => s!.ToJsonString()),
+            ];
+        Shards(P("run")).Should().Equal(Shards(P("ref")), "the same shards, names, rows and SHA-256");
+        Directory.GetFiles(P("run"), "progress*").Should().BeEmpty();
+        Directory.GetFiles(P("run"), "pending*").Should().BeEmpty();
+        SortedRows(P("run")).Should().Equal(SortedRows(P("ref")));
+    }
+
     [SkippableFact]
     public void Bad_sharded_launches_are_refused_with_one_error_and_nothing_written()
     {
