@@ -486,14 +486,7 @@ public static class ActivationCacheBuilder
         CancellationToken cancellationToken
     )
     {
-        var fingerprintSource = new Dictionary<string, object?>(source);
-        if (part.Sharded)
-        {
-            fingerprintSource["rank"] = part.Rank;
-            fingerprintSource["ranks"] = part.Size;
-        }
-
-        string fingerprint = JsonSerializer.Serialize(fingerprintSource);
+        string fingerprint = Fingerprint(source, part);
         int width = plan.Width;
         var shards = new List<ActivationShard>();
         var buffer = new List<float>(2 * shardRows * width);
@@ -596,6 +589,20 @@ public static class ActivationCacheBuilder
         }
 
         return new PartResult(shards, produced, stats[0], stats[1]);
+    }
+
+    /// <summary>What <paramref name="part"/>'s progress record must name for a build of
+    /// <paramref name="source"/> to resume it.</summary>
+    internal static string Fingerprint(Dictionary<string, object?> source, BuildPart part)
+    {
+        var fingerprintSource = new Dictionary<string, object?>(source);
+        if (part.Sharded)
+        {
+            fingerprintSource["rank"] = part.Rank;
+            fingerprintSource["ranks"] = part.Size;
+        }
+
+        return JsonSerializer.Serialize(fingerprintSource);
     }
 
     private static ActivationShard WriteShard(string folder, string name, float[] rows, int width)

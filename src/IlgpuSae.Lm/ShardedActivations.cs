@@ -96,8 +96,9 @@ public static class ShardedActivationCacheBuilder
 {
     /// <summary>
     /// Checks, before the ranks agree to start, that this rank can build or confirm the cache in
-    /// <paramref name="folder"/>: it holds no cache of another request, no partial single-process run and
-    /// no partial run over another number of ranks. Writes nothing.
+    /// <paramref name="folder"/>: it holds no cache of another request, no partial single-process run, no
+    /// partial run over another number of ranks and no rank's partial run of another request. Writes
+    /// nothing.
     /// </summary>
     /// <returns>The digest every rank must share (the request and the number of ranks).</returns>
     /// <exception cref="InvalidOperationException">The folder cannot hold this build.</exception>
@@ -133,6 +134,22 @@ public static class ShardedActivationCacheBuilder
                 throw new InvalidOperationException(
                     $"{folder} holds a partial activation cache of a run over another number of ranks ({Path.GetFileName(other)}); resume it with that many ranks, or delete the folder."
                 );
+            }
+
+            for (int r = 0; r < ranks; r++)
+            {
+                var part = new BuildPart(r, ranks, true);
+                var path = Path.Combine(folder, part.ProgressName);
+                if (
+                    File.Exists(path)
+                    && ActivationCacheBuilder.ReadProgress(path, folder).Fingerprint
+                        != ActivationCacheBuilder.Fingerprint(source, part)
+                )
+                {
+                    throw new InvalidOperationException(
+                        $"{folder} holds a partial run of a different request ({part.ProgressName}); choose another --out folder or delete it."
+                    );
+                }
             }
         }
 

@@ -221,6 +221,11 @@ public sealed class ShardedActivationTests : IDisposable
             .Should()
             .Throw<InvalidOperationException>()
             .WithMessage("*several MPI ranks*same mpiexec -n*");
+        FluentActions
+            .Invoking(() => ShardedActivationCacheBuilder.Check(Plan(), P("part"), 2, 400, 10))
+            .Should()
+            .Throw<InvalidOperationException>()
+            .WithMessage("*partial run of a different request (progress-r000-of-002.json)*");
         ShardedActivationCacheBuilder.Check(Plan(), P("part"), 2, 400, 9).Should().NotBeEmpty();
 
         var resumed = OnRanks(
