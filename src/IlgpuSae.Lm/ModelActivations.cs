@@ -299,7 +299,9 @@ public static class ActivationCacheBuilder
         double SumNorm,
         double SumSqNorm,
         List<ActivationShard> Shards,
-        string? Pending
+        string? Pending,
+        string? SumNormExact = null,
+        string? SumSqNormExact = null
     );
 
     /// <summary>Reads and checks the <c>progress.json</c> at <paramref name="progressPath"/> of the cache
@@ -319,8 +321,13 @@ public static class ActivationCacheBuilder
                 state["sum_norm"]!.GetValue<double>(),
                 state["sum_sq_norm"]!.GetValue<double>(),
                 JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!,
-                state["pending"]?.GetValue<string>()
+                state["pending"]?.GetValue<string>(),
+                state["sum_norm_exact"]?.GetValue<string>(),
+                state["sum_sq_norm_exact"]?.GetValue<string>()
             );
+            // Parsed here so that a damaged exact sum is the same clear error.
+            _ = record.SumNormExact is { } n ? ExactSum.Parse(n) : null;
+            _ = record.SumSqNormExact is { } q ? ExactSum.Parse(q) : null;
         }
         catch (Exception e)
             when (e is JsonException or NullReferenceException or FormatException or InvalidOperationException
@@ -379,7 +386,14 @@ public static class ActivationCacheBuilder
 
         var part = BuildPart.Whole;
         var state = RunPart(plan, folder, part, source, shardRows, seed, progress, cancellationToken);
-        var manifest = Manifest(plan.Width, source, state.Shards, state.SumNorm, state.SumSqNorm, null);
+        var manifest = Manifest(
+            plan.Width,
+            source,
+            state.Shards,
+            state.SumNorm.ToDouble(),
+            state.SumSqNorm.ToDouble(),
+            null
+        );
         AtomicFile.WriteAllText(
             Path.Combine(folder, "manifest.json"),
             JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
@@ -461,12 +475,12 @@ public static class ActivationCacheBuilder
         };
     }
 
-    /// <summary>What one builder process wrote: its shards and the sums of its rows' norms.</summary>
+    /// <summary>What one builder process wrote: its shards and the exact sums of its rows' norms.</summary>
     internal sealed record PartResult(
         List<ActivationShard> Shards,
         long Rows,
-        double SumNorm,
-        double SumSqNorm
+        ExactSum SumNorm,
+        ExactSum SumSqNorm
     );
 
     /// <summary>
@@ -492,7 +506,8 @@ public static class ActivationCacheBuilder
         var buffer = new List<float>(2 * shardRows * width);
         int nextContext = 0;
         long produced = 0;
-        var stats = new double[2]; // Σ‖x‖, Σ‖x‖²
+        // Σ‖x‖ and Σ‖x‖², exact: the same bits whatever the order of the rows or their split over ranks.
+        var stats = new[] { new ExactSum(), new ExactSum() };
         var progressPath = Path.Combine(folder, part.ProgressName);
         if (File.Exists(progressPath))
         {
@@ -506,8 +521,8 @@ public static class ActivationCacheBuilder
 
             nextContext = saved.NextContext;
             produced = saved.Produced;
-            stats[0] = saved.SumNorm;
-            stats[1] = saved.SumSqNorm;
+            stats[0] = saved.SumNormExact is { } n ? ExactSum.Parse(n) : ExactSum.Of(saved.SumNorm);
+            stats[1] = saved.SumSqNormExact is { } q ? ExactSum.Parse(q) : ExactSum.Of(saved.SumSqNorm);
             shards = saved.Shards;
             foreach (var shard in shards)
             {
@@ -551,8 +566,8 @@ public static class ActivationCacheBuilder
                     sq += (double)rows[r * width + j] * rows[r * width + j];
                 }
 
-                stats[0] += Math.Sqrt(sq);
-                stats[1] += sq;
+                stats[0].Add(Math.Sqrt(sq));
+                stats[1].Add(sq);
             }
 
             buffer.AddRange(rows);
@@ -618,7 +633,7 @@ public static class ActivationCacheBuilder
         string fingerprint,
         int nextContext,
         long produced,
-        double[] stats,
+        ExactSum[] stats,
         List<ActivationShard> shards,
         List<float> buffer,
         int width
@@ -635,8 +650,10 @@ public static class ActivationCacheBuilder
             ["fingerprint"] = fingerprint,
             ["next_context"] = nextContext,
             ["produced"] = produced,
-            ["sum_norm"] = stats[0],
-            ["sum_sq_norm"] = stats[1],
+            ["sum_norm"] = stats[0].ToDouble(),
+            ["sum_sq_norm"] = stats[1].ToDouble(),
+            ["sum_norm_exact"] = stats[0].ToString(),
+            ["sum_sq_norm_exact"] = stats[1].ToString(),
             ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(shards)),
             ["pending"] = pending,
         };

@@ -234,13 +234,13 @@ public static class ShardedActivationCacheBuilder
         {
             ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(mine.Shards)),
             ["rows"] = mine.Rows,
-            ["sum_norm"] = mine.SumNorm,
-            ["sum_sq_norm"] = mine.SumSqNorm,
+            ["sum_norm_exact"] = mine.SumNorm.ToString(),
+            ["sum_sq_norm_exact"] = mine.SumSqNorm.ToString(),
         };
         var parts = group.AllGather(System.Text.Encoding.UTF8.GetBytes(payload.ToJsonString()));
         var shards = new List<ActivationShard>();
-        double sumNorm = 0,
-            sumSqNorm = 0;
+        ExactSum sumNorm = new(),
+            sumSqNorm = new();
         long rows = 0;
         foreach (var bytes in parts)
         {
@@ -249,8 +249,8 @@ public static class ShardedActivationCacheBuilder
                 JsonSerializer.Deserialize<List<ActivationShard>>(node["shards"]!.ToJsonString())!
             );
             rows += node["rows"]!.GetValue<long>();
-            sumNorm += node["sum_norm"]!.GetValue<double>();
-            sumSqNorm += node["sum_sq_norm"]!.GetValue<double>();
+            sumNorm.Add(ExactSum.Parse(node["sum_norm_exact"]!.GetValue<string>()));
+            sumSqNorm.Add(ExactSum.Parse(node["sum_sq_norm_exact"]!.GetValue<string>()));
         }
 
         if (rows != plan.Rows || shards.Sum(s => s.Rows) != plan.Rows)
@@ -264,8 +264,8 @@ public static class ShardedActivationCacheBuilder
             plan.Width,
             source,
             shards,
-            sumNorm,
-            sumSqNorm,
+            sumNorm.ToDouble(),
+            sumSqNorm.ToDouble(),
             group.Size
         );
         if (group.Rank == 0)

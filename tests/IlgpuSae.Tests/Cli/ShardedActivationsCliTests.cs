@@ -132,6 +132,13 @@ public sealed class ShardedActivationsCliTests : IDisposable
             .BeEquivalentTo(shards.Append("manifest.json"), "one manifest, no progress or pending files");
         manifest["source"]!["ranks"]!.GetValue<int>().Should().Be(2);
         SortedRows(P("sharded")).Should().Equal(SortedRows(P("single")));
+        var singleNorms = JsonNode.Parse(File.ReadAllText(P("single/manifest.json")))!["source"]![
+            "normalization"
+        ]!;
+        manifest["source"]!["normalization"]!
+            .ToJsonString()
+            .Should()
+            .Be(singleNorms.ToJsonString(), "exact sums: the same statistics bit for bit");
 
         var train = CliRunner.Run(
             "--backend",

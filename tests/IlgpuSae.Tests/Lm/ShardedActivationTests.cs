@@ -148,7 +148,7 @@ public sealed class ShardedActivationTests : IDisposable
         {
             double a = single.Source["normalization"].GetProperty(key).GetDouble();
             double b = manifest.Source["normalization"].GetProperty(key).GetDouble();
-            Math.Abs(a - b).Should().BeLessThanOrEqualTo(1e-12 * Math.Abs(a), $"{key}: the same sums");
+            b.Should().Be(a, $"{key}: exact sums, the same bits whatever the split");
         }
 
         // A finished cache is confirmed, not rebuilt, by the ranks and by a single process; a record left
@@ -309,6 +309,50 @@ public sealed class ShardedActivationTests : IDisposable
             .Should()
             .BeLessThanOrEqualTo(groups * 3 * plan.Request.Batch, "each group's batches are split");
         results.Should().OnlyContain(r => r.ContextsComputed <= groups * plan.Request.Batch);
+    }
+
+    [Fact]
+    public void Exact_sums_do_not_depend_on_order_or_grouping_and_round_to_nearest()
+    {
+        var tenths = new ExactSum();
+        for (int i = 0; i < 10; i++)
+        {
+            tenths.Add(0.1);
+        }
+
+        tenths
+            .ToDouble()
+            .Should()
+            .Be(1.0, "ten 0.1s sum to 1 + 5.6e-17, nearest 1 (naively 0.9999999999999999)");
+        var cancel = new ExactSum();
+        foreach (var v in new[] { 1e16, 1.0, -1e16, 3e-300, -3e-300, double.Epsilon })
+        {
+            cancel.Add(v);
+        }
+
+        cancel.ToDouble().Should().Be(1.0, "1 + 4.9e-324 rounds to 1; the large terms cancel exactly");
+        var random = new Random(7);
+        var values = Enumerable
+            .Range(0, 5000)
+            .Select(_ => random.NextDouble() * Math.Pow(10, random.Next(-8, 9)))
+            .ToArray();
+        var forward = new ExactSum();
+        var backward = new ExactSum();
+        var halves = new[] { new ExactSum(), new ExactSum() };
+        for (int i = 0; i < values.Length; i++)
+        {
+            forward.Add(values[i]);
+            backward.Add(values[^(i + 1)]);
+            halves[i % 2].Add(values[i]);
+        }
+
+        var joined = ExactSum.Parse(halves[0].ToString());
+        joined.Add(ExactSum.Parse(halves[1].ToString()));
+        backward.ToString().Should().Be(forward.ToString());
+        joined.ToString().Should().Be(forward.ToString());
+        joined.ToDouble().Should().Be(forward.ToDouble());
+        double naive = values.Sum();
+        Math.Abs(forward.ToDouble() - naive).Should().BeLessThanOrEqualTo(1e-12 * naive);
     }
 
     private sealed class Progress(Action<ActivationProgress> report) : IProgress<ActivationProgress>
