@@ -291,8 +291,6 @@ public readonly record struct ActivationProgress(long Rows, long Total);
 /// </summary>
 public static class ActivationCacheBuilder
 {
-    private const string ProgressFile = "progress.json";
-
     /// <summary>The state an interrupted build saved in <c>progress.json</c>.</summary>
     internal sealed record ProgressRecord(
         string? Fingerprint,
@@ -301,7 +299,9 @@ public static class ActivationCacheBuilder
         double SumNorm,
         double SumSqNorm,
         List<ActivationShard> Shards,
-        string? Pending
+        string? Pending,
+        string? SumNormExact = null,
+        string? SumSqNormExact = null
     );
 
     /// <summary>Reads and checks the <c>progress.json</c> at <paramref name="progressPath"/> of the cache
@@ -321,8 +321,13 @@ public static class ActivationCacheBuilder
                 state["sum_norm"]!.GetValue<double>(),
                 state["sum_sq_norm"]!.GetValue<double>(),
                 JsonSerializer.Deserialize<List<ActivationShard>>(state["shards"]!.ToJsonString())!,
-                state["pending"]?.GetValue<string>()
+                state["pending"]?.GetValue<string>(),
+                state["sum_norm_exact"]?.GetValue<string>(),
+                state["sum_sq_norm_exact"]?.GetValue<string>()
             );
+            // Parsed here so that a damaged exact sum is the same clear error.
+            _ = record.SumNormExact is { } n ? ExactSum.Parse(n) : null;
+            _ = record.SumSqNormExact is { } q ? ExactSum.Parse(q) : null;
         }
         catch (Exception e)
             when (e is JsonException or NullReferenceException or FormatException or InvalidOperationException
@@ -352,7 +357,7 @@ public static class ActivationCacheBuilder
 
     /// <summary>Builds (or resumes, or confirms a finished) cache in <paramref name="folder"/>.</summary>
     /// <exception cref="InvalidOperationException">The folder holds a cache or a partial run of a different
-    /// request.</exception>
+    /// request, or a partial run sharded across ranks.</exception>
     public static ActivationManifest Build(
         ActivationPlan plan,
         string folder,
@@ -365,56 +370,160 @@ public static class ActivationCacheBuilder
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(shardRows);
         Directory.CreateDirectory(folder);
+        var source = Source(plan, shardRows, seed);
+        if (Finished(folder, source) is { } existing)
+        {
+            progress?.Report(new ActivationProgress(existing.TotalRows, existing.TotalRows));
+            return existing;
+        }
+
+        if (BuildPart.ShardedProgressFiles(folder).FirstOrDefault() is { } sharded)
+        {
+            throw new InvalidOperationException(
+                $"{folder} holds a partial activation cache written by several MPI ranks ({Path.GetFileName(sharded)}); resume it with the same mpiexec -n and --parallel data, or delete the folder."
+            );
+        }
+
+        var part = BuildPart.Whole;
+        var state = RunPart(plan, folder, part, source, shardRows, seed, progress, cancellationToken);
+        var manifest = Manifest(
+            plan.Width,
+            source,
+            state.Shards,
+            state.SumNorm.ToDouble(),
+            state.SumSqNorm.ToDouble(),
+            null
+        );
+        AtomicFile.WriteAllText(
+            Path.Combine(folder, "manifest.json"),
+            JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
+        );
+        part.DeleteProgress(folder);
+        return manifest;
+    }
+
+    /// <summary>What a cache of this request records in its manifest's <c>source</c> (and what a finished
+    /// cache is compared against).</summary>
+    internal static Dictionary<string, object?> Source(ActivationPlan plan, int shardRows, ulong seed)
+    {
         var source = plan.Describe();
         source["shuffle_seed"] = seed;
         source["shard_rows"] = shardRows;
-        string fingerprint = JsonSerializer.Serialize(source);
-        var manifestPath = Path.Combine(folder, "manifest.json");
-        if (File.Exists(manifestPath))
-        {
-            using var existing = ActivationCache.Open(folder);
-            if (
-                JsonSerializer.Serialize(
-                    existing.Manifest.Source.Where(kv => source.ContainsKey(kv.Key)).ToDictionary()
-                )
-                != JsonSerializer.Serialize(
-                    source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value))
-                )
-            )
-            {
-                throw new InvalidOperationException(
-                    $"{folder} already holds an activation cache of a different request; choose another --out folder."
-                );
-            }
+        return source;
+    }
 
-            progress?.Report(new ActivationProgress(existing.Rows, existing.Rows));
-            return existing.Manifest;
+    /// <summary>The manifest of the finished cache in <paramref name="folder"/> (verified), or null when
+    /// it holds none.</summary>
+    /// <exception cref="InvalidOperationException">It holds a cache of a different request.</exception>
+    internal static ActivationManifest? Finished(string folder, Dictionary<string, object?> source)
+    {
+        if (!File.Exists(Path.Combine(folder, "manifest.json")))
+        {
+            return null;
         }
 
+        using var existing = ActivationCache.Open(folder);
+        if (
+            JsonSerializer.Serialize(
+                existing.Manifest.Source.Where(kv => source.ContainsKey(kv.Key)).ToDictionary()
+            )
+            != JsonSerializer.Serialize(
+                source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value))
+            )
+        )
+        {
+            throw new InvalidOperationException(
+                $"{folder} already holds an activation cache of a different request; choose another --out folder."
+            );
+        }
+
+        return existing.Manifest;
+    }
+
+    /// <summary>The manifest of a cache of <paramref name="shards"/> with the normalisation statistics of
+    /// Σ‖x‖ and Σ‖x‖² over its rows; <paramref name="ranks"/> is recorded for a sharded build.</summary>
+    internal static ActivationManifest Manifest(
+        int width,
+        Dictionary<string, object?> request,
+        List<ActivationShard> shards,
+        double sumNorm,
+        double sumSqNorm,
+        int? ranks
+    )
+    {
+        var source = new Dictionary<string, object?>(request);
+        long total = shards.Sum(s => s.Rows);
+        source["normalization"] = new Dictionary<string, double>
+        {
+            ["mean_norm"] = sumNorm / total,
+            ["mean_squared_norm"] = sumSqNorm / total,
+            ["norm_scaling_factor"] = Math.Sqrt(width) / (sumNorm / total),
+        };
+        if (ranks is { } n)
+        {
+            source["ranks"] = n;
+        }
+
+        source["created_by"] = "ilgpu-sae activations";
+        source["created"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture);
+        return new ActivationManifest
+        {
+            DIn = width,
+            TotalRows = total,
+            Shards = shards,
+            Source = source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value)),
+        };
+    }
+
+    /// <summary>What one builder process wrote: its shards and the exact sums of its rows' norms.</summary>
+    internal sealed record PartResult(
+        List<ActivationShard> Shards,
+        long Rows,
+        ExactSum SumNorm,
+        ExactSum SumSqNorm
+    );
+
+    /// <summary>
+    /// Writes the shards of <paramref name="part"/>'s contexts (resuming from its progress record): the
+    /// contexts go through the model in batches of <see cref="ActivationRequest.Batch"/>, the part keeping
+    /// the batches it owns, and its rows pass through the shuffle buffer. A sharded part ends with a
+    /// progress record that lists every shard it wrote (nothing left pending).
+    /// </summary>
+    internal static PartResult RunPart(
+        ActivationPlan plan,
+        string folder,
+        BuildPart part,
+        Dictionary<string, object?> source,
+        int shardRows,
+        ulong seed,
+        IProgress<ActivationProgress>? progress,
+        CancellationToken cancellationToken
+    )
+    {
+        string fingerprint = Fingerprint(source, part);
         int width = plan.Width;
         var shards = new List<ActivationShard>();
         var buffer = new List<float>(2 * shardRows * width);
         int nextContext = 0;
         long produced = 0;
-        var stats = new double[2]; // Σ‖x‖, Σ‖x‖²
-        var progressPath = Path.Combine(folder, ProgressFile);
+        // Σ‖x‖ and Σ‖x‖², exact: the same bits whatever the order of the rows or their split over ranks.
+        var stats = new[] { new ExactSum(), new ExactSum() };
+        var progressPath = Path.Combine(folder, part.ProgressName);
         if (File.Exists(progressPath))
         {
             var saved = ReadProgress(progressPath, folder);
-            string? pendingName = saved.Pending;
-            string? recorded = saved.Fingerprint;
-            nextContext = saved.NextContext;
-            produced = saved.Produced;
-            stats[0] = saved.SumNorm;
-            stats[1] = saved.SumSqNorm;
-            shards = saved.Shards;
-            if (recorded != fingerprint)
+            if (saved.Fingerprint != fingerprint)
             {
                 throw new InvalidOperationException(
-                    $"{folder} holds a partial run of a different request ({ProgressFile}); choose another --out folder or delete it."
+                    $"{folder} holds a partial run of a different request ({part.ProgressName}); choose another --out folder or delete it."
                 );
             }
 
+            nextContext = saved.NextContext;
+            produced = saved.Produced;
+            stats[0] = saved.SumNormExact is { } n ? ExactSum.Parse(n) : ExactSum.Of(saved.SumNorm);
+            stats[1] = saved.SumSqNormExact is { } q ? ExactSum.Parse(q) : ExactSum.Of(saved.SumSqNorm);
+            shards = saved.Shards;
             foreach (var shard in shards)
             {
                 var path = Path.Combine(folder, shard.File);
@@ -426,20 +535,26 @@ public static class ActivationCacheBuilder
                 }
             }
 
-            var pending = pendingName;
-            if (pending is not null)
+            if (saved.Pending is { } pending)
             {
                 using var stream = File.OpenRead(Path.Combine(folder, pending));
                 buffer.AddRange(Npy.ReadFloats(stream, pending).Data);
             }
         }
 
-        progress?.Report(new ActivationProgress(produced, plan.Rows));
+        long total = part.RowsOf(plan);
+        progress?.Report(new ActivationProgress(produced, total));
         int batch = plan.Request.Batch;
         while (nextContext < plan.Contexts)
         {
             cancellationToken.ThrowIfCancellationRequested();
             int count = Math.Min(batch, plan.Contexts - nextContext);
+            if (!part.Owns(nextContext / batch))
+            {
+                nextContext += count;
+                continue;
+            }
+
             var rows = plan.Compute(nextContext, count);
             nextContext += count;
             produced += rows.Length / width;
@@ -451,64 +566,62 @@ public static class ActivationCacheBuilder
                     sq += (double)rows[r * width + j] * rows[r * width + j];
                 }
 
-                stats[0] += Math.Sqrt(sq);
-                stats[1] += sq;
+                stats[0].Add(Math.Sqrt(sq));
+                stats[1].Add(sq);
             }
 
             buffer.AddRange(rows);
             if (buffer.Count >= 2 * shardRows * width)
             {
                 var all = buffer.ToArray();
-                Shuffle(all, width, SplitMix64.Mix(seed, (ulong)shards.Count));
+                Shuffle(all, width, part.ShuffleSeed(seed, shards.Count));
                 var shard = all.AsSpan(0, shardRows * width).ToArray();
-                shards.Add(WriteShard(folder, shards.Count, shard, width));
+                shards.Add(WriteShard(folder, part.ShardName(shards.Count), shard, width));
                 buffer.Clear();
                 buffer.AddRange(all.AsSpan(shardRows * width).ToArray());
-                SaveProgress(folder, fingerprint, nextContext, produced, stats, shards, buffer, width);
+                SaveProgress(folder, part, fingerprint, nextContext, produced, stats, shards, buffer, width);
             }
 
-            progress?.Report(new ActivationProgress(produced, plan.Rows));
+            progress?.Report(new ActivationProgress(produced, total));
         }
 
         var rest = buffer.ToArray();
-        Shuffle(rest, width, SplitMix64.Mix(seed, (ulong)shards.Count));
-        for (int at = 0; at < rest.Length; at += shardRows * width)
+        if (rest.Length > 0)
         {
-            var part = rest.AsSpan(at, Math.Min(shardRows * width, rest.Length - at)).ToArray();
-            shards.Add(WriteShard(folder, shards.Count, part, width));
+            Shuffle(rest, width, part.ShuffleSeed(seed, shards.Count));
+            for (int at = 0; at < rest.Length; at += shardRows * width)
+            {
+                var piece = rest.AsSpan(at, Math.Min(shardRows * width, rest.Length - at)).ToArray();
+                shards.Add(WriteShard(folder, part.ShardName(shards.Count), piece, width));
+            }
         }
 
-        long total = shards.Sum(s => s.Rows);
-        source["normalization"] = new Dictionary<string, double>
+        if (part.Sharded)
         {
-            ["mean_norm"] = stats[0] / total,
-            ["mean_squared_norm"] = stats[1] / total,
-            ["norm_scaling_factor"] = Math.Sqrt(width) / (stats[0] / total),
-        };
-        source["created_by"] = "ilgpu-sae activations";
-        source["created"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture);
-        var manifest = new ActivationManifest
-        {
-            DIn = width,
-            TotalRows = total,
-            Shards = shards,
-            Source = source.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value)),
-        };
-        AtomicFile.WriteAllText(
-            manifestPath,
-            JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true })
-        );
-        foreach (var f in Directory.GetFiles(folder, "pending-*.npy").Append(progressPath))
-        {
-            File.Delete(f);
+            // This rank is done: its record lists every shard, so a resumed job skips straight to the
+            // manifest.
+            SaveProgress(folder, part, fingerprint, nextContext, produced, stats, shards, [], width);
         }
 
-        return manifest;
+        return new PartResult(shards, produced, stats[0], stats[1]);
     }
 
-    private static ActivationShard WriteShard(string folder, int index, float[] rows, int width)
+    /// <summary>What <paramref name="part"/>'s progress record must name for a build of
+    /// <paramref name="source"/> to resume it.</summary>
+    internal static string Fingerprint(Dictionary<string, object?> source, BuildPart part)
     {
-        var name = $"shard-{index:D5}.npy";
+        var fingerprintSource = new Dictionary<string, object?>(source);
+        if (part.Sharded)
+        {
+            fingerprintSource["rank"] = part.Rank;
+            fingerprintSource["ranks"] = part.Size;
+        }
+
+        return JsonSerializer.Serialize(fingerprintSource);
+    }
+
+    private static ActivationShard WriteShard(string folder, string name, float[] rows, int width)
+    {
         var path = Path.Combine(folder, name);
         Npy.WriteFloats(path, rows, rows.Length / width, width);
         return new ActivationShard(name, rows.Length / width, ActivationCache.Sha256Of(path));
@@ -516,34 +629,39 @@ public static class ActivationCacheBuilder
 
     private static void SaveProgress(
         string folder,
+        BuildPart part,
         string fingerprint,
         int nextContext,
         long produced,
-        double[] stats,
+        ExactSum[] stats,
         List<ActivationShard> shards,
         List<float> buffer,
         int width
     )
     {
-        string pending = $"pending-{shards.Count:D5}.npy";
-        Npy.WriteFloats(Path.Combine(folder, pending), [.. buffer], buffer.Count / width, width);
+        string? pending = buffer.Count == 0 ? null : part.PendingName(shards.Count);
+        if (pending is not null)
+        {
+            Npy.WriteFloats(Path.Combine(folder, pending), [.. buffer], buffer.Count / width, width);
+        }
+
         var state = new JsonObject
         {
             ["fingerprint"] = fingerprint,
             ["next_context"] = nextContext,
             ["produced"] = produced,
-            ["sum_norm"] = stats[0],
-            ["sum_sq_norm"] = stats[1],
+            ["sum_norm"] = stats[0].ToDouble(),
+            ["sum_sq_norm"] = stats[1].ToDouble(),
+            ["sum_norm_exact"] = stats[0].ToString(),
+            ["sum_sq_norm_exact"] = stats[1].ToString(),
             ["shards"] = JsonNode.Parse(JsonSerializer.Serialize(shards)),
             ["pending"] = pending,
         };
         AtomicFile.WriteAllText(
-            Path.Combine(folder, ProgressFile),
+            Path.Combine(folder, part.ProgressName),
             state.ToJsonString(new() { WriteIndented = true })
         );
-        foreach (
-            var old in Directory.GetFiles(folder, "pending-*.npy").Where(f => Path.GetFileName(f) != pending)
-        )
+        foreach (var old in part.PendingFiles(folder).Where(f => Path.GetFileName(f) != pending))
         {
             File.Delete(old);
         }

@@ -1,4 +1,5 @@
 using IlgpuSae.Data;
+using IlgpuSae.Training;
 
 namespace IlgpuSae.Lm;
 
@@ -53,7 +54,11 @@ public static class TrainingActivations
     /// which <paramref name="log"/> is told). With <paramref name="cacheFolder"/> they are written there
     /// first and
     /// read back (the model is disposed then); otherwise they stream and the returned source owns the model.
-    /// Fills <paramref name="metadata"/> with the SAELens provenance keys.
+    /// Fills <paramref name="metadata"/> with the SAELens provenance keys. With <paramref name="group"/> (a
+    /// parallel run; every rank calls this) the model work is split across the ranks: the cache is built
+    /// sharded (<see cref="ShardedActivationCacheBuilder"/>) after <paramref name="agree"/> has made the
+    /// ranks agree on its digest, or the rows stream through <see cref="ShardedStreamingActivations"/>
+    /// (whose <see cref="ShardedStreamingActivations.Digest"/> the ranks must agree on before training).
     /// </summary>
     public static IActivationSource FromModel(
         LanguageModel model,
@@ -67,7 +72,9 @@ public static class TrainingActivations
         IDictionary<string, object?> metadata,
         IProgress<long>? cacheProgress = null,
         Action<string>? log = null,
-        CancellationToken cancellationToken = default
+        CancellationToken cancellationToken = default,
+        ITrainingGroup? group = null,
+        Action<byte[]>? agree = null
     )
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -101,16 +108,37 @@ public static class TrainingActivations
                 );
             }
 
+            var relay = cacheProgress is null ? null : new Relay(p => cacheProgress.Report(p.Rows));
+            if (cacheFolder is not null && group is not null)
+            {
+                var digest = ShardedActivationCacheBuilder.Check(plan, cacheFolder, group.Size);
+                agree?.Invoke(digest);
+                ShardedActivationCacheBuilder.Build(
+                    plan,
+                    cacheFolder,
+                    group,
+                    progress: relay,
+                    cancellationToken: cancellationToken
+                );
+                model.Dispose();
+                return ActivationCache.Open(cacheFolder);
+            }
+
             if (cacheFolder is not null)
             {
                 ActivationCacheBuilder.Build(
                     plan,
                     cacheFolder,
-                    progress: cacheProgress is null ? null : new Relay(p => cacheProgress.Report(p.Rows)),
+                    progress: relay,
                     cancellationToken: cancellationToken
                 );
                 model.Dispose();
                 return ActivationCache.Open(cacheFolder);
+            }
+
+            if (group is not null)
+            {
+                return new ShardedStreamingActivations(plan, group, model);
             }
 
             return new ModelOwningSource(new StreamingModelActivations(plan), model);

@@ -5,11 +5,14 @@ using IlgpuSae.Distributed;
 namespace IlgpuSae.Cli.Commands;
 
 /// <summary>
-/// The start of a <c>train --parallel data</c> run under mpiexec: joins MPI, and makes the ranks agree
-/// before the first step. Every rank either reaches <see cref="Agree"/> with the digest of its
-/// configuration and data, or fails while setting up and reports its error through <see cref="Fail"/>;
-/// both are the same collective, so a rank that cannot start never leaves the others waiting, and ranks
-/// started with other options or data refuse together.
+/// The start of a <c>train --parallel</c> or <c>activations --parallel data</c> run under mpiexec: joins
+/// MPI, and makes the ranks agree before their first collective work. Every rank either reaches
+/// <see cref="Agree"/> with the digest of its configuration and data, or fails while setting up and reports
+/// its error through <see cref="Fail"/>; both are the same collective, so a rank that cannot start never
+/// leaves the others waiting, and ranks started with other options or data refuse together. A run may
+/// agree more than once (<c>train --model … --cache-activations</c> agrees on the cache before building it
+/// and on the training configuration after); after the first agreement a failure stops every rank
+/// (<see cref="AbortAll"/>).
 /// </summary>
 internal sealed class ParallelLaunch : IDisposable
 {
@@ -25,7 +28,7 @@ internal sealed class ParallelLaunch : IDisposable
     /// <summary>Whether the start-up collective has run (after which a failure must abort the job).</summary>
     public bool Started { get; private set; }
 
-    /// <summary>Whether every rank agreed and training has begun.</summary>
+    /// <summary>Whether every rank agreed (at least once) and the collective work has begun.</summary>
     public bool Agreed { get; private set; }
 
     /// <summary>
@@ -34,7 +37,7 @@ internal sealed class ParallelLaunch : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">--parallel without an MPI launch, an MPI launch of several
     /// processes without --parallel, Open MPI's launcher, or no MPI library.</exception>
-    public static ParallelLaunch? Open(string? mode, string outDir)
+    public static ParallelLaunch? Open(string? mode, string outDir, string command = "train")
     {
         int? size = MpiTrainingGroup.LaunchSize();
         if (mode is null)
@@ -42,7 +45,9 @@ internal sealed class ParallelLaunch : IDisposable
             if (size > 1)
             {
                 throw new ArgumentException(
-                    $"train was started by mpiexec as one of {size} processes but without --parallel: each would train the same SAE into {outDir}. Add --parallel data, or run train without mpiexec."
+                    command == "train"
+                        ? $"train was started by mpiexec as one of {size} processes but without --parallel: each would train the same SAE into {outDir}. Add --parallel data, or run train without mpiexec."
+                        : $"{command} was started by mpiexec as one of {size} processes but without --parallel: each would write the same files into {outDir}. Add --parallel data, or run {command} without mpiexec."
                 );
             }
 
@@ -52,7 +57,7 @@ internal sealed class ParallelLaunch : IDisposable
         if (size is null)
         {
             throw new ArgumentException(
-                $"--parallel {mode} needs an MPI launch: start train under MPICH's mpiexec, e.g. mpiexec -n 2 dotnet run --project src/IlgpuSae.Cli -c Release -- train … --parallel {mode} (Debian packages mpich libmpich-dev)."
+                $"--parallel {mode} needs an MPI launch: start {command} under MPICH's mpiexec, e.g. mpiexec -n 2 dotnet run --project src/IlgpuSae.Cli -c Release -- {command} … --parallel {mode} (Debian packages mpich libmpich-dev)."
             );
         }
 
@@ -86,11 +91,14 @@ internal sealed class ParallelLaunch : IDisposable
 
     /// <summary>
     /// The start-up collective on a rank that is ready: fails unless every rank is ready with the same
-    /// <paramref name="digest"/>.
+    /// <paramref name="digest"/>. <paramref name="what"/> names what must match, for the error.
     /// </summary>
     /// <exception cref="InvalidOperationException">Another rank could not start, or the digests
     /// differ.</exception>
-    public void Agree(byte[] digest)
+    public void Agree(
+        byte[] digest,
+        string what = "every rank must run the same train command on the same activations"
+    )
     {
         var all = Exchange([0, .. digest]);
         for (int r = 0; r < all.Length; r++)
@@ -110,7 +118,7 @@ internal sealed class ParallelLaunch : IDisposable
         if (differ.Length > 0)
         {
             throw new InvalidOperationException(
-                $"rank(s) {string.Join(", ", differ)} were started with other options or other data than rank 0 (their configuration digests differ): every rank must run the same train command on the same activations."
+                $"rank(s) {string.Join(", ", differ)} were started with other options or other data than rank 0 (their configuration digests differ): {what}."
             );
         }
 
@@ -127,9 +135,9 @@ internal sealed class ParallelLaunch : IDisposable
 
     private byte[][] Exchange(byte[] payload)
     {
-        if (Started)
+        if (Started && !Agreed)
         {
-            throw new InvalidOperationException("The start-up collective runs once.");
+            throw new InvalidOperationException("The start-up collective failed; it does not run again.");
         }
 
         Started = true;

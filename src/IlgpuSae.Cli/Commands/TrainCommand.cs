@@ -156,13 +156,6 @@ internal static class TrainCommand
         bool root = group is null || group.Rank == 0;
         string? mode = parse.GetValue(o.Parallel);
         bool features = mode == "features";
-        if (launch is not null && (o.Lm.Given(parse) || parse.GetValue(o.CacheActs) is not null))
-        {
-            throw new ArgumentException(
-                $"--parallel {mode} trains from --acts (a file or activation cache); streaming from --model across ranks is not supported yet: write a cache with 'activations' first."
-            );
-        }
-
         if (parse.GetValue(o.ParallelCheck) && launch is null)
         {
             throw new ArgumentException("--parallel-check applies to --parallel only.");
@@ -321,9 +314,11 @@ internal static class TrainCommand
             Console.Error.WriteLine($"note: {outDir}: {stale}.");
         }
 
-        using var cacheLock = parse.GetValue(o.CacheActs) is { } cacheDir
-            ? FolderLock.Acquire(cacheDir, "train --cache-activations")
-            : null;
+        // Parallel: rank 0 locks the cache folder for the ranks that write it together.
+        using var cacheLock =
+            root && parse.GetValue(o.CacheActs) is { } cacheDir
+                ? FolderLock.Acquire(cacheDir, "train --cache-activations")
+                : null;
         var metricsPath = Path.Combine(outDir, SaeTrainer.MetricsFile);
         if (
             root
@@ -381,6 +376,7 @@ internal static class TrainCommand
             parse.GetValue(o.CacheActs),
             parse.GetValue(o.Tokens),
             provenance,
+            launch,
             cancel
         );
         if (steps < 1)
@@ -500,7 +496,11 @@ internal static class TrainCommand
 
         if (launch is not null)
         {
-            launch.Agree(trainer.ConfigurationDigest());
+            // Streamed across the ranks: they must also split the same contexts into the same batches.
+            launch.Agree([
+                .. trainer.ConfigurationDigest(),
+                .. (data as ShardedStreamingActivations)?.Digest ?? [],
+            ]);
         }
 
         Console.WriteLine(
@@ -519,6 +519,13 @@ internal static class TrainCommand
                 $"Done. Final loss {last?.Total:G5} (mse {last?.Mse:G5}, L0 {last?.L0:F2}). SAE written to {outDir}."
             )
         );
+        if (data is ShardedStreamingActivations streamed && group is not null)
+        {
+            Console.WriteLine(
+                $"Streamed across {group.Size} ranks: rank 0 ran the model on {streamed.ContextsComputed} contexts of the {streamed.GroupsComputed} context groups read during training."
+            );
+        }
+
         if (group is not null && trainer.StepTimings.Count > 0)
         {
             // After the first step (JIT, allocation): the median step and its share in collectives.
@@ -652,6 +659,7 @@ internal static class TrainCommand
         string? cacheFolder,
         long tokens,
         Dictionary<string, object?> metadata,
+        ParallelLaunch? launch,
         CancellationToken cancel
     )
     {
@@ -684,7 +692,8 @@ internal static class TrainCommand
                 null,
                 metadata,
                 log: Console.WriteLine,
-                cancellationToken: cancel
+                cancellationToken: cancel,
+                group: launch?.Group
             );
         }
 
@@ -704,7 +713,13 @@ internal static class TrainCommand
                     metadata,
                     new ConsoleProgress.Relay<long>(report),
                     Console.WriteLine,
-                    cancel
+                    cancel,
+                    launch?.Group,
+                    digest =>
+                        launch?.Agree(
+                            digest,
+                            "every rank must build the same activation cache (the same --model, --site, --corpus, --context, --lm-batch and --tokens)"
+                        )
                 )
         );
     }

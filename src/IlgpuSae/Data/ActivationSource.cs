@@ -26,6 +26,19 @@ public interface IActivationSource : IDisposable
     void ReadRows(long firstRow, Span<float> destination);
 }
 
+/// <summary>
+/// An <see cref="IActivationSource"/> shared by the ranks of a parallel training run whose reads may become
+/// collective (streamed activations whose model work is split across the ranks). Until
+/// <see cref="EnterLockstep"/> every read is local, so a rank may read alone (rank 0's set-up reads); from
+/// then on every rank must read the same rows in the same order.
+/// </summary>
+public interface ICollectiveActivationSource : IActivationSource
+{
+    /// <summary>Called by every rank at the same point (the trainer, when training starts): from here on
+    /// reads are collective.</summary>
+    void EnterLockstep();
+}
+
 /// <summary>Opens activation files by kind.</summary>
 public static class ActivationSources
 {

@@ -835,6 +835,8 @@ public sealed class SaeTrainer : IDisposable
 
         long[] state = [_step, _loader.Cursor, _lastResample, BitConverter.SingleToInt32Bits(_normScale)];
         _group!.Broadcast(state);
+        // Every rank reads the same rows in the same order from here on (rank 0's set-up reads are done).
+        (_data as ICollectiveActivationSource)?.EnterLockstep();
         _step = state[0];
         _loader.Seek(state[1]);
         _lastResample = state[2];
