@@ -2,7 +2,7 @@
 # train --parallel on this machine: per-step time split into compute and communication (collectives,
 # host staging included) for 1 and 2 ranks, both modes, on the CPU accelerator (the default) or PoCL.
 #   bash perf/run-parallel.sh [--sizes 512x4096x4096,768x16384x4096] [--steps 2] [--arch standard]
-#                             [--backend cpu|opencl]
+#                             [--backend cpu|opencl] [--commit HASH]
 #   → perf/results/parallel-DATE-BACKEND.md
 # Sizes are d × M × B. Each run synthesises B × (steps + 1) rows of width d, then trains steps + 1 steps
 # (the first, which JIT-compiles and allocates, is not counted). Needs MPICH's mpiexec (mpich libmpich-dev).
@@ -12,12 +12,14 @@ sizes=512x4096x4096,768x16384x4096; steps=2; arch=standard; backend=cpu
 while [ $# -gt 0 ]; do
   case $1 in
     --sizes) sizes=$2; shift 2 ;; --steps) steps=$2; shift 2 ;; --arch) arch=$2; shift 2 ;;
-    --backend) backend=$2; shift 2 ;; *) echo "unknown option $1" >&2; exit 2 ;;
+    --backend) backend=$2; shift 2 ;; --commit) commit=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 mpiexec=$(command -v mpiexec.mpich || command -v mpiexec.hydra || command -v mpiexec)
 day=$(date -u +%Y-%m-%d)
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+changes")
+# --commit: where git is not at hand (inside the PoCL chroot: pass the host's `git rev-parse --short HEAD`)
+commit=${commit:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+changes")}
 dotnet build src/IlgpuSae.Cli -c Release -v q -nologo >/dev/null
 cli=src/IlgpuSae.Cli/bin/Release/net10.0/ilgpu-sae.dll
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
