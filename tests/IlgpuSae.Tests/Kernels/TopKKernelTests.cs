@@ -177,11 +177,10 @@ public sealed class TopKKernelTests(DeviceFixture devices)
         );
     }
 
+    // Each case starts 3 devices (kernels compiled for each), so few: exact ties within a chunk and across
+    // 4096-element chunks, and a batch with fewer positive values than k·B.
     public static TheoryData<Target, string, int, int, int> SplitCases() =>
-        Cases(
-            ["uniform", "ties", "few positives"],
-            [(6, 7, 10), (9, 37, 100), (7, 300, 600), (9, 1000, 4500)]
-        );
+        Cases(["ties", "few positives"], [(9, 37, 100), (9, 1000, 4500)]);
 
     /// <summary>An all-gather among threads: every caller of round n receives every rank's array of round
     /// n.</summary>
