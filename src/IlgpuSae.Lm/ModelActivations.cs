@@ -214,8 +214,7 @@ public sealed class ActivationPlan
 /// </summary>
 public sealed class StreamingModelActivations(ActivationPlan plan) : IActivationSource
 {
-    private (long Start, float[] Rows)? _last;
-    private (long Start, float[] Rows)? _previous;
+    private readonly RecentChunks _chunks = new();
 
     /// <inheritdoc/>
     public int Dim => plan.Width;
@@ -230,14 +229,58 @@ public sealed class StreamingModelActivations(ActivationPlan plan) : IActivation
     public long ContextsComputed { get; private set; }
 
     /// <inheritdoc/>
-    public void ReadRows(long firstRow, Span<float> destination)
+    public void ReadRows(long firstRow, Span<float> destination) =>
+        _chunks.Read(this, firstRow, destination, Compute);
+
+    /// <summary>The batch of contexts that holds <paramref name="row"/>: its first row and its
+    /// rows.</summary>
+    private (long Start, float[] Rows) Compute(long row)
     {
-        long rows = destination.Length / Dim;
-        if (destination.Length % Dim != 0 || firstRow < 0 || firstRow + rows > Rows)
+        int batch = plan.Request.Batch;
+        int first = plan.ContextOf(row) / batch * batch;
+        int count = Math.Min(batch, plan.Contexts - first);
+        ContextsComputed += count;
+        return (plan.ContextStart(first), plan.Compute(first, count));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() { }
+}
+
+/// <summary>
+/// The two most recent chunks (runs of whole contexts) of a stream that computes rows by contexts, and the
+/// copy of a row range out of them: the trainer's loader reads 1024-row blocks, which mostly fall in the
+/// chunk just computed or the one before.
+/// </summary>
+internal sealed class RecentChunks
+{
+    private (long Start, float[] Rows)? _last;
+    private (long Start, float[] Rows)? _previous;
+
+    /// <summary>Forgets both chunks.</summary>
+    public void Clear()
+    {
+        _last = null;
+        _previous = null;
+    }
+
+    /// <summary>Copies rows [firstRow, firstRow + destination rows) of <paramref name="source"/>,
+    /// computing each missing chunk with <paramref name="compute"/> (the chunk that holds a given
+    /// row).</summary>
+    public void Read(
+        IActivationSource source,
+        long firstRow,
+        Span<float> destination,
+        Func<long, (long Start, float[] Rows)> compute
+    )
+    {
+        int dim = source.Dim;
+        long rows = destination.Length / dim;
+        if (destination.Length % dim != 0 || firstRow < 0 || firstRow + rows > source.Rows)
         {
             throw new ArgumentOutOfRangeException(
                 nameof(firstRow),
-                $"Rows [{firstRow}, {firstRow + rows}) are outside {Description} ({Rows} rows)."
+                $"Rows [{firstRow}, {firstRow + rows}) are outside {source.Description} ({source.Rows} rows)."
             );
         }
 
@@ -245,37 +288,34 @@ public sealed class StreamingModelActivations(ActivationPlan plan) : IActivation
         int offset = 0;
         while (row < firstRow + rows)
         {
-            var chunk = Chunk(row);
+            var chunk = Find(row, dim) ?? Add(compute(row));
             long inChunk = row - chunk.Start;
-            long take = Math.Min(firstRow + rows - row, chunk.Rows.Length / Dim - inChunk);
-            chunk.Rows.AsSpan((int)(inChunk * Dim), (int)(take * Dim)).CopyTo(destination[offset..]);
-            offset += (int)(take * Dim);
+            long take = Math.Min(firstRow + rows - row, chunk.Rows.Length / dim - inChunk);
+            chunk.Rows.AsSpan((int)(inChunk * dim), (int)(take * dim)).CopyTo(destination[offset..]);
+            offset += (int)(take * dim);
             row += take;
         }
     }
 
-    private (long Start, float[] Rows) Chunk(long row)
+    private (long Start, float[] Rows)? Find(long row, int dim)
     {
         foreach (var c in new[] { _last, _previous })
         {
-            if (c is { } hit && row >= hit.Start && row < hit.Start + hit.Rows.Length / Dim)
+            if (c is { } hit && row >= hit.Start && row < hit.Start + hit.Rows.Length / dim)
             {
                 return hit;
             }
         }
 
-        int batch = plan.Request.Batch;
-        int first = plan.ContextOf(row) / batch * batch;
-        int count = Math.Min(batch, plan.Contexts - first);
-        var chunk = (plan.ContextStart(first), plan.Compute(first, count));
-        ContextsComputed += count;
+        return null;
+    }
+
+    private (long Start, float[] Rows) Add((long Start, float[] Rows) chunk)
+    {
         _previous = _last;
         _last = chunk;
         return chunk;
     }
-
-    /// <inheritdoc/>
-    public void Dispose() { }
 }
 
 /// <summary>Progress of <see cref="ActivationCacheBuilder"/>.</summary>

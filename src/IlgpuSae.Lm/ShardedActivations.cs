@@ -316,8 +316,7 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
     private readonly ITrainingGroup _group;
     private readonly IDisposable? _owner;
     private readonly StreamingModelActivations _local;
-    private (long Start, float[] Rows)? _last;
-    private (long Start, float[] Rows)? _previous;
+    private readonly RecentChunks _chunks = new();
     private bool _lockstep;
 
     /// <summary>Streams <paramref name="plan"/> across <paramref name="group"/>; disposing it disposes
@@ -357,8 +356,7 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
     public void EnterLockstep()
     {
         _lockstep = true;
-        _last = null;
-        _previous = null;
+        _chunks.Clear();
     }
 
     /// <inheritdoc/>
@@ -370,38 +368,13 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
             return;
         }
 
-        long rows = destination.Length / Dim;
-        if (destination.Length % Dim != 0 || firstRow < 0 || firstRow + rows > Rows)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(firstRow),
-                $"Rows [{firstRow}, {firstRow + rows}) are outside {Description} ({Rows} rows)."
-            );
-        }
-
-        long row = firstRow;
-        int offset = 0;
-        while (row < firstRow + rows)
-        {
-            var chunk = Chunk(row);
-            long inChunk = row - chunk.Start;
-            long take = Math.Min(firstRow + rows - row, chunk.Rows.Length / Dim - inChunk);
-            chunk.Rows.AsSpan((int)(inChunk * Dim), (int)(take * Dim)).CopyTo(destination[offset..]);
-            offset += (int)(take * Dim);
-            row += take;
-        }
+        _chunks.Read(this, firstRow, destination, ComputeGroup);
     }
 
-    private (long Start, float[] Rows) Chunk(long row)
+    /// <summary>The group of N batches that holds <paramref name="row"/>, computed by the ranks together
+    /// (rank r the r-th batch) and all-gathered in context order: its first row and its rows.</summary>
+    private (long Start, float[] Rows) ComputeGroup(long row)
     {
-        foreach (var c in new[] { _last, _previous })
-        {
-            if (c is { } hit && row >= hit.Start && row < hit.Start + hit.Rows.Length / Dim)
-            {
-                return hit;
-            }
-        }
-
         int batch = _plan.Request.Batch;
         int span = batch * _group.Size;
         int first = _plan.ContextOf(row) / span * span;
@@ -435,10 +408,7 @@ public sealed class ShardedStreamingActivations : ICollectiveActivationSource
             );
         }
 
-        var chunk = (_plan.ContextStart(first), rows);
-        _previous = _last;
-        _last = chunk;
-        return chunk;
+        return (_plan.ContextStart(first), rows);
     }
 
     /// <inheritdoc/>
